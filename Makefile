@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make run` (the service) and `make test` (the suite).
+# Each creates .venv and installs the project on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint replay bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	# torch is pinned here (the CPU wheel); the project itself asks only for a range.
+	$(BIN)/pip install "torch==2.13.0" -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/smlrec serve
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+replay: $(STAMP)
+	$(BIN)/smlrec replay --dataset ml-100k --methods sml,full_retrain,fine_tune,spmf,popularity --out runs/ml-100k
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.serving
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
