@@ -1,0 +1,594 @@
+"""Interaction logs: the data set readers, period splitting and the synthetic drift generator.
+
+An `InteractionLog` holds one implicit positive interaction per row, stably sorted by
+time, with users and items renumbered densely in order of first appearance. Periods
+are consecutive row ranges of that log (`split_equal_count`, `split_time_windows`,
+`split_daily`). The MovieLens-100K copy used by the evaluation protocol is fetched
+once into a cache directory and verified by its sha256.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+RECBOLE_VERSION = "1.2.1"
+RECBOLE_WHEEL = f"recbole-{RECBOLE_VERSION}-py3-none-any.whl"
+ML100K_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
+ML100K_SHA256 = "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff"
+
+
+class DataFormatError(ValueError):
+    """A data file that cannot be read: names the file, the 1-based line and the fault."""
+
+    def __init__(self, path: str | os.PathLike[str], line: int | None, reason: str) -> None:
+        self.path = os.fspath(path)
+        self.line = line
+        self.reason = reason
+        where = self.path if line is None else f"{self.path}, line {line}"
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True, eq=False)
+class InteractionLog:
+    """Interactions sorted by time; dense indices follow first appearance (0, 1, 2, ...)."""
+
+    users: np.ndarray  # (N,) int64
+    items: np.ndarray  # (N,) int64
+    timestamps: np.ndarray  # (N,) float64 Unix seconds, non-decreasing
+    user_ids: tuple[str, ...]  # external id of each dense user index
+    item_ids: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.timestamps)
+        if len(self.users) != n or len(self.items) != n:
+            raise ValueError("users, items and timestamps must have the same length")
+        if n > 1 and bool(np.any(np.diff(self.timestamps) < 0)):
+            raise ValueError("timestamps must be non-decreasing")
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+
+@dataclass(frozen=True, eq=False)
+class Period:
+    """Rows [start, stop) of a log; n_users/n_items count what is known once it is included."""
+
+    index: int
+    start: int
+    stop: int
+    users: np.ndarray  # (n,) int64 view of the log
+    items: np.ndarray  # (n,) int64 view of the log
+    timestamps: np.ndarray  # (n,) float64 view of the log
+    n_users: int
+    n_items: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def _dense_codes(
+    ids: Sequence[str] | np.ndarray, order: np.ndarray
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Codes of `ids` taken in `order`, numbered by first appearance in that order.
+
+    Strings are factorised through a 64-bit polynomial hash of their code points (integer
+    sorting is several times faster than string sorting); a collision, checked exactly,
+    falls back to sorting the strings themselves.
+    """
+    values = np.asarray(ids, dtype=str)[order]  # (N,) fixed-width unicode
+    points = values.view(np.uint32).reshape(len(values), values.dtype.itemsize // 4)  # (N, L)
+    key = np.zeros(len(values), dtype=np.uint64)
+    for column in points.T:
+        key *= np.uint64(1_000_003)  # wraps modulo 2**64
+        key += column
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)  # (U,), (N,)
+    if not np.array_equal(values[first][inverse], values):
+        _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    rank = np.argsort(first)  # codes in order of first appearance
+    remap = np.empty(len(first), dtype=np.int64)
+    remap[rank] = np.arange(len(first), dtype=np.int64)
+    return remap[inverse], tuple(values[first[rank]].tolist())
+
+
+def from_records(
+    user_ids: Sequence[str] | np.ndarray,
+    item_ids: Sequence[str] | np.ndarray,
+    timestamps: Sequence[float] | np.ndarray,
+) -> InteractionLog:
+    """Stable sort by timestamp (ties keep input order), then number users and items densely."""
+    ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)
+    if not (len(user_ids) == len(item_ids) == len(ts)):
+        raise ValueError("user_ids, item_ids and timestamps must have the same length")
+    order = np.argsort(ts, kind="stable")
+    users, user_index = _dense_codes(user_ids, order)
+    items, item_index = _dense_codes(item_ids, order)
+    return InteractionLog(users, items, ts[order], user_index, item_index)
+
+
+# ---------------------------------------------------------------- readers
+
+
+def _timestamp(path: Path, line: int, value: Any, iso: bool) -> float:
+    """One timestamp: a number of Unix seconds, or (when `iso`) an ISO 8601 string, UTC if naive."""
+    if isinstance(value, bool):
+        raise DataFormatError(path, line, f"timestamp {value!r} is not a number")
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        if not (iso and isinstance(value, str)):
+            raise DataFormatError(path, line, f"timestamp {value!r} is not a number") from None
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise DataFormatError(path, line, f"timestamp {value!r} is not a date") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = moment.timestamp()
+    if not np.isfinite(seconds):
+        raise DataFormatError(path, line, f"timestamp {value!r} is not finite")
+    return seconds
+
+
+def _timestamps(path: Path, lines: list[int], raw: list[Any], iso: bool) -> np.ndarray:
+    """Parse a column of timestamps: vectorised when all are numbers, per value otherwise."""
+    try:
+        ts = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array([_timestamp(path, n, v, iso) for n, v in zip(lines, raw, strict=True)])
+    bad = np.flatnonzero(~np.isfinite(ts))
+    if len(bad):
+        k = int(bad[0])
+        raise DataFormatError(path, lines[k], f"timestamp {raw[k]!r} is not finite")
+    return ts
+
+
+class _Columns:
+    """Accumulates (user, item, time) triples with the line each came from."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: list[int] = []
+        self.users: list[str] = []
+        self.items: list[str] = []
+        self.times: list[Any] = []
+
+    def add(self, line: int, user: str, item: str, when: Any) -> None:
+        if not user or not item:
+            raise DataFormatError(self.path, line, "empty user or item id")
+        self.lines.append(line)
+        self.users.append(user)
+        self.items.append(item)
+        self.times.append(when)
+
+    def build(self, iso: bool = False) -> InteractionLog:
+        ts = _timestamps(self.path, self.lines, self.times, iso)
+        log = from_records(self.users, self.items, ts)
+        logger.info("read %s: %d interactions, %d users, %d items",
+                    self.path, len(log), log.n_users, log.n_items)
+        return log
+
+
+def _tab_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank lines of a tab-separated file, split, with their 1-based line numbers."""
+    with open(path, encoding="utf-8") as f:
+        for line, text in enumerate(f, 1):
+            text = text.rstrip("\r\n")
+            if text.strip():
+                yield line, text.split("\t")
+
+
+def _column(path: Path, header: Sequence[str], name: str) -> int:
+    if name not in header:
+        raise DataFormatError(path, 1, f"no column {name!r} in header {list(header)}")
+    return list(header).index(name)
+
+
+def read_recbole_inter(path: str | os.PathLike[str]) -> InteractionLog:
+    """RecBole atomic file: `name:type` header; user_id, item_id and timestamp, any order."""
+    path = Path(path)
+    rows = _tab_rows(path)
+    first = next(rows, None)
+    if first is None:
+        raise DataFormatError(path, None, "empty file (no header)")
+    header = [field.split(":", 1)[0].strip() for field in first[1]]
+    u, i, t = (_column(path, header, name) for name in ("user_id", "item_id", "timestamp"))
+    columns = _Columns(path)
+    for line, fields in rows:
+        if len(fields) != len(header):
+            raise DataFormatError(path, line, f"{len(fields)} fields, header has {len(header)}")
+        columns.add(line, fields[u].strip(), fields[i].strip(), fields[t])
+    return columns.build()
+
+
+def read_grouplens_udata(path: str | os.PathLike[str]) -> InteractionLog:
+    """GroupLens u.data: user, item, rating, timestamp separated by tabs, no header."""
+    path = Path(path)
+    columns = _Columns(path)
+    for line, fields in _tab_rows(path):
+        if len(fields) != 4:
+            raise DataFormatError(path, line, f"{len(fields)} fields, expected 4")
+        columns.add(line, fields[0].strip(), fields[1].strip(), fields[3])
+    return columns.build()
+
+
+def read_csv(
+    path: str | os.PathLike[str],
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    time_col: str = "timestamp",
+) -> InteractionLog:
+    """CSV with a header; timestamps in Unix seconds or ISO 8601 / RFC 3339 (naive means UTC)."""
+    path = Path(path)
+    columns = _Columns(path)
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = [name.strip() for name in next(reader, [])]
+        u, i, t = (_column(path, header, name) for name in (user_col, item_col, time_col))
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                raise DataFormatError(path, reader.line_num,
+                                      f"{len(fields)} fields, header has {len(header)}")
+            columns.add(reader.line_num, fields[u].strip(), fields[i].strip(), fields[t])
+    return columns.build(iso=True)
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, encoding="utf-8") as f:
+        for line, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(path, line, f"invalid JSON: {exc.msg}") from None
+            if not isinstance(obj, dict):
+                raise DataFormatError(path, line, "not a JSON object")
+            yield line, obj
+
+
+def _field(path: Path, line: int, obj: dict[str, Any], key: str) -> Any:
+    if key not in obj:
+        raise DataFormatError(path, line, f"missing key {key!r}")
+    return obj[key]
+
+
+def _id(path: Path, line: int, obj: dict[str, Any], key: str) -> str:
+    value = _field(path, line, obj, key)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise DataFormatError(path, line, f"{key!r} is not a string: {value!r}")
+    return str(value)
+
+
+def read_yelp_reviews(path: str | os.PathLike[str]) -> InteractionLog:
+    """Yelp review.json (JSON lines): user_id, business_id, date "YYYY-MM-DD HH:MM:SS" (as UTC)."""
+    path = Path(path)
+    columns = _Columns(path)
+    for line, obj in _json_lines(path):
+        columns.add(line, _id(path, line, obj, "user_id"), _id(path, line, obj, "business_id"),
+                    _field(path, line, obj, "date"))
+    return columns.build(iso=True)
+
+
+def _event_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    return [path]
+
+
+def read_adressa_events(path: str | os.PathLike[str]) -> InteractionLog:
+    """Adressa events (JSON lines; a file or a folder of them): article reads userId -> id at time.
+
+    Events without an article "id" are page views of other pages and are skipped.
+    """
+    parts: list[_Columns] = []
+    for file in _event_files(Path(path)):
+        columns = _Columns(file)
+        for line, obj in _json_lines(file):
+            if obj.get("id") is None:
+                continue
+            when = _timestamp(file, line, _field(file, line, obj, "time"), iso=False)
+            columns.add(line, _id(file, line, obj, "userId"), _id(file, line, obj, "id"), when)
+        parts.append(columns)
+    log = from_records([u for c in parts for u in c.users], [i for c in parts for i in c.items],
+                       np.array([t for c in parts for t in c.times], dtype=np.float64))
+    logger.info("read %s: %d article reads, %d users, %d items",
+                path, len(log), log.n_users, log.n_items)
+    return log
+
+
+# ---------------------------------------------------------------- named data sets
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("SMLREC_CACHE_DIR") or Path.home() / ".cache" / "smlrec")
+
+
+def _download_recbole_wheel(cache: Path) -> Path:
+    cache.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               f"recbole=={RECBOLE_VERSION}", "-d", str(cache)]
+    logger.info("downloading recbole==%s into %s", RECBOLE_VERSION, cache)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    wheel = cache / RECBOLE_WHEEL
+    if result.returncode != 0 or not wheel.is_file():
+        raise RuntimeError(f"could not download recbole=={RECBOLE_VERSION} into {cache} "
+                           f"(pip exit {result.returncode}): {result.stderr.strip()[-1000:]}")
+    return wheel
+
+
+def _movielens_member(cache: Path) -> bytes:
+    """The ML-100K member of the recbole wheel (downloaded if absent), checked by sha256."""
+    wheel = cache / RECBOLE_WHEEL
+    if not wheel.is_file():
+        wheel = _download_recbole_wheel(cache)
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(ML100K_MEMBER)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise DataFormatError(wheel, None, f"cannot read {ML100K_MEMBER}: {exc}") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != ML100K_SHA256:
+        raise DataFormatError(wheel, None, f"sha256 of {ML100K_MEMBER} is {digest}, expected "
+                              f"{ML100K_SHA256}; delete the wheel to fetch it again")
+    return data
+
+
+def load_movielens_100k(cache_dir: str | os.PathLike[str] | None = None) -> InteractionLog:
+    """MovieLens-100K as the protocol defines it (recbole 1.2.1's ml-100k.inter), cached."""
+    cache = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    target = cache / "ml-100k.inter"
+    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == ML100K_SHA256:
+        return read_recbole_inter(target)
+    if target.is_file():
+        logger.warning("%s does not match its sha256; extracting it again", target)
+    data = _movielens_member(cache)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, target)
+    return read_recbole_inter(target)
+
+
+def _json_keys(path: Path) -> set[str]:
+    """Keys of the first JSON object of a JSON-lines file (empty when it is not one)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = next((text for text in f if text.strip()), "")
+        obj = json.loads(first)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return set()
+    return set(obj) if isinstance(obj, dict) else set()
+
+
+def load_dataset(name: str, cache_dir: str | os.PathLike[str] | None = None) -> InteractionLog:
+    """A data set by name ("ml-100k", "synthetic") or by path (format told by name or content)."""
+    if name == "ml-100k":
+        return load_movielens_100k(cache_dir)
+    if name == "synthetic":
+        return synthetic_drift(SyntheticConfig())
+    path = Path(name)
+    if path.is_dir():
+        files = _event_files(path)
+        if files and {"userId", "time"} <= _json_keys(files[0]):
+            return read_adressa_events(path)
+    elif path.is_file():
+        if path.name == "u.data" or path.suffix == ".data":
+            return read_grouplens_udata(path)
+        if path.suffix == ".inter":
+            return read_recbole_inter(path)
+        if path.suffix == ".csv":
+            return read_csv(path)
+        keys = _json_keys(path)
+        if {"user_id", "business_id", "date"} <= keys:
+            return read_yelp_reviews(path)
+        if {"userId", "time"} <= keys:
+            return read_adressa_events(path)
+    raise ValueError(
+        f"unknown data set {name!r}: expected 'ml-100k', 'synthetic', or the path of a RecBole "
+        ".inter file, a GroupLens u.data/.data file, a .csv file with user_id, item_id and "
+        "timestamp columns, a Yelp review JSON-lines file, or Adressa event files"
+    )
+
+
+# ---------------------------------------------------------------- periods
+
+
+def _periods(log: InteractionLog, cuts: Sequence[int] | np.ndarray) -> list[Period]:
+    """Periods between consecutive cut rows (0 and len(log) implied); empty ones dropped."""
+    if len(log) == 0:
+        return []
+    inner = np.asarray(cuts, dtype=np.int64).clip(0, len(log))
+    bounds = np.unique(np.concatenate(([0], inner, [len(log)])))
+    users_known = np.maximum.accumulate(log.users) + 1  # (N,)
+    items_known = np.maximum.accumulate(log.items) + 1  # (N,)
+    periods: list[Period] = []
+    for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        periods.append(Period(
+            index=len(periods), start=start, stop=stop,
+            users=log.users[start:stop], items=log.items[start:stop],
+            timestamps=log.timestamps[start:stop],
+            n_users=int(users_known[stop - 1]), n_items=int(items_known[stop - 1]),
+        ))
+    return periods
+
+
+def split_equal_count(
+    log: InteractionLog, *, period_size: int | None = None, n_periods: int | None = None
+) -> list[Period]:
+    """Consecutive periods of `period_size` rows (the last may be shorter), or `n_periods`
+    periods of len(log) // n_periods rows with the remainder added to the last one."""
+    if (period_size is None) == (n_periods is None):
+        raise ValueError("give exactly one of period_size and n_periods")
+    if period_size is not None:
+        if period_size <= 0:
+            raise ValueError(f"period_size must be positive, got {period_size}")
+        return _periods(log, range(period_size, len(log), period_size))
+    assert n_periods is not None
+    if n_periods <= 0 or n_periods > len(log):
+        raise ValueError(f"n_periods must be in 1..{len(log)} (the log's rows), got {n_periods}")
+    size = len(log) // n_periods
+    return _periods(log, [k * size for k in range(1, n_periods)])
+
+
+def split_time_windows(
+    log: InteractionLog, *, width_seconds: float, origin: float | None = None
+) -> list[Period]:
+    """Windows [origin + k*w, origin + (k+1)*w); origin defaults to the first timestamp."""
+    if not width_seconds > 0 or not np.isfinite(width_seconds):
+        raise ValueError(f"width_seconds must be positive, got {width_seconds}")
+    if len(log) == 0:
+        return []
+    start = float(log.timestamps[0]) if origin is None else float(origin)
+    window = np.floor((log.timestamps - start) / width_seconds)  # (N,) non-decreasing
+    return _periods(log, np.flatnonzero(np.diff(window)) + 1)
+
+
+def split_daily(
+    log: InteractionLog, *, hours: Sequence[int] = (0, 10, 17), tz: str = "Europe/Oslo"
+) -> list[Period]:
+    """Periods cut at the given local hours of every day (Adressa: 0-10h, 10-17h, 17-24h)."""
+    if not hours or any(not 0 <= h <= 23 for h in hours) or list(hours) != sorted(set(hours)):
+        raise ValueError(f"hours must be strictly increasing within 0..23, got {list(hours)}")
+    if len(log) == 0:
+        return []
+    zone = ZoneInfo(tz)
+    first = datetime.fromtimestamp(float(log.timestamps[0]), zone).date() - timedelta(days=1)
+    last = datetime.fromtimestamp(float(log.timestamps[-1]), zone).date()
+    days = [first + timedelta(days=k) for k in range((last - first).days + 1)]
+    bounds = [datetime.combine(d, time(h), tzinfo=zone).timestamp() for d in days for h in hours]
+    return _periods(log, np.searchsorted(log.timestamps, bounds, side="left"))
+
+
+# ---------------------------------------------------------------- synthetic drift
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """A seeded log with topical users whose short-term interest drifts between periods."""
+
+    n_periods: int = 6
+    interactions_per_period: int = 2000
+    n_users_initial: int = 200
+    n_items_initial: int = 300
+    new_users_per_period: int = 40
+    new_items_per_period: int = 30
+    n_topics: int = 8
+    drift: float = 0.3  # chance per period that a user's short-term topic jumps
+    long_term_weight: float = 0.6  # chance an interaction follows the long-term topic
+    popularity_skew: float = 1.0  # Zipf-like exponent of item popularity
+    seed: int = 0
+    start_time: float = 1_600_000_000.0
+    period_seconds: float = 86_400.0
+
+    def __post_init__(self) -> None:
+        if min(self.n_periods, self.n_users_initial, self.n_items_initial, self.n_topics) < 1:
+            raise ValueError("n_periods, n_users_initial, n_items_initial, n_topics must be >= 1")
+        if min(self.interactions_per_period, self.new_users_per_period,
+               self.new_items_per_period) < 0:
+            raise ValueError("interaction and arrival counts must be >= 0")
+        if not (0 <= self.drift <= 1 and 0 <= self.long_term_weight <= 1):
+            raise ValueError("drift and long_term_weight are probabilities")
+        if self.period_seconds <= 0:
+            raise ValueError("period_seconds must be positive")
+
+
+def _arrivals(initial: int, per_period: int, n_periods: int) -> np.ndarray:
+    """Arrival period of each entity: `initial` at period 0, then `per_period` each period."""
+    later = np.repeat(np.arange(1, n_periods, dtype=np.int64), per_period)
+    return np.concatenate([np.zeros(initial, dtype=np.int64), later])
+
+
+def _draw(
+    rng: np.random.Generator, pool: np.ndarray, cdf: np.ndarray, seen: set[int]
+) -> int | None:
+    """An item of `pool` by popularity (cumulative weights `cdf`) that is not in `seen`."""
+    for _ in range(16):
+        item = int(pool[min(int(np.searchsorted(cdf, rng.random() * cdf[-1])), len(pool) - 1)])
+        if item not in seen:
+            return item
+    fresh = np.array([i not in seen for i in pool.tolist()], dtype=bool)
+    if not fresh.any():
+        return None
+    weights = np.diff(cdf, prepend=0.0)[fresh]
+    return int(rng.choice(pool[fresh], p=weights / weights.sum()))
+
+
+def synthetic_drift(config: SyntheticConfig = SyntheticConfig()) -> InteractionLog:
+    """Interactions of users with a fixed long-term topic and a drifting short-term one.
+
+    Items have a topic and a Zipf-like popularity. Each period every active user may jump
+    to a new short-term topic (probability `drift`); an interaction follows the long-term
+    topic with probability `long_term_weight`, else the short-term one, and picks an item of
+    that topic by popularity that the user has not interacted with. Users and items keep
+    arriving each period, and earlier users stay active. Same config, same log.
+    """
+    c = config
+    rng = np.random.default_rng(c.seed)
+    user_arrival = _arrivals(c.n_users_initial, c.new_users_per_period, c.n_periods)
+    item_arrival = _arrivals(c.n_items_initial, c.new_items_per_period, c.n_periods)
+    n_users, n_items = len(user_arrival), len(item_arrival)
+    item_topic = rng.integers(c.n_topics, size=n_items)
+    popularity = (1.0 + rng.permutation(n_items)) ** -c.popularity_skew  # (I,)
+    long_term = rng.integers(c.n_topics, size=n_users)
+    short_term = rng.integers(c.n_topics, size=n_users)
+    activity = rng.gamma(2.0, size=n_users)  # (U,) how often each user comes back
+    seen: list[set[int]] = [set() for _ in range(n_users)]
+    users: list[int] = []
+    items: list[int] = []
+    times: list[np.ndarray] = []
+    for p in range(c.n_periods):
+        if p > 0 and c.n_topics > 1:
+            jump = rng.random(n_users) < c.drift
+            shift = rng.integers(1, c.n_topics, int(jump.sum()))  # never the same topic
+            short_term[jump] = (short_term[jump] + shift) % c.n_topics
+        active = np.flatnonzero(user_arrival <= p)
+        available = np.flatnonzero(item_arrival <= p)
+        pools = [available[item_topic[available] == t] for t in range(c.n_topics)]
+        cdfs = [np.cumsum(popularity[pool]) for pool in pools]
+        every_cdf = np.cumsum(popularity[available])
+        weights = activity[active] / activity[active].sum()
+        who = rng.choice(active, size=c.interactions_per_period, p=weights)
+        follow_long = rng.random(c.interactions_per_period) < c.long_term_weight
+        count = 0
+        for u, long in zip(who.tolist(), follow_long.tolist(), strict=True):
+            topic = int(long_term[u] if long else short_term[u])
+            item = _draw(rng, pools[topic], cdfs[topic], seen[u]) if len(pools[topic]) else None
+            if item is None:
+                item = _draw(rng, available, every_cdf, seen[u])
+            if item is None:  # the user has seen every item so far
+                continue
+            seen[u].add(item)
+            users.append(u)
+            items.append(item)
+            count += 1
+        step = c.period_seconds / max(count, 1)
+        offsets = (np.arange(count) + rng.random(count)) * step  # increasing within [0, P)
+        times.append(c.start_time + p * c.period_seconds + offsets)
+    timestamps = np.concatenate(times) if times else np.empty(0)
+    return from_records([f"u{u}" for u in users], [f"i{i}" for i in items], timestamps)
