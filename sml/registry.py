@@ -1,0 +1,70 @@
+"""Strategies by name: what the replay's --methods and the worker's SMLREC_STRATEGY accept."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from torch import Tensor
+
+from sml.baselines import SPMF, BaselineConfig, FineTune, FullRetrain, Popularity
+from sml.fit import FitConfig
+from sml.model import MFConfig
+from sml.strategy import Strategy
+from sml.trainer import MetaConfig, SMLConfig, SMLStrategy
+from sml.transfer import TransferConfig
+
+SERVICE_STRATEGIES = ("sml", "fine_tune", "full_retrain", "spmf")
+SML_VARIANTS = ("sml", "sml_s", "sml_n", "sml_cnn", "sml_fc", "sml_fp")
+BASELINES = ("full_retrain", "fine_tune", "spmf", "popularity")
+ALL_METHODS = SML_VARIANTS + BASELINES
+
+
+def sml_config(name: str, base: SMLConfig) -> SMLConfig:
+    """The SML configuration of one variant, derived from the tuned base one."""
+    if name in ("sml", "sml_s"):
+        return base
+    if name == "sml_n":
+        return replace(base, variant="sml_n")
+    if name == "sml_fp":
+        return replace(base, variant="sml_fp")
+    if name == "sml_cnn":
+        return replace(base, transfer=replace(base.transfer, kind="no_cnn"))
+    if name == "sml_fc":
+        return replace(base, transfer=replace(base.transfer, kind="no_fc"))
+    raise ValueError(f"unknown SML variant {name!r}")
+
+
+def make_strategy(
+    name: str,
+    *,
+    dim: int = 64,
+    seed: int = 0,
+    sml: SMLConfig | None = None,
+    baseline: BaselineConfig | None = None,
+) -> Strategy:
+    """A fresh strategy. ``sml``/``baseline`` override the default hyper-parameters."""
+    mf = MFConfig(dim=dim)
+    if name in SML_VARIANTS:
+        base = sml or SMLConfig(
+            mf=mf, transfer=TransferConfig(), fit=FitConfig(), meta=MetaConfig()
+        )
+        return SMLStrategy(replace(sml_config(name, base), seed=seed), name=name)
+    config = replace(baseline or BaselineConfig(mf=mf), seed=seed)
+    classes: dict[str, Any] = {
+        "fine_tune": FineTune,
+        "full_retrain": FullRetrain,
+        "spmf": SPMF,
+        "popularity": Popularity,
+    }
+    if name not in classes:
+        raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(ALL_METHODS)}")
+    strategy: Strategy = classes[name](config)
+    return strategy
+
+
+def transfer_state(strategy: Strategy) -> dict[str, Tensor] | None:
+    """Theta alone (None for strategies without a transfer)."""
+    if isinstance(strategy, SMLStrategy):
+        return {k: v.detach().clone() for k, v in strategy.transfers.state_dict().items()}
+    return None

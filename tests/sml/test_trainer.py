@@ -1,0 +1,140 @@
+"""Sequential meta-learning: boundaries change W, Theta moves once a next period exists,
+checkpoints resume exactly, the variants and baselines run."""
+
+import numpy as np
+import pytest
+import torch
+
+from sml.data import SyntheticConfig, split_equal_count, synthetic_drift
+from sml.fit import FitConfig, SeenPairs, sample_negatives
+from sml.model import MFConfig
+from sml.registry import ALL_METHODS, make_strategy, transfer_state
+from sml.strategy import PeriodData
+from sml.trainer import MetaConfig, SMLConfig, SMLStrategy
+
+SMALL = SMLConfig(
+    mf=MFConfig(dim=8),
+    fit=FitConfig(epochs=2, batch_size=512),
+    meta=MetaConfig(epochs=1, batch_size=512),
+)
+
+
+@pytest.fixture(scope="module")
+def periods() -> list:
+    log = synthetic_drift(SyntheticConfig(n_periods=4, interactions_per_period=600, seed=3))
+    return split_equal_count(log, n_periods=4)
+
+
+def _theta(strategy: SMLStrategy) -> dict[str, torch.Tensor]:
+    state = transfer_state(strategy)
+    assert state is not None
+    return state
+
+
+def test_boundaries_change_w_and_theta_from_the_second_on(periods: list) -> None:
+    sml = SMLStrategy(SMLConfig(mf=SMALL.mf, fit=SMALL.fit, meta=SMALL.meta))
+    thetas = [_theta(sml)]
+    models = []
+    for period in periods[:3]:
+        models.append(sml.boundary(period))
+        thetas.append(_theta(sml))
+    # the first boundary is the cold start (plain MF): Theta untouched
+    assert all(torch.equal(thetas[0][k], thetas[1][k]) for k in thetas[0])
+    # the second boundary has the first period's W-hat and its next period: Theta moves
+    assert any(not torch.equal(thetas[1][k], thetas[2][k]) for k in thetas[1])
+    assert any(not torch.equal(thetas[2][k], thetas[3][k]) for k in thetas[2])
+    # W changes every period, and the tables grow with new users and items
+    assert models[1].user.shape[0] == periods[1].n_users
+    assert models[2].item.shape[0] == periods[2].n_items
+    assert not torch.allclose(models[1].item[: models[0].n_items], models[0].item)
+
+
+def test_frozen_transfer_keeps_theta(periods: list) -> None:
+    sml = SMLStrategy(SMALL)
+    sml.boundary(periods[0])
+    sml.set_update_transfer(False)
+    before = _theta(sml)
+    sml.boundary(periods[1])
+    sml.boundary(periods[2])
+    after = _theta(sml)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_checkpoint_resumes_exactly(periods: list) -> None:
+    a = SMLStrategy(SMALL)
+    a.boundary(periods[0])
+    a.boundary(periods[1])
+    b = SMLStrategy(SMALL)
+    b.load_state_dict(a.state_dict())
+    wa, wb = a.boundary(periods[2]), b.boundary(periods[2])
+    assert torch.allclose(wa.user, wb.user, atol=1e-5)
+    assert torch.allclose(wa.item, wb.item, atol=1e-5)
+
+
+def test_state_dict_loads_with_weights_only(periods: list, tmp_path) -> None:
+    sml = SMLStrategy(SMALL)
+    sml.boundary(periods[0])
+    sml.boundary(periods[1])
+    torch.save(sml.state_dict(), tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    fresh = SMLStrategy(SMALL)
+    fresh.load_state_dict(state)
+    assert fresh.model is not None and torch.equal(fresh.model.user, sml.model.user)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("name", [m for m in ALL_METHODS])
+def test_every_method_runs_and_round_trips(name: str, periods: list) -> None:
+    strategy = make_strategy(name, dim=8, seed=1)
+    for period in periods[:2]:
+        model = strategy.boundary(period)
+        assert model.user.shape == (period.n_users, 9)
+        assert model.item.shape == (period.n_items, 9)
+        assert torch.isfinite(model.user).all() and torch.isfinite(model.item).all()
+    clone = make_strategy(name, dim=8, seed=1)
+    clone.load_state_dict(strategy.state_dict())
+    a, b = strategy.boundary(periods[2]), clone.boundary(periods[2])
+    # equal up to the order of float additions in multi-threaded gradient scatters
+    assert torch.allclose(a.item, b.item, atol=1e-5)
+
+
+def test_same_seed_same_model(periods: list) -> None:
+    runs = []
+    for _ in range(2):
+        sml = make_strategy("sml", dim=8, seed=5)
+        for period in periods[:3]:
+            w = sml.boundary(period)
+        runs.append(w)
+    assert torch.equal(runs[0].user, runs[1].user)
+
+
+def test_negatives_never_hit_seen_pairs() -> None:
+    rng = np.random.default_rng(0)
+    seen = SeenPairs()
+    users = rng.integers(0, 50, 2000)
+    items = rng.integers(0, 40, 2000)
+    seen.add(users, items)
+    neg = sample_negatives(np.arange(50), 5, 40, seen, rng, max_tries=50)
+    rows = np.repeat(np.arange(50), 5)
+    assert not seen.contains(rows, neg.ravel()).any()
+
+
+def test_spmf_reservoir_is_bounded_and_uniform() -> None:
+    from sml.baselines import SPMF, BaselineConfig
+
+    spmf = SPMF(BaselineConfig(mf=MFConfig(dim=4), fit=FitConfig(epochs=1), reservoir_size=100))
+    counts = np.zeros(10)
+    for t in range(10):
+        users = np.full(100, t, dtype=np.int64)
+        spmf._remember(PeriodData(users, np.arange(100, dtype=np.int64), 10, 100))
+        assert len(spmf.reservoir_users) == min(100, 100 * (t + 1))
+    counts += np.bincount(spmf.reservoir_users, minlength=10)
+    # every period equally likely in the reservoir: no period holds more than a third
+    assert counts.max() < 34 and spmf.stream_length == 1000
+
+
+def test_popularity_scores_follow_counts() -> None:
+    pop = make_strategy("popularity", dim=4)
+    model = pop.boundary(
+        PeriodData(np.zeros(6, dtype=np.int64), np.array([2, 2, 2, 0, 0, 1]), 1, 3)
+    )
+    assert torch.argsort(model.item[:, -1], descending=True).tolist() == [2, 0, 1]

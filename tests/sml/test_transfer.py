@@ -1,0 +1,67 @@
+"""The transfer: output shapes for every kind, the fine-tune start, gradients."""
+
+import pytest
+import torch
+
+from sml.transfer import Transfer, TransferConfig, TransferPair, stack_rows
+
+KINDS = ["cnn", "no_cnn", "no_fc", "alpha", "mlp"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("init", ["fine_tune", "paper"])
+def test_output_shape(kind: str, init: str) -> None:
+    transfer = Transfer(9, TransferConfig(kind=kind, init=init, hidden=16))  # type: ignore[arg-type]
+    out = transfer(torch.randn(5, 9), torch.randn(5, 9))
+    assert out.shape == (5, 9)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_untrained_transfer_is_fine_tune(kind: str) -> None:
+    transfer = Transfer(9, TransferConfig(kind=kind, init="fine_tune"))  # type: ignore[arg-type]
+    prev, new = torch.randn(6, 9), torch.randn(6, 9)
+    assert torch.equal(transfer(prev, new), new)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "no_cnn", "no_fc", "mlp"])
+def test_paper_init_is_not_identity(kind: str) -> None:
+    transfer = Transfer(9, TransferConfig(kind=kind, init="paper"))  # type: ignore[arg-type]
+    prev, new = torch.randn(6, 9), torch.randn(6, 9)
+    assert not torch.allclose(transfer(prev, new), new)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_parameter_gets_a_gradient_after_one_step(kind: str) -> None:
+    torch.manual_seed(0)
+    transfer = Transfer(9, TransferConfig(kind=kind, hidden=16))  # type: ignore[arg-type]
+    optimizer = torch.optim.SGD(transfer.parameters(), lr=0.1)
+    for _ in range(2):  # the zeroed output layer opens the way on the first step
+        optimizer.zero_grad()
+        transfer(torch.randn(4, 9), torch.randn(4, 9)).square().sum().backward()
+        optimizer.step()
+    for name, p in transfer.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_picture_rows() -> None:
+    prev = torch.tensor([[3.0, 4.0]])
+    new = torch.tensor([[1.0, 2.0]])
+    picture = stack_rows(prev, new, 1e-8)
+    assert picture.shape == (1, 3, 2)
+    assert torch.allclose(picture[0, 2], torch.tensor([3.0 / 5.0, 8.0 / 5.0]))
+
+
+def test_ablations_differ_in_structure() -> None:
+    dim = 9
+    sizes = {
+        k: sum(p.numel() for p in Transfer(dim, TransferConfig(kind=k)).parameters()) for k in KINDS
+    }  # type: ignore[arg-type]
+    assert sizes["alpha"] == dim
+    assert sizes["no_fc"] < sizes["cnn"]  # no FC layers
+    assert sizes["no_cnn"] != sizes["cnn"]
+
+
+def test_pair_has_one_transfer_per_side() -> None:
+    pair = TransferPair(5, TransferConfig())
+    assert pair.user is not pair.item
