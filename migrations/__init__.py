@@ -1,0 +1,1 @@
+"""Alembic migrations for the smlrec schema; run them with ``store.migrate.upgrade(url)``."""

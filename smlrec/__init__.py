@@ -1,0 +1,1 @@
+"""smlrec: a recommender service kept fresh by Sequential Meta-Learning retraining."""

@@ -1,0 +1,136 @@
+"""Service configuration, read from the environment (prefix ``SMLREC_``).
+
+Build it through :func:`get_settings` (cached) in the application's start-up and
+pass it on; tests construct ``Settings(...)`` directly with overrides.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PeriodKind = Literal["count", "time", "manual"]
+Strategy = Literal["sml", "fine_tune", "full_retrain", "spmf"]
+
+_DURATION_UNITS: dict[str, float] = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+
+
+@dataclass(frozen=True)
+class PeriodRule:
+    """When the open period closes: after ``count`` interactions, after ``seconds``
+    of event time, or only on an explicit request (``manual``)."""
+
+    kind: PeriodKind
+    count: int | None = None
+    seconds: float | None = None
+
+
+def parse_period(spec: str) -> PeriodRule:
+    """Parse ``count:N`` (N >= 1), ``time:DURATION`` (e.g. ``90s``, ``15m``, ``8h``,
+    ``2d``) or ``manual``. Raises ValueError with the accepted forms on anything else."""
+    text = spec.strip().lower()
+    if text == "manual":
+        return PeriodRule(kind="manual")
+    kind, sep, arg = text.partition(":")
+    if sep and kind == "count" and arg.strip().isdigit() and int(arg) >= 1:
+        return PeriodRule(kind="count", count=int(arg))
+    if sep and kind == "time":
+        match = _DURATION_RE.match(arg)
+        if match:
+            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+            if seconds > 0:
+                return PeriodRule(kind="time", seconds=seconds)
+    raise ValueError(
+        f"invalid period {spec!r}: expected 'count:N' with N >= 1, "
+        "'time:DURATION' with a positive duration in s/m/h/d (e.g. 'time:8h'), or 'manual'"
+    )
+
+
+def normalize_database_url(url: str) -> str:
+    """Pick the psycopg 3 driver for plain PostgreSQL URLs (``postgresql://``,
+    ``postgres://``); any other URL is returned unchanged."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
+class Settings(BaseSettings):
+    """Everything the service, the worker and the store are configured by."""
+
+    model_config = SettingsConfigDict(env_prefix="SMLREC_", extra="ignore")
+
+    database_url: str = "sqlite:///./smlrec-data/smlrec.db"
+    redis_url: str | None = None
+    model_dir: Path = Path("./smlrec-data/models")
+    admin_token: str | None = None
+    api_key: str | None = None
+    period: str = "count:5000"
+    strategy: Strategy = "sml"
+    embed_dim: int = Field(default=64, ge=1, le=1024)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "INFO"
+    swap_poll_seconds: float = Field(default=1.0, gt=0)
+    worker_poll_seconds: float = Field(default=0.5, gt=0)
+    train_threads: int = Field(default=1, ge=1)
+    lock_ttl_seconds: float = Field(default=10.0, gt=0)
+    seed: int = 0
+
+    @field_validator("period")
+    @classmethod
+    def _check_period(cls, value: str) -> str:
+        parse_period(value)
+        return value.strip().lower()
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError(
+                f"invalid database URL {value!r}: expected e.g. "
+                "'sqlite:///./smlrec-data/smlrec.db' or 'postgresql://user@host:5432/db'"
+            )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}:
+            raise ValueError(
+                f"invalid log level {value!r}: expected CRITICAL, ERROR, WARNING, INFO or DEBUG"
+            )
+        return level
+
+    @field_validator("redis_url", "admin_token", "api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def period_rule(self) -> PeriodRule:
+        """The parsed ``period`` setting."""
+        return parse_period(self.period)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """``database_url`` with the driver SQLAlchemy should use (psycopg 3 for PostgreSQL)."""
+        return normalize_database_url(self.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,111 @@
+"""The messaging port: "version V is active" announcements, the interaction
+stream of distributed mode, leader election and API-side de-duplication.
+
+Two implementations share the interface: :class:`InProcessBus` (embedded mode)
+and :class:`RedisBus` (distributed mode). :func:`make_bus` picks one from the
+settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from smlrec.settings import Settings
+from store.bus_memory import InProcessBus, InProcessLeaderLock
+from store.bus_redis import RedisBus, RedisLeaderLock
+from store.dto import NewInteraction
+
+__all__ = [
+    "Bus",
+    "InProcessBus",
+    "InProcessLeaderLock",
+    "LeaderLock",
+    "RedisBus",
+    "RedisLeaderLock",
+    "make_bus",
+]
+
+StreamEntry = tuple[str, list[NewInteraction]]
+
+
+class LeaderLock(Protocol):
+    """A named lease held by one owner at a time, lapsing ``ttl_s`` after the
+    last acquire or refresh unless refreshed."""
+
+    name: str
+    ttl_s: float
+
+    def acquire(self, blocking: bool = False, timeout: float | None = None) -> bool:
+        """Take the lease; with ``blocking``, wait (up to ``timeout`` s) for it."""
+        ...
+
+    def refresh(self) -> bool:
+        """Extend the lease if it is still ours; False means leadership is lost."""
+        ...
+
+    def release(self) -> None:
+        """Give the lease up if it is still ours."""
+        ...
+
+
+class Bus(Protocol):
+    def publish_active(self, version: int) -> None:
+        """Announce that ``version`` is the one to serve."""
+        ...
+
+    def subscribe_active(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``callback(version)`` for every later announcement; returns a
+        function that stops the subscription. (Redis: on a listener thread that
+        survives reconnections; in-process: on the publishing thread.) Raises
+        BusUnavailable if the bus cannot be reached now."""
+        ...
+
+    def append(self, rows: Sequence[NewInteraction]) -> int:
+        """Durably append a batch to the interaction stream; returns its size."""
+        ...
+
+    def read(self, consumer: str, count: int = 100, block_ms: int = 1000) -> list[StreamEntry]:
+        """Entries for ``consumer`` of group "workers": its unacknowledged ones
+        first, then new ones (waiting up to ``block_ms``; 0: don't wait)."""
+        ...
+
+    def ack(self, entry_ids: Sequence[str]) -> int:
+        """Acknowledge entries once their rows are committed; returns how many."""
+        ...
+
+    def claim_stale(self, consumer: str, min_idle_ms: int) -> list[StreamEntry]:
+        """Take over entries unacknowledged for ``min_idle_ms`` (dead consumers)."""
+        ...
+
+    def pending_count(self) -> int:
+        """Entries delivered and not yet acknowledged."""
+        ...
+
+    def leader_lock(self, name: str, ttl_s: float) -> LeaderLock:
+        """A lease named ``name``, exclusive among everyone sharing this bus."""
+        ...
+
+    def seen_event(self, event_id: str) -> bool:
+        """Mark ``event_id`` as seen for 7 days; True if it already was. The
+        database stays the authority on duplicates; this only reports them early."""
+        ...
+
+    def seen_events(self, event_ids: Sequence[str]) -> list[bool]:
+        """:meth:`seen_event` for many ids at once."""
+        ...
+
+    def ping(self) -> None:
+        """Raise BusUnavailable unless the bus answers."""
+        ...
+
+    def close(self) -> None:
+        """Stop subscriptions and release connections."""
+        ...
+
+
+def make_bus(settings: Settings) -> Bus:
+    """:class:`RedisBus` when ``settings.redis_url`` is set, else :class:`InProcessBus`."""
+    if settings.redis_url:
+        return RedisBus(settings.redis_url)
+    return InProcessBus()

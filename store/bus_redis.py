@@ -1,0 +1,330 @@
+"""The Redis bus of distributed mode.
+
+Keys (``prefix`` defaults to ``smlrec``):
+- ``{prefix}:interactions``: stream, one entry per API request, field ``rows`` a
+  JSON array of ``[user_id, item_id, ts, event_id]``; consumer group ``workers``.
+- ``{prefix}:active``: pub/sub channel carrying "version V is active".
+- ``{prefix}:lock:{name}``: leader leases (value: the owner's random token).
+- ``{prefix}:event:{event_id}``: API-side de-duplication marks, 7 days.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from store.dto import NewInteraction
+from store.errors import BusUnavailable
+
+log = logging.getLogger(__name__)
+
+GROUP = "workers"
+EVENT_TTL_S = 7 * 24 * 3600
+Entry = tuple[str, list[NewInteraction]]
+
+_REFRESH_LUA = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE_LUA = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+@contextmanager
+def _guard(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        log.warning("redis unavailable during %s: %s", what, error)
+        raise BusUnavailable(f"redis unavailable during {what}: {error}") from error
+
+
+def encode_rows(rows: Sequence[NewInteraction]) -> str:
+    return json.dumps([[r.user_id, r.item_id, r.ts, r.event_id] for r in rows])
+
+
+def decode_rows(payload: str) -> list[NewInteraction]:
+    return [NewInteraction(str(u), str(i), float(t), e) for u, i, t, e in json.loads(payload)]
+
+
+class RedisLeaderLock:
+    """A lease on ``{prefix}:lock:{name}`` owned through a random token; only the
+    owner can refresh or release it, and it lapses ``ttl_s`` after the last
+    acquire or refresh (a dead leader is replaced within ``ttl_s``)."""
+
+    def __init__(self, bus: RedisBus, name: str, ttl_s: float) -> None:
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        self.name = name
+        self.ttl_s = ttl_s
+        self._bus = bus
+        self._key = bus.key("lock", name)
+        self._token = uuid.uuid4().hex
+
+    @property
+    def _ttl_ms(self) -> int:
+        return max(1, int(self.ttl_s * 1000))
+
+    def acquire(self, blocking: bool = False, timeout: float | None = None) -> bool:
+        """Take the lease; with ``blocking``, wait (up to ``timeout`` s) for it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with _guard("lock acquire"):
+                if self._bus.client.set(self._key, self._token, nx=True, px=self._ttl_ms):
+                    return True
+            if not blocking or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            time.sleep(min(0.1, self.ttl_s / 4))
+
+    def refresh(self) -> bool:
+        """Extend the lease by ``ttl_s`` if it is still ours (atomic check-and-set)."""
+        with _guard("lock refresh"):
+            extended = self._bus.refresh_script(keys=[self._key], args=[self._token, self._ttl_ms])
+        return bool(extended)
+
+    def release(self) -> None:
+        """Give the lease up if it is still ours; a Redis outage is only logged."""
+        try:
+            with _guard("lock release"):
+                self._bus.release_script(keys=[self._key], args=[self._token])
+        except BusUnavailable:
+            log.warning("could not release lock %s; it lapses in %.1f s", self.name, self.ttl_s)
+
+
+class RedisBus:
+    """Bus over one Redis server. Nothing connects until the first command."""
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "smlrec",
+        socket_timeout: float = 30.0,
+        client_name: str | None = None,
+    ) -> None:
+        self.prefix = prefix
+        self.stream = self.key("interactions")
+        self.channel = self.key("active")
+        self._socket_timeout = socket_timeout
+        self.client: redis.Redis = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=5.0,
+            socket_timeout=socket_timeout,
+            health_check_interval=30,
+            protocol=2,  # the reply shapes parsed below
+            client_name=client_name or prefix.replace(" ", "_"),  # shows in CLIENT LIST
+        )
+        self.refresh_script = self.client.register_script(_REFRESH_LUA)
+        self.release_script = self.client.register_script(_RELEASE_LUA)
+        self._group_ready = False
+        self._stops: list[Callable[[], None]] = []
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # ---- active version ---------------------------------------------------
+
+    def publish_active(self, version: int) -> None:
+        with _guard("publish"):
+            self.client.publish(self.channel, str(int(version)))
+
+    def subscribe_active(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``callback(version)`` on a listener thread for every announcement
+        made after this returns. The returned function stops the listener."""
+        pubsub = self.client.pubsub()
+        with _guard("subscribe"):
+            pubsub.subscribe(self.channel)
+            deadline = time.monotonic() + self._socket_timeout
+            while time.monotonic() < deadline:  # wait until the server confirms
+                message = pubsub.get_message(timeout=1.0)
+                if message is not None and message.get("type") == "subscribe":
+                    break
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._listen, args=(pubsub, callback, stop), name="smlrec-sub", daemon=True
+        )
+        thread.start()
+
+        def unsubscribe() -> None:
+            if stop.is_set():
+                return
+            stop.set()
+            thread.join(timeout=5.0)
+            try:
+                pubsub.close()
+            except Exception:  # closing a broken connection
+                log.debug("error closing pub/sub connection", exc_info=True)
+
+        self._stops.append(unsubscribe)
+        return unsubscribe
+
+    @staticmethod
+    def _listen(pubsub: Any, callback: Callable[[int], None], stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                message = pubsub.get_message(timeout=0.5)
+            except Exception as error:  # the connection dropped: redis-py resubscribes
+                if stop.is_set():
+                    return
+                log.warning("active-version subscription interrupted: %s", error)
+                stop.wait(1.0)
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            try:
+                version = int(message["data"])
+            except (TypeError, ValueError):
+                log.warning("ignoring malformed active-version message %r", message["data"])
+                continue
+            try:
+                callback(version)
+            except Exception:
+                log.exception("active-version subscriber failed on version %d", version)
+
+    # ---- interaction stream -----------------------------------------------
+
+    def append(self, rows: Sequence[NewInteraction]) -> int:
+        """Append one stream entry holding all ``rows``; returns how many."""
+        if not rows:
+            return 0
+        with _guard("append"):
+            self.client.xadd(self.stream, {"rows": encode_rows(rows)})
+        return len(rows)
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        self._group_ready = True
+
+    def _read_group(self, consumer: str, count: int, start: str, block_ms: int | None) -> Any:
+        try:
+            return self.client.xreadgroup(
+                GROUP, consumer, {self.stream: start}, count=count, block=block_ms
+            )
+        except ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            self._group_ready = False  # the stream was deleted: recreate the group
+            self._ensure_group()
+            return self.client.xreadgroup(
+                GROUP, consumer, {self.stream: start}, count=count, block=block_ms
+            )
+
+    def read(self, consumer: str, count: int = 100, block_ms: int = 1000) -> list[Entry]:
+        """This consumer's unacknowledged entries first (re-delivery after a
+        crash); else up to ``count`` new entries, waiting up to ``block_ms``
+        (0: don't wait) for the first. Acknowledge with :meth:`ack` once stored."""
+        limit_ms = int(max(self._socket_timeout - 1.0, 0.1) * 1000)
+        block = min(block_ms, limit_ms) if block_ms > 0 else None
+        with _guard("read"):
+            self._ensure_group()
+            entries = self._entries(self._read_group(consumer, count, "0", None))
+            if not entries:
+                entries = self._entries(self._read_group(consumer, count, ">", block))
+        return entries
+
+    def _entries(self, response: Any) -> list[Entry]:
+        if not response:
+            return []
+        found: list[Entry] = []
+        gone: list[str] = []
+        for _, messages in response:  # RESP2: [[stream, [(id, fields), ...]], ...]
+            for entry_id, fields in messages:
+                if not fields or "rows" not in fields:
+                    gone.append(entry_id)  # deleted or foreign entry: nothing to do
+                    continue
+                found.append((entry_id, decode_rows(fields["rows"])))
+        if gone:
+            self.client.xack(self.stream, GROUP, *gone)
+        return found
+
+    def ack(self, entry_ids: Sequence[str]) -> int:
+        if not entry_ids:
+            return 0
+        with _guard("ack"):
+            return int(self.client.xack(self.stream, GROUP, *entry_ids))
+
+    def claim_stale(self, consumer: str, min_idle_ms: int) -> list[Entry]:
+        """Take over entries other consumers received at least ``min_idle_ms`` ago
+        and never acknowledged (XAUTOCLAIM). They become this consumer's pending
+        entries, so the next :meth:`read` delivers them too."""
+        claimed: list[Entry] = []
+        cursor = "0-0"
+        with _guard("claim"):
+            self._ensure_group()
+            while True:
+                response = self.client.xautoclaim(
+                    self.stream,
+                    GROUP,
+                    consumer,
+                    min_idle_time=min_idle_ms,
+                    start_id=cursor,
+                    count=100,
+                )
+                cursor, messages = response[0], response[1]
+                claimed.extend(self._entries([(self.stream, messages)]))
+                if cursor in ("0-0", b"0-0"):
+                    return claimed
+
+    def pending_count(self) -> int:
+        """Entries delivered to some consumer and not yet acknowledged."""
+        with _guard("pending"):
+            self._ensure_group()
+            summary = self.client.xpending(self.stream, GROUP)
+        return int(summary.get("pending", 0)) if isinstance(summary, dict) else 0
+
+    # ---- leader lock ------------------------------------------------------
+
+    def leader_lock(self, name: str, ttl_s: float) -> RedisLeaderLock:
+        return RedisLeaderLock(self, name, ttl_s)
+
+    # ---- event de-duplication ---------------------------------------------
+
+    def seen_event(self, event_id: str) -> bool:
+        """Mark ``event_id`` seen (for 7 days); True if it already was."""
+        return self.seen_events([event_id])[0]
+
+    def seen_events(self, event_ids: Sequence[str]) -> list[bool]:
+        """:meth:`seen_event` for many ids in one round trip."""
+        if not event_ids:
+            return []
+        with _guard("seen_event"):
+            pipe = self.client.pipeline(transaction=False)
+            for event_id in event_ids:
+                pipe.set(self.key("event", event_id), "1", nx=True, ex=EVENT_TTL_S)
+            return [not created for created in pipe.execute()]
+
+    # ---- lifecycle --------------------------------------------------------
+
+    def ping(self) -> None:
+        with _guard("ping"):
+            self.client.ping()
+
+    def close(self) -> None:
+        """Stop every subscription listener and close the connections."""
+        for stop in self._stops:
+            stop()
+        self._stops.clear()
+        self.client.close()

@@ -1,0 +1,120 @@
+"""The database schema (SQLAlchemy 2 declarative). Change it only together with a
+migration under ``migrations/versions``; a test checks that the two agree.
+
+All timestamps are Unix seconds as floats, the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-numbers an "INTEGER PRIMARY KEY" column (the rowid alias).
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class User(Base):
+    """Users by dense index (0, 1, 2, ... in order of first insertion)."""
+
+    __tablename__ = "users"
+
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    external_id: Mapped[str] = mapped_column(String(128), unique=True, index=True)
+
+
+class Item(Base):
+    """Items by dense index (0, 1, 2, ... in order of first insertion)."""
+
+    __tablename__ = "items"
+
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    external_id: Mapped[str] = mapped_column(String(128), unique=True, index=True)
+
+
+class Interaction(Base):
+    """The interaction log; ``id`` is the ingestion order and periods are id ranges."""
+
+    __tablename__ = "interactions"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    user_idx: Mapped[int] = mapped_column(ForeignKey("users.idx"), index=True)
+    item_idx: Mapped[int] = mapped_column(ForeignKey("items.idx"))
+    ts: Mapped[float] = mapped_column(Float)
+    event_id: Mapped[str | None] = mapped_column(String(128), unique=True, index=True)
+    received_at: Mapped[float] = mapped_column(Float)
+
+
+class Period(Base):
+    """Periods 0, 1, 2, ...; exactly one is open. A closed period covers the
+    interaction ids ``first_id..last_id`` (inclusive)."""
+
+    __tablename__ = "periods"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    status: Mapped[str] = mapped_column(String(16))
+    first_id: Mapped[int | None] = mapped_column(BigInteger)
+    last_id: Mapped[int | None] = mapped_column(BigInteger)
+    n_interactions: Mapped[int] = mapped_column(Integer)
+    start: Mapped[float | None] = mapped_column(Float)
+    end: Mapped[float | None] = mapped_column(Float)
+    opened_at: Mapped[float] = mapped_column(Float)
+    closed_at: Mapped[float | None] = mapped_column(Float)
+
+
+class Job(Base):
+    """Retrain and bootstrap jobs."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    period_id: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float)
+
+
+class ModelVersion(Base):
+    """Trained model versions 1, 2, 3, ... and where their artifacts lie."""
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    period_id: Mapped[int] = mapped_column(Integer)
+    strategy: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[float] = mapped_column(Float)
+    path: Mapped[str] = mapped_column(String(512))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    train_seconds: Mapped[float] = mapped_column(Float)
+    n_users: Mapped[int] = mapped_column(Integer)
+    n_items: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+
+
+class State(Base):
+    """Small named values: the active version pointer, the worker's checkpoints."""
+
+    __tablename__ = "state"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)

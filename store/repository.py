@@ -1,0 +1,422 @@
+"""The store: every SQL statement the service and the worker need, behind plain
+synchronous methods. Each method is one short transaction and returns frozen
+dataclasses (``store.dto``), never ORM objects.
+
+Ordering guarantee: writers of the interaction log (``ingest``, ``close_period``)
+are serialised (PostgreSQL advisory lock, SQLite write lock), so interaction ids
+become visible in increasing order and a closed period's id range never gains rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import ColumnElement, String, Table, func, select, text, true, update
+from sqlalchemy.orm import Session
+
+from store._base import LOCK_LOG
+from store._records import RecordsMixin
+from store.db import make_engine, make_sessionmaker
+from store.dto import IngestResult, NewInteraction, PeriodArrays, PeriodInfo
+from store.models import Interaction, Item, Period, User
+
+log = logging.getLogger(__name__)
+
+MAX_EXTERNAL_ID = 128
+
+
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+class Store(RecordsMixin):
+    """Interactions, periods, jobs, model versions and state in one database."""
+
+    @classmethod
+    def from_url(cls, url: str, **engine_kwargs: Any) -> Store:
+        """A store with its own engine (``postgresql://`` URLs get psycopg 3)."""
+        return cls(make_sessionmaker(make_engine(url, **engine_kwargs)))
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        with self._tx() as session:
+            session.execute(text("SELECT 1"))
+
+    # ---- ingestion --------------------------------------------------------
+
+    def ingest(self, rows: Sequence[NewInteraction]) -> IngestResult:
+        """Store a batch of interactions in one transaction (all or nothing).
+
+        Users and items get the next dense indices on first sight; a row whose
+        ``event_id`` is already stored, or repeated earlier in the batch, is
+        skipped and counted as a duplicate. Raises ValueError (before touching
+        the database) for an empty or over-long external id or event id."""
+        batch_seen: set[str] = set()
+        kept: list[NewInteraction] = []
+        for row in rows:
+            _check_row(row)
+            if row.event_id is not None:
+                if row.event_id in batch_seen:
+                    continue
+                batch_seen.add(row.event_id)
+            kept.append(row)
+        duplicates = len(rows) - len(kept)
+        now = time.time()
+        with self._tx(write=True) as session:
+            self._lock(session, LOCK_LOG)
+            period_id = self._open_period_id(session, now)
+            if batch_seen:
+                stored = self._stored_event_ids(session, list(batch_seen))
+                if stored:
+                    before = len(kept)
+                    kept = [r for r in kept if r.event_id is None or r.event_id not in stored]
+                    duplicates += before - len(kept)
+            if not kept:
+                return IngestResult(accepted=0, duplicates=duplicates, period_id=period_id)
+            users = self._dense_ids(session, User, [r.user_id for r in kept])
+            items = self._dense_ids(session, Item, [r.item_id for r in kept])
+            params = [
+                {
+                    "user_idx": users[r.user_id],
+                    "item_idx": items[r.item_id],
+                    "ts": float(r.ts),
+                    "event_id": r.event_id,
+                    "received_at": now,
+                }
+                for r in kept
+            ]
+            inserted = self._insert_interactions(session, params)
+        duplicates += len(kept) - inserted
+        return IngestResult(accepted=inserted, duplicates=duplicates, period_id=period_id)
+
+    def _insert_interactions(self, session: Session, params: list[dict[str, Any]]) -> int:
+        """Insert rows in order (ids follow the batch order); returns how many went in."""
+        if self._dialect == "postgresql":
+            # One statement with array parameters: no per-row placeholders to send.
+            result = session.execute(
+                text(
+                    "INSERT INTO interactions (user_idx, item_idx, ts, event_id, received_at) "
+                    "SELECT u, i, t, e, :now FROM unnest(CAST(:u AS integer[]), "
+                    "CAST(:i AS integer[]), CAST(:t AS double precision[]), "
+                    "CAST(:e AS varchar[])) WITH ORDINALITY AS x(u, i, t, e, n) ORDER BY n "
+                    "ON CONFLICT (event_id) DO NOTHING RETURNING id"
+                ),
+                {
+                    "now": params[0]["received_at"],
+                    "u": [p["user_idx"] for p in params],
+                    "i": [p["item_idx"] for p in params],
+                    "t": [p["ts"] for p in params],
+                    "e": [p["event_id"] for p in params],
+                },
+            )
+            return len(result.all())
+        stmt = self._insert(_table(Interaction)).on_conflict_do_nothing(index_elements=["event_id"])
+        return len(session.execute(stmt.returning(Interaction.id), params).all())
+
+    def _stored_event_ids(self, session: Session, event_ids: list[str]) -> set[str]:
+        stored: set[str] = set()
+        for chunk in self._chunks(event_ids):
+            found = session.scalars(
+                select(Interaction.event_id).where(self._in(Interaction.event_id, chunk, String()))
+            )
+            stored.update(e for e in found if e is not None)
+        return stored
+
+    def _dense_ids(
+        self, session: Session, model: type[User] | type[Item], external_ids: list[str]
+    ) -> dict[str, int]:
+        """Map external ids to dense indices, allocating max(idx)+1, +2, ... to new
+        ones in order of first appearance. Runs under the log lock."""
+        wanted = list(dict.fromkeys(external_ids))
+        found = self._lookup(session, model, wanted)
+        missing = [e for e in wanted if e not in found]
+        if missing:
+            start = self._scalar_int(session, select(func.coalesce(func.max(model.idx), -1))) + 1
+            indices = list(range(start, start + len(missing)))
+            if self._dialect == "postgresql":
+                session.execute(
+                    text(
+                        f"INSERT INTO {model.__tablename__} (idx, external_id) "
+                        "SELECT * FROM unnest(CAST(:idx AS integer[]), CAST(:ext AS varchar[])) "
+                        "ON CONFLICT (external_id) DO NOTHING"
+                    ),
+                    {"idx": indices, "ext": missing},
+                )
+            else:
+                session.execute(
+                    self._insert(_table(model)).on_conflict_do_nothing(
+                        index_elements=["external_id"]
+                    ),
+                    [{"idx": i, "external_id": e} for i, e in zip(indices, missing, strict=True)],
+                )
+            found.update(self._lookup(session, model, missing))
+        return found
+
+    def _lookup(
+        self, session: Session, model: type[User] | type[Item], external_ids: Sequence[str]
+    ) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in self._chunks(external_ids):
+            rows = session.execute(
+                select(model.external_id, model.idx).where(
+                    self._in(model.external_id, chunk, String())
+                )
+            )
+            found.update({external: int(idx) for external, idx in rows})
+        return found
+
+    # ---- periods ----------------------------------------------------------
+
+    def open_period(self) -> PeriodInfo:
+        """The open period (period 0 is created on first use)."""
+        with self._tx(write=True) as session:
+            self._lock(session, LOCK_LOG)
+            period_id = self._open_period_id(session, time.time())
+            period = session.get_one(Period, period_id)
+            return self._period_info(session, period)
+
+    def count_open(self) -> int:
+        """Interactions logged since the last closed period."""
+        with self._tx() as session:
+            count = session.scalar(
+                select(func.count(Interaction.id)).where(self._after_closed(session))
+            )
+            return int(count or 0)
+
+    def first_open_ts(self) -> float | None:
+        """Earliest event time among interactions not yet in a closed period."""
+        with self._tx() as session:
+            earliest = select(func.min(Interaction.ts)).where(self._after_closed(session))
+            first = session.scalar(earliest)
+            return float(first) if first is not None else None
+
+    def close_period(
+        self, max_rows: int | None = None, until_ts: float | None = None
+    ) -> PeriodInfo | None:
+        """Close the open period and open the next one.
+
+        The period takes, in id order, the interactions after the last closed
+        period: at most ``max_rows`` of them, and with ``until_ts`` only up to the
+        last one whose event time is before ``until_ts``. Periods are id ranges,
+        so a row received before that one but stamped at or after ``until_ts``
+        (a client clock ahead) stays in the period; ``end`` then shows it.
+        Returns None, changing nothing, when the period would be empty."""
+        if max_rows is not None and max_rows < 1:
+            raise ValueError("max_rows must be at least 1")
+        now = time.time()
+        with self._tx(write=True) as session:
+            self._lock(session, LOCK_LOG)
+            after = self._after_closed(session)
+            window = select(Interaction.id, Interaction.ts).where(after).order_by(Interaction.id)
+            if max_rows is not None:
+                window = window.limit(max_rows)
+            w = window.subquery()
+            cut = select(func.max(w.c.id))
+            if until_ts is not None:
+                cut = cut.where(w.c.ts < until_ts)
+            last_id = session.scalar(cut)
+            if last_id is None:
+                return None
+            count, first_id, start, end = session.execute(
+                select(
+                    func.count(Interaction.id),
+                    func.min(Interaction.id),
+                    func.min(Interaction.ts),
+                    func.max(Interaction.ts),
+                ).where(after, Interaction.id <= last_id)
+            ).one()
+            period_id = self._open_period_id(session, now)
+            session.execute(
+                update(Period)
+                .where(Period.id == period_id)
+                .values(
+                    status="closed",
+                    first_id=int(first_id),
+                    last_id=int(last_id),
+                    n_interactions=int(count),
+                    start=float(start),
+                    end=float(end),
+                    closed_at=now,
+                )
+            )
+            self._new_period(session, period_id + 1, now)
+            closed = session.get_one(Period, period_id)
+            session.refresh(closed)
+            log.info("closed period %d: %d interactions", period_id, count)
+            return self._period_info(session, closed)
+
+    def mark_trained(self, period_id: int) -> None:
+        """Mark a closed period as trained. KeyError if unknown, ValueError if open."""
+        with self._tx() as session:
+            period = session.get(Period, period_id)
+            if period is None:
+                raise KeyError(period_id)
+            if period.status == "open":
+                raise ValueError(f"period {period_id} is still open")
+            period.status = "trained"
+
+    def list_periods(self) -> list[PeriodInfo]:
+        """Every period, oldest first (the open one last, with its counts so far)."""
+        with self._tx() as session:
+            periods = session.scalars(select(Period).order_by(Period.id)).all()
+            return [self._period_info(session, p) for p in periods]
+
+    def get_period(self, period_id: int) -> PeriodInfo | None:
+        with self._tx() as session:
+            period = session.get(Period, period_id)
+            return self._period_info(session, period) if period is not None else None
+
+    def _period_info(self, session: Session, period: Period) -> PeriodInfo:
+        n, start, end = period.n_interactions, period.start, period.end
+        if period.status == "open":
+            so_far = select(
+                func.count(Interaction.id), func.min(Interaction.ts), func.max(Interaction.ts)
+            ).where(self._after_closed(session))
+            count, start, end = session.execute(so_far).one()
+            n = int(count)
+        return PeriodInfo(
+            period_id=period.id,
+            status=period.status,  # type: ignore[arg-type]
+            n_interactions=n,
+            start=start,
+            end=end,
+            first_id=period.first_id,
+            last_id=period.last_id,
+            opened_at=period.opened_at,
+            closed_at=period.closed_at,
+        )
+
+    @staticmethod
+    def _last_closed_id(session: Session) -> int | None:
+        last = session.scalar(select(func.max(Period.last_id)).where(Period.status != "open"))
+        return int(last) if last is not None else None
+
+    def _after_closed(self, session: Session) -> ColumnElement[bool]:
+        last = self._last_closed_id(session)
+        return Interaction.id > last if last is not None else true()
+
+    def _open_period_id(self, session: Session, now: float) -> int:
+        period_id = session.scalar(select(Period.id).where(Period.status == "open"))
+        if period_id is not None:
+            return int(period_id)
+        next_id = self._scalar_int(session, select(func.coalesce(func.max(Period.id) + 1, 0)))
+        self._new_period(session, next_id, now)
+        return next_id
+
+    def _new_period(self, session: Session, period_id: int, now: float) -> None:
+        session.execute(
+            self._insert(_table(Period))
+            .values(id=period_id, status="open", n_interactions=0, opened_at=now)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+
+    # ---- training data ----------------------------------------------------
+
+    def period_arrays(self, period_id: int) -> PeriodArrays:
+        """A period's interactions in id order (for the open period: those so far).
+        Raises KeyError for an unknown period."""
+        with self._tx() as session:
+            period = session.get(Period, period_id)
+            if period is None:
+                raise KeyError(period_id)
+            if period.status == "open":
+                last = self._last_closed_id(session)
+                low = last + 1 if last is not None else None
+                high = session.scalar(select(func.max(Interaction.id)))
+            else:
+                low, high = period.first_id, period.last_id
+            return self._arrays(session, low, None if high is None else int(high))
+
+    def history_arrays(self, before_period_id: int) -> PeriodArrays:
+        """Every interaction of the closed periods before ``before_period_id``."""
+        with self._tx() as session:
+            high = session.scalar(
+                select(func.max(Period.last_id)).where(
+                    Period.id < before_period_id, Period.status != "open"
+                )
+            )
+            return self._arrays(session, None, None if high is None else int(high))
+
+    @staticmethod
+    def _arrays(session: Session, low: int | None, high: int | None) -> PeriodArrays:
+        if high is None:
+            empty_i, empty_f = np.empty(0, np.int64), np.empty(0, np.float64)
+            return PeriodArrays(empty_i, empty_i.copy(), empty_f, 0, 0)
+        query = select(Interaction.user_idx, Interaction.item_idx, Interaction.ts).where(
+            Interaction.id <= high
+        )
+        if low is not None:
+            query = query.where(Interaction.id >= low)
+        rows = session.execute(query.order_by(Interaction.id)).all()
+        n = len(rows)
+        users = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+        items = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
+        timestamps = np.fromiter((r[2] for r in rows), dtype=np.float64, count=n)
+        max_user, max_item = session.execute(
+            select(func.max(Interaction.user_idx), func.max(Interaction.item_idx)).where(
+                Interaction.id <= high
+            )
+        ).one()
+        n_users = int(max_user) + 1 if max_user is not None else 0
+        n_items = int(max_item) + 1 if max_item is not None else 0
+        return PeriodArrays(users, items, timestamps, n_users, n_items)
+
+    # ---- users and items --------------------------------------------------
+
+    def user_index(self, external_id: str) -> int | None:
+        """The dense index of a user, or None if never seen."""
+        with self._tx() as session:
+            idx = session.scalar(select(User.idx).where(User.external_id == external_id))
+            return int(idx) if idx is not None else None
+
+    def user_indices(self, external_ids: Sequence[str]) -> dict[str, int]:
+        """Dense indices of the known users among ``external_ids``."""
+        with self._tx() as session:
+            return self._lookup(session, User, list(dict.fromkeys(external_ids)))
+
+    def item_index(self, external_id: str) -> int | None:
+        """The dense index of an item, or None if never seen."""
+        with self._tx() as session:
+            idx = session.scalar(select(Item.idx).where(Item.external_id == external_id))
+            return int(idx) if idx is not None else None
+
+    def user_ids(self) -> list[str]:
+        """External user ids, position = dense index."""
+        with self._tx() as session:
+            return list(session.scalars(select(User.external_id).order_by(User.idx)))
+
+    def item_ids(self) -> list[str]:
+        """External item ids, position = dense index."""
+        with self._tx() as session:
+            return list(session.scalars(select(Item.external_id).order_by(Item.idx)))
+
+    def seen_items(self, user_idx: int) -> np.ndarray:
+        """Distinct item indices the user interacted with, in any period (sorted)."""
+        with self._tx() as session:
+            found = session.scalars(
+                select(Interaction.item_idx)
+                .where(Interaction.user_idx == user_idx)
+                .distinct()
+                .order_by(Interaction.item_idx)
+            ).all()
+            return np.asarray(found, dtype=np.int64)
+
+
+def _check_row(row: NewInteraction) -> None:
+    for name, value in (("user_id", row.user_id), ("item_id", row.item_id)):
+        if not value or len(value) > MAX_EXTERNAL_ID:
+            raise ValueError(f"{name} must be 1 to {MAX_EXTERNAL_ID} characters, got {value!r}")
+    if row.event_id is not None and not 0 < len(row.event_id) <= MAX_EXTERNAL_ID:
+        raise ValueError(f"event_id must be 1 to {MAX_EXTERNAL_ID} characters")
+    if isinstance(row.ts, float) and not math.isfinite(row.ts):
+        raise ValueError(f"ts must be a finite number of Unix seconds, got {row.ts!r}")

@@ -1,0 +1,257 @@
+"""The bus: the in-process one and the Redis one behave alike.
+
+``bus_pair`` gives two handles on one bus (for Redis: two clients, as two
+processes would hold)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from smlrec.settings import Settings
+from store import BusUnavailable, InProcessBus, NewInteraction, RedisBus, make_bus
+from store.bus import Bus
+
+BusPair = tuple[Bus, Bus]
+
+
+def _rows(n: int, tag: str = "e") -> list[NewInteraction]:
+    return [
+        NewInteraction(f"u{i % 13}", f"i{i % 7}", 1.7e9 + i, f"{tag}{i}" if i % 2 else None)
+        for i in range(n)
+    ]
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_publish_reaches_subscribers_until_they_stop(bus_pair: BusPair) -> None:
+    publisher, subscriber = bus_pair
+    got: list[int] = []
+    stop = subscriber.subscribe_active(got.append)
+    publisher.publish_active(5)
+    publisher.publish_active(6)
+    assert _wait_for(lambda: got == [5, 6]), got
+    stop()
+    stop()  # idempotent
+    publisher.publish_active(7)
+    time.sleep(0.2)
+    assert got == [5, 6]
+
+
+def test_a_failing_subscriber_does_not_stop_delivery(bus_pair: BusPair) -> None:
+    publisher, subscriber = bus_pair
+    got: list[int] = []
+
+    def flaky(version: int) -> None:
+        if version == 1:
+            raise RuntimeError("cannot load")
+        got.append(version)
+
+    stop = subscriber.subscribe_active(flaky)
+    publisher.publish_active(1)
+    publisher.publish_active(2)
+    assert _wait_for(lambda: got == [2]), got
+    stop()
+
+
+def test_append_read_ack(bus_pair: BusPair) -> None:
+    api, worker = bus_pair
+    first, second = _rows(1000, "a"), _rows(3, "b")
+    assert api.append(first) == 1000
+    assert api.append(second) == 3
+    assert api.append([]) == 0
+    entries = worker.read("w1", count=10, block_ms=100)
+    assert [rows for _, rows in entries] == [first, second]
+    assert worker.pending_count() == 2
+    # not acknowledged: the same consumer gets them again first
+    again = worker.read("w1", count=10, block_ms=0)
+    assert [eid for eid, _ in again] == [eid for eid, _ in entries]
+    assert worker.ack([entries[0][0]]) == 1
+    assert [eid for eid, _ in worker.read("w1", count=10, block_ms=0)] == [entries[1][0]]
+    assert worker.ack([eid for eid, _ in entries]) == 1
+    assert worker.ack([]) == 0
+    assert worker.read("w1", count=10, block_ms=0) == []
+    assert worker.pending_count() == 0
+
+
+def test_read_respects_count_and_waits_for_new_entries(bus_pair: BusPair) -> None:
+    api, worker = bus_pair
+    for k in range(3):
+        api.append(_rows(2, f"c{k}"))
+    batch = worker.read("w1", count=2, block_ms=0)
+    assert len(batch) == 2
+    worker.ack([eid for eid, _ in batch])
+    rest = worker.read("w1", count=2, block_ms=0)
+    assert len(rest) == 1
+    worker.ack([eid for eid, _ in rest])
+
+    started = time.monotonic()
+    assert worker.read("w1", count=5, block_ms=200) == []
+    assert time.monotonic() - started >= 0.15
+
+    timer = threading.Timer(0.2, lambda: api.append(_rows(1, "late")))
+    timer.start()
+    started = time.monotonic()
+    woke = worker.read("w1", count=5, block_ms=3000)
+    timer.join()
+    assert len(woke) == 1 and time.monotonic() - started < 2.5
+
+
+def test_entries_of_a_dead_consumer_are_claimed(bus_pair: BusPair) -> None:
+    api, survivor = bus_pair
+    api.append(_rows(4, "x"))
+    api.append(_rows(2, "y"))
+    taken = api.read("dead-worker", count=10, block_ms=0)  # ... and it dies, no ack
+    assert len(taken) == 2
+    assert survivor.read("survivor", count=10, block_ms=0) == []
+    assert survivor.claim_stale("survivor", min_idle_ms=60_000) == []  # not idle long enough
+    time.sleep(0.15)
+    claimed = survivor.claim_stale("survivor", min_idle_ms=100)
+    assert [eid for eid, _ in claimed] == [eid for eid, _ in taken]
+    assert [rows for _, rows in claimed] == [rows for _, rows in taken]
+    redelivered = survivor.read("survivor", count=10, block_ms=0)
+    assert [eid for eid, _ in redelivered] == [eid for eid, _ in taken]
+    assert survivor.ack([eid for eid, _ in redelivered]) == 2
+    assert survivor.pending_count() == 0
+    assert api.read("dead-worker", count=10, block_ms=0) == []
+
+
+def test_leader_lock_is_exclusive_and_refreshed_only_by_its_owner(bus_pair: BusPair) -> None:
+    one, two = bus_pair
+    leader = one.leader_lock("worker", ttl_s=5.0)
+    standby = two.leader_lock("worker", ttl_s=5.0)
+    other_name = two.leader_lock("something-else", ttl_s=5.0)
+    assert leader.acquire()
+    assert not standby.acquire()
+    assert not standby.refresh()
+    assert other_name.acquire()
+    assert leader.refresh()
+    standby.release()  # not the owner: no effect
+    assert not standby.acquire()
+    assert not standby.acquire(blocking=True, timeout=0.2)
+    threading.Timer(0.2, leader.release).start()
+    assert standby.acquire(blocking=True, timeout=3.0)
+    assert not leader.refresh()
+    standby.release()
+    other_name.release()
+
+
+def test_leader_lock_lapses_after_its_ttl(bus_pair: BusPair) -> None:
+    one, two = bus_pair
+    dead = one.leader_lock("worker", ttl_s=0.3)
+    assert dead.acquire()
+    successor = two.leader_lock("worker", ttl_s=5.0)
+    assert not successor.acquire()
+    time.sleep(0.45)
+    assert successor.acquire()
+    assert not dead.refresh()
+    successor.release()
+
+
+def test_seen_event(bus_pair: BusPair) -> None:
+    one, two = bus_pair
+    assert one.seen_event("evt-1") is False
+    assert two.seen_event("evt-1") is True
+    assert one.seen_events(["evt-2", "evt-1", "evt-2"]) == [False, True, True]
+    assert one.seen_events([]) == []
+
+
+@pytest.mark.redis
+def test_ping_and_make_bus(redis_prefix: str) -> None:
+    assert isinstance(make_bus(Settings()), InProcessBus)
+    bus = make_bus(Settings(redis_url="redis://127.0.0.1:6379/0"))
+    try:
+        assert isinstance(bus, RedisBus)
+        bus.ping()
+    finally:
+        bus.close()
+    InProcessBus().ping()
+
+
+@pytest.mark.redis
+def test_redis_layout(redis_bus_factory: Callable[[], RedisBus], redis_client: redis.Redis) -> None:
+    bus = redis_bus_factory()
+    bus.append(_rows(5))
+    assert redis_client.xlen(f"{bus.prefix}:interactions") == 1  # one entry per request
+    bus.read("w", count=1, block_ms=0)
+    groups = redis_client.xinfo_groups(f"{bus.prefix}:interactions")
+    assert [g["name"] for g in groups] == [b"workers"]
+    bus.seen_event("e1")
+    ttl = redis_client.ttl(f"{bus.prefix}:event:e1")
+    assert 6 * 86400 < ttl <= 7 * 86400
+
+
+@pytest.mark.redis
+def test_redis_subscription_survives_a_dropped_connection(
+    redis_bus_factory: Callable[[], RedisBus], redis_client: redis.Redis
+) -> None:
+    publisher, subscriber = redis_bus_factory(), redis_bus_factory()
+    got: list[int] = []
+    stop = subscriber.subscribe_active(got.append)
+    publisher.publish_active(1)
+    assert _wait_for(lambda: got == [1])
+    ours = [
+        c["id"]
+        for c in redis_client.client_list(_type="pubsub")
+        if c.get("name") == subscriber.prefix
+    ]
+    assert len(ours) == 1
+    redis_client.client_kill_filter(_id=ours[0])
+
+    def announce_and_check() -> bool:
+        publisher.publish_active(2)  # repeated until the listener has resubscribed
+        return 2 in got
+
+    assert _wait_for(announce_and_check, timeout=10.0), got
+    stop()
+
+
+@pytest.mark.redis
+def test_redis_append_is_fast(redis_bus_factory: Callable[[], RedisBus]) -> None:
+    bus = redis_bus_factory()
+    rows = _rows(1000)
+    bus.append(rows)
+    started = time.perf_counter()
+    for _ in range(5):
+        bus.append(rows)
+    assert (time.perf_counter() - started) / 5 < 0.05
+
+
+@pytest.mark.redis
+def test_redis_stream_survives_deletion(redis_bus_factory: Callable[[], RedisBus]) -> None:
+    bus = redis_bus_factory()
+    bus.append(_rows(1))
+    entries = bus.read("w", count=5, block_ms=0)
+    bus.ack([eid for eid, _ in entries])
+    bus.client.delete(bus.stream)  # the group goes with it: it is recreated
+    bus.append(_rows(2))
+    assert len(bus.read("w", count=5, block_ms=0)) == 1
+
+
+def test_unreachable_redis_is_unavailable() -> None:
+    bus = RedisBus("redis://127.0.0.1:1/0")
+    try:
+        for call in (
+            bus.ping,
+            lambda: bus.publish_active(1),
+            lambda: bus.append(_rows(1)),
+            lambda: bus.read("w", 1, 0),
+            lambda: bus.seen_event("e"),
+            lambda: bus.leader_lock("l", 1.0).acquire(),
+        ):
+            with pytest.raises(BusUnavailable):
+                call()
+        bus.leader_lock("l", 1.0).release()  # only logged
+    finally:
+        bus.close()

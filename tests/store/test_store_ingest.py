@@ -1,0 +1,185 @@
+"""Ingestion: dense ids, event-id idempotency, atomicity, concurrency, speed."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import text
+
+from store import NewInteraction, Store, StoreUnavailable
+
+
+def _rows(n: int, prefix: str = "e", users: int = 10, items: int = 7) -> list[NewInteraction]:
+    return [
+        NewInteraction(f"u{i % users}", f"i{i % items}", 1_000.0 + i, f"{prefix}{i}")
+        for i in range(n)
+    ]
+
+
+def test_dense_ids_in_order_of_first_appearance(store: Store) -> None:
+    result = store.ingest(
+        [
+            NewInteraction("alice", "x", 1.0, None),
+            NewInteraction("bob", "y", 2.0, None),
+            NewInteraction("alice", "z", 3.0, None),
+        ]
+    )
+    assert result.accepted == 3 and result.duplicates == 0 and result.period_id == 0
+    store.ingest([NewInteraction("carol", "y", 4.0, None), NewInteraction("bob", "w", 5.0, None)])
+    assert store.user_ids() == ["alice", "bob", "carol"]
+    assert store.item_ids() == ["x", "y", "z", "w"]
+    assert store.user_index("carol") == 2
+    assert store.user_index("nobody") is None
+    assert store.item_index("w") == 3
+    assert store.user_indices(["carol", "nobody", "alice"]) == {"carol": 2, "alice": 0}
+    assert store.seen_items(0).tolist() == [0, 2]
+    assert store.seen_items(1).tolist() == [1, 3]
+    assert store.seen_items(99).tolist() == []
+
+
+def test_event_ids_are_idempotent_within_and_across_batches(store: Store) -> None:
+    batch = [
+        NewInteraction("u1", "i1", 1.0, "e1"),
+        NewInteraction("u1", "i2", 2.0, "e2"),
+        NewInteraction("u2", "i1", 3.0, "e1"),  # repeated inside the batch
+        NewInteraction("u2", "i3", 4.0, None),  # no event id: always accepted
+    ]
+    first = store.ingest(batch)
+    assert (first.accepted, first.duplicates) == (3, 1)
+    again = store.ingest(batch)
+    assert (again.accepted, again.duplicates) == (1, 3)
+    assert store.count_open() == 4
+    # a row skipped as a duplicate creates no user or item
+    store.ingest([NewInteraction("ghost", "phantom", 5.0, "e2")])
+    assert "ghost" not in store.user_ids()
+    assert "phantom" not in store.item_ids()
+
+
+def test_empty_batch_and_invalid_rows(store: Store) -> None:
+    assert store.ingest([]).accepted == 0
+    with pytest.raises(ValueError, match="user_id"):
+        store.ingest([NewInteraction("", "i", 1.0, None)])
+    with pytest.raises(ValueError, match="item_id"):
+        store.ingest([NewInteraction("u", "i" * 129, 1.0, None)])
+    with pytest.raises(ValueError, match="ts"):
+        store.ingest([NewInteraction("u", "i", float("nan"), None)])
+    assert store.count_open() == 0
+
+
+def test_a_failing_row_leaves_nothing_behind(store: Store, db_url: str) -> None:
+    store.ingest([NewInteraction("old-user", "old-item", 1.0, "e0")])
+    engine = store._engine
+    # A database-level constraint the last row of the batch violates.
+    with engine.begin() as connection:
+        if store.dialect == "postgresql":
+            connection.execute(
+                text("ALTER TABLE interactions ADD CONSTRAINT ts_positive CHECK (ts >= 0)")
+            )
+        else:
+            connection.execute(
+                text(
+                    "CREATE TRIGGER ts_positive BEFORE INSERT ON interactions "
+                    "WHEN NEW.ts < 0 BEGIN SELECT RAISE(ABORT, 'ts must be >= 0'); END"
+                )
+            )
+    batch = [*_rows(50, prefix="new"), NewInteraction("new-user", "new-item", -1.0, "bad")]
+    with pytest.raises(Exception, match="ts"):
+        store.ingest(batch)
+    assert store.count_open() == 1
+    assert store.user_ids() == ["old-user"]
+    assert store.item_ids() == ["old-item"]
+    # the same batch without the bad row goes through, with the next dense ids
+    result = store.ingest(batch[:-1])
+    assert result.accepted == 50
+    assert store.user_index("u0") == 1
+
+
+def test_concurrent_writers_get_unique_dense_ids(db_url: str) -> None:
+    threads, batches, per_batch = 6, 5, 200
+    stores = [Store.from_url(db_url) for _ in range(threads)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def batch(worker: int, b: int) -> list[NewInteraction]:
+        return [
+            # users shared between threads and users of this thread only
+            NewInteraction(
+                f"shared{i % 40}" if i % 2 else f"t{worker}-u{i % 30}",
+                f"item{(i * 7 + worker) % 90}",
+                float(i),
+                f"t{worker}-b{b}-{i}",
+            )
+            for i in range(per_batch)
+        ]
+
+    expected_users = {r.user_id for w in range(threads) for r in batch(w, 0)}
+    expected_items = {r.item_id for w in range(threads) for r in batch(w, 0)}
+
+    def write(worker: int) -> None:
+        try:
+            start.wait()
+            for b in range(batches):
+                stores[worker].ingest(batch(worker, b))
+        except BaseException as error:
+            errors.append(error)
+
+    workers = [threading.Thread(target=write, args=(w,)) for w in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for s in stores:
+        s.close()
+    assert not errors
+    check = Store.from_url(db_url)
+    try:
+        assert check.count_open() == threads * batches * per_batch
+        users, items = check.user_ids(), check.item_ids()
+        assert len(users) == len(set(users)) and set(users) == expected_users
+        assert len(items) == len(set(items)) and set(items) == expected_items
+        arrays = check.period_arrays(0)
+        assert len(arrays) == threads * batches * per_batch
+        assert arrays.n_users == len(users) and arrays.n_items == len(items)
+        assert set(arrays.users.tolist()) == set(range(len(users)))
+        # interaction ids follow the dense ids: a user's first row comes after
+        # the first rows of every user with a smaller index
+        first_seen: dict[int, int] = {}
+        for position, user in enumerate(arrays.users.tolist()):
+            first_seen.setdefault(user, position)
+        assert [first_seen[u] for u in range(len(users))] == sorted(first_seen.values())
+    finally:
+        check.close()
+
+
+def test_thousand_rows_ingest_quickly(store: Store) -> None:
+    store.ingest(_rows(1000, prefix="warm", users=500, items=300))
+    timings = []
+    for round_ in range(3):
+        rows = [
+            NewInteraction(f"u{round_}-{i % 400}", f"i{i % 250}", float(i), f"r{round_}-{i}")
+            for i in range(1000)
+        ]
+        started = time.perf_counter()
+        result = store.ingest(rows)
+        timings.append(time.perf_counter() - started)
+        assert result.accepted == 1000
+    assert min(timings) < 0.25, timings
+
+
+def test_dead_database_is_unavailable() -> None:
+    dead = Store.from_url("postgresql://postgres@127.0.0.1:1/nowhere")
+    try:
+        with pytest.raises(StoreUnavailable):
+            dead.ping()
+        with pytest.raises(StoreUnavailable):
+            dead.ingest([NewInteraction("u", "i", 1.0, None)])
+        with pytest.raises(StoreUnavailable):
+            dead.active_version()
+    finally:
+        dead.close()
+
+
+def test_ping(store: Store) -> None:
+    store.ping()

@@ -1,0 +1,81 @@
+"""Settings: defaults, environment, URL normalisation and the period rule."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from smlrec.settings import PeriodRule, Settings, get_settings, parse_period
+
+
+def test_defaults() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.sqlalchemy_url == "sqlite:///./smlrec-data/smlrec.db"
+    assert settings.redis_url is None
+    assert settings.period_rule == PeriodRule(kind="count", count=5000)
+    assert settings.strategy == "sml"
+    assert settings.embed_dim == 64
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://u@h:5432/db", "postgresql+psycopg://u@h:5432/db"),
+        ("postgres://u:p@h/db", "postgresql+psycopg://u:p@h/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_database_url_gets_the_psycopg_driver(url: str, expected: str) -> None:
+    assert Settings(database_url=url).sqlalchemy_url == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "rule"),
+    [
+        ("count:1", PeriodRule(kind="count", count=1)),
+        ("count:5000", PeriodRule(kind="count", count=5000)),
+        ("time:8h", PeriodRule(kind="time", seconds=8 * 3600.0)),
+        ("time:90s", PeriodRule(kind="time", seconds=90.0)),
+        ("time:15m", PeriodRule(kind="time", seconds=900.0)),
+        ("time:2d", PeriodRule(kind="time", seconds=172800.0)),
+        ("manual", PeriodRule(kind="manual")),
+    ],
+)
+def test_period_rules(spec: str, rule: PeriodRule) -> None:
+    assert parse_period(spec) == rule
+    assert Settings(period=spec).period_rule == rule
+
+
+@pytest.mark.parametrize(
+    "spec", ["count:0", "count:-3", "count:x", "time:8", "time:0h", "time:-1h", "weekly", ""]
+)
+def test_invalid_period_is_rejected_clearly(spec: str) -> None:
+    with pytest.raises(ValidationError, match="count:N"):
+        Settings(period=spec)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"embed_dim": 0}, {"embed_dim": 1025}, {"strategy": "magic"}, {"log_level": "LOUD"}],
+)
+def test_invalid_values_are_rejected(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**overrides)  # type: ignore[arg-type]
+
+
+def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMLREC_DATABASE_URL", "postgres://app@db:5432/smlrec")
+    monkeypatch.setenv("SMLREC_PERIOD", "time:8h")
+    monkeypatch.setenv("SMLREC_STRATEGY", "fine_tune")
+    monkeypatch.setenv("SMLREC_REDIS_URL", "")
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+        assert settings is get_settings()
+        assert settings.sqlalchemy_url == "postgresql+psycopg://app@db:5432/smlrec"
+        assert settings.period_rule.seconds == 8 * 3600
+        assert settings.strategy == "fine_tune"
+        assert settings.redis_url is None
+    finally:
+        get_settings.cache_clear()
