@@ -1,0 +1,137 @@
+"""The FastAPI application: ``create_app(settings)`` builds it; its lifespan
+opens the store, the artifact store and the bus, loads the active model, keeps
+it in sync, runs the worker in embedded mode, and closes everything on exit.
+
+Nothing is opened before the lifespan starts, and all state lives on
+``app.state`` (``settings``, ``metrics``, ``runtime``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from service.errors import install_error_handlers
+from service.holder import ModelHolder
+from service.ingest import DatabaseIngestor, Ingestor, OpenPeriod, StreamIngestor
+from service.metrics import ServiceMetrics
+from service.middleware import RequestMetricsMiddleware
+from service.popularity import StorePopularity
+from service.recommender import Recommender
+from service.routes import admin, interactions, ops, recommendations
+from service.runtime import Runtime
+from service.sync import VersionSync
+from smlrec.settings import Settings, get_settings
+from store import ArtifactStore, Bus, RedisBus, Store, make_bus
+from store.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+WORKER_STOP_TIMEOUT_S = 30.0
+
+DESCRIPTION = """\
+Top-K recommendations from a matrix-factorisation model that is retrained at
+every period boundary with Sequential Meta-Learning and hot-swapped in.
+
+Client endpoints take `X-API-Key` when `SMLREC_API_KEY` is set; admin endpoints
+take `Authorization: Bearer <SMLREC_ADMIN_TOKEN>`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, run_worker: bool | None = None) -> FastAPI:
+    """The service. ``run_worker`` (default: in embedded mode only, i.e. without
+    ``SMLREC_REDIS_URL``) runs the retraining worker in a background thread."""
+    settings = settings if settings is not None else get_settings()
+    app = FastAPI(
+        title="smlrec",
+        version="1",
+        summary="A recommender that stays fresh (Sequential Meta-Learning retraining)",
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.run_worker = (not settings.redis_url) if run_worker is None else run_worker
+    app.state.metrics = ServiceMetrics()
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
+    install_error_handlers(app)
+    for module in (interactions, recommendations, admin, ops):
+        app.include_router(module.router)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    with ExitStack() as stack:
+        app.state.runtime = await run_in_threadpool(_start, app, stack)
+        try:
+            yield
+        finally:
+            del app.state.runtime
+            await run_in_threadpool(stack.close)
+
+
+def _start(app: FastAPI, stack: ExitStack) -> Runtime:
+    """Open everything; each part registers its teardown on ``stack`` (run in
+    reverse order, also when a later part fails to start)."""
+    settings: Settings = app.state.settings
+    metrics: ServiceMetrics = app.state.metrics
+    if settings.is_sqlite:
+        upgrade(settings.database_url)
+    store = Store.from_url(settings.database_url)
+    stack.callback(store.close)
+    artifacts = ArtifactStore(settings.model_dir)
+    bus = make_bus(settings)
+    stack.callback(bus.close)
+
+    holder = ModelHolder(store, artifacts, metrics)
+    holder.sync_quietly()  # serve the active version from the first request on
+    open_period = OpenPeriod(store)
+    runtime = Runtime(
+        settings=settings,
+        admin_token=_admin_token(settings),
+        store=store,
+        artifacts=artifacts,
+        bus=bus,
+        metrics=metrics,
+        holder=holder,
+        recommender=Recommender(store, StorePopularity(store), metrics),
+        ingestor=_ingestor(settings, store, bus, open_period),
+        open_period=open_period,
+    )
+    sync = VersionSync(holder, store, bus, metrics, settings.swap_poll_seconds)
+    sync.start()
+    stack.callback(sync.stop)
+    if app.state.run_worker:
+        from worker.runner import Worker  # the worker (and training) only where it runs
+
+        worker = Worker(settings, store, bus, artifacts)
+        worker.start_thread()
+        stack.callback(worker.stop, WORKER_STOP_TIMEOUT_S)
+    log.info(
+        "service started (%s mode, model version %s, worker %s)",
+        "distributed" if settings.redis_url else "embedded",
+        holder.version,
+        "on" if app.state.run_worker else "off",
+    )
+    return runtime
+
+
+def _ingestor(settings: Settings, store: Store, bus: Bus, period: OpenPeriod) -> Ingestor:
+    if not settings.redis_url:
+        return DatabaseIngestor(store)
+    if not isinstance(bus, RedisBus):
+        raise TypeError(f"distributed mode needs the Redis bus, got {type(bus).__name__}")
+    return StreamIngestor(bus, period)
+
+
+def _admin_token(settings: Settings) -> str:
+    if settings.admin_token:
+        return settings.admin_token
+    token = secrets.token_urlsafe(24)
+    log.warning("SMLREC_ADMIN_TOKEN is not set; the admin token of this run is: %s", token)
+    return token

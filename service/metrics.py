@@ -1,0 +1,67 @@
+"""Prometheus metrics of one application instance.
+
+Every app gets its own :class:`CollectorRegistry`, so several apps (tests,
+replicas in one process) never share or collide on counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+RETRAIN_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+class ServiceMetrics:
+    """The counters, gauges and histograms ``/metrics`` exposes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "smlrec_http_requests", "HTTP requests by route template, method and status code",
+            ["method", "route", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "smlrec_http_request_duration_seconds", "HTTP request latency by route template",
+            ["method", "route"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.interactions_accepted = Counter(
+            "smlrec_interactions_accepted", "Interactions accepted (made durable)", registry=r
+        )
+        self.interactions_duplicate = Counter(
+            "smlrec_interactions_duplicate", "Interactions skipped as repeated event ids",
+            registry=r,
+        )
+        self.retrain_duration = Histogram(
+            "smlrec_retrain_duration_seconds",
+            "Training time of each model version recorded while this process ran",
+            buckets=RETRAIN_BUCKETS, registry=r,
+        )
+        self.active_version = Gauge(
+            "smlrec_active_model_version", "Model version this replica serves (0: none)",
+            registry=r,
+        )
+        self.swaps = Counter(
+            "smlrec_model_swaps", "Model versions swapped in (hot swaps)", registry=r
+        )
+        self.swap_failures = Counter(
+            "smlrec_model_swap_failures",
+            "Model versions that could not be loaded (the previous one kept serving)",
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "smlrec_fallbacks_served",
+            "Recommendation results served from popularity instead of the model",
+            ["reason"], registry=r,
+        )
+        for reason in ("no_model", "unknown_user"):
+            self.fallbacks.labels(reason=reason)
+
+    def observe_retrain(self, seconds: float) -> None:
+        """Record one retrain's duration (also callable by an in-process worker)."""
+        self.retrain_duration.observe(max(0.0, seconds))
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,150 @@
+"""Admin endpoints (``Authorization: Bearer <SMLREC_ADMIN_TOKEN>``): retrain now,
+follow jobs, list and activate model versions, list periods."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Depends, HTTPException, status
+
+from service.deps import BusDep, HolderDep, RuntimeDep, StoreDep, require_admin
+from service.holder import ModelLoadError
+from service.schemas import (
+    ErrorBody,
+    JobOut,
+    ModelList,
+    ModelMetrics,
+    ModelOut,
+    PeriodList,
+    PeriodOut,
+    RetrainAccepted,
+)
+from store import BusUnavailable, JobInfo, VersionInfo
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses={
+        401: {"model": ErrorBody, "description": "Authorization header missing or malformed"},
+        403: {"model": ErrorBody, "description": "Wrong admin token"},
+    },
+)
+
+
+def _job_out(job: JobInfo) -> JobOut:
+    return JobOut(
+        job_id=job.job_id,
+        status=job.status,
+        period_id=job.period_id,
+        model_version=job.model_version,
+        error=job.error,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        kind=job.kind,
+        created_at=job.created_at,
+    )
+
+
+def _model_out(info: VersionInfo, active: bool | None = None) -> ModelOut:
+    return ModelOut(
+        version=info.version,
+        period_id=info.period_id,
+        strategy=info.strategy,
+        created_at=info.created_at,
+        active=info.active if active is None else active,
+        train_seconds=info.train_seconds,
+        metrics=ModelMetrics.model_validate(info.metrics) if info.metrics is not None else None,
+    )
+
+
+@router.post(
+    "/retrain",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RetrainAccepted,
+    summary="Close the open period now and retrain",
+    responses={409: {"model": ErrorBody,
+                     "description": "A retrain is queued or running, or the open period is empty"}},
+)
+def retrain(runtime: RuntimeDep, store: StoreDep) -> RetrainAccepted:
+    """Close the open period (it must hold at least one interaction) and queue its
+    period-boundary retrain; the worker runs it. Follow it at /v1/admin/jobs/{job_id}."""
+    with runtime.retrain_lock:
+        busy = store.running_or_queued_job()
+        if busy is not None:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                detail=f"retrain job {busy.job_id} (period {busy.period_id}) is {busy.status}",
+            )
+        period = store.close_period()
+        if period is None:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail="the open period is empty")
+        job = store.create_job(period.period_id)
+    log.info("retrain job %s queued for period %d", job.job_id, period.period_id)
+    return RetrainAccepted(job_id=job.job_id, period_id=period.period_id)
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    summary="A retrain job",
+    responses={404: {"model": ErrorBody, "description": "Unknown job"}},
+)
+def get_job(job_id: str, store: StoreDep) -> JobOut:
+    job = store.get_job(job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown job {job_id!r}")
+    return _job_out(job)
+
+
+@router.get("/models", response_model=ModelList, summary="Model versions, newest first")
+def list_models(store: StoreDep) -> ModelList:
+    return ModelList(models=[_model_out(v) for v in store.list_versions()])
+
+
+@router.post(
+    "/models/{version}/activate",
+    response_model=ModelOut,
+    summary="Serve this version (e.g. roll back)",
+    responses={
+        404: {"model": ErrorBody, "description": "Unknown version"},
+        409: {"model": ErrorBody, "description": "The version's artifact cannot be loaded"},
+    },
+)
+def activate(
+    version: int, store: StoreDep, bus: BusDep, holder: HolderDep
+) -> ModelOut:
+    """Load and verify the version here, make it the active one in the store,
+    announce it to every replica (they also poll) and serve it now."""
+    info = store.get_version(version)
+    if info is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown model version {version}")
+    try:
+        holder.activate(version, lambda: store.set_active_version(version))
+    except ModelLoadError as error:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail=f"version {version} cannot be loaded: {error}"
+        ) from error
+    except KeyError as error:  # deleted meanwhile
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=f"unknown model version {version}"
+        ) from error
+    try:
+        bus.publish_active(version)
+    except BusUnavailable as error:
+        log.warning("version %d activated but not announced (replicas poll): %s", version, error)
+    log.info("version %d activated", version)
+    return _model_out(info, active=True)
+
+
+@router.get("/periods", response_model=PeriodList, summary="Periods, oldest first")
+def list_periods(store: StoreDep) -> PeriodList:
+    return PeriodList(
+        periods=[
+            PeriodOut(period_id=p.period_id, status=p.status, n_interactions=p.n_interactions,
+                      start=p.start, end=p.end)
+            for p in store.list_periods()
+        ]
+    )

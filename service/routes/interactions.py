@@ -1,0 +1,53 @@
+"""POST /v1/interactions: log interactions (1 to 10,000 per request)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, status
+
+from service.deps import IngestorDep, MetricsDep, require_client_key
+from service.schemas import ErrorBody, IngestResponse, InteractionBatch
+from store import NewInteraction
+
+# A full batch of 10,000 interactions with 128-character ids is about 5 MB.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+router = APIRouter(prefix="/v1", tags=["interactions"], dependencies=[Depends(require_client_key)])
+
+
+@router.post(
+    "/interactions",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=IngestResponse,
+    summary="Log interactions",
+    max_body_size=MAX_BODY_BYTES,
+    responses={
+        401: {"model": ErrorBody, "description": "X-API-Key missing (when a key is set)"},
+        403: {"model": ErrorBody, "description": "Wrong X-API-Key"},
+        413: {"model": ErrorBody, "description": "More than 10,000 interactions"},
+        503: {"model": ErrorBody, "description": "Not durable now; nothing was stored. "
+              "Retry after the Retry-After header's seconds"},
+    },
+)
+def post_interactions(
+    batch: InteractionBatch, ingestor: IngestorDep, metrics: MetricsDep
+) -> IngestResponse:
+    """Store the interactions durably (202 once they are); repeated ``event_id``s
+    are counted once, as duplicates. All or nothing."""
+    received = time.time()
+    rows = [
+        NewInteraction(
+            user_id=i.user_id,
+            item_id=i.item_id,
+            ts=i.timestamp if i.timestamp is not None else received,
+            event_id=i.event_id,
+        )
+        for i in batch.interactions
+    ]
+    result = ingestor.ingest(rows)
+    metrics.interactions_accepted.inc(result.accepted)
+    metrics.interactions_duplicate.inc(result.duplicates)
+    return IngestResponse(
+        accepted=result.accepted, duplicates=result.duplicates, period_id=result.period_id
+    )

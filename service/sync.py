@@ -1,0 +1,100 @@
+"""Keeping a replica on the active model version.
+
+A background thread checks the store's active version every
+``swap_poll_seconds``, and at once when the bus announces a version (the
+announcement only wakes it: the store stays the authority, so a late or lost
+message can neither roll a replica back by mistake nor strand it). The same
+thread records the training time of every version recorded meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from service.holder import ModelHolder
+from service.metrics import ServiceMetrics
+from store import Bus, BusUnavailable, Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class VersionSync:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        store: Store,
+        bus: Bus,
+        metrics: ServiceMetrics,
+        poll_seconds: float,
+    ) -> None:
+        self._holder = holder
+        self._store = store
+        self._bus = bus
+        self._metrics = metrics
+        self._poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._last_version: int | None = None  # newest version whose duration is recorded
+        self._baseline_known = False
+
+    def start(self) -> None:
+        """Subscribe to announcements (polling alone if the bus is down) and start
+        the thread."""
+        self._observe_new_versions()
+        try:
+            self._unsubscribe = self._bus.subscribe_active(self._on_announcement)
+        except BusUnavailable as error:
+            log.warning("no active-version announcements, polling only: %s", error)
+        self._thread = threading.Thread(target=self._run, name="smlrec-version-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._unsubscribe is not None:
+            try:
+                self._unsubscribe()
+            except Exception:  # a broken connection on the way out
+                log.debug("error stopping the announcement subscription", exc_info=True)
+            self._unsubscribe = None
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+            self._thread = None
+
+    def _on_announcement(self, version: int) -> None:
+        log.info("version %d announced", version)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._poll_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._holder.sync_quietly()
+                self._observe_new_versions()
+            except Exception:  # keep the thread alive whatever a poll meets
+                log.exception("active-version check failed")
+
+    def _observe_new_versions(self) -> None:
+        """Record the training time of versions recorded since the last check
+        (versions older than this process are not counted)."""
+        try:
+            latest = self._store.latest_version()
+            if not self._baseline_known:
+                self._last_version, self._baseline_known = latest, True
+                return
+            if latest is None or latest == self._last_version:
+                return
+            for version in range((self._last_version or 0) + 1, latest + 1):
+                info = self._store.get_version(version)
+                if info is not None:
+                    self._metrics.observe_retrain(info.train_seconds)
+                self._last_version = version
+        except StoreUnavailable as error:
+            log.debug("version durations not checked: %s", error)

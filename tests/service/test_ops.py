@@ -1,0 +1,161 @@
+"""Operations endpoints, the OpenAPI document, and start-up behaviour."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from service_testkit import (
+    ADMIN,
+    CLOSED_PORT_PG,
+    ClientFactory,
+    ModelWriter,
+    TestClient,
+    app_of,
+    interactions,
+    make_settings,
+    metric_value,
+    wait_for,
+)
+
+from store import Store
+
+API_PATHS = {
+    "/v1/interactions": ["post"],
+    "/v1/users/{user_id}/recommendations": ["get"],
+    "/v1/recommendations": ["post"],
+    "/v1/admin/retrain": ["post"],
+    "/v1/admin/jobs/{job_id}": ["get"],
+    "/v1/admin/models": ["get"],
+    "/v1/admin/models/{version}/activate": ["post"],
+    "/v1/admin/periods": ["get"],
+    "/healthz": ["get"],
+    "/readyz": ["get"],
+    "/metrics": ["get"],
+}
+
+
+def test_healthz_and_readyz(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "database": "ok", "redis": "not configured",
+                            "model_version": None}
+
+
+def test_database_on_a_closed_port(tmp_path: Path, make_client: ClientFactory) -> None:
+    with make_client(make_settings(tmp_path, CLOSED_PORT_PG)) as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {"detail": {"missing": ["database"], "database": "unavailable",
+                                           "redis": "not configured"}}
+        body = client.get("/v1/users/u1/recommendations").json()  # still answers
+        assert body == {"user_id": "u1", "items": [], "model_version": None,
+                        "fallback": "popularity"}
+        assert client.get("/v1/admin/models", headers=ADMIN).status_code == 503
+
+
+def test_metrics_contents(client: TestClient, store: Store, models: ModelWriter) -> None:
+    client.post("/v1/interactions", json=interactions(("u1", "i1"), ("u2", "i2")))
+    client.post("/v1/interactions", json=interactions(("u1", "i1"), ("u2", "i2"),
+                                                      event_id="same"))
+    client.get("/v1/users/u1/recommendations")  # no model yet
+    version = models.write(seed=1, popular=["i1"])
+    assert wait_for(lambda: app_of(client).state.runtime.holder.version == version)
+    client.get("/v1/users/u1/recommendations")
+    client.get("/v1/users/u9/recommendations")
+    client.get("/v1/users/u2/recommendations?k=0")
+    client.get("/no/such/path")
+
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    route = "/v1/users/{user_id}/recommendations"
+
+    def value(sample: str) -> float:
+        return metric_value(text, sample)
+
+    assert value(f'smlrec_http_requests_total{{method="GET",route="{route}",status="200"}}') == 3
+    assert value(f'smlrec_http_requests_total{{method="GET",route="{route}",status="422"}}') == 1
+    assert value('smlrec_http_requests_total{method="POST",route="/v1/interactions",'
+                 'status="202"}') == 2
+    assert value('smlrec_http_requests_total{method="GET",route="<unmatched>",'
+                 'status="404"}') == 1
+    assert value(f'smlrec_http_request_duration_seconds_count{{method="GET",route="{route}"}}') == 4
+    assert value("smlrec_interactions_accepted_total") == 3
+    assert value("smlrec_interactions_duplicate_total") == 1
+    assert value('smlrec_fallbacks_served_total{reason="no_model"}') == 1
+    assert value('smlrec_fallbacks_served_total{reason="unknown_user"}') == 1
+    assert value("smlrec_active_model_version") == version
+    assert value("smlrec_model_swaps_total") == 1
+    assert value("smlrec_model_swap_failures_total") == 0
+    assert value("smlrec_retrain_duration_seconds_count") == 1  # version 1: 1.5 s
+    assert value("smlrec_retrain_duration_seconds_sum") == 1.5
+    assert "u1" not in text and "u9" not in text  # route templates, not raw paths
+
+
+def test_openapi_describes_the_api_with_examples(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    for path, methods in API_PATHS.items():
+        assert path in document["paths"], path
+        for method in methods:
+            assert method in document["paths"][path], (path, method)
+    schemas = document["components"]["schemas"]
+    for name in ("InteractionBatch", "InteractionIn", "IngestResponse", "Recommendations",
+                 "BatchRecommendationRequest", "BatchRecommendations", "RetrainAccepted",
+                 "JobOut", "ModelList", "ModelOut", "PeriodList", "PeriodOut"):
+        assert schemas[name].get("examples"), name
+    batch = schemas["InteractionBatch"]["properties"]["interactions"]
+    assert (batch["minItems"], batch["maxItems"]) == (1, 10_000)
+    post = document["paths"]["/v1/interactions"]["post"]
+    assert {"202", "413", "422", "503"} <= set(post["responses"])
+    assert "409" in document["paths"]["/v1/admin/retrain"]["post"]["responses"]
+    assert "404" in document["paths"]["/v1/admin/jobs/{job_id}"]["get"]["responses"]
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["AdminToken"]["scheme"] == "bearer"
+    assert schemes["ClientKey"]["name"] == "X-API-Key"
+    k = next(p for p in document["paths"]["/v1/users/{user_id}/recommendations"]["get"]
+             ["parameters"] if p["name"] == "k")
+    assert (k["schema"]["minimum"], k["schema"]["maximum"], k["schema"]["default"]) == (
+        1, 1000, 20)
+
+
+def test_admin_token_generated_and_logged_once(
+    tmp_path: Path, sqlite_url: str, make_client: ClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(tmp_path, sqlite_url, admin_token=None)
+    with caplog.at_level(logging.WARNING, logger="service.app"), make_client(settings) as client:
+        token = app_of(client).state.runtime.admin_token
+        assert len(token) >= 24
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get("/v1/admin/models", headers=headers).status_code == 200
+        assert client.get("/v1/admin/models", headers=ADMIN).status_code == 403
+    logged = [r for r in caplog.records if token in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelno == logging.WARNING
+
+
+def test_lifespan_tears_down(tmp_path: Path, sqlite_url: str, make_client: ClientFactory) -> None:
+    import threading
+
+    before = {t.name for t in threading.enumerate()}
+    with make_client(make_settings(tmp_path, sqlite_url), run_worker=True) as client:
+        names = {t.name for t in threading.enumerate()}
+        assert {"smlrec-version-sync", "smlrec-worker"} <= names
+        assert client.get("/healthz").status_code == 200
+    assert wait_for(lambda: not ({t.name for t in threading.enumerate()} - before))
+    assert not hasattr(app_of(client).state, "runtime")
+
+
+def test_embedded_start_migrates_a_new_database(
+    tmp_path: Path, make_client: ClientFactory
+) -> None:
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path}/fresh/db.sqlite")
+    with make_client(settings) as client:
+        response = client.post("/v1/interactions", json=interactions(("u1", "i1")))
+        assert response.status_code == 202
+
+

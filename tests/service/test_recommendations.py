@@ -1,0 +1,183 @@
+"""GET /v1/users/{user_id}/recommendations and POST /v1/recommendations:
+the model's ranking for known users, the popularity fallback otherwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from service_testkit import (
+    ADMIN,
+    ClientFactory,
+    ModelWriter,
+    TestClient,
+    interactions,
+    make_settings,
+)
+
+from store import Store
+
+HISTORY = [
+    ("u0", "i0"), ("u0", "i1"), ("u0", "i2"),
+    ("u1", "i3"), ("u1", "i3"), ("u1", "i4"),
+    ("u2", "i5"), ("u3", "i6"), ("u3", "i7"), ("u4", "i8"), ("u4", "i9"), ("u4", "i3"),
+]
+
+
+def _expected(store: Store, user: torch.Tensor, item: torch.Tensor, uid: str,
+              exclude: set[str], k: int) -> list[str]:
+    """Brute force: every item's U[u]·V + b, seen ones left out, best first."""
+    u = store.user_ids().index(uid)
+    scores = item[:, :-1] @ user[u, :-1] + item[:, -1]
+    ranked = sorted(range(len(scores)), key=lambda i: -float(scores[i]))
+    names = store.item_ids()
+    return [names[i] for i in ranked if names[i] not in exclude][:k]
+
+
+def _check_shape(body: dict[str, Any], k: int) -> list[str]:
+    items = [entry["item_id"] for entry in body["items"]]
+    scores = [entry["score"] for entry in body["items"]]
+    assert len(items) <= k
+    assert len(set(items)) == len(items)
+    assert scores == sorted(scores, reverse=True)
+    return items
+
+
+@pytest.fixture
+def trained(client: TestClient, store: Store, models: ModelWriter) -> tuple[torch.Tensor, ...]:
+    """HISTORY logged, then version 1 (random weights, dim 4) served; its seen
+    CSR knows u0 saw i0 only (the database knows i0, i1, i2)."""
+    assert client.post("/v1/interactions", json=interactions(*HISTORY)).status_code == 202
+    generator = torch.Generator().manual_seed(7)
+    user, item = torch.randn(5, 5, generator=generator), torch.randn(10, 5, generator=generator)
+    version = models.write(user=user, item=item, seen={"u0": ["i0"]},
+                           popular=["i3", "i0", "i5", "i9"])
+    assert client.post(f"/v1/admin/models/{version}/activate", headers=ADMIN).status_code == 200
+    return user, item
+
+
+def test_known_user_ranked_by_model_without_seen_items(
+    client: TestClient, store: Store, trained: tuple[torch.Tensor, ...]
+) -> None:
+    user, item = trained
+    body = client.get("/v1/users/u0/recommendations", params={"k": 5}).json()
+    assert body["user_id"] == "u0"
+    assert body["model_version"] == 1
+    assert body["fallback"] is None
+    items = _check_shape(body, 5)
+    assert items == _expected(store, user, item, "u0", {"i0", "i1", "i2"}, 5)
+
+    # logged after the model was trained: excluded through the database
+    client.post("/v1/interactions", json=interactions(("u0", items[0])))
+    again = _check_shape(client.get("/v1/users/u0/recommendations?k=5").json(), 5)
+    assert items[0] not in again
+    assert again == _expected(store, user, item, "u0", {"i0", "i1", "i2", items[0]}, 5)
+
+
+def test_exclude_seen_false_ranks_every_item(
+    client: TestClient, store: Store, trained: tuple[torch.Tensor, ...]
+) -> None:
+    user, item = trained
+    body = client.get("/v1/users/u0/recommendations?k=1000&exclude_seen=false").json()
+    assert _check_shape(body, 1000) == _expected(store, user, item, "u0", set(), 1000)
+    assert len(body["items"]) == 10
+
+
+def test_k_bounds_the_list(client: TestClient, trained: tuple[torch.Tensor, ...]) -> None:
+    assert len(client.get("/v1/users/u1/recommendations?k=1").json()["items"]) == 1
+    default = client.get("/v1/users/u1/recommendations").json()["items"]
+    assert len(default) == 8  # 10 items, 2 seen, default k 20
+
+
+def test_unknown_user_gets_the_models_popular_items(
+    client: TestClient, trained: tuple[torch.Tensor, ...]
+) -> None:
+    body = client.get("/v1/users/stranger/recommendations?k=3").json()
+    assert body["fallback"] == "popularity"
+    assert body["model_version"] == 1
+    assert _check_shape(body, 3) == ["i3", "i0", "i5"]
+
+    # a user new since the model: popular items minus what the database saw
+    client.post("/v1/interactions", json=interactions(("newcomer", "i3")))
+    body = client.get("/v1/users/newcomer/recommendations?k=3").json()
+    assert (body["fallback"], _check_shape(body, 3)) == ("popularity", ["i0", "i5", "i9"])
+
+
+def test_no_model_popularity_of_the_open_period(client: TestClient) -> None:
+    body = client.get("/v1/users/u0/recommendations").json()
+    assert body == {"user_id": "u0", "items": [], "model_version": None,
+                    "fallback": "popularity"}
+    client.post("/v1/interactions", json=interactions(
+        ("a", "i3"), ("b", "i3"), ("c", "i3"), ("a", "i1"), ("b", "i1"), ("a", "i0")))
+    body = client.get("/v1/users/nobody/recommendations").json()
+    assert body["fallback"] == "popularity" and body["model_version"] is None
+    assert _check_shape(body, 20) == ["i3", "i1", "i0"]
+    assert client.get("/v1/users/c/recommendations?k=1").json()["items"][0]["item_id"] == "i1"
+
+
+def test_batch_keeps_request_order(
+    client: TestClient, store: Store, trained: tuple[torch.Tensor, ...]
+) -> None:
+    user, item = trained
+    ids = ["u4", "stranger", "u0", "u4", "u2"]
+    response = client.post("/v1/recommendations", json={"user_ids": ids, "k": 3})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["user_id"] for r in results] == ids
+    assert [r["fallback"] for r in results] == [None, "popularity", None, None, None]
+    assert {r["model_version"] for r in results} == {1}
+    for result in results:
+        single = client.get(f"/v1/users/{result['user_id']}/recommendations?k=3").json()
+        assert _check_shape(result, 3) == _check_shape(single, 3)
+        assert [e["score"] for e in result["items"]] == pytest.approx(
+            [e["score"] for e in single["items"]], rel=1e-5)
+    assert _check_shape(results[2], 3) == _expected(store, user, item, "u0",
+                                                    {"i0", "i1", "i2"}, 3)
+
+
+def test_batch_defaults_and_maximum(client: TestClient, trained: tuple[torch.Tensor, ...]) -> None:
+    ids = [f"u{n % 7}" for n in range(1000)]
+    response = client.post("/v1/recommendations", json={"user_ids": ids})
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == 1000
+
+
+@pytest.mark.parametrize("k", ["0", "1001", "-1", "two", "1.5"])
+def test_k_out_of_range_is_422(client: TestClient, k: str) -> None:
+    assert client.get(f"/v1/users/u0/recommendations?k={k}").status_code == 422
+    response = client.post("/v1/recommendations", json={"user_ids": ["u0"], "k": k})
+    assert response.status_code == 422
+
+
+def test_k_limits_are_inclusive(client: TestClient) -> None:
+    for k in (1, 1000):
+        assert client.get(f"/v1/users/u0/recommendations?k={k}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"user_ids": []}, {"user_ids": ["u"] * 1001}, {}, {"user_ids": "u0"},
+     {"user_ids": [""]}, {"user_ids": ["x" * 129]}, {"user_ids": [7]},
+     {"user_ids": ["u0"], "exclude_seen": "maybe"}],
+    ids=["empty", "1001 ids", "missing", "not a list", "empty id", "long id", "number",
+         "bad flag"],
+)
+def test_batch_bounds_are_422(client: TestClient, body: dict[str, Any]) -> None:
+    assert client.post("/v1/recommendations", json=body).status_code == 422
+
+
+def test_overlong_user_id_in_path_is_422(client: TestClient) -> None:
+    assert client.get(f"/v1/users/{'x' * 129}/recommendations").status_code == 422
+
+
+def test_client_key_guards_both_endpoints(
+    tmp_path: Any, sqlite_url: str, make_client: ClientFactory
+) -> None:
+    with make_client(make_settings(tmp_path, sqlite_url, api_key="k3y")) as client:
+        for headers, status in (({}, 401), ({"X-API-Key": "nope"}, 403),
+                                ({"X-API-Key": "k3y"}, 200)):
+            assert client.get("/v1/users/u/recommendations",
+                              headers=headers).status_code == status
+            assert client.post("/v1/recommendations", json={"user_ids": ["u"]},
+                               headers=headers).status_code == status

@@ -1,0 +1,125 @@
+"""The scorer and the serving model, against brute force."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from service.holder import ModelLoadError, ServingModel
+from service.scorer import extra_pairs, rank_popular, seen_pairs, top_k
+
+N_USERS, N_ITEMS, DIM = 12, 50, 6
+
+
+def _payload(seed: int = 0, **changes: Any) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    seen = [sorted(rng.choice(N_ITEMS, size=rng.integers(0, 8), replace=False).tolist())
+            for _ in range(N_USERS)]
+    seen[3] = list(range(N_ITEMS))  # has seen everything
+    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seen])])
+    generator = torch.Generator().manual_seed(seed)
+    payload: dict[str, Any] = {
+        "format": "smlrec-model/1", "version": 3, "period_id": 2, "strategy": "sml",
+        "created_at": 0.0,
+        "user": torch.randn(N_USERS, DIM + 1, generator=generator),
+        "item": torch.randn(N_ITEMS, DIM + 1, generator=generator),
+        "user_ids": [f"u{n}" for n in range(N_USERS)],
+        "item_ids": [f"i{n}" for n in range(N_ITEMS)],
+        "seen_indptr": torch.tensor(indptr, dtype=torch.int64),
+        "seen_items": torch.tensor([i for s in seen for i in s], dtype=torch.int64),
+        "popular": torch.tensor([4, 2, 9, 4], dtype=torch.int64),
+    }
+    payload.update(changes)
+    return payload
+
+
+def _brute_force(payload: dict[str, Any], user: int, k: int, exclude: set[int]) -> list[int]:
+    u, v = payload["user"].numpy(), payload["item"].numpy()
+    scores = v[:, :-1] @ u[user, :-1] + v[:, -1]
+    order = [int(i) for i in np.argsort(-scores, kind="stable") if int(i) not in exclude]
+    return order[:k]
+
+
+def _seen(payload: dict[str, Any], user: int) -> set[int]:
+    indptr, items = payload["seen_indptr"].numpy(), payload["seen_items"].numpy()
+    return set(items[indptr[user]: indptr[user + 1]].tolist())
+
+
+def test_serving_model_layout() -> None:
+    model = ServingModel.from_payload(_payload())
+    assert (model.version, model.n_users, model.n_items) == (3, N_USERS, N_ITEMS)
+    assert model.item_emb.is_contiguous() and model.user_emb.is_contiguous()
+    assert model.item_emb.shape == (N_ITEMS, DIM) and model.item_bias.shape == (N_ITEMS,)
+    assert model.user_index["u5"] == 5
+    assert model.popular.tolist() == [4, 2, 9]  # repeats dropped
+
+
+@pytest.mark.parametrize("max_cells", [1, 3 * N_ITEMS, 1 << 25])
+@pytest.mark.parametrize("k", [1, 7, 50, 200])
+def test_top_k_matches_brute_force(max_cells: int, k: int) -> None:
+    payload = _payload(seed=k)
+    model = ServingModel.from_payload(payload)
+    users = [0, 5, 3, 11, 5]
+    extra = [np.array([1, 2, 999]), None, None, np.array([], dtype=np.int64), np.array([7])]
+    results = top_k(model, users, k, extra_seen=extra, max_cells=max_cells)
+    for user, more, result in zip(users, extra, results, strict=True):
+        exclude = _seen(payload, user) | ({int(i) for i in more} if more is not None else set())
+        assert result.items.tolist() == _brute_force(payload, user, k, exclude)
+        assert np.all(np.diff(result.scores) <= 0)
+    assert len(results[2].items) == 0  # user 3 has seen every item
+
+
+def test_top_k_without_exclusion_ranks_everything() -> None:
+    payload = _payload()
+    model = ServingModel.from_payload(payload)
+    [result] = top_k(model, [3], 1000, exclude_seen=False)
+    assert result.items.tolist() == _brute_force(payload, 3, 1000, set())
+    assert top_k(model, [], 5) == []
+
+
+def test_seen_pairs_and_extra_pairs() -> None:
+    indptr = np.array([0, 2, 2, 5])
+    items = np.array([4, 1, 0, 3, 2])
+    rows, cols = seen_pairs(indptr, items, np.array([2, 1, 0, 2]))
+    assert list(zip(rows.tolist(), cols.tolist(), strict=True)) == [
+        (0, 0), (0, 3), (0, 2), (2, 4), (2, 1), (3, 0), (3, 3), (3, 2)]
+    rows, cols = extra_pairs([np.array([1, 9]), None, np.array([-1, 2])], n_items=5)
+    assert (rows.tolist(), cols.tolist()) == ([0, 2], [1, 2])
+
+
+def test_rank_popular() -> None:
+    popular = np.array([7, 3, 9, 1])
+    ranked = rank_popular(popular, 3)
+    assert ranked.items.tolist() == [7, 3, 9]
+    assert ranked.scores.tolist() == [4.0, 3.0, 2.0]
+    ranked = rank_popular(popular, 3, exclude=np.array([3, 100]))
+    assert (ranked.items.tolist(), ranked.scores.tolist()) == ([7, 9, 1], [4.0, 2.0, 1.0])
+
+
+BROKEN = {
+    "wrong format": {"format": "something-else/2"},
+    "dims differ": {"item": torch.randn(N_ITEMS, DIM)},
+    "ids too few": {"user_ids": ["u0"]},
+    "non-finite": {"item": torch.full((N_ITEMS, DIM + 1), float("nan"))},
+    "csr too short": {"seen_indptr": torch.zeros(3, dtype=torch.int64)},
+    "seen item unknown": {"seen_items": torch.full((1,), N_ITEMS, dtype=torch.int64),
+                          "seen_indptr": torch.tensor([0] + [1] * N_USERS)},
+    "popular unknown": {"popular": torch.tensor([N_ITEMS])},
+    "not a tensor": {"user": [[1.0]]},
+}
+
+
+@pytest.mark.parametrize("changes", BROKEN.values(), ids=BROKEN.keys())
+def test_inconsistent_artifacts_are_refused(changes: dict[str, Any]) -> None:
+    with pytest.raises(ModelLoadError):
+        ServingModel.from_payload(_payload(**changes))
+
+
+def test_missing_key_is_refused() -> None:
+    payload = _payload()
+    del payload["popular"]
+    with pytest.raises(ModelLoadError):
+        ServingModel.from_payload(payload)

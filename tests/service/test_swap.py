@@ -1,0 +1,111 @@
+"""Hot swaps: a new active version is served within the poll interval, at once
+when announced, and requests in flight never fail while versions change."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from service_testkit import (
+    ADMIN,
+    ModelWriter,
+    TestClient,
+    app_of,
+    interactions,
+    metric_value,
+    served_version,
+    wait_for,
+)
+
+from store import Store
+
+USERS = [f"u{n}" for n in range(30)]
+ITEMS = [f"i{n}" for n in range(200)]
+
+
+def _log_some(client: TestClient) -> None:
+    pairs = [(USERS[n % 30], ITEMS[(n * 7) % 200]) for n in range(600)]
+    assert client.post("/v1/interactions", json=interactions(*pairs)).status_code == 202
+
+
+def test_store_activation_is_picked_up_by_polling(
+    client: TestClient, models: ModelWriter
+) -> None:
+    _log_some(client)
+    first = models.write(seed=1)
+    assert wait_for(lambda: served_version(client) == first, timeout=2.0)
+    second = models.write(seed=2)
+    assert wait_for(lambda: served_version(client) == second, timeout=2.0)
+
+
+def test_announcement_wakes_the_swap(
+    client: TestClient, store: Store, models: ModelWriter
+) -> None:
+    _log_some(client)
+    version = models.write(seed=1)
+    app_of(client).state.runtime.bus.publish_active(version)
+    assert wait_for(lambda: served_version(client) == version, timeout=1.0)
+
+
+def test_hot_swap_under_concurrent_requests(client: TestClient, models: ModelWriter) -> None:
+    _log_some(client)
+    versions = [models.write(seed=s, dim=16) for s in (1, 2, 3)]
+    assert wait_for(lambda: served_version(client) == versions[-1])
+    stop = threading.Event()
+    failures: list[Any] = []
+    seen_versions: set[int] = set()
+
+    def hammer(worker: int) -> int:
+        done = 0
+        while not stop.is_set():
+            user = USERS[(worker * 7 + done) % 30]
+            if done % 3:
+                response = client.get(f"/v1/users/{user}/recommendations?k=10")
+                results = [response.json()] if response.status_code == 200 else []
+            else:
+                response = client.post("/v1/recommendations",
+                                       json={"user_ids": [user, "stranger"], "k": 10})
+                results = response.json()["results"] if response.status_code == 200 else []
+            if response.status_code != 200:
+                failures.append((response.status_code, response.text))
+            for result in results:
+                items = [e["item_id"] for e in result["items"]]
+                if not items or len(set(items)) != len(items) or len(items) > 10:
+                    failures.append(result)
+                seen_versions.add(result["model_version"])
+            if len({r["model_version"] for r in results}) > 1:
+                failures.append(("one request, two versions", results))
+            done += 1
+        return done
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        futures = [pool.submit(hammer, n) for n in range(6)]
+        for round_ in range(12):
+            version = versions[round_ % 3]
+            response = client.post(f"/v1/admin/models/{version}/activate", headers=ADMIN)
+            assert response.status_code == 200
+            assert served_version(client) == version
+        stop.set()
+        served = sum(f.result() for f in futures)
+    assert not failures, failures[:3]
+    assert served > 20
+    assert seen_versions <= set(versions) and len(seen_versions) >= 2
+    swaps = metric_value(client.get("/metrics").text, "smlrec_model_swaps_total")
+    assert swaps >= 12
+
+
+def test_swap_to_moves_forward_only_unless_explicit(
+    client: TestClient, models: ModelWriter
+) -> None:
+    _log_some(client)
+    old = models.write(seed=1, activate=False)
+    new = models.write(seed=2, activate=False)
+    holder = app_of(client).state.runtime.holder
+    assert holder.swap_to(new) is True
+    taken = holder.current  # what a request in flight holds
+    assert holder.swap_to(old) is False  # older, not activated: refused
+    assert holder.version == new
+    assert holder.swap_to(old, explicit=True) is True
+    assert holder.version == old
+    assert taken is not None and taken.version == new  # the old object is untouched
