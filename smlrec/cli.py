@@ -1,0 +1,212 @@
+"""The ``smlrec`` command: serve, worker, migrate, bootstrap, replay, load.
+
+``smlrec serve`` runs the HTTP service (with the worker on a background thread
+unless ``--no-worker``); ``smlrec worker`` runs the worker alone (distributed
+mode: one leads, the others stand by); ``smlrec migrate`` brings the database
+schema up to date; ``smlrec bootstrap`` warms the SML transfer by an offline
+replay of the stored periods; ``smlrec replay`` runs the paper's experiments
+(``sml.replay``); ``smlrec load`` replays a data set against a running service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from pydantic import ValidationError
+
+from smlrec.settings import Settings, get_settings
+
+log = logging.getLogger("smlrec")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smlrec",
+        description="A recommender service kept fresh by Sequential Meta-Learning retraining.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", help="bind address (default: SMLREC_HOST)")
+    serve.add_argument("--port", type=int, help="port (default: SMLREC_PORT)")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="serve only (an API replica; a separate `smlrec worker` retrains); "
+        "without it the worker runs on a thread of the server",
+    )
+
+    commands.add_parser("worker", help="run the retraining worker (leader election via Redis)")
+    commands.add_parser("migrate", help="bring the database schema up to date")
+    commands.add_parser(
+        "bootstrap", help="warm the SML transfer by an offline replay of the stored periods"
+    )
+    commands.add_parser(
+        "replay",
+        add_help=False,
+        help="the paper's experiments (arguments go to sml.replay; see --help)",
+    )
+
+    load = commands.add_parser("load", help="replay a data set against a running service")
+    load.add_argument(
+        "--dataset", default="ml-100k", help="ml-100k, synthetic, or a data file (default: ml-100k)"
+    )
+    load.add_argument("--url", default="http://127.0.0.1:8000", help="the service's base URL")
+    load.add_argument(
+        "--period-size",
+        type=int,
+        default=5000,
+        help="interactions per period: a retrain is asked after each",
+    )
+    load.add_argument("--admin-token", help="admin token (default: SMLREC_ADMIN_TOKEN)")
+    load.add_argument("--api-key", help="client key (default: SMLREC_API_KEY)")
+    load.add_argument("--limit-periods", type=int, help="stop after this many periods")
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if args_list[:1] == ["replay"]:
+        return _replay(args_list[1:])
+    args = parser.parse_args(args_list)
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        parser.exit(2, f"smlrec: invalid configuration:\n{error}\n")
+    configure_logging(settings.log_level)
+    if args.command == "serve":
+        return serve(settings, host=args.host, port=args.port, with_worker=not args.no_worker)
+    if args.command == "worker":
+        return run_worker(settings)
+    if args.command == "migrate":
+        return migrate(settings)
+    if args.command == "bootstrap":
+        return run_bootstrap(settings)
+    if args.command == "load":
+        return load(settings, args)
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+def _replay(argv: list[str]) -> int:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    from sml import replay  # the method's own command line
+
+    return int(replay.main(argv) or 0)
+
+
+def serve(settings: Settings, host: str | None, port: int | None, with_worker: bool) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = settings.model_copy(update=updates)
+    app = create_app(settings, run_worker=with_worker)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # configured once in main()
+        log_level=settings.log_level.lower(),
+        access_log=False,  # the service logs its own access lines
+    )
+    return 0
+
+
+class _StopOnSignal:
+    """First SIGTERM/SIGINT: set ``stop`` (warm: the current step finishes).
+    Second: leave at once (the lease lapses; a running job goes stale and is
+    retrained by the next leader)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if not self.stop.is_set():
+            log.info("%s: stopping after the current step (again to stop now)", name)
+            self.stop.set()
+            return
+        log.warning("%s again: stopping now", name)
+        raise SystemExit(128 + signum)
+
+
+def run_worker(settings: Settings) -> int:
+    from store import ArtifactStore, Store, make_bus
+    from worker.runner import Worker
+
+    store = Store.from_url(settings.database_url)
+    bus = make_bus(settings)
+    stop = threading.Event()
+    handler = _StopOnSignal(stop)
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    try:
+        Worker(settings, store, bus, ArtifactStore(settings.model_dir)).run(stop)
+    finally:
+        bus.close()
+        store.close()
+    return 0
+
+
+def migrate(settings: Settings) -> int:
+    from store.migrate import upgrade
+
+    upgrade(settings.database_url)
+    settings.model_dir.mkdir(parents=True, exist_ok=True)
+    log.info("database is up to date")
+    return 0
+
+
+def run_bootstrap(settings: Settings) -> int:
+    from worker.bootstrap import WorkerBusy, bootstrap
+
+    try:
+        version = bootstrap(settings)
+    except WorkerBusy as error:
+        log.error("%s", error)
+        return 1
+    if version is None:
+        log.warning("nothing to bootstrap from: no closed period")
+        return 1
+    log.info("bootstrap done: version %d is active", version)
+    return 0
+
+
+def load(settings: Settings, args: argparse.Namespace) -> int:
+    from smlrec.load import LoadConfig, LoadError, run_load
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request: too chatty
+    config = LoadConfig(
+        dataset=args.dataset,
+        url=args.url,
+        period_size=args.period_size,
+        admin_token=args.admin_token or settings.admin_token,
+        api_key=args.api_key or settings.api_key,
+        limit_periods=args.limit_periods,
+    )
+    try:
+        run_load(config)
+    except (LoadError, ValueError) as error:
+        log.error("%s", error)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""``smlrec load``: the demo client.
+
+Replays a data set against a running service as a live stream would: it posts
+the interactions in time order (chunks of 1,000, each row with an event id, so
+a re-run is idempotent), asks for a retrain after every ``period_size`` rows,
+waits for the job, and finally reports the per-period online Recall@20 and
+NDCG@20 that the service recorded on its model versions (each version scored on
+the period after the one it was trained on, before that period trained anything).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+from tqdm import tqdm
+
+from sml.data import InteractionLog, load_dataset
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1000
+FINAL_STATUSES = ("succeeded", "failed")
+
+
+class LoadError(RuntimeError):
+    """The service refused or failed a step of the demo."""
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    dataset: str
+    url: str
+    period_size: int = 5000
+    admin_token: str | None = None
+    api_key: str | None = None
+    limit_periods: int | None = None
+    chunk_size: int = CHUNK_SIZE
+    job_timeout_s: float = 600.0
+    ingest_timeout_s: float = 60.0
+    poll_s: float = 0.2
+
+
+@dataclass(frozen=True)
+class PeriodMetrics:
+    """A version's online figures on the period after its own."""
+
+    version: int
+    trained_on: int
+    evaluated_on: int | None
+    recall: float | None
+    ndcg: float | None
+    n_interactions: int | None
+
+
+class ServiceClient:
+    """The service's HTTP API, retrying on 503 (``Retry-After``) and lost connections."""
+
+    def __init__(self, config: LoadConfig, attempts: int = 8) -> None:
+        headers = {"X-API-Key": config.api_key} if config.api_key else {}
+        self.http = httpx.Client(base_url=config.url.rstrip("/"), headers=headers, timeout=120.0)
+        self.admin = {"Authorization": f"Bearer {config.admin_token}"} if config.admin_token else {}
+        self.attempts = attempts
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(self, method: str, path: str, admin: bool = False, **kwargs: Any) -> httpx.Response:
+        headers = self.admin if admin else None
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = self.http.request(method, path, headers=headers, **kwargs)
+            except httpx.TransportError as error:
+                if attempt == self.attempts:
+                    raise LoadError(f"{method} {path}: {error}") from error
+                time.sleep(min(10.0, 0.5 * 2**attempt))
+                continue
+            if response.status_code != 503 or attempt == self.attempts:
+                return response
+            time.sleep(_retry_after(response, attempt))
+        raise AssertionError("unreachable")
+
+    def json(self, method: str, path: str, admin: bool = False, **kwargs: Any) -> Any:
+        response = self.request(method, path, admin=admin, **kwargs)
+        if response.status_code >= 400:
+            raise LoadError(f"{method} {path}: {response.status_code} {response.text}")
+        return response.json()
+
+
+def _retry_after(response: httpx.Response, attempt: int) -> float:
+    try:
+        return min(30.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return min(30.0, 0.5 * 2**attempt)
+
+
+def dataset_tag(name: str) -> str:
+    """A short prefix for the event ids of a data set's rows."""
+    return (Path(name).name or name)[-48:]
+
+
+def interaction_chunks(
+    data: InteractionLog, start: int, stop: int, size: int, tag: str
+) -> Iterator[list[dict[str, Any]]]:
+    for lo in range(start, stop, size):
+        hi = min(stop, lo + size)
+        yield [
+            {
+                "user_id": data.user_ids[int(data.users[row])],
+                "item_id": data.item_ids[int(data.items[row])],
+                "timestamp": float(data.timestamps[row]),
+                "event_id": f"{tag}:{row}",
+            }
+            for row in range(lo, hi)
+        ]
+
+
+class DemoLoad:
+    def __init__(self, config: LoadConfig, client: ServiceClient) -> None:
+        self.config = config
+        self.client = client
+
+    def run(self) -> list[PeriodMetrics]:
+        config = self.config
+        if config.period_size < 1:
+            raise ValueError("period_size must be at least 1")
+        data = load_dataset(config.dataset)
+        n_periods = math.ceil(len(data) / config.period_size)
+        if config.limit_periods is not None:
+            n_periods = min(n_periods, config.limit_periods)
+        total = min(len(data), n_periods * config.period_size)
+        log.info(
+            "replaying %d interactions of %s in %d periods of %d",
+            total,
+            config.dataset,
+            n_periods,
+            config.period_size,
+        )
+        tag = dataset_tag(config.dataset)
+        with tqdm(total=total, unit="rows", desc="load", file=sys.stderr) as bar:
+            for period in range(n_periods):
+                start = period * config.period_size
+                stop = min(total, start + config.period_size)
+                accepted = 0
+                for chunk in interaction_chunks(data, start, stop, config.chunk_size, tag):
+                    body = self.client.json(
+                        "POST", "/v1/interactions", json={"interactions": chunk}
+                    )
+                    accepted += int(body.get("accepted", 0))
+                    bar.update(len(chunk))
+                self._wait_ingested(accepted)
+                job = self._retrain()
+                if job is not None:
+                    bar.set_postfix(period=period, version=job.get("model_version"))
+        return self.metrics()
+
+    def _wait_ingested(self, accepted: int) -> None:
+        """Distributed mode stores interactions asynchronously: wait until the open
+        period holds what this period posted (or stops growing)."""
+        deadline = time.monotonic() + self.config.ingest_timeout_s
+        last, last_change = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            count = self._open_count()
+            if count >= accepted:
+                return
+            if count != last:
+                last, last_change = count, time.monotonic()
+            elif time.monotonic() - last_change > 5.0:
+                return
+            time.sleep(self.config.poll_s)
+
+    def _open_count(self) -> int:
+        periods = self.client.json("GET", "/v1/admin/periods", admin=True)["periods"]
+        return sum(int(p["n_interactions"]) for p in periods if p["status"] == "open")
+
+    def _retrain(self) -> dict[str, Any] | None:
+        for attempt in range(2):
+            response = self.client.request("POST", "/v1/admin/retrain", admin=True)
+            if response.status_code == 202:
+                return self._wait_job(str(response.json()["job_id"]))
+            if response.status_code != 409:
+                raise LoadError(f"retrain: {response.status_code} {response.text}")
+            detail = str(response.json().get("detail", ""))
+            if attempt == 0 and "empty" not in detail:
+                log.warning("retrain refused (%s): waiting for the running job", detail)
+                self._wait_idle()
+                continue
+            log.warning("no retrain for this period: %s", detail)
+            return None
+        return None
+
+    def _wait_job(self, job_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self.config.job_timeout_s
+        while time.monotonic() < deadline:
+            job: dict[str, Any] = self.client.json("GET", f"/v1/admin/jobs/{job_id}", admin=True)
+            if job["status"] in FINAL_STATUSES:
+                if job["status"] == "failed":
+                    log.error("retrain job %s failed: %s", job_id, job.get("error"))
+                return job
+            time.sleep(self.config.poll_s)
+        raise LoadError(f"retrain job {job_id} did not finish in {self.config.job_timeout_s} s")
+
+    def _wait_idle(self) -> None:
+        """Until no closed period waits for its retrain."""
+        deadline = time.monotonic() + self.config.job_timeout_s
+        while time.monotonic() < deadline:
+            periods = self.client.json("GET", "/v1/admin/periods", admin=True)["periods"]
+            if not any(p["status"] == "closed" for p in periods):
+                return
+            time.sleep(self.config.poll_s)
+
+    def metrics(self) -> list[PeriodMetrics]:
+        models = self.client.json("GET", "/v1/admin/models", admin=True)["models"]
+        rows = []
+        for model in sorted(models, key=lambda m: int(m["version"])):
+            metrics = model.get("metrics") or {}
+            rows.append(
+                PeriodMetrics(
+                    version=int(model["version"]),
+                    trained_on=int(model["period_id"]),
+                    evaluated_on=metrics.get("evaluated_on_period"),
+                    recall=metrics.get("recall@20"),
+                    ndcg=metrics.get("ndcg@20"),
+                    n_interactions=metrics.get("n_interactions"),
+                )
+            )
+        return rows
+
+
+def format_report(rows: list[PeriodMetrics]) -> str:
+    def text(value: float | int | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = ["version  trained on  evaluated on  interactions  Recall@20  NDCG@20"]
+    for r in rows:
+        lines.append(
+            f"{r.version:>7}  {r.trained_on:>10}  {text(r.evaluated_on):>12}"
+            f"  {text(r.n_interactions):>12}  {text(r.recall):>9}  {text(r.ndcg):>7}"
+        )
+    scored = [r for r in rows if r.recall is not None and r.n_interactions]
+    if scored:
+        weight = sum(int(r.n_interactions or 0) for r in scored)
+        recall = sum((r.recall or 0.0) * int(r.n_interactions or 0) for r in scored) / weight
+        ndcg = sum((r.ndcg or 0.0) * int(r.n_interactions or 0) for r in scored) / weight
+        lines.append(
+            f"mean over {len(scored)} evaluated periods: Recall@20 {recall:.4f}, NDCG@20 {ndcg:.4f}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_load(config: LoadConfig, out: TextIO = sys.stdout) -> list[PeriodMetrics]:
+    """Run the demo and write the per-period report to ``out``."""
+    client = ServiceClient(config)
+    try:
+        rows = DemoLoad(config, client).run()
+    finally:
+        client.close()
+    out.write(format_report(rows))
+    out.flush()
+    return rows

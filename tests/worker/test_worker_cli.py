@@ -1,0 +1,139 @@
+"""The ``smlrec`` command line: the demo load client against a live embedded
+server, argument parsing, and the worker's signal handling."""
+
+from __future__ import annotations
+
+import functools
+import io
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from worker_testkit import free_port, make_settings, wait_for
+
+from service.app import create_app
+from smlrec.cli import _StopOnSignal, build_parser
+from smlrec.load import LoadConfig, run_load
+from store import Store
+
+
+def _settled(server: uvicorn.Server, thread: threading.Thread) -> bool:
+    return bool(server.started) or not thread.is_alive()
+
+
+@pytest.fixture
+def live_server(sqlite_url: str, tmp_path: Path) -> Iterator[str]:
+    """``smlrec serve`` (embedded: worker thread on) on a free port, in this process."""
+    settings = make_settings(sqlite_url, tmp_path / "models", period="manual")
+    for _ in range(3):  # a free port can be taken by someone else before we bind it
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings, run_worker=True), host="127.0.0.1", port=port, log_config=None
+            )
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        wait_for(functools.partial(_settled, server, thread), timeout=30)
+        if server.started:
+            break
+    else:
+        pytest.fail("the server did not start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_load_replays_periods_and_reports_online_metrics(live_server: str, sqlite_url: str) -> None:
+    out = io.StringIO()
+    rows = run_load(
+        LoadConfig(
+            dataset="synthetic",
+            url=live_server,
+            period_size=2000,
+            admin_token="admin-secret",
+            limit_periods=3,
+            poll_s=0.05,
+        ),
+        out,
+    )
+    assert [(r.version, r.trained_on, r.evaluated_on) for r in rows] == [
+        (1, 0, 1),
+        (2, 1, 2),
+        (3, 2, None),
+    ]
+    for r in rows[:2]:
+        assert r.n_interactions == 2000
+        assert r.recall is not None and 0.0 < r.recall <= 1.0
+    report = out.getvalue()
+    assert "Recall@20" in report and "NDCG@20" in report
+    assert f"{rows[0].recall:.4f}" in report and "mean over 2 evaluated periods" in report
+
+    store = Store.from_url(sqlite_url)
+    try:
+        assert [p.n_interactions for p in store.list_periods()] == [2000, 2000, 2000, 0]
+    finally:
+        store.close()
+    # Running it again posts the same event ids: nothing new, nothing to retrain.
+    again = run_load(
+        LoadConfig(
+            dataset="synthetic",
+            url=live_server,
+            period_size=2000,
+            admin_token="admin-secret",
+            limit_periods=1,
+        ),
+        io.StringIO(),
+    )
+    assert len(again) == 3
+
+
+def test_command_line_arguments() -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "load",
+            "--dataset",
+            "synthetic",
+            "--url",
+            "http://x:1",
+            "--period-size",
+            "100",
+            "--limit-periods",
+            "2",
+            "--admin-token",
+            "t",
+            "--api-key",
+            "k",
+        ]
+    )
+    assert (args.dataset, args.url, args.period_size, args.limit_periods) == (
+        "synthetic",
+        "http://x:1",
+        100,
+        2,
+    )
+    assert (args.admin_token, args.api_key) == ("t", "k")
+    serve = parser.parse_args(["serve", "--no-worker", "--host", "0.0.0.0", "--port", "9000"])
+    assert (serve.no_worker, serve.host, serve.port) == (True, "0.0.0.0", 9000)
+    assert parser.parse_args(["serve"]).no_worker is False
+    for command in ("worker", "migrate", "bootstrap"):
+        assert parser.parse_args([command]).command == command
+
+
+def test_first_signal_stops_warm_second_exits() -> None:
+    stop = threading.Event()
+    handler = _StopOnSignal(stop)
+    handler(signal.SIGTERM, None)
+    assert stop.is_set()
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exit_info:
+        handler(signal.SIGINT, None)
+    assert exit_info.value.code == 128 + signal.SIGINT
+    assert time.monotonic() - started < 1.0

@@ -1,0 +1,383 @@
+"""The worker loop in embedded mode (SQLite, in-process bus): boundaries,
+evaluation, checkpoints, period rules, recovery from interruptions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from worker_testkit import make_settings, rows_of, seen_csr_ok, wait_for
+
+from sml.data import InteractionLog, SyntheticConfig, synthetic_drift
+from sml.model import MFWeights
+from sml.registry import transfer_state
+from sml.strategy import Strategy
+from smlrec.settings import Settings
+from store import ArtifactStore, InProcessBus, JobInfo, Store, StoreUnavailable
+from worker.bootstrap import run_bootstrap
+from worker.checkpoint import checkpoint_name, current_checkpoint, new_strategy
+from worker.evaluate import SeenIndex, online_metrics
+from worker.runner import Worker
+
+PERIOD = 300
+
+
+class Running:
+    """A worker on its own thread over one store, stopped at the end of the test."""
+
+    def __init__(self, settings: Settings, store: Store, bus: InProcessBus | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus or InProcessBus()
+        self.artifacts = ArtifactStore(settings.model_dir)
+        self.published: list[int] = []
+        self.bus.subscribe_active(self.published.append)
+        self.worker = Worker(settings, store, self.bus, self.artifacts)
+        self.worker.start_thread()
+
+    def stop(self) -> None:
+        self.worker.stop(timeout=30)
+
+    def retrain(self) -> JobInfo:
+        """What the admin endpoint does, then wait for the job."""
+        period = self.store.close_period()
+        assert period is not None
+        job = self.store.create_job(period.period_id)
+        return self.wait_job(job.job_id)
+
+    def wait_job(self, job_id: str, timeout: float = 30.0) -> JobInfo:
+        def done() -> JobInfo | None:
+            job = self.store.get_job(job_id)
+            return job if job is not None and job.status in ("succeeded", "failed") else None
+
+        finished: JobInfo = wait_for(done, timeout)
+        return finished
+
+
+@pytest.fixture
+def settings(sqlite_url: str, tmp_path: Path) -> Settings:
+    return make_settings(sqlite_url, tmp_path / "models")
+
+
+@pytest.fixture
+def running(settings: Settings, sqlite_store: Store) -> Iterator[Running]:
+    run = Running(settings, sqlite_store)
+    yield run
+    run.stop()
+
+
+def theta_of(settings: Settings, path: Path) -> dict[str, torch.Tensor]:
+    payload = torch.load(path, weights_only=True)
+    strategy: Strategy = new_strategy(settings, payload["strategy"])
+    strategy.load_state_dict(payload["state"])
+    theta = transfer_state(strategy)
+    assert theta is not None
+    return theta
+
+
+def settled(store: Store) -> bool:
+    """No job queued or running: every boundary so far has finished."""
+    return store.running_or_queued_job() is None
+
+
+def theta_steps(path: Path) -> int:
+    """Adam steps taken on Theta in a checkpoint (0: never trained)."""
+    state = torch.load(path, weights_only=True)["state"]["theta_optimizer"]["state"]
+    return max((int(s["step"]) for s in state.values()), default=0)
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_three_boundaries(running: Running, small_log: InteractionLog, settings: Settings) -> None:
+    store = running.store
+    for p in range(3):
+        store.ingest(rows_of(small_log, p * PERIOD, (p + 1) * PERIOD))
+        job = running.retrain()
+        assert job.status == "succeeded", job.error
+        assert job.model_version == p + 1
+        assert store.active_version() == p + 1
+
+    versions = {v.version: v for v in store.list_versions()}
+    assert sorted(versions) == [1, 2, 3]
+    assert [versions[v].period_id for v in (1, 2, 3)] == [0, 1, 2]
+    assert running.published == [1, 2, 3]
+    assert [p.status for p in store.list_periods()] == ["trained"] * 3 + ["open"]
+
+    # Each version was scored on the next period, as an independent computation gives.
+    history = store.history_arrays(2)
+    for v in (1, 2):
+        metrics = versions[v].metrics
+        assert metrics is not None
+        assert metrics["evaluated_on_period"] == v
+        assert metrics["n_interactions"] == PERIOD
+        assert 0.0 <= metrics["recall@20"] <= 1.0 and 0.0 <= metrics["ndcg@20"] <= 1.0
+    assert versions[3].metrics is None
+    payload = running.artifacts.load(versions[1].path, versions[1].sha256)
+    period1 = store.period_arrays(1)
+    seen = SeenIndex.build(
+        np.concatenate([history.users[:PERIOD], period1.users]),
+        np.concatenate([history.items[:PERIOD], period1.items]),
+        period1.n_users,
+    )
+    expected = online_metrics(
+        MFWeights(payload["user"], payload["item"]),
+        period1.users,
+        period1.items,
+        period1.n_items,
+        seen,
+        seed=settings.seed,
+        period_id=1,
+    )
+    assert versions[1].metrics == pytest.approx(expected)
+
+    # Every artifact verifies and follows the contract.
+    user_ids, item_ids = store.user_ids(), store.item_ids()
+    for info in versions.values():
+        payload = running.artifacts.load(info.path, info.sha256, info.size_bytes)
+        assert payload["format"] == "smlrec-model/1"
+        assert info.path == f"model-v{info.version:06d}.pt"
+        assert (payload["version"], payload["period_id"]) == (info.version, info.period_id)
+        assert payload["user"].dtype == torch.float32
+        assert payload["user"].shape == (info.n_users, 9)
+        assert payload["item"].shape == (info.n_items, 9)
+        assert payload["user_ids"] == user_ids[: info.n_users]
+        assert payload["item_ids"] == item_ids[: info.n_items]
+        assert seen_csr_ok(payload)
+        popular = payload["popular"].numpy()
+        counts = np.bincount(store.period_arrays(info.period_id).items, minlength=info.n_items)
+        assert np.all(np.diff(counts[popular]) <= 0) and counts[popular[0]] == counts.max()
+    last = running.artifacts.load(versions[3].path, versions[3].sha256)
+    indptr, seen_items = last["seen_indptr"].numpy(), last["seen_items"].numpy()
+    for user in (0, 5, 17):
+        assert list(seen_items[indptr[user] : indptr[user + 1]]) == list(store.seen_items(user))
+
+    # Theta: untouched by the cold start, then changed at every boundary.
+    root = settings.model_dir
+    thetas = [theta_of(settings, root / checkpoint_name(p)) for p in range(3)]
+    assert theta_steps(root / checkpoint_name(0)) == 0
+    assert theta_steps(root / checkpoint_name(1)) > 0
+    assert not same(thetas[0], thetas[1])
+    assert not same(thetas[1], thetas[2])
+    pointer = current_checkpoint(store)
+    assert pointer is not None and pointer.period_id == 2
+
+
+def test_resumes_from_checkpoint_after_restart(
+    settings: Settings, sqlite_store: Store, small_log: InteractionLog
+) -> None:
+    first = Running(settings, sqlite_store)
+    try:
+        for p in range(2):
+            sqlite_store.ingest(rows_of(small_log, p * PERIOD, (p + 1) * PERIOD))
+            assert first.retrain().status == "succeeded"
+    finally:
+        first.stop()
+    second = Running(settings, sqlite_store)
+    try:
+        sqlite_store.ingest(rows_of(small_log, 2 * PERIOD, 3 * PERIOD))
+        assert second.retrain().model_version == 3
+    finally:
+        second.stop()
+    pointer = current_checkpoint(sqlite_store)
+    assert pointer is not None and pointer.period_id == 2
+    state = torch.load(settings.model_dir / pointer.path, weights_only=True)["state"]
+    assert state["boundaries"] == 3  # periods 0 and 1 were not trained again
+
+
+def test_count_rule(
+    sqlite_url: str, tmp_path: Path, sqlite_store: Store, small_log: InteractionLog
+) -> None:
+    run = Running(make_settings(sqlite_url, tmp_path / "m", period="count:100"), sqlite_store)
+    try:
+        sqlite_store.ingest(rows_of(small_log, 0, 250))
+        wait_for(lambda: sqlite_store.active_version() == 2 and settled(sqlite_store))
+        periods = sqlite_store.list_periods()
+        assert [(p.status, p.n_interactions) for p in periods] == [
+            ("trained", 100),
+            ("trained", 100),
+            ("open", 50),
+        ]
+        sqlite_store.ingest(rows_of(small_log, 250, 300))
+        wait_for(lambda: sqlite_store.active_version() == 3)
+    finally:
+        run.stop()
+
+
+def test_time_rule(sqlite_url: str, tmp_path: Path, sqlite_store: Store) -> None:
+    hourly = synthetic_drift(
+        SyntheticConfig(
+            n_periods=3,
+            interactions_per_period=120,
+            n_users_initial=20,
+            n_items_initial=120,
+            new_users_per_period=5,
+            new_items_per_period=5,
+            period_seconds=3600.0,
+            seed=3,
+        )
+    )
+    run = Running(make_settings(sqlite_url, tmp_path / "m", period="time:1h"), sqlite_store)
+    try:
+        sqlite_store.ingest(rows_of(hourly, 0, len(hourly)))
+        wait_for(lambda: sqlite_store.active_version() == 2 and settled(sqlite_store))
+        periods = sqlite_store.list_periods()
+        assert [p.status for p in periods] == ["trained", "trained", "open"]
+        origin = float(hourly.timestamps[0])
+        for p in periods[:2]:
+            arrays = sqlite_store.period_arrays(p.period_id)
+            assert arrays.timestamps.max() - arrays.timestamps.min() < 3600.0
+            window = np.floor((arrays.timestamps - origin) / 3600.0)
+            assert set(window.tolist()) == {float(p.period_id)}
+    finally:
+        run.stop()
+
+
+def test_manual_rule_waits_for_the_admin(running: Running, small_log: InteractionLog) -> None:
+    running.store.ingest(rows_of(small_log, 0, 2 * PERIOD))
+    time.sleep(0.5)
+    assert running.store.list_versions() == []
+    assert [p.status for p in running.store.list_periods()] == ["open"]
+    assert running.retrain().status == "succeeded"
+
+
+def test_interrupted_after_checkpoint_is_finished_without_retraining(
+    running: Running, small_log: InteractionLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = running.store
+    store.ingest(rows_of(small_log, 0, PERIOD))
+    assert running.retrain().status == "succeeded"
+    store.ingest(rows_of(small_log, PERIOD, 2 * PERIOD))
+    record = store.record_version
+    calls: list[int] = []
+
+    def crash_once(*args: Any, **kwargs: Any) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("process died here")
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(store, "record_version", crash_once)
+    failed = running.retrain()
+    assert failed.status == "failed" and "process died here" in (failed.error or "")
+    pointer = current_checkpoint(store)
+    assert pointer is not None and pointer.period_id == 1
+    again = running.wait_job(store.create_job(1).job_id)
+    assert again.status == "succeeded" and again.model_version == 2
+    assert current_checkpoint(store) == pointer  # the saved state was reused, not retrained
+    state = torch.load(running.settings.model_dir / pointer.path, weights_only=True)["state"]
+    assert state["boundaries"] == 2
+
+
+def test_transient_database_errors_are_retried(
+    running: Running, small_log: InteractionLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = running.store
+    store.ingest(rows_of(small_log, 0, PERIOD))
+    arrays = store.period_arrays
+    failures = [2]
+
+    def flaky(period_id: int) -> Any:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise StoreUnavailable("database unavailable: connection refused")
+        return arrays(period_id)
+
+    monkeypatch.setattr(store, "period_arrays", flaky)
+    job = running.retrain()
+    assert job.status == "succeeded" and job.model_version == 1
+    assert failures == [0]
+
+
+def test_stale_job_fails_and_the_period_is_trained_once(
+    sqlite_url: str, tmp_path: Path, sqlite_store: Store, small_log: InteractionLog
+) -> None:
+    settings = make_settings(sqlite_url, tmp_path / "m", lock_ttl_seconds=0.8)
+    sqlite_store.ingest(rows_of(small_log, 0, PERIOD))
+    period = sqlite_store.close_period()
+    assert period is not None
+    dead = sqlite_store.create_job(period.period_id)
+    assert sqlite_store.claim_job(dead.job_id)  # a worker took it and died
+    run = Running(settings, sqlite_store)
+    try:
+        failed = run.wait_job(dead.job_id)
+        assert failed.status == "failed" and failed.error == "interrupted"
+        wait_for(lambda: sqlite_store.active_version() == 1 and settled(sqlite_store))
+        versions = sqlite_store.list_versions()
+        assert [(v.version, v.period_id) for v in versions] == [(1, 0)]
+    finally:
+        run.stop()
+
+
+def test_one_leader_and_takeover(
+    settings: Settings, sqlite_store: Store, small_log: InteractionLog
+) -> None:
+    bus = InProcessBus()
+    first = Running(settings, sqlite_store, bus)
+    second = Running(settings, sqlite_store, bus)
+    try:
+        wait_for(lambda: first.worker.is_leader or second.worker.is_leader)
+        time.sleep(0.3)
+        assert first.worker.is_leader != second.worker.is_leader
+        leader, standby = (first, second) if first.worker.is_leader else (second, first)
+        leader.stop()
+        wait_for(lambda: standby.worker.is_leader, timeout=5)
+        sqlite_store.ingest(rows_of(small_log, 0, PERIOD))
+        assert standby.retrain().status == "succeeded"
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_bootstrap_warms_theta_and_the_worker_resumes_from_it(
+    settings: Settings, sqlite_store: Store, small_log: InteractionLog
+) -> None:
+    for p in range(3):
+        sqlite_store.ingest(rows_of(small_log, p * PERIOD, (p + 1) * PERIOD))
+        assert sqlite_store.close_period() is not None
+    bus = InProcessBus()
+    artifacts = ArtifactStore(settings.model_dir)
+    version = run_bootstrap(settings, sqlite_store, bus, artifacts)
+    assert version == 1 and sqlite_store.active_version() == 1
+    assert [p.status for p in sqlite_store.list_periods()] == ["trained"] * 3 + ["open"]
+    pointer = current_checkpoint(sqlite_store)
+    assert pointer is not None and pointer.period_id == 2 and pointer.strategy == "sml"
+    assert theta_steps(settings.model_dir / pointer.path) > 0
+
+    run = Running(settings, sqlite_store, bus)
+    try:
+        sqlite_store.ingest(rows_of(small_log, 3 * PERIOD, len(small_log)))
+        job = run.retrain()
+        assert job.status == "succeeded" and job.model_version == 2
+        metrics = sqlite_store.get_version(1)
+        assert metrics is not None and metrics.metrics is not None
+        assert metrics.metrics["evaluated_on_period"] == 3
+    finally:
+        run.stop()
+    state = torch.load(settings.model_dir / checkpoint_name(3), weights_only=True)["state"]
+    assert state["boundaries"] == 4
+
+
+def test_warm_stop_finishes_the_running_boundary(
+    running: Running, small_log: InteractionLog
+) -> None:
+    store = running.store
+    store.ingest(rows_of(small_log, 0, PERIOD))
+    period = store.close_period()
+    assert period is not None
+    job = store.create_job(period.period_id)
+    wait_for(
+        lambda: (j := store.get_job(job.job_id)) is not None and j.status != "queued", every=0.005
+    )
+    stopper = threading.Thread(target=running.stop)
+    stopper.start()
+    stopper.join(30)
+    finished = store.get_job(job.job_id)
+    assert finished is not None and finished.status == "succeeded"

@@ -1,0 +1,135 @@
+"""Strategy checkpoints: the retraining strategy's whole state (W_{t-1}, W_{t-2},
+W-hat, D_{t-1}, Theta, its optimiser and random generators) after period t,
+written atomically as ``state-p{t:06d}.pt`` and pointed at by the store's
+``strategy_state`` entry, so a restarted worker resumes where it stopped."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sml.registry import make_strategy
+from sml.strategy import Strategy
+from smlrec.settings import Settings
+from store import ArtifactCorrupt, ArtifactStore, Store
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "strategy_state"
+CHECKPOINT_FORMAT = "smlrec-strategy/1"
+
+
+def checkpoint_name(period_id: int, tag: str = "") -> str:
+    """``state-p{period:06d}.pt``; a tag keeps another writer's checkpoint of the same
+    period (the bootstrap's) from replacing the file the store may point at."""
+    return f"state-p{period_id:06d}{'-' + tag if tag else ''}.pt"
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """Where the checkpoint taken after ``period_id`` lies, and its checksum.
+    ``train_seconds`` is the duration of that period's boundary."""
+
+    path: str
+    sha256: str
+    size_bytes: int
+    period_id: int
+    strategy: str
+    train_seconds: float
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "period_id": self.period_id,
+            "strategy": self.strategy,
+            "train_seconds": self.train_seconds,
+        }
+
+    @classmethod
+    def from_state(cls, value: Any) -> CheckpointRef | None:
+        if not isinstance(value, dict):
+            return None
+        try:
+            return cls(
+                path=str(value["path"]),
+                sha256=str(value["sha256"]),
+                size_bytes=int(value["size_bytes"]),
+                period_id=int(value["period_id"]),
+                strategy=str(value["strategy"]),
+                train_seconds=float(value.get("train_seconds", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError):
+            log.warning("ignoring malformed strategy checkpoint pointer %r", value)
+            return None
+
+
+def new_strategy(settings: Settings, name: str | None = None) -> Strategy:
+    """A fresh strategy as the settings configure it."""
+    return make_strategy(name or settings.strategy, dim=settings.embed_dim, seed=settings.seed)
+
+
+def save_checkpoint(
+    artifacts: ArtifactStore,
+    strategy: Strategy,
+    period_id: int,
+    train_seconds: float,
+    tag: str = "",
+) -> CheckpointRef:
+    """Write the strategy's state after ``period_id`` atomically (not yet pointed at)."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "period_id": int(period_id),
+        "strategy": strategy.name,
+        "train_seconds": float(train_seconds),
+        "created_at": time.time(),
+        "state": strategy.state_dict(),
+    }
+    ref = artifacts.save(checkpoint_name(period_id, tag), payload)
+    return CheckpointRef(
+        path=ref.path,
+        sha256=ref.sha256,
+        size_bytes=ref.size_bytes,
+        period_id=int(period_id),
+        strategy=strategy.name,
+        train_seconds=float(train_seconds),
+    )
+
+
+def point_at(store: Store, ref: CheckpointRef) -> None:
+    """Make ``ref`` the checkpoint a restarted worker resumes from."""
+    store.put_state(STATE_KEY, ref.to_state())
+
+
+def current_checkpoint(store: Store) -> CheckpointRef | None:
+    return CheckpointRef.from_state(store.get_state(STATE_KEY))
+
+
+def restore_strategy(
+    settings: Settings, artifacts: ArtifactStore, ref: CheckpointRef | None
+) -> tuple[Strategy, CheckpointRef | None]:
+    """The strategy resumed from ``ref``, or a fresh one (with None) when there is no
+    checkpoint, it belongs to another strategy, or it cannot be read."""
+    strategy = new_strategy(settings)
+    if ref is None:
+        return strategy, None
+    if ref.strategy != strategy.name:
+        log.warning(
+            "checkpoint %s is of strategy %r, configured %r: starting %r afresh",
+            ref.path,
+            ref.strategy,
+            strategy.name,
+            strategy.name,
+        )
+        return strategy, None
+    try:
+        payload = artifacts.load(ref.path, ref.sha256, ref.size_bytes)
+        strategy.load_state_dict(payload["state"])
+    except (ArtifactCorrupt, KeyError, TypeError, ValueError, RuntimeError) as error:
+        log.error("cannot resume from checkpoint %s (%s): starting afresh", ref.path, error)
+        return new_strategy(settings), None
+    log.info("resumed strategy %r from %s (after period %d)", ref.strategy, ref.path, ref.period_id)
+    return strategy, ref
