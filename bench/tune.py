@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="first N candidates only")
+    parser.add_argument("--grid", type=Path, help="JSON list of candidates (one method only)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -78,7 +79,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for method in args.methods.split(","):
         rows: list[dict[str, Any]] = []
-        for hyper in GRIDS[method][: args.limit]:
+        grid = json.loads(args.grid.read_text()) if args.grid else GRIDS[method]
+        for hyper in grid[: args.limit]:
             start = time.perf_counter()
             run = run_method(
                 method, data, base, hyper=hyper, seed=args.seed, last_period=last_validation

@@ -8,11 +8,8 @@ from typing import Any
 from torch import Tensor
 
 from sml.baselines import SPMF, BaselineConfig, FineTune, FullRetrain, Popularity
-from sml.fit import FitConfig
-from sml.model import MFConfig
 from sml.strategy import Strategy
-from sml.trainer import MetaConfig, SMLConfig, SMLStrategy
-from sml.transfer import TransferConfig
+from sml.trainer import SMLConfig, SMLStrategy
 
 SERVICE_STRATEGIES = ("sml", "fine_tune", "full_retrain", "spmf")
 SML_VARIANTS = ("sml", "sml_s", "sml_n", "sml_cnn", "sml_fc", "sml_fp")
@@ -43,14 +40,15 @@ def make_strategy(
     sml: SMLConfig | None = None,
     baseline: BaselineConfig | None = None,
 ) -> Strategy:
-    """A fresh strategy. ``sml``/``baseline`` override the default hyper-parameters."""
-    mf = MFConfig(dim=dim)
+    """A fresh strategy with the replay-tuned hyper-parameters (``sml.hyperparameters``);
+    ``sml``/``baseline`` replace them."""
+    from sml import hyperparameters as hp  # it builds on this module's variants
+
     if name in SML_VARIANTS:
-        base = sml or SMLConfig(
-            mf=mf, transfer=TransferConfig(), fit=FitConfig(), meta=MetaConfig()
-        )
+        base = sml or hp.sml_config(hp.DEFAULTS[name], dim, seed)
         return SMLStrategy(replace(sml_config(name, base), seed=seed), name=name)
-    config = replace(baseline or BaselineConfig(mf=mf), seed=seed)
+    default = hp.baseline_config(hp.DEFAULTS.get(name, {}), dim, seed)
+    config = replace(baseline or default, seed=seed)
     classes: dict[str, Any] = {
         "fine_tune": FineTune,
         "full_retrain": FullRetrain,
