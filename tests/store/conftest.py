@@ -10,14 +10,11 @@ the local ones; a test needing a server that does not answer is skipped.
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-import redis
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
@@ -108,21 +105,6 @@ def pg_schema_factory(pg_schemas: PostgresSchemas) -> Iterator[Callable[..., str
         pg_schemas.drop(url)
 
 
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
-    """A migrated SQLite database file of this test's own."""
-    path = tmp_path / "smlrec.db"
-    shutil.copyfile(sqlite_template, path)
-    return f"sqlite:///{path}"
-
-
 @pytest.fixture
 def pg_url(pg_schema_factory: Callable[..., str]) -> str:
     """A migrated PostgreSQL schema of this test's own (plain postgresql:// URL)."""
@@ -142,27 +124,6 @@ def store(db_url: str) -> Iterator[Store]:
     opened = Store.from_url(db_url)
     yield opened
     opened.close()
-
-
-@pytest.fixture(scope="session")
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as error:
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {error}")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """A key prefix of this test's own; everything under it is deleted afterwards."""
-    prefix = f"smlrec-test-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        redis_client.delete(*keys)
 
 
 @pytest.fixture

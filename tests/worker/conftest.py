@@ -10,8 +10,6 @@ Helpers the tests import live in ``worker_testkit``.
 from __future__ import annotations
 
 import random
-import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,27 +30,12 @@ from worker_testkit import (
 
 from sml.data import InteractionLog, synthetic_drift
 from store import Store
-from store.migrate import upgrade
 
 
 @pytest.fixture(scope="session")
 def small_log() -> InteractionLog:
     """About 1,200 drifting interactions over four simulated days."""
     return synthetic_drift(SMALL)
-
-
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
-    path = tmp_path / "smlrec.db"
-    shutil.copyfile(sqlite_template, path)
-    return f"sqlite:///{path}"
 
 
 @pytest.fixture
@@ -71,27 +54,6 @@ def pg_databases() -> Iterator[PostgresDatabases]:
     databases = PostgresDatabases(POSTGRES_URL)
     yield databases
     databases.drop_all()
-
-
-@pytest.fixture(scope="module")
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as error:
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {error}")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """A key prefix of this test's own; everything under it is deleted afterwards."""
-    prefix = f"smlrec-test-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        redis_client.delete(*keys)
 
 
 @pytest.fixture

@@ -1,0 +1,59 @@
+"""Fixtures every part of the suite shares: migrated SQLite files and Redis key prefixes.
+
+Servers: ``SMLREC_TEST_REDIS_URL`` (default: the local Redis); a test that needs
+a server that does not answer is skipped. PostgreSQL fixtures live beside the
+tests that use them (schemas per test for the store and the service, whole
+databases per module for the worker's multi-process tests).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from store.migrate import upgrade
+
+REDIS_URL = os.environ.get("SMLREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, made once and copied for each test (migrating is slow)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A migrated SQLite database file of this test's own."""
+    path = tmp_path / "smlrec.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as error:
+        pytest.skip(f"Redis not reachable at {REDIS_URL}: {error}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """A key prefix of this test's own; everything under it is deleted afterwards."""
+    prefix = f"smlrec-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
