@@ -79,10 +79,7 @@ def baseline_config(hyper: Hyper, dim: int, seed: int) -> BaselineConfig:
 def resolved(name: str, hyper: Hyper, dim: int, seed: int) -> Hyper:
     """Every hyper-parameter a run used, defaults filled in (for results.json)."""
     if name.startswith("sml"):
-        config = sml_config(hyper, dim, seed)
-        from sml.registry import sml_config as variant_config
-
-        out = asdict(variant_config(name, config))
+        out = asdict(sml_config(hyper, dim, seed).for_variant(name))
         out["offline_passes"] = int(hyper.get("offline_passes", 1))
         return out
     if name == "popularity":

@@ -7,29 +7,14 @@ from typing import Any
 
 from torch import Tensor
 
+from sml import hyperparameters as hp
 from sml.baselines import SPMF, BaselineConfig, FineTune, FullRetrain, Popularity
 from sml.strategy import Strategy
 from sml.trainer import SMLConfig, SMLStrategy
 
-SERVICE_STRATEGIES = ("sml", "fine_tune", "full_retrain", "spmf")
 SML_VARIANTS = ("sml", "sml_s", "sml_n", "sml_cnn", "sml_fc", "sml_fp")
 BASELINES = ("full_retrain", "fine_tune", "spmf", "popularity")
 ALL_METHODS = SML_VARIANTS + BASELINES
-
-
-def sml_config(name: str, base: SMLConfig) -> SMLConfig:
-    """The SML configuration of one variant, derived from the tuned base one."""
-    if name in ("sml", "sml_s"):
-        return base
-    if name == "sml_n":
-        return replace(base, variant="sml_n")
-    if name == "sml_fp":
-        return replace(base, variant="sml_fp")
-    if name == "sml_cnn":
-        return replace(base, transfer=replace(base.transfer, kind="no_cnn"))
-    if name == "sml_fc":
-        return replace(base, transfer=replace(base.transfer, kind="no_fc"))
-    raise ValueError(f"unknown SML variant {name!r}")
 
 
 def make_strategy(
@@ -42,11 +27,9 @@ def make_strategy(
 ) -> Strategy:
     """A fresh strategy with the replay-tuned hyper-parameters (``sml.hyperparameters``);
     ``sml``/``baseline`` replace them."""
-    from sml import hyperparameters as hp  # it builds on this module's variants
-
     if name in SML_VARIANTS:
         base = sml or hp.sml_config(hp.DEFAULTS[name], dim, seed)
-        return SMLStrategy(replace(sml_config(name, base), seed=seed), name=name)
+        return SMLStrategy(replace(base.for_variant(name), seed=seed), name=name)
     default = hp.baseline_config(hp.DEFAULTS.get(name, {}), dim, seed)
     config = replace(baseline or default, seed=seed)
     classes: dict[str, Any] = {

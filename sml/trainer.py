@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -55,6 +55,21 @@ class SMLConfig:
     meta: MetaConfig = field(default_factory=MetaConfig)  # step 2
     variant: Variant = "sml"
     seed: int = 0
+
+    def for_variant(self, name: str) -> SMLConfig:
+        """This configuration as one of the paper's variants (SML-S differs only in how
+        it is driven: no transfer update in test periods)."""
+        if name in ("sml", "sml_s"):
+            return self
+        if name == "sml_n":
+            return replace(self, variant="sml_n")
+        if name == "sml_fp":
+            return replace(self, variant="sml_fp")
+        if name == "sml_cnn":
+            return replace(self, transfer=replace(self.transfer, kind="no_cnn"))
+        if name == "sml_fc":
+            return replace(self, transfer=replace(self.transfer, kind="no_fc"))
+        raise ValueError(f"unknown SML variant {name!r}")
 
 
 def transfer_rows(transfer: Transfer, prev: Tensor, new: Tensor, chunk: int = 65536) -> Tensor:
