@@ -62,7 +62,7 @@ def main() -> None:
     rows = {}
     print(
         f"{'history':>16}"
-        + "".join(f"{n + ' cpu s':>18}" for n in STRATEGIES)
+        + "".join(f"{n + ' cpu s':>20}" for n in STRATEGIES)
         + f"{'sml / full':>12}"
     )
     for h in (int(x) for x in args.history.split(",")):
@@ -71,7 +71,7 @@ def main() -> None:
         ratio = figures["sml"]["cpu_s"] / figures["full_retrain"]["cpu_s"]
         print(
             f"{h * 5000:>9} inter."
-            + "".join(f"{figures[n]['cpu_s']:>18.3f}" for n in STRATEGIES)
+            + "".join(f"{figures[n]['cpu_s']:>20.3f}" for n in STRATEGIES)
             + f"{ratio:>12.3f}"
         )
     if args.json:
