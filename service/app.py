@@ -10,29 +10,36 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from service.batcher import ScoringBatcher
 from service.errors import install_error_handlers
 from service.holder import ModelHolder
 from service.ingest import DatabaseIngestor, Ingestor, OpenPeriod, StreamIngestor
 from service.metrics import ServiceMetrics
 from service.middleware import RequestMetricsMiddleware
 from service.popularity import StorePopularity
+from service.recent import RecentInteractions
 from service.recommender import Recommender
 from service.routes import admin, interactions, ops, recommendations
 from service.runtime import Runtime
 from service.sync import VersionSync
 from smlrec.settings import Settings, get_settings
-from store import ArtifactStore, Bus, RedisBus, Store, make_bus
+from store import ArtifactStore, Bus, RedisBus, Store, StoreUnavailable, make_bus
 from store.migrate import upgrade
 
 log = logging.getLogger(__name__)
 
 WORKER_STOP_TIMEOUT_S = 30.0
+# How long a thread may hold the GIL while another waits for it (CPython's default
+# is 5 ms). Swaps, recent-interaction rebuilds and the embedded worker run Python
+# loops on background threads; a shorter slice keeps the event loop answering.
+GIL_SWITCH_INTERVAL_S = 0.001
 
 DESCRIPTION = """\
 Top-K recommendations from a matrix-factorisation model that is retrained at
@@ -80,6 +87,9 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     reverse order, also when a later part fails to start)."""
     settings: Settings = app.state.settings
     metrics: ServiceMetrics = app.state.metrics
+    previous_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous_interval, GIL_SWITCH_INTERVAL_S))
+    stack.callback(sys.setswitchinterval, previous_interval)
     if settings.is_sqlite:
         upgrade(settings.database_url)
     store = Store.from_url(settings.database_url)
@@ -90,6 +100,11 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
 
     holder = ModelHolder(store, artifacts, metrics)
     holder.sync_quietly()  # serve the active version from the first request on
+    recent = _recent(settings, store, holder)
+    stack.callback(recent.stop)
+    batcher = ScoringBatcher(on_batch=metrics.scoring_batch.observe)
+    batcher.start()
+    stack.callback(batcher.stop)
     open_period = OpenPeriod(store)
     runtime = Runtime(
         settings=settings,
@@ -99,9 +114,11 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         bus=bus,
         metrics=metrics,
         holder=holder,
-        recommender=Recommender(store, StorePopularity(store), metrics),
+        recommender=Recommender(store, StorePopularity(store), metrics, recent, batcher),
         ingestor=_ingestor(settings, store, bus, open_period),
         open_period=open_period,
+        recent=recent,
+        batcher=batcher,
     )
     sync = VersionSync(holder, store, bus, metrics, settings.swap_poll_seconds)
     sync.start()
@@ -119,6 +136,22 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         "on" if app.state.run_worker else "off",
     )
     return runtime
+
+
+def _recent(settings: Settings, store: Store, holder: ModelHolder) -> RecentInteractions:
+    """Recent interactions in memory, rebuilt at each swap; in distributed mode
+    also every few seconds (the worker writes what other replicas accepted)."""
+    recent = RecentInteractions(store, periodic=bool(settings.redis_url))
+    current = holder.current
+    if current is not None:
+        try:
+            recent.rebuild(current.period_id)
+        except StoreUnavailable as error:
+            log.warning("recent interactions not loaded yet: %s", error)
+            recent.request_rebuild(current.period_id)
+    holder.on_install(lambda model: recent.request_rebuild(model.period_id))
+    recent.start()
+    return recent
 
 
 def _ingestor(settings: Settings, store: Store, bus: Bus, period: OpenPeriod) -> Ingestor:

@@ -16,6 +16,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from service.holder import ModelHolder
 from service.ingest import Ingestor
 from service.metrics import ServiceMetrics
+from service.recent import RecentInteractions
 from service.recommender import Recommender
 from service.runtime import Runtime
 from smlrec.settings import Settings
@@ -70,6 +71,10 @@ async def get_metrics(runtime: RuntimeDep) -> ServiceMetrics:
     return runtime.metrics
 
 
+async def get_recent(runtime: RuntimeDep) -> RecentInteractions:
+    return runtime.recent
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 BusDep = Annotated[Bus, Depends(get_bus)]
@@ -77,6 +82,7 @@ HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+RecentDep = Annotated[RecentInteractions, Depends(get_recent)]
 
 
 def same_secret(given: str, expected: str) -> bool:
@@ -99,8 +105,9 @@ async def require_admin(
 
 
 async def require_client_key(
-    runtime: RuntimeDep, key: Annotated[str | None, Depends(_api_key)]
+    request: Request, key: Annotated[str | None, Depends(_api_key)]
 ) -> None:
+    runtime: Runtime = request.app.state.runtime  # on every client request: kept lean
     expected = runtime.settings.api_key
     if expected is None:
         return

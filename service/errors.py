@@ -3,6 +3,7 @@ interaction batch 413, and validation errors 422 with JSON-safe details."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -20,10 +21,25 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
 
 
+MAX_ECHOED_CHARS = 256  # longer inputs are cut in validation errors
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: any text a client sent (lone surrogates
+    included) can be echoed back without failing to encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
+
+
 def _json_safe(value: Any) -> Any:
-    """Replace NaN and infinities (not valid JSON) by their names."""
+    """Replace NaN and infinities (not valid JSON) by their names, and cut long
+    strings (a 1 MB id is not echoed back whole)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, str) and len(value) > MAX_ECHOED_CHARS:
+        return value[:MAX_ECHOED_CHARS] + "..."
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -49,7 +65,7 @@ async def _too_many(request: Request, exc: Exception) -> JSONResponse:
 
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    return JSONResponse(
+    return AsciiJSONResponse(
         {"detail": _json_safe(jsonable_encoder(errors))},
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
     )

@@ -9,6 +9,10 @@ so requests in flight finish on the version they started with.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import gc
+import json
 import logging
 import threading
 import time
@@ -27,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "smlrec-model/1"
 RETRY_FAILED_AFTER_S = 30.0  # a version that failed to load is retried this late by the sync
+SCORE_BLOCK = 64  # items per block of the scorer's blockwise top-k (service.scorer)
 
 
 class ModelLoadError(Exception):
@@ -35,16 +40,22 @@ class ModelLoadError(Exception):
 
 @dataclass(frozen=True, eq=False)
 class ServingModel:
-    """One model version, laid out for scoring."""
+    """One model version, laid out for scoring: everything a request needs is
+    computed here, once per version (contiguous tables, both id maps), so a
+    request does no more than look up and multiply."""
 
     version: int
     period_id: int
     strategy: str
     user_emb: Tensor  # (n_users, d) contiguous
-    item_emb: Tensor  # (n_items, d) contiguous
-    item_bias: Tensor  # (n_items,)
+    item_emb: Tensor  # (n_items, d) contiguous: the first rows of item_emb_padded
+    item_bias: Tensor  # (n_items,): the first entries of item_bias_padded
+    item_emb_padded: Tensor  # (n_padded, d): zero rows up to a multiple of SCORE_BLOCK
+    item_bias_padded: Tensor  # (n_padded,): -inf on the padding rows, so they never rank
     user_index: dict[str, int]  # external user id -> dense idx
     item_ids: list[str]  # dense item idx -> external id
+    item_index: dict[str, int]  # external item id -> dense idx
+    item_json: list[str]  # dense item idx -> its external id as a JSON string literal
     seen_indptr: np.ndarray  # (n_users + 1,) int64
     seen_items: np.ndarray  # (nnz,) int64: items of user u at [indptr[u], indptr[u+1])
     popular: np.ndarray  # (<= 1000,) int64 item idx, most popular first
@@ -58,16 +69,20 @@ class ServingModel:
         return int(self.item_emb.shape[0])
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> ServingModel:
+    def from_payload(
+        cls, payload: dict[str, Any], previous: ServingModel | None = None
+    ) -> ServingModel:
         """Check an artifact payload ("smlrec-model/1") and lay it out for scoring.
-        Raises ModelLoadError when it is inconsistent."""
+        Id maps equal to ``previous``'s (consecutive versions usually share them)
+        are reused rather than rebuilt: a swap then allocates little besides the
+        tables. Raises ModelLoadError when the payload is inconsistent."""
         try:
-            return cls._build(payload)
+            return cls._build(payload, previous)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
             raise ModelLoadError(f"malformed model artifact: {error!r}") from error
 
     @classmethod
-    def _build(cls, payload: dict[str, Any]) -> ServingModel:
+    def _build(cls, payload: dict[str, Any], previous: ServingModel | None) -> ServingModel:
         if payload.get("format") != MODEL_FORMAT:
             raise ValueError(f"format {payload.get('format')!r}, expected {MODEL_FORMAT!r}")
         user = _float_matrix(payload["user"], "user")  # (n_users, d + 1)
@@ -88,19 +103,70 @@ class ServingModel:
         popular = _index_array(payload["popular"])
         if len(popular) and (popular.min() < 0 or popular.max() >= n_items):
             raise ValueError("popular list holds unknown items")
+        n_padded = -(-n_items // SCORE_BLOCK) * SCORE_BLOCK
+        item_emb_padded = torch.zeros(n_padded, item.shape[1] - 1)  # (n_padded, d)
+        item_emb_padded[:n_items] = item[:, :-1]
+        item_bias_padded = torch.full((n_padded,), -torch.inf)  # (n_padded,)
+        item_bias_padded[:n_items] = item[:, -1]
         return cls(
             version=int(payload["version"]),
             period_id=int(payload["period_id"]),
             strategy=str(payload["strategy"]),
             user_emb=user[:, :-1].contiguous(),
-            item_emb=item[:, :-1].contiguous(),
-            item_bias=item[:, -1].contiguous(),
-            user_index={uid: idx for idx, uid in enumerate(user_ids)},
-            item_ids=item_ids,
+            item_emb=item_emb_padded[:n_items],
+            item_bias=item_bias_padded[:n_items],
+            item_emb_padded=item_emb_padded,
+            item_bias_padded=item_bias_padded,
+            user_index=_user_index(user_ids, previous),
+            **_item_maps(item_ids, previous),
             seen_indptr=indptr,
             seen_items=seen,
             popular=np.asarray(list(dict.fromkeys(popular.tolist())), dtype=np.int64),
         )
+
+
+def _user_index(user_ids: list[str], previous: ServingModel | None) -> dict[str, int]:
+    if previous is not None and len(previous.user_index) == len(user_ids) and all(
+        previous.user_index.get(uid) == idx for idx, uid in enumerate(user_ids)
+    ):
+        return previous.user_index
+    return {uid: idx for idx, uid in enumerate(user_ids)}
+
+
+def _item_maps(item_ids: list[str], previous: ServingModel | None) -> dict[str, Any]:
+    if previous is not None and previous.item_ids == item_ids:
+        return {"item_ids": previous.item_ids, "item_index": previous.item_index,
+                "item_json": previous.item_json}
+    return {"item_ids": item_ids,
+            "item_index": {iid: idx for idx, iid in enumerate(item_ids)},
+            "item_json": [json.dumps(iid) for iid in item_ids]}
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give freed heap memory back to the OS (glibc's ``malloc_trim``). Model
+    tables are tens of megabytes; without this, the heap keeps what each swap
+    freed and resident memory ratchets up with every version."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def settle_long_lived_objects() -> None:
+    """Move every object alive now (a model's id maps, the recent interactions:
+    hundreds of thousands of them) out of the cyclic garbage collector's reach.
+    Reference counting still frees them; only full collections, which would
+    otherwise walk them all and pause serving for tens of milliseconds, skip them."""
+    gc.freeze()
 
 
 def _float_matrix(value: Any, name: str) -> Tensor:
@@ -130,6 +196,11 @@ class ModelHolder:
         self._ref_lock = threading.Lock()  # guards the reference
         self._load_lock = threading.Lock()  # one load at a time
         self._failed: dict[int, float] = {}  # version -> monotonic time it may be retried
+        self._listeners: list[Callable[[ServingModel], None]] = []
+
+    def on_install(self, listener: Callable[[ServingModel], None]) -> None:
+        """Call ``listener(model)`` after each swap (on the swapping thread)."""
+        self._listeners.append(listener)
 
     @property
     def current(self) -> ServingModel | None:
@@ -151,7 +222,8 @@ class ModelHolder:
         try:
             started = time.perf_counter()
             payload = self._artifacts.load(info.path, info.sha256, info.size_bytes)
-            model = ServingModel.from_payload(payload)
+            model = ServingModel.from_payload(payload, previous=self._current)
+            del payload  # its tables are copied; let them go before the swap
             if model.version != version:
                 raise ModelLoadError(f"artifact {info.path} holds version {model.version}")
         except (ArtifactCorrupt, ModelLoadError) as error:
@@ -180,6 +252,14 @@ class ModelHolder:
         self._metrics.active_version.set(model.version)
         log.info("now serving model version %d (was %s)", model.version,
                  old.version if old is not None else None)
+        for listener in self._listeners:
+            try:
+                listener(model)
+            except Exception:  # a listener must not undo a swap that happened
+                log.exception("swap listener failed for version %d", model.version)
+        del old  # the old version lives on only in requests still in flight
+        release_freed_memory()
+        settle_long_lived_objects()
         return True
 
     def swap_to(self, version: int, *, explicit: bool = False) -> bool:

@@ -29,11 +29,22 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from store import BusUnavailable, NewInteraction, RedisBus, Store, StoreUnavailable
+from store.bus_redis import EVENT_TTL_S
 
 log = logging.getLogger(__name__)
 
 PERIOD_TTL_S = 1.0  # how long a looked-up open period id is reused
 PERIOD_RETRY_S = 5.0  # after a database error, how long to answer from the last known id
+
+# The bus's seen-event mark (SET NX with the bus's TTL) for a whole batch in one
+# call; returns how many ids were marked already (by another request).
+_MARK_SCRIPT = """
+local already = 0
+for _, key in ipairs(KEYS) do
+  if not redis.call('SET', key, '1', 'NX', 'EX', ARGV[1]) then already = already + 1 end
+end
+return already
+"""
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,7 @@ class StreamIngestor:
     def __init__(self, bus: RedisBus, period: OpenPeriod) -> None:
         self._bus = bus
         self._period = period
+        self._mark_script = bus.client.register_script(_MARK_SCRIPT)
 
     def ingest(self, rows: Sequence[NewInteraction]) -> Ingested:
         unique = _first_of_each_event(rows)
@@ -118,12 +130,9 @@ class StreamIngestor:
         """Event ids already marked as seen (read-only)."""
         if not event_ids:
             return set()
-        with _redis_errors("the event lookup"):
-            pipe = self._bus.client.pipeline(transaction=False)
-            for event_id in event_ids:
-                pipe.exists(self._bus.key("event", event_id))
-            found = pipe.execute()
-        return {e for e, n in zip(event_ids, found, strict=True) if n}
+        with _redis_errors("the event lookup"):  # one MGET, not a command per id
+            found = self._bus.client.mget([self._bus.key("event", e) for e in event_ids])
+        return {e for e, value in zip(event_ids, found, strict=True) if value is not None}
 
     def _mark(self, event_ids: list[str]) -> int:
         """Mark ids appended just now; returns how many another request marked
@@ -131,8 +140,9 @@ class StreamIngestor:
         if not event_ids:
             return 0
         try:
-            with _redis_errors("the event marks"):
-                return sum(self._bus.seen_events(event_ids))
+            with _redis_errors("the event marks"):  # one script call, not a command per id
+                keys = [self._bus.key("event", e) for e in event_ids]
+                return int(self._mark_script(keys=keys, args=[EVENT_TTL_S]))
         except BusUnavailable as error:
             log.warning("%d appended event ids left unmarked: %s", len(event_ids), error)
             return 0

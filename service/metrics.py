@@ -55,6 +55,11 @@ class ServiceMetrics:
             "Recommendation results served from popularity instead of the model",
             ["reason"], registry=r,
         )
+        self.scoring_batch = Histogram(
+            "smlrec_scoring_batch_size",
+            "Single-user requests scored together in one matrix product",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r,
+        )
         for reason in ("no_model", "unknown_user"):
             self.fallbacks.labels(reason=reason)
 

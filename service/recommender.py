@@ -2,12 +2,18 @@
 popularity fallback for the others (and for everyone before the first model).
 
 Seen items come from the model's artifact (everything up to the end of its
-period) and from the store (interactions logged since); when the database does
-not answer, the artifact's alone.
+period) and from the interactions logged since, which :class:`RecentInteractions`
+holds in memory; only before it covers the model's period (no model yet, right
+after a rollback, or past its size bound) are they read from the store per
+request, and when the database does not answer, the artifact's alone.
+
+Single-user requests (:meth:`Recommender.recommend_one`) are scored through the
+:class:`ScoringBatcher`, so concurrent ones share one matrix product.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -15,10 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
+from service.batcher import ScoringBatcher
 from service.holder import ServingModel
 from service.metrics import ServiceMetrics
 from service.popularity import StorePopularity
+from service.recent import RecentInteractions
 from service.scorer import TopK, rank_popular, top_k
 from store import Store, StoreUnavailable
 
@@ -35,6 +44,20 @@ class Recommendation:
     scores: list[float]
     model_version: int | None
     fallback: str | None
+    item_json: list[str] | None = None  # the item ids as JSON literals, when precomputed
+
+    def render(self) -> bytes:
+        """:meth:`to_json` as compact JSON bytes, from the model's precomputed id
+        literals (no dict per item)."""
+        if self.item_json is None:
+            return json.dumps(self.to_json(), allow_nan=False,
+                              separators=(",", ":")).encode()
+        items = ",".join([f'{{"item_id":{i},"score":{s!r}}}'
+                          for i, s in zip(self.item_json, self.scores, strict=True)])
+        version = "null" if self.model_version is None else str(self.model_version)
+        fallback = "null" if self.fallback is None else json.dumps(self.fallback)
+        return (f'{{"user_id":{json.dumps(self.user_id)},"items":[{items}],'
+                f'"model_version":{version},"fallback":{fallback}}}').encode()
 
     def to_json(self) -> dict[str, Any]:
         """The API body (see ``schemas.Recommendations``)."""
@@ -49,12 +72,54 @@ class Recommendation:
 
 class Recommender:
     def __init__(
-        self, store: Store, popularity: StorePopularity, metrics: ServiceMetrics
+        self,
+        store: Store,
+        popularity: StorePopularity,
+        metrics: ServiceMetrics,
+        recent: RecentInteractions | None = None,
+        batcher: ScoringBatcher | None = None,
     ) -> None:
         self._store = store
         self._popularity = popularity
         self._metrics = metrics
+        self._recent = recent
+        self._batcher = batcher
         self._skip_db_until = 0.0  # monotonic time; requests must not each wait on a dead DB
+
+    def _in_memory(self, model: ServingModel | None) -> bool:
+        """Whether seen items for ``model`` are all in memory (no database needed)."""
+        return (
+            model is not None
+            and self._recent is not None
+            and self._recent.covers(model.period_id)
+        )
+
+    async def recommend_one(
+        self, model: ServingModel | None, user_id: str, k: int, exclude_seen: bool = True
+    ) -> Recommendation:
+        """One user's result, for the event loop: known users are scored through
+        the batcher; whatever needs the database runs on the thread pool."""
+        if (
+            model is None
+            or self._batcher is None
+            or (exclude_seen and not self._in_memory(model))
+            or (user_id not in model.user_index and not len(model.popular))
+        ):
+            [result] = await run_in_threadpool(self.recommend, model, [user_id], k, exclude_seen)
+            return result
+        extra = self._recent_items(model, user_id) if exclude_seen else None
+        idx = model.user_index.get(user_id)
+        if idx is None:
+            self._metrics.fallbacks.labels(reason="unknown_user").inc()
+            fallback = rank_popular(model.popular, k, extra)
+            return _result(user_id, fallback, model.item_ids, model.version, FALLBACK,
+                           model.item_json)
+        top = await self._batcher.top_k(model, idx, k, exclude_seen, extra)
+        return _result(user_id, top, model.item_ids, model.version, None, model.item_json)
+
+    def _recent_items(self, model: ServingModel, user_id: str) -> np.ndarray | None:
+        assert self._recent is not None
+        return self._recent.items_of(user_id, model.item_index)
 
     def recommend(
         self,
@@ -65,7 +130,14 @@ class Recommender:
     ) -> list[Recommendation]:
         """One result per user, in order, all from ``model`` (the caller takes
         it from the holder once, so a swap never splits a request)."""
-        seen = self._seen_in_store(model, user_ids) if exclude_seen else {}
+        seen: dict[str, np.ndarray] = {}
+        if exclude_seen and model is not None and self._in_memory(model):
+            for uid in dict.fromkeys(user_ids):
+                items = self._recent_items(model, uid)
+                if items is not None:
+                    seen[uid] = items
+        elif exclude_seen:
+            seen = self._seen_in_store(model, user_ids)
         if model is None:
             return self._from_store_popularity(user_ids, k, seen)
         known = [pos for pos, uid in enumerate(user_ids) if uid in model.user_index]
@@ -81,12 +153,14 @@ class Recommender:
         for pos, uid in enumerate(user_ids):
             top = by_position.get(pos)
             if top is not None:
-                results.append(_result(uid, top, model.item_ids, model.version, None))
+                results.append(_result(uid, top, model.item_ids, model.version, None,
+                                       model.item_json))
                 continue
             self._metrics.fallbacks.labels(reason="unknown_user").inc()
             popular, item_ids = self._popular(model)
             fallback = rank_popular(popular, k, seen.get(uid))
-            results.append(_result(uid, fallback, item_ids, model.version, FALLBACK))
+            results.append(_result(uid, fallback, item_ids, model.version, FALLBACK,
+                                   model.item_json if item_ids is model.item_ids else None))
         return results
 
     def _popular(self, model: ServingModel) -> tuple[np.ndarray, list[str]]:
@@ -140,12 +214,19 @@ class Recommender:
 
 
 def _result(
-    user_id: str, top: TopK, item_ids: list[str], version: int | None, fallback: str | None
+    user_id: str,
+    top: TopK,
+    item_ids: list[str],
+    version: int | None,
+    fallback: str | None,
+    item_json: list[str] | None = None,
 ) -> Recommendation:
+    items = top.items.tolist()
     return Recommendation(
         user_id=user_id,
-        item_ids=[item_ids[i] for i in top.items.tolist()],
+        item_ids=[item_ids[i] for i in items],
         scores=top.scores.tolist(),
         model_version=version,
         fallback=fallback,
+        item_json=[item_json[i] for i in items] if item_json is not None else None,
     )

@@ -6,9 +6,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from service.batcher import ScoringBatcher
 from service.holder import ModelHolder
 from service.ingest import Ingestor, OpenPeriod
 from service.metrics import ServiceMetrics
+from service.recent import RecentInteractions
 from service.recommender import Recommender
 from smlrec.settings import Settings
 from store import ArtifactStore, Bus, Store
@@ -26,6 +28,8 @@ class Runtime:
     recommender: Recommender
     ingestor: Ingestor
     open_period: OpenPeriod
+    recent: RecentInteractions
+    batcher: ScoringBatcher
     retrain_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property

@@ -28,7 +28,11 @@ MAX_K = 1000
 DEFAULT_K = 20
 MAX_BATCH_USERS = 1000
 
-ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+# NUL is the one character PostgreSQL cannot store in text: refused everywhere.
+ID_PATTERN = "^[^\\x00]+$"
+ExternalId = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)
+]
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"

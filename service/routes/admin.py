@@ -4,6 +4,7 @@ follow jobs, list and activate model versions, list periods."""
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import APIRouter, Depends, HTTPException, status
 
@@ -22,6 +23,9 @@ from service.schemas import (
 from store import BusUnavailable, JobInfo, VersionInfo
 
 log = logging.getLogger(__name__)
+
+MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
+_JOB_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")  # anything else is no job (404, no query)
 
 router = APIRouter(
     prefix="/v1/admin",
@@ -93,7 +97,7 @@ def retrain(runtime: RuntimeDep, store: StoreDep) -> RetrainAccepted:
     responses={404: {"model": ErrorBody, "description": "Unknown job"}},
 )
 def get_job(job_id: str, store: StoreDep) -> JobOut:
-    job = store.get_job(job_id)
+    job = store.get_job(job_id) if _JOB_ID.fullmatch(job_id) else None
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown job {job_id!r}")
     return _job_out(job)
@@ -118,7 +122,7 @@ def activate(
 ) -> ModelOut:
     """Load and verify the version here, make it the active one in the store,
     announce it to every replica (they also poll) and serve it now."""
-    info = store.get_version(version)
+    info = store.get_version(version) if 0 <= version <= MAX_VERSION else None
     if info is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown model version {version}")
     try:

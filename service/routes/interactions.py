@@ -6,7 +6,7 @@ import time
 
 from fastapi import APIRouter, Depends, status
 
-from service.deps import IngestorDep, MetricsDep, require_client_key
+from service.deps import IngestorDep, MetricsDep, RecentDep, require_client_key
 from service.schemas import ErrorBody, IngestResponse, InteractionBatch
 from store import NewInteraction
 
@@ -23,6 +23,7 @@ router = APIRouter(prefix="/v1", tags=["interactions"], dependencies=[Depends(re
     summary="Log interactions",
     max_body_size=MAX_BODY_BYTES,
     responses={
+        400: {"model": ErrorBody, "description": "The body cannot be parsed as JSON"},
         401: {"model": ErrorBody, "description": "X-API-Key missing (when a key is set)"},
         403: {"model": ErrorBody, "description": "Wrong X-API-Key"},
         413: {"model": ErrorBody, "description": "More than 10,000 interactions"},
@@ -31,7 +32,7 @@ router = APIRouter(prefix="/v1", tags=["interactions"], dependencies=[Depends(re
     },
 )
 def post_interactions(
-    batch: InteractionBatch, ingestor: IngestorDep, metrics: MetricsDep
+    batch: InteractionBatch, ingestor: IngestorDep, metrics: MetricsDep, recent: RecentDep
 ) -> IngestResponse:
     """Store the interactions durably (202 once they are); repeated ``event_id``s
     are counted once, as duplicates. All or nothing."""
@@ -46,6 +47,8 @@ def post_interactions(
         for i in batch.interactions
     ]
     result = ingestor.ingest(rows)
+    if result.accepted:
+        recent.add(rows)  # this replica excludes them from recommendations at once
     metrics.interactions_accepted.inc(result.accepted)
     metrics.interactions_duplicate.inc(result.duplicates)
     return IngestResponse(

@@ -1,15 +1,21 @@
-"""Top-K recommendations for one user and for a batch of users."""
+"""Top-K recommendations for one user and for a batch of users.
+
+The single-user route runs on the event loop and awaits the scoring batcher
+(concurrent requests share one matrix product); the batch route is one
+``top_k`` call on the thread pool."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
 
 from service.deps import HolderDep, RecommenderDep, require_client_key
+from service.runtime import Runtime
 from service.schemas import (
     DEFAULT_K,
+    ID_PATTERN,
     MAX_ID_LENGTH,
     MAX_K,
     BatchRecommendationRequest,
@@ -17,6 +23,9 @@ from service.schemas import (
     ErrorBody,
     Recommendations,
 )
+
+# 1,000 ids of 128 characters, each written as \uXXXX escapes, fit in 1 MiB.
+MAX_BATCH_BODY_BYTES = 1024 * 1024
 
 router = APIRouter(prefix="/v1", tags=["recommendations"],
                    dependencies=[Depends(require_client_key)])
@@ -33,35 +42,44 @@ _AUTH_ERRORS: dict[int | str, dict[str, object]] = {
     summary="Recommendations for one user",
     responses=_AUTH_ERRORS,
 )
-def user_recommendations(
-    user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, examples=["u42"])],
-    holder: HolderDep,
-    recommender: RecommenderDep,
+async def user_recommendations(
+    request: Request,
+    user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
+                                 examples=["u42"])],
     k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items", examples=[20])] = (
         DEFAULT_K
     ),
     exclude_seen: Annotated[
         bool, Query(description="Drop items the user has interacted with")
     ] = True,
-) -> JSONResponse:
+) -> Response:
     """Items by score, descending, at most ``k``. A user the model does not know
     (or any user before the first model) gets the most popular items, with
     ``"fallback": "popularity"``."""
-    [result] = recommender.recommend(holder.current, [user_id], k, exclude_seen)
-    return JSONResponse(result.to_json())
+    runtime: Runtime = request.app.state.runtime  # the hot path: no dependency chain
+    result = await runtime.recommender.recommend_one(
+        runtime.holder.current, user_id, k, exclude_seen
+    )
+    return Response(result.render(), media_type="application/json")
 
 
 @router.post(
     "/recommendations",
     response_model=BatchRecommendations,
+    max_body_size=MAX_BATCH_BODY_BYTES,
     summary="Recommendations for up to 1000 users",
-    responses=_AUTH_ERRORS,
+    responses={
+        **_AUTH_ERRORS,
+        400: {"model": ErrorBody, "description": "The body cannot be parsed as JSON"},
+        413: {"model": ErrorBody, "description": "Body larger than 1 MiB"},
+    },
 )
 def batch_recommendations(
     request: BatchRecommendationRequest, holder: HolderDep, recommender: RecommenderDep
-) -> JSONResponse:
+) -> Response:
     """One result per user id, in the order given, all from the same model version."""
     results = recommender.recommend(
         holder.current, request.user_ids, request.k, request.exclude_seen
     )
-    return JSONResponse({"results": [r.to_json() for r in results]})
+    return Response(b'{"results":[' + b",".join(r.render() for r in results) + b"]}",
+                    media_type="application/json")

@@ -1,0 +1,201 @@
+"""What users interacted with since the served model's period began, held in
+memory so that a recommendation never waits on the database.
+
+A model's artifact lists the items each user saw up to the end of its period.
+Interactions logged since (and those of the model's own period, re-read as a
+safeguard) live here, by external id: user id -> item ids. The set is
+
+- rebuilt from the database whenever a model version is swapped in (then it
+  covers the periods from that version's period on), and, in distributed mode,
+  every few seconds (the worker writes what other replicas accepted);
+- extended at once by every batch this process accepts (read-your-writes).
+
+Rows accepted while a rebuild reads the database are kept aside and added to the
+rebuilt set, so none is lost between the read and the switch. Past
+``max_entries`` the set stops tracking (``covers`` is then False) and callers ask
+the database per request, as they do before the first rebuild.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from service.holder import settle_long_lived_objects
+from store import NewInteraction, Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+MAX_ENTRIES = 5_000_000
+MIN_REFRESH_S = 1.0
+REFRESH_COST_FACTOR = 10.0  # a periodic rebuild may use at most ~1/10 of the time
+
+
+class RecentInteractions:
+    def __init__(
+        self, store: Store, *, periodic: bool, max_entries: int = MAX_ENTRIES
+    ) -> None:
+        self._store = store
+        self._periodic = periodic
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+        self._by_user: dict[str, set[str]] = {}
+        self._entries = 0
+        self._from_period: int | None = None  # covers periods >= this; None: nothing yet
+        self._overflow = False
+        self._pending: list[tuple[str, str]] | None = None  # rows added during a rebuild
+        self._user_ids: list[str] = []  # dense idx -> external id (append-only in the store)
+        self._item_ids: list[str] = []
+        self._wanted_period: int | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- reading ----------------------------------------------------------
+
+    def covers(self, period_id: int) -> bool:
+        """True when the set holds every interaction from ``period_id`` on."""
+        start = self._from_period
+        return start is not None and start <= period_id and not self._overflow
+
+    def items_of(self, user_id: str, item_index: dict[str, int]) -> np.ndarray | None:
+        """Dense indices (in ``item_index``) of the items ``user_id`` interacted
+        with since the covered period began; None when there are none."""
+        items = self._by_user.get(user_id)
+        if not items:
+            return None
+        found = [item_index[i] for i in list(items) if i in item_index]
+        return np.asarray(found, dtype=np.int64) if found else None
+
+    @property
+    def entries(self) -> int:
+        return self._entries
+
+    # ---- writing ----------------------------------------------------------
+
+    def add(self, rows: Iterable[NewInteraction]) -> None:
+        """Rows this process has just made durable."""
+        pairs = [(r.user_id, r.item_id) for r in rows]
+        with self._lock:
+            if self._pending is not None:
+                self._pending.extend(pairs)
+            self._add_pairs(self._by_user, pairs)
+
+    def _add_pairs(self, target: dict[str, set[str]], pairs: Sequence[tuple[str, str]]) -> None:
+        added = 0
+        for user_id, item_id in pairs:
+            items = target.get(user_id)
+            if items is None:
+                target[user_id] = {item_id}
+                added += 1
+            elif item_id not in items:
+                items.add(item_id)
+                added += 1
+        if target is self._by_user:
+            self._entries += added
+            if self._entries > self._max_entries and not self._overflow:
+                log.warning("more than %d recent interactions: seen items come from the "
+                            "database per request until the next model version",
+                            self._max_entries)
+                self._overflow = True
+                self._by_user, self._entries = {}, 0
+
+    def rebuild(self, from_period: int) -> None:
+        """Read every interaction of the periods from ``from_period`` on and serve
+        from that. Raises StoreUnavailable (the previous set stays)."""
+        started = time.perf_counter()
+        with self._lock:
+            self._pending = []
+        try:
+            fresh, entries = self._read(from_period)
+        except BaseException:
+            with self._lock:
+                self._pending = None
+            raise
+        with self._lock:
+            pending, self._pending = self._pending or [], None
+            if entries > self._max_entries:
+                self._by_user, self._entries, self._overflow = {}, 0, True
+            else:
+                self._by_user, self._entries, self._overflow = fresh, entries, False
+                self._add_pairs(self._by_user, pending)
+            self._from_period = from_period
+        settle_long_lived_objects()
+        log.debug("recent interactions from period %d: %d in %.3f s", from_period,
+                  entries, time.perf_counter() - started)
+
+    def _read(self, from_period: int) -> tuple[dict[str, set[str]], int]:
+        by_user: dict[str, set[str]] = {}
+        entries = 0
+        periods = [p.period_id for p in self._store.list_periods() if p.period_id >= from_period]
+        for period_id in periods:
+            arrays = self._store.period_arrays(period_id)
+            if not len(arrays.users):
+                continue
+            users, items = self._external(arrays.users, arrays.items)
+            for user_id, item_id in zip(users, items, strict=True):
+                seen = by_user.get(user_id)
+                if seen is None:
+                    by_user[user_id] = {item_id}
+                    entries += 1
+                elif item_id not in seen:
+                    seen.add(item_id)
+                    entries += 1
+            if entries > self._max_entries:
+                break
+        return by_user, entries
+
+    def _external(self, users: np.ndarray, items: np.ndarray) -> tuple[list[str], list[str]]:
+        if int(users.max()) >= len(self._user_ids):
+            self._user_ids = self._store.user_ids()
+        if int(items.max()) >= len(self._item_ids):
+            self._item_ids = self._store.item_ids()
+        user_ids, item_ids = self._user_ids, self._item_ids
+        return [user_ids[u] for u in users.tolist()], [item_ids[i] for i in items.tolist()]
+
+    # ---- background rebuilds -------------------------------------------------
+
+    def request_rebuild(self, from_period: int) -> None:
+        """Rebuild from ``from_period`` soon (on the background thread). Nothing to
+        do when the set already starts there (e.g. a swap between versions of one
+        period); a set starting earlier would still cover it, but holds periods the
+        new version already knows, so it is rebuilt to let them go."""
+        if from_period == self._from_period and not self._overflow:
+            return
+        self._wanted_period = from_period
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="smlrec-recent", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+            self._thread = None
+
+    def _run(self) -> None:
+        interval = MIN_REFRESH_S
+        while not self._stop.is_set():
+            self._wake.wait(interval if self._periodic else None)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            wanted = self._wanted_period
+            if wanted is None:
+                continue
+            started = time.perf_counter()
+            try:
+                self.rebuild(wanted)
+            except StoreUnavailable as error:
+                log.warning("recent interactions not refreshed: %s", error)
+            except Exception:  # keep the thread alive whatever a rebuild meets
+                log.exception("recent interactions rebuild failed")
+            elapsed = time.perf_counter() - started
+            interval = max(MIN_REFRESH_S, REFRESH_COST_FACTOR * elapsed)

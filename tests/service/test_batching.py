@@ -1,0 +1,171 @@
+"""The serving fast path: the exact blockwise top-k, the micro-batcher that
+coalesces concurrent single-user scoring, and the in-memory recent interactions."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from service.batcher import BatcherStopped, ScoringBatcher
+from service.holder import SCORE_BLOCK, ServingModel
+from service.recent import RecentInteractions
+from service.scorer import block_top_k, top_k
+from smlrec.settings import Settings
+from store import NewInteraction, PeriodInfo, Store
+
+
+def _model(n_users: int, n_items: int, dim: int = 8, seed: int = 0,
+           version: int = 1) -> ServingModel:
+    generator = torch.Generator().manual_seed(seed)
+    indptr = np.arange(n_users + 1, dtype=np.int64)  # user u saw item u % n_items
+    return ServingModel.from_payload({
+        "format": "smlrec-model/1", "version": version, "period_id": 0, "strategy": "sml",
+        "created_at": 0.0,
+        "user": torch.randn(n_users, dim + 1, generator=generator),
+        "item": torch.randn(n_items, dim + 1, generator=generator),
+        "user_ids": [f"u{n}" for n in range(n_users)],
+        "item_ids": [f"i{n}" for n in range(n_items)],
+        "seen_indptr": torch.from_numpy(indptr),
+        "seen_items": torch.arange(n_users) % n_items,
+        "popular": torch.arange(min(n_items, 10)),
+    })
+
+
+@pytest.mark.parametrize("k", [1, 5, 20, 64])
+def test_block_top_k_is_exact(k: int) -> None:
+    generator = torch.Generator().manual_seed(k)
+    scores = torch.randn(17, SCORE_BLOCK * 300, generator=generator)
+    scores[0, :] = -torch.inf  # a user who has seen everything
+    scores[1, : SCORE_BLOCK * 299] = -torch.inf  # one block left
+    scores[2] = torch.round(scores[2])  # many ties
+    scores[3, 5 * SCORE_BLOCK : 6 * SCORE_BLOCK] = 100.0  # the top packed in one block
+    values, columns = block_top_k(scores, k)
+    expected = torch.topk(scores, k, dim=1)
+    assert torch.equal(values, expected.values)
+    assert torch.equal(scores.gather(1, columns), values)  # the columns hold those values
+    for row in range(scores.shape[0]):
+        finite = torch.isfinite(values[row])
+        assert len(set(columns[row][finite].tolist())) == int(finite.sum())
+
+
+def test_top_k_matches_brute_force_on_a_padded_catalog() -> None:
+    model = _model(30, 1000)  # 1000 items: padded to 1024
+    assert model.item_emb_padded.shape[0] % SCORE_BLOCK == 0
+    assert model.item_emb.shape[0] == 1000 and model.item_emb.is_contiguous()
+    users = list(range(30))
+    results = top_k(model, users, 10, extra_seen=[np.array([3, 999])] * 30)
+    for user, result in zip(users, results, strict=True):
+        scores = model.item_emb @ model.user_emb[user] + model.item_bias
+        scores[[user % 1000, 3, 999]] = -torch.inf
+        assert result.items.tolist() == torch.topk(scores, 10).indices.tolist()
+        assert np.allclose(result.scores, torch.topk(scores, 10).values.numpy(), rtol=1e-5)
+
+
+def test_concurrent_requests_are_coalesced_and_answered_exactly() -> None:
+    model = _model(200, 5000)
+    other = _model(200, 5000, seed=1, version=2)
+    batcher = ScoringBatcher(max_batch=32, max_wait_s=0.01)
+    batcher.start()
+    try:
+        jobs = [(model if n % 3 else other, n % 200, 1 + n % 25, n % 5 != 0) for n in range(300)]
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            futures = [pool.submit(lambda j: batcher.submit(j[0], j[1], j[2], j[3]).result(10),
+                                   job) for job in jobs]
+            answers = [f.result() for f in futures]
+    finally:
+        batcher.stop()
+    for (m, user, k, exclude), answer in zip(jobs, answers, strict=True):
+        [alone] = top_k(m, [user], k, exclude_seen=exclude)
+        assert answer.items.tolist() == alone.items.tolist()
+    assert batcher.scored == 300 and batcher.batches < 300  # some shared a product
+
+
+def test_async_callers_share_batches() -> None:
+    model = _model(50, 2000)
+    batcher = ScoringBatcher(max_batch=64, max_wait_s=0.02)
+    batcher.start()
+
+    async def many() -> list[list[int]]:
+        tops = await asyncio.gather(*(batcher.top_k(model, u, 5) for u in range(50)))
+        return [t.items.tolist() for t in tops]
+
+    try:
+        answers = asyncio.run(many())
+    finally:
+        batcher.stop()
+    assert answers == [t.items.tolist() for t in top_k(model, list(range(50)), 5)]
+    assert batcher.batches <= 5
+    with pytest.raises(BatcherStopped):
+        batcher.submit(model, 0, 5)
+
+
+def test_a_failing_batch_fails_its_requests_only() -> None:
+    model = _model(10, 100)
+    batcher = ScoringBatcher(max_batch=8, max_wait_s=0.0)
+    batcher.start()
+    try:
+        bad = batcher.submit(model, 10_000, 5)  # no such user
+        with pytest.raises(IndexError):
+            bad.result(10)
+        assert batcher.submit(model, 3, 5).result(10).items.size == 5
+    finally:
+        batcher.stop()
+
+
+@pytest.fixture
+def sqlite_store(settings: Settings) -> Store:
+    return Store.from_url(settings.database_url)
+
+
+def _row(user: str, item: str) -> NewInteraction:
+    return NewInteraction(user_id=user, item_id=item, ts=1.0, event_id=None)
+
+
+def test_recent_interactions_cover_the_database_and_this_process(sqlite_store: Store) -> None:
+    sqlite_store.ingest([_row("a", "x"), _row("a", "y"), _row("b", "x")])
+    recent = RecentInteractions(sqlite_store, periodic=False)
+    assert not recent.covers(0)
+    recent.rebuild(0)
+    assert recent.covers(0) and recent.covers(3) and recent.entries == 3
+    index = {"x": 0, "y": 1, "z": 2}
+    assert sorted(recent.items_of("a", index).tolist()) == [0, 1]  # type: ignore[union-attr]
+    recent.add([_row("b", "z"), _row("c", "unknown-to-the-model")])
+    assert sorted(recent.items_of("b", index).tolist()) == [0, 2]  # type: ignore[union-attr]
+    assert recent.items_of("c", index) is None and recent.items_of("nobody", index) is None
+    sqlite_store.close()
+
+
+def test_rows_added_during_a_rebuild_are_kept(sqlite_store: Store) -> None:
+    sqlite_store.ingest([_row("a", "x")])
+    recent = RecentInteractions(sqlite_store, periodic=False)
+    started, release = threading.Event(), threading.Event()
+    original = sqlite_store.list_periods
+
+    def slow_list_periods() -> list[PeriodInfo]:
+        started.set()
+        release.wait(5)
+        return original()
+
+    sqlite_store.list_periods = slow_list_periods  # type: ignore[method-assign]
+    thread = threading.Thread(target=recent.rebuild, args=(0,))
+    thread.start()
+    assert started.wait(5)
+    recent.add([_row("late", "y")])  # accepted while the rebuild reads
+    release.set()
+    thread.join(5)
+    assert recent.items_of("late", {"y": 7}).tolist() == [7]  # type: ignore[union-attr]
+    assert recent.items_of("a", {"x": 1}).tolist() == [1]  # type: ignore[union-attr]
+    sqlite_store.close()
+
+
+def test_past_its_bound_the_set_stops_covering(sqlite_store: Store) -> None:
+    recent = RecentInteractions(sqlite_store, periodic=False, max_entries=3)
+    recent.rebuild(0)
+    recent.add([_row("a", str(n)) for n in range(5)])
+    assert not recent.covers(0) and recent.entries == 0
+    sqlite_store.close()
