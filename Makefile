@@ -29,8 +29,12 @@ lint: $(STAMP)
 replay: $(STAMP)
 	$(BIN)/smlrec replay --dataset ml-100k --methods sml,full_retrain,fine_tune,spmf,popularity --out runs/ml-100k
 
+# Load benchmarks (minutes; wrk gives the throughput figures: apt-get install wrk).
+# Figures and the machine they ran on go into bench/RESULTS.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.ingestion --distributed
+	$(BIN)/python -m bench.faults
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

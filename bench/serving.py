@@ -1,0 +1,306 @@
+"""Serving benchmark: one API process (``smlrec serve``, embedded mode) with a
+model of N users x M items x d dims written straight through the store.
+
+Figures, all from one run of one process (this machine is shared and noisy, so
+ratios are measured side by side):
+
+1. ``/healthz`` and ``GET /v1/users/{id}/recommendations?k=20`` throughput at
+   the same connection count, their ratio and the p99 of recommendations;
+2. ``POST /v1/recommendations`` with 1,000 users per request, in users/s;
+3. hot swaps under load: every swap an admin activation while recommendations
+   are served; failed requests, and resident memory before and after;
+4. p99 of recommendations during a retrain (the embedded worker trains the
+   open period) against p99 at rest at the same load.
+
+    python -m bench.serving                      # the full-size run (minutes)
+    python -m bench.serving --users 2000 --items 2000 --seconds 2 --swaps 3
+
+Load comes from wrk when it is installed (``apt-get install wrk``), else from a
+slower Python generator (then the throughput figures mostly measure the generator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from bench.harness import (
+    LoadResult,
+    Report,
+    Server,
+    load,
+    populate,
+    rss_bytes,
+    serve,
+    sqlite_env,
+    user_id,
+    write_model,
+)
+from store import Store
+
+log = logging.getLogger("bench.serving")
+
+RECO_TARGET_RATIO = 0.5
+P99_TARGET_MS = 50.0
+BATCH_TARGET_USERS_S = 20_000
+RETRAIN_P99_FACTOR = 2.0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per throughput phase")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--batch-users", type=int, default=1000)
+    parser.add_argument("--batch-connections", type=int, default=2)
+    parser.add_argument("--swaps", type=int, default=100)
+    parser.add_argument("--swap-timeout", type=float, default=600.0)
+    parser.add_argument("--retrain", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure p99 during a retrain of the open period")
+    parser.add_argument("--retrain-connections", type=int, default=8)
+    parser.add_argument("--retrain-timeout", type=float, default=300.0)
+    parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    return parser.parse_args(argv)
+
+
+def _reco_paths(n_users: int, count: int = 512, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    return [f"/v1/users/{user_id(rng.randrange(n_users))}/recommendations?k=20"
+            for _ in range(count)]
+
+
+def _batch_body(n_users: int, size: int, seed: int = 2) -> str:
+    rng = random.Random(seed)
+    ids = [user_id(rng.randrange(n_users)) for _ in range(size)]
+    return json.dumps({"user_ids": ids, "k": 20})
+
+
+def build(folder: Path, args: argparse.Namespace, versions: int) -> dict[str, str]:
+    env = sqlite_env(folder)
+    store = Store.from_url(env["SMLREC_DATABASE_URL"])
+    try:
+        started = time.perf_counter()
+        populate(store, args.users, args.items)
+        for seed in range(versions):
+            write_model(store, Path(env["SMLREC_MODEL_DIR"]), args.dim, seed,
+                        activate=seed == 0)
+        log.info("built %d users x %d items x %d dims, %d versions in %.1f s", args.users,
+                 args.items, args.dim, versions, time.perf_counter() - started)
+    finally:
+        store.close()
+    return env
+
+
+def _throughput(server: Server, args: argparse.Namespace, report: Report) -> LoadResult:
+    paths = _reco_paths(args.users)
+    load(server.url, paths, seconds=min(3.0, args.seconds), connections=args.connections,
+         tool=args.tool)  # warm-up
+    health = load(server.url, ["/healthz"], seconds=args.seconds,
+                  connections=args.connections, tool=args.tool)
+    reco = load(server.url, paths, seconds=args.seconds, connections=args.connections,
+                tool=args.tool)
+    ratio = reco.rps / health.rps if health.rps else 0.0
+    report.add(f"/healthz, {args.connections} connections", "—", health.describe())
+    report.add(f"recommendations k=20, {args.connections} connections", "—",
+               f"{reco.describe()}; mean scoring batch {_mean_batch(server):.1f} users")
+    report.add("recommendations / healthz throughput", f">= {RECO_TARGET_RATIO:.0%}",
+               f"{ratio:.0%}", ratio >= RECO_TARGET_RATIO and reco.errors == 0)
+    report.add("recommendations p99", f"<= {P99_TARGET_MS:.0f} ms", f"{reco.p99_ms:.1f} ms",
+               reco.p99_ms <= P99_TARGET_MS)
+    return reco
+
+
+def _mean_batch(server: Server) -> float:
+    """Mean size of the batcher's batches so far (from /metrics)."""
+    values: dict[str, float] = {}
+    for line in httpx.get(server.url + "/metrics", timeout=30).text.splitlines():
+        for name in ("smlrec_scoring_batch_size_sum", "smlrec_scoring_batch_size_count"):
+            if line.startswith(name + " "):
+                values[name] = float(line.split()[-1])
+    count = values.get("smlrec_scoring_batch_size_count", 0.0)
+    return values.get("smlrec_scoring_batch_size_sum", 0.0) / count if count else 0.0
+
+
+def _batch(server: Server, args: argparse.Namespace, report: Report) -> None:
+    body = _batch_body(args.users, args.batch_users)
+    result = load(server.url, ["/v1/recommendations"], seconds=args.seconds,
+                  connections=args.batch_connections, body=body, tool=args.tool)
+    users_s = result.rps * args.batch_users
+    report.add(f"batch endpoint, {args.batch_users} users/request, "
+               f"{args.batch_connections} connections", f">= {BATCH_TARGET_USERS_S:,} users/s",
+               f"{users_s:,.0f} users/s (p99 {result.p99_ms:.0f} ms, {result.errors} errors)",
+               users_s >= BATCH_TARGET_USERS_S and result.errors == 0)
+
+
+def _swaps(server: Server, args: argparse.Namespace, report: Report, versions: int) -> None:
+    if args.swaps <= 0:
+        return
+    paths = _reco_paths(args.users, seed=3)
+    before = rss_bytes(server.pid)
+    done = threading.Event()
+    swap_errors: list[str] = []
+    swapped = 0
+
+    def swap_loop() -> None:
+        nonlocal swapped
+        deadline = time.monotonic() + args.swap_timeout
+        with server.client(timeout=120.0) as client:
+            for n in range(args.swaps):
+                if time.monotonic() > deadline:
+                    swap_errors.append(f"stopped after {n} swaps: time bound reached")
+                    break
+                version = 1 + (n + 1) % versions  # 2, 3, 1, 2, ...: always a change
+                response = client.post(f"/v1/admin/models/{version}/activate")
+                if response.status_code != 200:
+                    swap_errors.append(f"activate {version}: {response.status_code}")
+                else:
+                    swapped += 1
+        done.set()
+
+    thread = threading.Thread(target=swap_loop, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    requests = errors = 0
+    p99 = 0.0
+    while not done.is_set() and time.monotonic() - started < args.swap_timeout + 10:
+        result = load(server.url, paths, seconds=min(5.0, args.seconds),
+                      connections=args.connections, tool=args.tool)
+        requests += result.requests
+        errors += result.errors
+        p99 = max(p99, result.p99_ms)
+    thread.join(timeout=60)
+    elapsed = time.monotonic() - started
+    with server.client() as client:
+        client.post("/v1/admin/models/1/activate")
+    time.sleep(1.0)
+    after = rss_bytes(server.pid)
+    model_bytes = max(_model_bytes(args), _artifact_bytes(server))
+    report.add(f"{swapped} hot swaps under load ({elapsed:.0f} s)", "0 failed requests",
+               f"{errors} failed of {requests:,} (worst 5-s p99 {p99:.0f} ms)"
+               + (f"; {'; '.join(swap_errors[:3])}" if swap_errors else ""),
+               errors == 0 and not swap_errors and swapped == args.swaps)
+    growth = after - before
+    report.add("resident memory after the swaps - before", f"<= one model "
+               f"({model_bytes / 2**20:.0f} MiB: its artifact)",
+               f"{growth / 2**20:+.0f} MiB ({before / 2**20:.0f} -> {after / 2**20:.0f} MiB)",
+               growth <= model_bytes)
+
+
+def _artifact_bytes(server: Server) -> int:
+    """Size of the version-1 artifact (tables, ids, seen items)."""
+    path = Path(server.env["SMLREC_MODEL_DIR"]) / "model-v000001.pt"
+    return path.stat().st_size if path.exists() else 0
+
+
+def _model_bytes(args: argparse.Namespace) -> int:
+    """Tensors of one model (user and item tables, float32)."""
+    return (args.users + args.items) * (args.dim + 1) * 4
+
+
+def _retrain(server: Server, args: argparse.Namespace, report: Report) -> None:
+    """Load from the moment the retrain is asked for until its job ends (the
+    training, the artifact write and the swap to the new version all inside)."""
+    paths = _reco_paths(args.users, seed=4)
+    window = min(2.0, args.seconds)
+    rest = load(server.url, paths, seconds=args.seconds, connections=args.retrain_connections,
+                tool=args.tool)
+    with server.client() as client:
+        accepted = client.post("/v1/admin/retrain")
+        if accepted.status_code != 202:
+            report.notes.append(f"retrain not started: {accepted.status_code} {accepted.text}")
+            return
+        job_id = accepted.json()["job_id"]
+        started = time.monotonic()
+        results: list[LoadResult] = []
+        job: dict[str, object] = {"status": "queued"}
+        while time.monotonic() - started < args.retrain_timeout:
+            results.append(load(server.url, paths, seconds=window,
+                                connections=args.retrain_connections, tool=args.tool))
+            job = client.get(f"/v1/admin/jobs/{job_id}").json()
+            if job["status"] in ("succeeded", "failed"):
+                break
+    took = time.monotonic() - started
+    during = max(r.p99_ms for r in results)
+    rps = sum(r.requests for r in results) / sum(r.seconds for r in results)
+    report.add(f"recommendations at rest, {args.retrain_connections} connections", "—",
+               rest.describe())
+    report.add(f"recommendations p99 during a retrain (worst {window:.0f}-s window)",
+               f"<= {RETRAIN_P99_FACTOR:.0f}x rest ({RETRAIN_P99_FACTOR * rest.p99_ms:.1f} ms)",
+               f"{during:.1f} ms ({during / rest.p99_ms:.1f}x; {rps:,.0f} req/s; job "
+               f"{job['status']}, {took:.1f} s from the request to the new version; "
+               f"{sum(r.errors for r in results)} errors)",
+               during <= RETRAIN_P99_FACTOR * rest.p99_ms)
+
+
+def _arithmetic(env: dict[str, str], report: Report) -> None:
+    """The scorer alone, in this process on one core: what a user costs without
+    HTTP, one at a time and 64 at once (the ceiling the service works under)."""
+    import torch
+
+    from service.holder import ServingModel
+    from service.scorer import top_k
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        folder = Path(env["SMLREC_MODEL_DIR"])
+        payload = torch.load(folder / "model-v000001.pt", weights_only=True)
+        model = ServingModel.from_payload(payload)
+        rng = random.Random(5)
+        for size, rounds in ((1, 40), (64, 4), (1000, 1)):
+            users = [rng.randrange(model.n_users) for _ in range(size)]
+            top_k(model, users, 20)  # warm
+            started = time.perf_counter()
+            for _ in range(rounds):
+                top_k(model, users, 20)
+            per_user = (time.perf_counter() - started) / rounds / size
+            report.add(f"scoring alone, {size} user(s) at once, one core", "—",
+                       f"{per_user * 1000:.2f} ms/user ({1 / per_user:,.0f} users/s)")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(args: argparse.Namespace) -> Report:
+    report = Report(f"Serving: {args.users:,} users x {args.items:,} items x {args.dim} dims, "
+                    "one API process (embedded mode)")
+    versions = 3 if args.swaps > 0 else 1
+    with tempfile.TemporaryDirectory(prefix="smlrec-bench-serving-") as folder:
+        env = build(Path(folder), args, versions)
+        _arithmetic(env, report)
+        with serve(env) as server:
+            _throughput(server, args, report)
+            _batch(server, args, report)
+            _swaps(server, args, report, versions)
+            if args.retrain:
+                _retrain(server, args, report)
+    report.notes.append(f"load: {'wrk' if args.tool != 'python' else 'python'} when installed "
+                        f"(tool={args.tool}); log level WARNING (no access log)")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    args = parse_args(argv)
+    report = run(args)
+    report.print()
+    if args.json:
+        args.json.write_text(json.dumps([f.__dict__ for f in report.figures], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
