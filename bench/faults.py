@@ -52,7 +52,7 @@ import httpx
 import redis
 from sqlalchemy import create_engine, text
 
-from bench.harness import ADMIN_TOKEN, Report, free_port, serve, sqlite_env
+from bench.harness import ADMIN_TOKEN, Report, bench_main, free_port, serve, sqlite_env
 
 log = logging.getLogger("bench.faults")
 
@@ -406,14 +406,7 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    args = parse_args(argv)
-    report = run(args)
-    report.print()
-    if args.json:
-        args.json.write_text(json.dumps([f.__dict__ for f in report.figures], indent=2))
-    return 0 if all(f.ok is not False for f in report.figures) else 1
+    return bench_main(argv, parse_args, run, fail_on_miss=True)
 
 
 if __name__ == "__main__":

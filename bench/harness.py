@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +92,26 @@ class Report:
     def print(self) -> None:
         sys.stdout.write("\n" + self.markdown())
         sys.stdout.flush()
+
+
+def bench_main(
+    argv: Sequence[str] | None,
+    parse_args: Callable[[Sequence[str] | None], Any],
+    run: Callable[[Any], Report],
+    *,
+    fail_on_miss: bool = False,
+) -> int:
+    """The command line every benchmark shares: run, print the table, write ``--json``.
+    With ``fail_on_miss``, a missed target makes the exit status 1."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    args = parse_args(argv)
+    report = run(args)
+    report.print()
+    if args.json:
+        args.json.write_text(json.dumps([f.__dict__ for f in report.figures], indent=2))
+    missed = any(f.ok is False for f in report.figures)
+    return 1 if fail_on_miss and missed else 0
 
 
 # ---- a service process -------------------------------------------------------------

@@ -38,7 +38,7 @@ import redis
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from bench.harness import ADMIN_TOKEN, Report, serve, sqlite_env
+from bench.harness import ADMIN_TOKEN, Report, bench_main, serve, sqlite_env
 from store import Store
 from store.migrate import upgrade
 
@@ -227,14 +227,7 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    args = parse_args(argv)
-    report = run(args)
-    report.print()
-    if args.json:
-        args.json.write_text(json.dumps([f.__dict__ for f in report.figures], indent=2))
-    return 0
+    return bench_main(argv, parse_args, run)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from bench.harness import (
     LoadResult,
     Report,
     Server,
+    bench_main,
     load,
     populate,
     rss_bytes,
@@ -292,14 +293,7 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    args = parse_args(argv)
-    report = run(args)
-    report.print()
-    if args.json:
-        args.json.write_text(json.dumps([f.__dict__ for f in report.figures], indent=2))
-    return 0
+    return bench_main(argv, parse_args, run)
 
 
 if __name__ == "__main__":

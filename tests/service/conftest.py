@@ -4,7 +4,6 @@ Helpers the tests import live in ``service_testkit``."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,21 +27,6 @@ from service.app import create_app
 from smlrec.settings import Settings
 from store import Store
 from store.migrate import upgrade
-
-
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("service-sqlite") / "template.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
-    """A migrated SQLite file of this test's own."""
-    path = tmp_path / "smlrec.db"
-    shutil.copyfile(sqlite_template, path)
-    return f"sqlite:///{path}"
 
 
 @pytest.fixture
