@@ -52,7 +52,15 @@ import httpx
 import redis
 from sqlalchemy import create_engine, text
 
-from bench.harness import ADMIN_TOKEN, Report, bench_main, free_port, serve, sqlite_env
+from bench.harness import (
+    ADMIN_TOKEN,
+    Report,
+    bench_main,
+    free_port,
+    serve,
+    sqlite_env,
+    stop_process,
+)
 
 log = logging.getLogger("bench.faults")
 
@@ -206,12 +214,7 @@ def _drain(env: dict[str, str], expected: int, timeout: float) -> list[str]:
         with engine.connect() as conn:
             return list(conn.execute(text("SELECT event_id FROM interactions")).scalars())
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker)
         engine.dispose()
 
 
@@ -369,12 +372,7 @@ def _postgres_outage(args: argparse.Namespace, report: Report, pg: PrivatePostgr
             ready_up = http.get("/readyz").status_code
             engine.dispose()
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker)
     distinct = set(stored)
     before_statuses = ledger.statuses.get("before", [])
     report.add("PostgreSQL up: batches answered 202", "all",

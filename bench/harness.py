@@ -148,6 +148,18 @@ class Server:
                             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Warm stop (SIGTERM), then SIGKILL if the process has not exited in ``timeout`` s."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def serve(env: dict[str, str], *, no_worker: bool = False,
           ready_timeout: float = 120.0) -> Iterator[Server]:
@@ -179,13 +191,7 @@ def serve(env: dict[str, str], *, no_worker: bool = False,
             time.sleep(0.2)
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         server.log_path.unlink(missing_ok=True)
 
 

@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ import redis
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from bench.harness import ADMIN_TOKEN, Report, bench_main, serve, sqlite_env
+from bench.harness import ADMIN_TOKEN, Report, bench_main, serve, sqlite_env, stop_process
 from store import Store
 from store.migrate import upgrade
 
@@ -200,12 +199,7 @@ def _drain(env: dict[str, str], accepted: int, args: argparse.Namespace,
             time.sleep(0.05)
         finished = time.perf_counter()
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker)
     stored = store.count_open()
     store.close()
     draining = finished - (first_at if first_at is not None else started)
