@@ -98,7 +98,7 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     bus = make_bus(settings)
     stack.callback(bus.close)
 
-    holder = ModelHolder(store, artifacts, metrics)
+    holder = ModelHolder(store, artifacts, metrics, quantize=settings.int8_scoring)
     holder.sync_quietly()  # serve the active version from the first request on
     recent = _recent(settings, store, holder)
     stack.callback(recent.stop)

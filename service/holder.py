@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from service.metrics import ServiceMetrics
+from service.quantized import MIN_ITEMS, QuantizedItems
 from store import ArtifactCorrupt, ArtifactStore, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class ServingModel:
     seen_indptr: np.ndarray  # (n_users + 1,) int64
     seen_items: np.ndarray  # (nnz,) int64: items of user u at [indptr[u], indptr[u+1])
     popular: np.ndarray  # (<= 1000,) int64 item idx, most popular first
+    quantized: QuantizedItems | None  # int8 item codes (large catalogs only)
 
     @property
     def n_users(self) -> int:
@@ -70,19 +72,23 @@ class ServingModel:
 
     @classmethod
     def from_payload(
-        cls, payload: dict[str, Any], previous: ServingModel | None = None
+        cls, payload: dict[str, Any], previous: ServingModel | None = None, *,
+        quantize: bool = True,
     ) -> ServingModel:
         """Check an artifact payload ("smlrec-model/1") and lay it out for scoring.
         Id maps equal to ``previous``'s (consecutive versions usually share them)
         are reused rather than rebuilt: a swap then allocates little besides the
-        tables. Raises ModelLoadError when the payload is inconsistent."""
+        tables. With ``quantize``, catalogs of at least ``MIN_ITEMS`` items also get
+        int8 codes (service.quantized). Raises ModelLoadError when the payload is
+        inconsistent."""
         try:
-            return cls._build(payload, previous)
+            return cls._build(payload, previous, quantize)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
             raise ModelLoadError(f"malformed model artifact: {error!r}") from error
 
     @classmethod
-    def _build(cls, payload: dict[str, Any], previous: ServingModel | None) -> ServingModel:
+    def _build(cls, payload: dict[str, Any], previous: ServingModel | None,
+               quantize: bool) -> ServingModel:
         if payload.get("format") != MODEL_FORMAT:
             raise ValueError(f"format {payload.get('format')!r}, expected {MODEL_FORMAT!r}")
         user = _float_matrix(payload["user"], "user")  # (n_users, d + 1)
@@ -122,6 +128,9 @@ class ServingModel:
             seen_indptr=indptr,
             seen_items=seen,
             popular=np.asarray(list(dict.fromkeys(popular.tolist())), dtype=np.int64),
+            quantized=QuantizedItems.build(item_emb_padded, item_bias_padded, n_items,
+                                           SCORE_BLOCK)
+            if quantize and n_items >= MIN_ITEMS else None,
         )
 
 
@@ -188,8 +197,10 @@ def _index_array(value: Any) -> np.ndarray:
 class ModelHolder:
     """Holds the current :class:`ServingModel` and swaps versions in."""
 
-    def __init__(self, store: Store, artifacts: ArtifactStore, metrics: ServiceMetrics) -> None:
+    def __init__(self, store: Store, artifacts: ArtifactStore, metrics: ServiceMetrics, *,
+                 quantize: bool = True) -> None:
         self._store = store
+        self._quantize = quantize
         self._artifacts = artifacts
         self._metrics = metrics
         self._current: ServingModel | None = None
@@ -222,7 +233,8 @@ class ModelHolder:
         try:
             started = time.perf_counter()
             payload = self._artifacts.load(info.path, info.sha256, info.size_bytes)
-            model = ServingModel.from_payload(payload, previous=self._current)
+            model = ServingModel.from_payload(payload, previous=self._current,
+                                              quantize=self._quantize)
             del payload  # its tables are copied; let them go before the swap
             if model.version != version:
                 raise ModelLoadError(f"artifact {info.path} holds version {model.version}")

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     swap_poll_seconds: float = Field(default=1.0, gt=0)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     train_threads: int = Field(default=1, ge=1)
+    int8_scoring: bool = True
     lock_ttl_seconds: float = Field(default=10.0, gt=0)
     seed: int = 0
 
