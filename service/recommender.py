@@ -13,11 +13,13 @@ Single-user requests (:meth:`Recommender.recommend_one`) are scored through the
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -52,8 +54,9 @@ class Recommendation:
         if self.item_json is None:
             return json.dumps(self.to_json(), allow_nan=False,
                               separators=(",", ":")).encode()
-        items = ",".join([f'{{"item_id":{i},"score":{s!r}}}'
-                          for i, s in zip(self.item_json, self.scores, strict=True)])
+        # one format call per user over (id literal, score) pairs: no Python loop per item
+        items = _items_template(len(self.scores)).format(
+            *chain.from_iterable(zip(self.item_json, self.scores, strict=True)))
         version = "null" if self.model_version is None else str(self.model_version)
         fallback = "null" if self.fallback is None else json.dumps(self.fallback)
         return (f'{{"user_id":{json.dumps(self.user_id)},"items":[{items}],'
@@ -213,6 +216,12 @@ class Recommender:
         return found
 
 
+@functools.lru_cache(maxsize=64)
+def _items_template(n: int) -> str:
+    """The JSON of n items as one format string: {} takes an id literal, {!r} a score."""
+    return ",".join(['{{"item_id":{},"score":{!r}}}'] * n)
+
+
 def _result(
     user_id: str,
     top: TopK,
@@ -224,9 +233,9 @@ def _result(
     items = top.items.tolist()
     return Recommendation(
         user_id=user_id,
-        item_ids=[item_ids[i] for i in items],
+        item_ids=list(map(item_ids.__getitem__, items)),
         scores=top.scores.tolist(),
         model_version=version,
         fallback=fallback,
-        item_json=[item_json[i] for i in items] if item_json is not None else None,
+        item_json=list(map(item_json.__getitem__, items)) if item_json is not None else None,
     )

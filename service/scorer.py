@@ -128,8 +128,11 @@ def top_k(
             else:
                 values, indices = _via_int8(quantized, model, part, k, rows, cols)
         finite = np.isfinite(values)
-        results.extend(TopK(indices[r][finite[r]], values[r][finite[r]])
-                       for r in range(len(part)))
+        if finite.all():  # the common case: k items for everyone, rows as they are
+            results.extend(map(TopK, indices, values))
+        else:
+            results.extend(TopK(indices[r][finite[r]], values[r][finite[r]])
+                           for r in range(len(part)))
     return results
 
 
