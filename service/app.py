@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from service.batcher import ScoringBatcher
+from service.body import document_models
 from service.errors import install_error_handlers
 from service.holder import ModelHolder
 from service.ingest import DatabaseIngestor, Ingestor, OpenPeriod, StreamIngestor
@@ -28,6 +29,7 @@ from service.recent import RecentInteractions
 from service.recommender import Recommender
 from service.routes import admin, interactions, ops, recommendations
 from service.runtime import Runtime
+from service.schemas import InteractionBatch
 from service.sync import VersionSync
 from smlrec.settings import Settings, get_settings
 from store import ArtifactStore, Bus, RedisBus, Store, StoreUnavailable, make_bus
@@ -68,6 +70,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     install_error_handlers(app)
     for module in (interactions, recommendations, admin, ops):
         app.include_router(module.router)
+    document_models(app, [InteractionBatch])  # the body of POST /v1/interactions
     return app
 
 

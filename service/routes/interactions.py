@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.exceptions import RequestValidationError
 
+from service.body import json_body, openapi_body
 from service.deps import IngestorDep, MetricsDep, RecentDep, require_client_key
-from service.schemas import ErrorBody, IngestResponse, InteractionBatch
+from service.schemas import ErrorBody, IngestResponse, InteractionBatch, TooManyInteractions
 from store import NewInteraction
 
 # A full batch of 10,000 interactions with 128-character ids is about 5 MB.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+
+_parse_batch = json_body(InteractionBatch)
+
+
+async def read_batch(request: Request) -> InteractionBatch:
+    """The body as a batch; too long (whatever its items) is 413, not 422."""
+    try:
+        return await _parse_batch(request)
+    except RequestValidationError as error:
+        if any(e["type"] == "too_long" and tuple(e["loc"]) == ("body", "interactions")
+               for e in error.errors()):
+            raise TooManyInteractions() from None
+        raise
+
 
 router = APIRouter(prefix="/v1", tags=["interactions"], dependencies=[Depends(require_client_key)])
 
@@ -22,6 +39,7 @@ router = APIRouter(prefix="/v1", tags=["interactions"], dependencies=[Depends(re
     response_model=IngestResponse,
     summary="Log interactions",
     max_body_size=MAX_BODY_BYTES,
+    openapi_extra=openapi_body(InteractionBatch),
     responses={
         400: {"model": ErrorBody, "description": "The body cannot be parsed as JSON"},
         401: {"model": ErrorBody, "description": "X-API-Key missing (when a key is set)"},
@@ -32,7 +50,10 @@ router = APIRouter(prefix="/v1", tags=["interactions"], dependencies=[Depends(re
     },
 )
 def post_interactions(
-    batch: InteractionBatch, ingestor: IngestorDep, metrics: MetricsDep, recent: RecentDep
+    batch: Annotated[InteractionBatch, Depends(read_batch)],
+    ingestor: IngestorDep,
+    metrics: MetricsDep,
+    recent: RecentDep,
 ) -> IngestResponse:
     """Store the interactions durably (202 once they are); repeated ``event_id``s
     are counted once, as duplicates. All or nothing."""

@@ -200,3 +200,46 @@ def test_body_over_the_size_limit_is_413(client: TestClient, store: Store) -> No
     )
     assert response.status_code == 413
     assert row_counts(store) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_bodies_not_sent_as_json_are_422(
+    client: TestClient, store: Store, content_type: str
+) -> None:
+    body = b'{"interactions": [{"user_id": "u1", "item_id": "i1"}]}'
+    response = client.post("/v1/interactions", content=body,
+                           headers={"Content-Type": content_type})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["msg"] == "Content-Type must be application/json"
+    assert row_counts(store) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8",
+                                          "application/vnd.smlrec+json"])
+def test_json_media_types_are_accepted(client: TestClient, store: Store,
+                                       content_type: str) -> None:
+    body = b'{"interactions": [{"user_id": "u1", "item_id": "i1", "timestamp": 5}]}'
+    response = client.post("/v1/interactions", content=body,
+                           headers={"Content-Type": content_type})
+    assert response.status_code == 202, response.text
+    assert row_counts(store)[2] == 1
+
+
+def test_validation_errors_point_into_the_body(client: TestClient) -> None:
+    response = client.post("/v1/interactions", json={"interactions": [
+        {"user_id": "u1", "item_id": "i1"}, {"user_id": "u2", "item_id": ""}]})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "interactions", 1, "item_id"]
+
+
+def test_the_body_schema_is_in_the_openapi_document(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    operation = document["paths"]["/v1/interactions"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/InteractionBatch"}
+    assert "422" in operation["responses"]
+    schemas = document["components"]["schemas"]
+    assert schemas["InteractionBatch"]["properties"]["interactions"]["items"] == {
+        "$ref": "#/components/schemas/InteractionIn"}
+    assert {"user_id", "item_id"} <= set(schemas["InteractionIn"]["required"])
