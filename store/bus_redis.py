@@ -57,7 +57,8 @@ def _guard(what: str) -> Iterator[None]:
 
 
 def encode_rows(rows: Sequence[NewInteraction]) -> str:
-    return json.dumps([[r.user_id, r.item_id, r.ts, r.event_id] for r in rows])
+    """[[user_id, item_id, ts, event_id], ...]: each row is a named tuple of those."""
+    return json.dumps(rows)
 
 
 def decode_rows(payload: str) -> list[NewInteraction]:

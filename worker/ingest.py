@@ -12,7 +12,6 @@ such a row twice either.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ def with_event_ids(entry_id: str, rows: Sequence[NewInteraction]) -> list[NewInt
     return [
         row
         if row.event_id is not None
-        else dataclasses.replace(row, event_id=stream_event_id(entry_id, n))
+        else row._replace(event_id=stream_event_id(entry_id, n))
         for n, row in enumerate(rows)
     ]
 

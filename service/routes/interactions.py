@@ -59,12 +59,8 @@ def post_interactions(
     are counted once, as duplicates. All or nothing."""
     received = time.time()
     rows = [
-        NewInteraction(
-            user_id=i.user_id,
-            item_id=i.item_id,
-            ts=i.timestamp if i.timestamp is not None else received,
-            event_id=i.event_id,
-        )
+        NewInteraction(i.user_id, i.item_id,
+                       i.timestamp if i.timestamp is not None else received, i.event_id)
         for i in batch.interactions
     ]
     result = ingestor.ingest(rows)
