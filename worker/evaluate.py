@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from sml.metrics import ranks, recall_ndcg
-from sml.model import MFWeights, score_all
+from sml.model import MFWeights
 
 K = 20
 N_NEGATIVES = 99
@@ -51,17 +51,53 @@ class SeenIndex:
         return self.items[self.indptr[user] : self.indptr[user + 1]]
 
 
-def _draw(rng: np.random.Generator, size: int, k: int, n_rows: int) -> np.ndarray:
-    """``n_rows`` draws of ``k`` distinct positions out of ``size``: (n_rows, k)."""
-    out = np.empty((n_rows, k), dtype=np.int64)
-    step = max(1, _ELEMENT_BUDGET // max(size, 1))
-    for lo in range(0, n_rows, step):
-        hi = min(n_rows, lo + step)
-        keys = rng.random((hi - lo, size))  # (r, size)
-        out[lo:hi] = (
-            np.argpartition(keys, k - 1, axis=1)[:, :k] if k < size else np.argsort(keys, axis=1)
-        )
-    return out
+def negatives(rng: np.random.Generator, n_items: int, exclude: np.ndarray, k: int) -> np.ndarray:
+    """``k`` distinct items of [0, n_items) outside ``exclude`` (sorted, distinct,
+    in range), uniformly without replacement, in random order: the first ``k``
+    of a random ordered sample of k + len(exclude) items that are not excluded.
+    Costs O(k + len(exclude)), not O(n_items)."""
+    drawn = rng.choice(n_items, size=min(n_items, k + len(exclude)), replace=False)
+    if len(exclude):
+        drawn = drawn[~np.isin(drawn, exclude, assume_unique=True)]
+    return drawn[:k]
+
+
+def candidates(
+    users: np.ndarray, items: np.ndarray, n_items: int, seen: SeenIndex, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per interaction row: its item, then its negatives: (n, 1 + N_NEGATIVES) and
+    how many columns of each row are used (fewer where a user has fewer unseen
+    items left). Users are visited in ascending index, each one's rows in order."""
+    n = len(users)
+    out = np.zeros((n, 1 + N_NEGATIVES), dtype=np.int64)
+    width = np.full(n, 1 + N_NEGATIVES, dtype=np.int64)
+    out[:, 0] = items
+    order = np.argsort(users, kind="stable")  # rows grouped by user, period order within
+    bounds = np.flatnonzero(np.diff(users[order])) + 1
+    for rows in np.split(order, bounds) if n else []:
+        exclude = seen.of(int(users[rows[0]]))
+        exclude = exclude[exclude < n_items]
+        k = min(N_NEGATIVES, n_items - len(exclude))
+        width[rows] = 1 + k
+        for row in rows:
+            out[row, 1 : 1 + k] = negatives(rng, n_items, exclude, k)
+    return out, width
+
+
+def candidate_scores(weights: MFWeights, users: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """``score_all``'s scores of just the candidates: (n, C) for users (n,) and
+    candidate items (n, C). Unknown users get the item biases; items beyond the
+    model's table score -inf."""
+    item = weights.item  # (n_model_items, d + 1)
+    user = torch.from_numpy(users)
+    known = user < weights.n_users
+    user_emb = torch.zeros(len(users), weights.dim, dtype=item.dtype)  # (n, d)
+    user_emb[known] = weights.user[user[known], :-1]
+    index = torch.from_numpy(cand)
+    inside = index < weights.n_items  # (n, C)
+    rows = item[index.clamp(max=max(weights.n_items - 1, 0))]  # (n, C, d + 1)
+    scores = torch.bmm(rows[:, :, :-1], user_emb[:, :, None]).squeeze(2) + rows[:, :, -1]
+    return scores.masked_fill_(~inside, -torch.inf).numpy()
 
 
 def online_metrics(
@@ -73,26 +109,24 @@ def online_metrics(
     *,
     seed: int,
     period_id: int,
+    rows_per_step: int = 4096,
 ) -> dict[str, Any]:
     """Recall@20 and NDCG@20 of ``weights`` on one period's interactions
-    (``users``, ``items``: dense indices), with ``seen`` covering the period."""
+    (``users``, ``items``: dense indices), with ``seen`` covering the period.
+    Only the candidates are scored (not every item), ``rows_per_step`` rows at
+    a time."""
     rng = np.random.default_rng(seed + period_id)
     n = len(users)
-    recall = np.zeros(n, dtype=np.float64)
-    ndcg = np.zeros(n, dtype=np.float64)
-    catalog = np.arange(n_items, dtype=np.int64)
-    order = np.argsort(users, kind="stable")  # rows grouped by user, period order within
-    bounds = np.flatnonzero(np.diff(users[order])) + 1
+    cand, width = candidates(users, items, n_items, seen, rng)
+    rank = np.empty(n, dtype=np.float64)
     with torch.no_grad():
-        for rows in np.split(order, bounds) if n else []:
-            user = int(users[rows[0]])
-            complement = np.setdiff1d(catalog, seen.of(user), assume_unique=True)  # (m,)
-            k = min(N_NEGATIVES, len(complement))
-            negatives = complement[_draw(rng, len(complement), k, len(rows))]  # (r, k)
-            candidates = np.concatenate([items[rows, None], negatives], axis=1)  # (r, 1 + k)
-            user_scores = score_all(weights, torch.tensor([user]), n_items)[0].numpy()  # (C,)
-            rank = ranks(user_scores[candidates])  # (r,)
-            recall[rows], ndcg[rows] = recall_ndcg(rank, K)
+        for lo in range(0, n, rows_per_step):
+            hi = min(n, lo + rows_per_step)
+            scores = candidate_scores(weights, users[lo:hi], cand[lo:hi])  # (r, C)
+            rank[lo:hi] = ranks(scores)
+            for r in np.flatnonzero(width[lo:hi] < cand.shape[1]):  # few unseen items left
+                rank[lo + r] = ranks(scores[r : r + 1, : width[lo + r]])[0]
+    recall, ndcg = recall_ndcg(rank, K) if n else (rank, rank)
     return {
         "evaluated_on_period": int(period_id),
         f"recall@{K}": float(recall.mean()) if n else None,
