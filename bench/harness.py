@@ -232,15 +232,16 @@ def populate(store: Store, n_users: int, n_items: int, per_user: int = 1,
 
 
 def write_model(store: Store, model_dir: Path, dim: int, seed: int, *,
-                activate: bool = True) -> int:
+                activate: bool = True, period_id: int | None = None) -> int:
     """A model version over every user and item the store knows (random weights,
-    the seen CSR of the interactions logged), recorded as the worker records it."""
+    the seen CSR of the interactions of ``period_id``, default the open period),
+    recorded as the worker records a model trained on that period."""
     user_ids, item_ids = store.user_ids(), store.item_ids()
     n_users, n_items = len(user_ids), len(item_ids)
     generator = torch.Generator().manual_seed(seed)
     user = torch.randn(n_users, dim + 1, generator=generator) * 0.3
     item = torch.randn(n_items, dim + 1, generator=generator) * 0.3
-    open_id = store.open_period().period_id
+    open_id = store.open_period().period_id if period_id is None else period_id
     arrays = store.period_arrays(open_id)
     order = np.lexsort((arrays.items, arrays.users))
     users, items = arrays.users[order], arrays.items[order]
