@@ -25,6 +25,8 @@ from store.db import make_engine, make_sessionmaker
 from store.dto import IngestResult, NewInteraction, PeriodArrays, PeriodInfo
 from store.models import Interaction, Item, Period, User
 
+_FETCH_ROWS = 5_000  # interactions per fetch when reading periods into arrays
+
 log = logging.getLogger(__name__)
 
 MAX_EXTERNAL_ID = 128
@@ -357,11 +359,16 @@ class Store(RecordsMixin):
         )
         if low is not None:
             query = query.where(Interaction.id >= low)
-        rows = session.execute(query.order_by(Interaction.id)).all()
-        n = len(rows)
-        users = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-        items = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
-        timestamps = np.fromiter((r[2] for r in rows), dtype=np.float64, count=n)
+        # In slices: fetching a whole history in one call holds the GIL for as long
+        # as it takes (half a second at 400,000 rows), and an API process in
+        # embedded mode stops answering meanwhile.
+        result = session.execute(
+            query.order_by(Interaction.id).execution_options(yield_per=_FETCH_ROWS))
+        parts = [np.array(part, dtype=np.float64).reshape(-1, 3) for part in result.partitions()]
+        table = np.concatenate(parts) if parts else np.empty((0, 3))  # (n, 3)
+        users = table[:, 0].astype(np.int64)  # exact: indices are far below 2^53
+        items = table[:, 1].astype(np.int64)
+        timestamps = table[:, 2].copy()
         max_user, max_item = session.execute(
             select(func.max(Interaction.user_idx), func.max(Interaction.item_idx)).where(
                 Interaction.id <= high

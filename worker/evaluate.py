@@ -36,14 +36,13 @@ class SeenIndex:
 
     @classmethod
     def build(cls, users: np.ndarray, items: np.ndarray, n_users: int) -> SeenIndex:
-        pairs = (
-            np.unique(np.stack([users.astype(np.int64), items.astype(np.int64)], axis=1), axis=0)
-            if len(users)
-            else np.empty((0, 2), dtype=np.int64)
-        )  # (nnz, 2) sorted by user, item
-        counts = np.bincount(pairs[:, 0], minlength=n_users)[:n_users]  # (n_users,)
+        # one int64 key per pair (user-major), so the unique is a flat sort
+        width = int(items.max()) + 1 if len(items) else 1
+        keys = np.unique(users.astype(np.int64) * width + items.astype(np.int64))  # (nnz,)
+        pair_users, pair_items = np.divmod(keys, width)
+        counts = np.bincount(pair_users, minlength=n_users)[:n_users]  # (n_users,)
         indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return cls(indptr=indptr, items=pairs[:, 1].copy())
+        return cls(indptr=indptr, items=pair_items)
 
     def of(self, user: int) -> np.ndarray:
         if user + 1 >= len(self.indptr):
