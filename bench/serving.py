@@ -282,28 +282,35 @@ def _log_period(client: httpx.Client, args: argparse.Namespace, seed: int) -> No
 
 def _arithmetic(env: dict[str, str], report: Report) -> None:
     """The scorer alone, in this process on one core: what a user costs without
-    HTTP, one at a time and 64 at once (the ceiling the service works under)."""
+    HTTP, one at a time and in batches (the ceiling the service works under),
+    through the int8 candidate pass where the service uses it and in float32."""
+    import dataclasses
+
     import torch
 
     from service.holder import ServingModel
-    from service.scorer import top_k
+    from service.scorer import QUANTIZED_MIN_USERS, top_k
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         folder = Path(env["SMLREC_MODEL_DIR"])
         payload = torch.load(folder / "model-v000001.pt", weights_only=True)
-        model = ServingModel.from_payload(payload)
+        served = ServingModel.from_payload(payload)
+        float32 = dataclasses.replace(served, quantized=None)
         rng = random.Random(5)
         for size, rounds in ((1, 40), (64, 4), (1000, 1)):
-            users = [rng.randrange(model.n_users) for _ in range(size)]
-            top_k(model, users, 20)  # warm
-            started = time.perf_counter()
-            for _ in range(rounds):
-                top_k(model, users, 20)
-            per_user = (time.perf_counter() - started) / rounds / size
-            report.add(f"scoring alone, {size} user(s) at once, one core", "—",
-                       f"{per_user * 1000:.2f} ms/user ({1 / per_user:,.0f} users/s)")
+            users = [rng.randrange(served.n_users) for _ in range(size)]
+            for model, how in ((served, "as served"), (float32, "float32 only")):
+                if how != "as served" and size < QUANTIZED_MIN_USERS:
+                    continue  # the same path
+                top_k(model, users, 20)  # warm
+                started = time.perf_counter()
+                for _ in range(rounds):
+                    top_k(model, users, 20)
+                per_user = (time.perf_counter() - started) / rounds / size
+                report.add(f"scoring alone, {size} user(s) at once, one core, {how}", "—",
+                           f"{per_user * 1000:.2f} ms/user ({1 / per_user:,.0f} users/s)")
     finally:
         torch.set_num_threads(threads)
 

@@ -5,27 +5,30 @@ product in int8 (VNNI on x86) runs several times faster, and its error has a
 bound, so it can choose candidates without losing any: the candidates are then
 rescored in float32, and the answer is the float32 top k, not an approximation.
 
-Notation, per user: x = [u, 1] and, per item, y_i = [v_i, b_i], so the score is
-s_i = x . y_i. Items are quantized once per version with one scale,
-y_i ~ sy * qy_i; a user at request time, x ~ sx * qx (int8 codes). The int8
-score is a_i = sx * sy * (qx . qy_i), and
+Notation, per user: x = [u, beta] and, per item, y_i = [v_i, b_i / beta] (beta
+brings the bias column to the embeddings' range), so the score is s_i = x . y_i.
+Items are quantized once per version with one scale, y_i ~ sy * qy_i; a user at
+request time, x ~ sx * qx (int8 codes). The int8 score is
+a_i = sx * sy * (qx . qy_i), and
 
     s_i - a_i = x . (y_i - sy qy_i) + (x - sx qx) . (sy qy_i)
-    |s_i - a_i| <= |x| E + |x - sx qx| N =: eps            (Cauchy-Schwarz)
+    |s_i - a_i| <= |x| E_b + |x - sx qx| N_b =: eps_b        (Cauchy-Schwarz)
 
-with E = max_i |y_i - sy qy_i| and N = max_i |sy qy_i| (Euclidean norms), both
-fixed per version. A small margin covers float32 rounding in the rescoring.
+for item i of block b (``SCORE_BLOCK`` items), with E_b = max |y_i - sy qy_i| and
+N_b = max |sy qy_i| over the block (Euclidean norms), fixed per version. A margin
+covers float32 rounding, in the rescoring and in the bounds themselves.
 
 The search. Pass 1 keeps, for each group of ``GROUP`` items, its largest int8
-score. Groups make up blocks of ``SCORE_BLOCK`` items; a block is clean for a
-user when it holds no item the user has seen and no padding. If a clean block's
-largest int8 score is A, it holds an unseen item scoring at least A - eps. With
-A_k the k-th largest over clean blocks, k distinct unseen items score at least
-A_k - eps, so every item of the top k does too, and its int8 score is at least
-A_k - 2 eps: its group's maximum passes that threshold. The groups that pass are
-the candidates; their items are rescored exactly and the top k taken among them.
-A user with fewer than k clean blocks gets no answer here (the caller scores it
-in float32).
+score, and from those each block's largest, A_b. A block is clean for a user
+when it holds no item the user has seen and no padding; a clean block holds an
+unseen item scoring at least A_b - eps_b. With tau the k-th largest A_b - eps_b
+over clean blocks, k distinct unseen items score at least tau, so every item of
+the top k does too, and for its group g in block b, A_g + eps_b >= tau. The
+blocks with A_b + eps_b >= tau, then their groups with A_g + eps_b >= tau, are
+the candidates; their items are rescored in float32, seen ones dropped, and the
+top k taken among them. A user with fewer than k clean blocks gets no answer here
+(the caller scores it in float32). ``tests/service/test_quantized.py`` checks the
+bound on every (user, item) pair and the answers against float32 scoring.
 """
 
 from __future__ import annotations
