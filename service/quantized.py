@@ -186,8 +186,8 @@ class QuantizedItems:
             lower[:, self.n_items // self.block :] = -torch.inf
         tau = torch.topk(lower, k, dim=1, sorted=True).values[:, k - 1]  # (B,)
         answered = tau > -torch.inf
+        tau.masked_fill_(~answered, torch.inf)  # no candidates for users not answered
         upper = block_max.add_(eps)
-        upper[~answered] = -torch.inf
         rows, blocks = (upper >= tau[:, None]).nonzero(as_tuple=True)  # (P,), sorted by row
 
         # the groups of those blocks whose upper bound (with the block's eps) reaches tau

@@ -41,7 +41,6 @@ router = APIRouter(prefix="/v1", tags=["interactions"], dependencies=[Depends(re
     max_body_size=MAX_BODY_BYTES,
     openapi_extra=openapi_body(InteractionBatch),
     responses={
-        400: {"model": ErrorBody, "description": "The body cannot be parsed as JSON"},
         401: {"model": ErrorBody, "description": "X-API-Key missing (when a key is set)"},
         403: {"model": ErrorBody, "description": "Wrong X-API-Key"},
         413: {"model": ErrorBody, "description": "More than 10,000 interactions"},

@@ -168,3 +168,25 @@ def test_small_batches_stay_on_float32(monkeypatch: pytest.MonkeyPatch) -> None:
     assert calls == []
     top_k(with_int8, list(range(100)), 10)
     assert calls == [100]
+
+
+def test_users_not_answered_get_no_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user left to float32 costs the int8 pass nothing beyond pass 1."""
+    n_items = 640
+    payload = _payload(2, n_items, 8, seed=9, seen_per_user=0)
+    with_int8, _ = _pair(payload)
+    assert with_int8.quantized is not None
+    sizes: list[int] = []
+    rescore = QuantizedItems._rescore
+
+    def spy(self: QuantizedItems, user_emb: torch.Tensor, k: int, *args: Any) -> Any:
+        rows = args[2]
+        sizes.append(int((rows == 0).sum()))
+        return rescore(self, user_emb, k, *args)
+
+    monkeypatch.setattr(QuantizedItems, "_rescore", spy)
+    every_block = np.arange(0, n_items, SCORE_BLOCK)  # user 0 has seen one item per block
+    with_int8.quantized.search(with_int8.user_emb, 3, with_int8.item_emb_padded,
+                               with_int8.item_bias_padded, np.zeros(len(every_block), np.int64),
+                               every_block)
+    assert sizes == [0]
