@@ -104,7 +104,8 @@ def build(folder: Path, args: argparse.Namespace, versions: int) -> dict[str, st
         # has to train the next one (a version of the open period would finish its
         # retrain job at once, with nothing trained)
         closed = store.close_period()
-        assert closed is not None
+        if closed is None:
+            raise RuntimeError("populating logged no interactions")
         for seed in range(versions):
             write_model(store, Path(env["SMLREC_MODEL_DIR"]), args.dim, seed,
                         activate=seed == 0, period_id=closed.period_id)
@@ -270,7 +271,7 @@ def _retrain(server: Server, args: argparse.Namespace, report: Report) -> None:
 
 
 def _log_period(client: httpx.Client, args: argparse.Namespace, seed: int) -> None:
-    """One interaction per user, with items shuffled, through the API."""
+    """One interaction per user, each with a random item, through the API."""
     rng = random.Random(seed)
     rows = [{"user_id": user_id(u), "item_id": item_id(rng.randrange(args.items)),
              "timestamp": 1.8e9 + seed * args.users + u} for u in range(args.users)]

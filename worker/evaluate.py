@@ -108,7 +108,7 @@ def online_metrics(
     *,
     seed: int,
     period_id: int,
-    rows_per_step: int = 4096,
+    rows_per_step: int = 1024,
 ) -> dict[str, Any]:
     """Recall@20 and NDCG@20 of ``weights`` on one period's interactions
     (``users``, ``items``: dense indices), with ``seen`` covering the period.
