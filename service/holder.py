@@ -209,6 +209,11 @@ class ModelHolder:
         self._failed: dict[int, float] = {}  # version -> monotonic time it may be retried
         self._listeners: list[Callable[[ServingModel], None]] = []
 
+    @property
+    def quantize(self) -> bool:
+        """Whether loaded versions get int8 tables (``SMLREC_INT8_SCORING``)."""
+        return self._quantize
+
     def on_install(self, listener: Callable[[ServingModel], None]) -> None:
         """Call ``listener(model)`` after each swap (on the swapping thread)."""
         self._listeners.append(listener)

@@ -159,3 +159,11 @@ def test_embedded_start_migrates_a_new_database(
         assert response.status_code == 202
 
 
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_int8_scoring_setting_reaches_the_model_holder(
+    tmp_path: Path, sqlite_url: str, make_client: ClientFactory, on: bool
+) -> None:
+    with make_client(make_settings(tmp_path, sqlite_url, int8_scoring=on)) as client:
+        assert app_of(client).state.runtime.holder.quantize is on

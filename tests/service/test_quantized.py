@@ -190,3 +190,10 @@ def test_users_not_answered_get_no_candidates(monkeypatch: pytest.MonkeyPatch) -
                                with_int8.item_bias_padded, np.zeros(len(every_block), np.int64),
                                every_block)
     assert sizes == [0]
+
+
+def test_int8_tables_can_be_turned_off() -> None:
+    """``SMLREC_INT8_SCORING=false`` reaches the model through ``quantize``."""
+    payload = _payload(4, MIN_ITEMS, 4, seed=10)
+    assert ServingModel.from_payload(payload, quantize=False).quantized is None
+    assert ServingModel.from_payload(payload).quantized is not None
