@@ -59,6 +59,7 @@ from bench.harness import (
     free_port,
     serve,
     sqlite_env,
+    start_worker,
     stop_process,
 )
 
@@ -197,11 +198,7 @@ def _drain(env: dict[str, str], expected: int, timeout: float) -> list[str]:
     """Run one worker until the database holds ``expected`` rows (or time is up);
     the event ids stored."""
     engine = create_engine(env["SMLREC_DATABASE_URL"])
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "smlrec.cli", "worker"],
-        env={**os.environ, **env, "SMLREC_ADMIN_TOKEN": ADMIN_TOKEN,
-             "SMLREC_LOG_LEVEL": "WARNING"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = start_worker(env)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and worker.poll() is None:

@@ -195,6 +195,15 @@ def serve(env: dict[str, str], *, no_worker: bool = False,
         server.log_path.unlink(missing_ok=True)
 
 
+def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``smlrec worker`` with ``env`` (SMLREC_*), quiet; stop it with :func:`stop_process`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "smlrec.cli", "worker"],
+        env={**os.environ, **env, "SMLREC_ADMIN_TOKEN": ADMIN_TOKEN,
+             "SMLREC_LOG_LEVEL": "WARNING"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def sqlite_env(folder: Path) -> dict[str, str]:
     """Embedded mode on a fresh SQLite database under ``folder``, manual periods."""
     url = f"sqlite:///{folder / 'smlrec.db'}"

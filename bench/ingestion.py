@@ -21,8 +21,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,7 +35,14 @@ import redis
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from bench.harness import ADMIN_TOKEN, Report, bench_main, serve, sqlite_env, stop_process
+from bench.harness import (
+    Report,
+    bench_main,
+    serve,
+    sqlite_env,
+    start_worker,
+    stop_process,
+)
 from store import Store
 from store.migrate import upgrade
 
@@ -181,11 +186,7 @@ def distributed(args: argparse.Namespace, report: Report) -> None:
 def _drain(env: dict[str, str], accepted: int, args: argparse.Namespace,
            report: Report) -> None:
     store = Store.from_url(env["SMLREC_DATABASE_URL"])
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "smlrec.cli", "worker"],
-        env={**os.environ, **env, "SMLREC_ADMIN_TOKEN": ADMIN_TOKEN,
-             "SMLREC_LOG_LEVEL": "WARNING"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = start_worker(env)
     try:
         started = time.perf_counter()
         first_at: float | None = None  # when the first row landed (worker started up)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -83,26 +83,17 @@ class RecentInteractions:
         with self._lock:
             if self._pending is not None:
                 self._pending.extend(pairs)
-            self._add_pairs(self._by_user, pairs)
+            self._add_pairs(pairs)
 
-    def _add_pairs(self, target: dict[str, set[str]], pairs: Sequence[tuple[str, str]]) -> None:
-        added = 0
-        for user_id, item_id in pairs:
-            items = target.get(user_id)
-            if items is None:
-                target[user_id] = {item_id}
-                added += 1
-            elif item_id not in items:
-                items.add(item_id)
-                added += 1
-        if target is self._by_user:
-            self._entries += added
-            if self._entries > self._max_entries and not self._overflow:
-                log.warning("more than %d recent interactions: seen items come from the "
-                            "database per request until the next model version",
-                            self._max_entries)
-                self._overflow = True
-                self._by_user, self._entries = {}, 0
+    def _add_pairs(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Into the served set, minding its size bound."""
+        self._entries += _merge(self._by_user, pairs)
+        if self._entries > self._max_entries and not self._overflow:
+            log.warning("more than %d recent interactions: seen items come from the "
+                        "database per request until the next model version",
+                        self._max_entries)
+            self._overflow = True
+            self._by_user, self._entries = {}, 0
 
     def rebuild(self, from_period: int) -> None:
         """Read every interaction of the periods from ``from_period`` on and serve
@@ -122,7 +113,7 @@ class RecentInteractions:
                 self._by_user, self._entries, self._overflow = {}, 0, True
             else:
                 self._by_user, self._entries, self._overflow = fresh, entries, False
-                self._add_pairs(self._by_user, pending)
+                self._add_pairs(pending)
             self._from_period = from_period
         settle_long_lived_objects()
         log.debug("recent interactions from period %d: %d in %.3f s", from_period,
@@ -137,14 +128,7 @@ class RecentInteractions:
             if not len(arrays.users):
                 continue
             users, items = self._external(arrays.users, arrays.items)
-            for user_id, item_id in zip(users, items, strict=True):
-                seen = by_user.get(user_id)
-                if seen is None:
-                    by_user[user_id] = {item_id}
-                    entries += 1
-                elif item_id not in seen:
-                    seen.add(item_id)
-                    entries += 1
+            entries += _merge(by_user, zip(users, items, strict=True))
             if entries > self._max_entries:
                 break
         return by_user, entries
@@ -199,3 +183,17 @@ class RecentInteractions:
                 log.exception("recent interactions rebuild failed")
             elapsed = time.perf_counter() - started
             interval = max(MIN_REFRESH_S, REFRESH_COST_FACTOR * elapsed)
+
+
+def _merge(target: dict[str, set[str]], pairs: Iterable[tuple[str, str]]) -> int:
+    """Add (user id, item id) pairs to ``target``; returns how many were new."""
+    added = 0
+    for user_id, item_id in pairs:
+        items = target.get(user_id)
+        if items is None:
+            target[user_id] = {item_id}
+            added += 1
+        elif item_id not in items:
+            items.add(item_id)
+            added += 1
+    return added
