@@ -1,7 +1,7 @@
 """Storage: the database (interactions, periods, jobs, model versions), the
 model-artifact store and the message bus."""
 
-from store.artifacts import ArtifactStore
+from store.artifacts import ArtifactStore, pack_ids, unpack_ids
 from store.bus import Bus, InProcessBus, LeaderLock, RedisBus, make_bus
 from store.dto import (
     ArtifactRef,
@@ -33,4 +33,6 @@ __all__ = [
     "StoreUnavailable",
     "VersionInfo",
     "make_bus",
+    "pack_ids",
+    "unpack_ids",
 ]

@@ -26,6 +26,34 @@ from store.errors import ArtifactCorrupt
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".tmp"
+ID_SEPARATOR = "\x00"  # never part of an external id (the API refuses it)
+
+
+def pack_ids(ids: list[str]) -> torch.Tensor:
+    """A list of ids as one uint8 tensor: UTF-8, separated by NUL.
+
+    Loading an artifact unpickles it with ``weights_only=True``, whose unpickler is
+    Python code: 200,000 ids as a list of strings took 0.9 s of GIL-bound work in
+    the serving process at every swap, the same ids packed take milliseconds."""
+    if any(ID_SEPARATOR in i for i in ids):
+        raise ValueError("ids must not contain NUL")
+    data = ID_SEPARATOR.join(ids).encode("utf-8")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(
+        0, dtype=torch.uint8)
+
+
+def unpack_ids(packed: Any, count: int) -> list[str]:
+    """The ``count`` ids :func:`pack_ids` packed (a plain list is returned as is)."""
+    if isinstance(packed, list):
+        return [str(i) for i in packed]
+    if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8 or packed.dim() != 1:
+        raise ValueError("packed ids must be a 1-d uint8 tensor")
+    if count == 0:
+        return []
+    ids = packed.numpy().tobytes().decode("utf-8").split(ID_SEPARATOR)
+    if len(ids) != count:
+        raise ValueError(f"{len(ids)} packed ids, expected {count}")
+    return ids
 
 
 def _fsync_dir(folder: Path) -> None:

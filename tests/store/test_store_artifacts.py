@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from store import ArtifactCorrupt, ArtifactStore
+from store import ArtifactCorrupt, ArtifactStore, pack_ids, unpack_ids
 
 
 def _payload(scale: float = 1.0) -> dict[str, object]:
@@ -116,3 +116,22 @@ def test_remove_orphans_prunes_only_when_asked(tmp_path: Path) -> None:
     assert removed == ["v1.pt"]
     assert artifacts.exists("v2.pt") and not artifacts.exists("v1.pt")
     assert ArtifactStore(tmp_path / "absent").remove_orphans(set()) == []
+
+
+@pytest.mark.parametrize("ids", [[], ["u1"], ["a", "bé", "数据", "x" * 128, " spaced id "]])
+def test_ids_pack_into_one_tensor_and_back(tmp_path: Path, ids: list[str]) -> None:
+    packed = pack_ids(ids)
+    assert packed.dtype == torch.uint8 and packed.dim() == 1
+    store = ArtifactStore(tmp_path)
+    ref = store.save("ids.pt", {"ids": packed})
+    assert unpack_ids(store.load(ref.path, ref.sha256)["ids"], len(ids)) == ids
+
+
+def test_packed_ids_are_checked() -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        pack_ids(["a\x00b"])
+    with pytest.raises(ValueError, match="expected 3"):
+        unpack_ids(pack_ids(["a", "b"]), 3)
+    with pytest.raises(ValueError):
+        unpack_ids(torch.zeros(3, dtype=torch.int64), 1)
+    assert unpack_ids(["a", 7], 2) == ["a", "7"]  # format /1: a plain list

@@ -30,6 +30,8 @@ def test_dense_ids_in_order_of_first_appearance(store: Store) -> None:
     store.ingest([NewInteraction("carol", "y", 4.0, None), NewInteraction("bob", "w", 5.0, None)])
     assert store.user_ids() == ["alice", "bob", "carol"]
     assert store.item_ids() == ["x", "y", "z", "w"]
+    assert store.user_ids(start=1) == ["bob", "carol"] and store.user_ids(start=3) == []
+    assert store.item_ids(start=2) == ["z", "w"]
     assert store.user_index("carol") == 2
     assert store.user_index("nobody") is None
     assert store.item_index("w") == 3
