@@ -26,11 +26,11 @@ from torch import Tensor
 
 from service.metrics import ServiceMetrics
 from service.quantized import MIN_ITEMS, QuantizedItems
-from store import ArtifactCorrupt, ArtifactStore, Store, StoreUnavailable
+from store import ArtifactCorrupt, ArtifactStore, Store, StoreUnavailable, unpack_ids
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "smlrec-model/1"
+MODEL_FORMATS = ("smlrec-model/1", "smlrec-model/2")  # /2: ids packed (store.pack_ids)
 RETRY_FAILED_AFTER_S = 30.0  # a version that failed to load is retried this late by the sync
 SCORE_BLOCK = 64  # items per block of the scorer's blockwise top-k (service.scorer)
 
@@ -53,6 +53,7 @@ class ServingModel:
     item_bias: Tensor  # (n_items,): the first entries of item_bias_padded
     item_emb_padded: Tensor  # (n_padded, d): zero rows up to a multiple of SCORE_BLOCK
     item_bias_padded: Tensor  # (n_padded,): -inf on the padding rows, so they never rank
+    user_ids: list[str]  # dense user idx -> external id
     user_index: dict[str, int]  # external user id -> dense idx
     item_ids: list[str]  # dense item idx -> external id
     item_index: dict[str, int]  # external item id -> dense idx
@@ -75,7 +76,7 @@ class ServingModel:
         cls, payload: dict[str, Any], previous: ServingModel | None = None, *,
         quantize: bool = True,
     ) -> ServingModel:
-        """Check an artifact payload ("smlrec-model/1") and lay it out for scoring.
+        """Check an artifact payload (``MODEL_FORMATS``) and lay it out for scoring.
         Id maps equal to ``previous``'s (consecutive versions usually share them)
         are reused rather than rebuilt: a swap then allocates little besides the
         tables. With ``quantize``, catalogs of at least ``MIN_ITEMS`` items also get
@@ -89,15 +90,15 @@ class ServingModel:
     @classmethod
     def _build(cls, payload: dict[str, Any], previous: ServingModel | None,
                quantize: bool) -> ServingModel:
-        if payload.get("format") != MODEL_FORMAT:
-            raise ValueError(f"format {payload.get('format')!r}, expected {MODEL_FORMAT!r}")
+        if payload.get("format") not in MODEL_FORMATS:
+            raise ValueError(f"format {payload.get('format')!r}, expected one of {MODEL_FORMATS}")
         user = _float_matrix(payload["user"], "user")  # (n_users, d + 1)
         item = _float_matrix(payload["item"], "item")  # (n_items, d + 1)
         if user.shape[1] != item.shape[1] or user.shape[1] < 2:
             raise ValueError(f"user {tuple(user.shape)} and item {tuple(item.shape)} disagree")
         n_users, n_items = user.shape[0], item.shape[0]
-        user_ids = [str(u) for u in payload["user_ids"]]
-        item_ids = [str(i) for i in payload["item_ids"]]
+        user_ids = unpack_ids(payload["user_ids"], n_users)
+        item_ids = unpack_ids(payload["item_ids"], n_items)
         if len(user_ids) != n_users or len(item_ids) != n_items:
             raise ValueError("id lists do not match the embedding tables")
         indptr = _index_array(payload["seen_indptr"])
@@ -123,7 +124,7 @@ class ServingModel:
             item_bias=item_bias_padded[:n_items],
             item_emb_padded=item_emb_padded,
             item_bias_padded=item_bias_padded,
-            user_index=_user_index(user_ids, previous),
+            **_user_maps(user_ids, previous),
             **_item_maps(item_ids, previous),
             seen_indptr=indptr,
             seen_items=seen,
@@ -134,18 +135,34 @@ class ServingModel:
         )
 
 
-def _user_index(user_ids: list[str], previous: ServingModel | None) -> dict[str, int]:
-    if previous is not None and len(previous.user_index) == len(user_ids) and all(
-        previous.user_index.get(uid) == idx for idx, uid in enumerate(user_ids)
-    ):
-        return previous.user_index
-    return {uid: idx for idx, uid in enumerate(user_ids)}
+def _user_maps(user_ids: list[str], previous: ServingModel | None) -> dict[str, Any]:
+    """``user_ids`` and ``user_index``, sharing ``previous``'s where they agree.
+    Dense ids are append-only, so a new version's list usually extends the
+    previous one: its map is then a copy plus the new ids (a copy runs in C; a
+    rebuild of 100,000 entries would hold the GIL for tens of milliseconds)."""
+    old = previous.user_ids if previous is not None else []
+    if previous is not None and user_ids[: len(old)] == old:
+        if len(user_ids) == len(old):
+            return {"user_ids": old, "user_index": previous.user_index}
+        index = previous.user_index.copy()
+        index.update(zip(user_ids[len(old):], range(len(old), len(user_ids)), strict=True))
+        return {"user_ids": old + user_ids[len(old):], "user_index": index}
+    return {"user_ids": user_ids, "user_index": {uid: idx for idx, uid in enumerate(user_ids)}}
 
 
 def _item_maps(item_ids: list[str], previous: ServingModel | None) -> dict[str, Any]:
-    if previous is not None and previous.item_ids == item_ids:
-        return {"item_ids": previous.item_ids, "item_index": previous.item_index,
-                "item_json": previous.item_json}
+    """``item_ids``, ``item_index`` and ``item_json``, sharing or extending
+    ``previous``'s as :func:`_user_maps` does."""
+    old = previous.item_ids if previous is not None else []
+    if previous is not None and item_ids[: len(old)] == old:
+        if len(item_ids) == len(old):
+            return {"item_ids": old, "item_index": previous.item_index,
+                    "item_json": previous.item_json}
+        tail = item_ids[len(old):]
+        index = previous.item_index.copy()
+        index.update(zip(tail, range(len(old), len(item_ids)), strict=True))
+        return {"item_ids": old + tail, "item_index": index,
+                "item_json": previous.item_json + [json.dumps(iid) for iid in tail]}
     return {"item_ids": item_ids,
             "item_index": {iid: idx for idx, iid in enumerate(item_ids)},
             "item_json": [json.dumps(iid) for iid in item_ids]}

@@ -38,6 +38,7 @@ from store import (
     PeriodArrays,
     Store,
     VersionInfo,
+    pack_ids,
 )
 from worker.checkpoint import (
     CheckpointRef,
@@ -50,7 +51,7 @@ from worker.evaluate import SeenIndex, online_metrics
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "smlrec-model/1"
+MODEL_FORMAT = "smlrec-model/2"  # /1 held the ids as lists of strings
 POPULAR_SIZE = 1000
 
 
@@ -80,7 +81,7 @@ def model_payload(
     seen: SeenIndex,
     popular: np.ndarray,
 ) -> dict[str, Any]:
-    """The model artifact of the contract ("smlrec-model/1")."""
+    """The model artifact ("smlrec-model/2"; the service also reads /1)."""
     n_users, n_items = weights.n_users, weights.n_items
     if len(user_ids) < n_users or len(item_ids) < n_items:
         raise ValueError(
@@ -98,8 +99,8 @@ def model_payload(
         "created_at": time.time(),
         "user": weights.user.detach().to(torch.float32).contiguous(),  # (n_users, dim + 1)
         "item": weights.item.detach().to(torch.float32).contiguous(),  # (n_items, dim + 1)
-        "user_ids": list(user_ids[:n_users]),
-        "item_ids": list(item_ids[:n_items]),
+        "user_ids": pack_ids(list(user_ids[:n_users])),  # (bytes,) uint8, see pack_ids
+        "item_ids": pack_ids(list(item_ids[:n_items])),
         "seen_indptr": torch.from_numpy(indptr.astype(np.int64)),  # (n_users + 1,)
         "seen_items": torch.from_numpy(seen.items[: int(indptr[-1])].astype(np.int64)),
         "popular": torch.from_numpy(popular.astype(np.int64)),  # (<= 1000,)

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 
 from smlrec.settings import Settings
-from store import ArtifactStore, Store
+from store import ArtifactStore, Store, pack_ids
 
 with warnings.catch_warnings():  # starlette's notice about its httpx-based client
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -136,15 +136,15 @@ class ModelWriter:
         item_pos = {e: i for i, e in enumerate(item_ids)}
         version = (self.store.latest_version() or 0) + 1
         payload = {
-            "format": "smlrec-model/1",
+            "format": "smlrec-model/2",
             "version": version,
             "period_id": period_id,
             "strategy": "sml",
             "created_at": time.time(),
             "user": user.to(torch.float32).contiguous(),
             "item": item.to(torch.float32).contiguous(),
-            "user_ids": list(user_ids),
-            "item_ids": list(item_ids),
+            "user_ids": pack_ids(list(user_ids)),
+            "item_ids": pack_ids(list(item_ids)),
             "seen_indptr": torch.from_numpy(indptr),
             "seen_items": torch.from_numpy(seen_items),
             "popular": torch.tensor([item_pos[i] for i in popular or []], dtype=torch.int64),

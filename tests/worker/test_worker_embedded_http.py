@@ -1,4 +1,4 @@
-"""Embedded mode end to end over HTTP: the service with its worker thread, a
+"""Embedded mode end to end over HTTP: the service with its worker process, a
 manual period rule and the admin retrain endpoint."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from service.app import create_app
 from sml.data import InteractionLog
 from sml.model import MFWeights, score_all
 from sml.registry import transfer_state
-from store import ArtifactStore, Store
+from store import ArtifactStore, Store, unpack_ids
 from worker.checkpoint import checkpoint_name, new_strategy
 
 PERIOD = 300
@@ -26,10 +26,11 @@ def expected_top(store: Store, artifacts: ArtifactStore, version: int, user: str
     info = store.get_version(version)
     assert info is not None
     payload = artifacts.load(info.path, info.sha256)
-    idx = payload["user_ids"].index(user)
+    idx = unpack_ids(payload["user_ids"], info.n_users).index(user)
     scores = score_all(MFWeights(payload["user"], payload["item"]), torch.tensor([idx]))[0]
     scores[torch.as_tensor(store.seen_items(idx))] = -torch.inf
-    return [payload["item_ids"][int(i)] for i in torch.topk(scores, 5).indices]
+    item_ids = unpack_ids(payload["item_ids"], info.n_items)
+    return [item_ids[int(i)] for i in torch.topk(scores, 5).indices]
 
 
 def test_embedded_retrains_swaps_and_scores(

@@ -19,7 +19,7 @@ from sml.model import MFWeights
 from sml.registry import transfer_state
 from sml.strategy import Strategy
 from smlrec.settings import Settings
-from store import ArtifactStore, InProcessBus, JobInfo, Store, StoreUnavailable
+from store import ArtifactStore, InProcessBus, JobInfo, Store, StoreUnavailable, unpack_ids
 from worker.bootstrap import run_bootstrap
 from worker.checkpoint import checkpoint_name, current_checkpoint, new_strategy
 from worker.evaluate import SeenIndex, online_metrics
@@ -142,14 +142,14 @@ def test_three_boundaries(running: Running, small_log: InteractionLog, settings:
     user_ids, item_ids = store.user_ids(), store.item_ids()
     for info in versions.values():
         payload = running.artifacts.load(info.path, info.sha256, info.size_bytes)
-        assert payload["format"] == "smlrec-model/1"
+        assert payload["format"] == "smlrec-model/2"
         assert info.path == f"model-v{info.version:06d}.pt"
         assert (payload["version"], payload["period_id"]) == (info.version, info.period_id)
         assert payload["user"].dtype == torch.float32
         assert payload["user"].shape == (info.n_users, 9)
         assert payload["item"].shape == (info.n_items, 9)
-        assert payload["user_ids"] == user_ids[: info.n_users]
-        assert payload["item_ids"] == item_ids[: info.n_items]
+        assert unpack_ids(payload["user_ids"], info.n_users) == user_ids[: info.n_users]
+        assert unpack_ids(payload["item_ids"], info.n_items) == item_ids[: info.n_items]
         assert seen_csr_ok(payload)
         popular = payload["popular"].numpy()
         counts = np.bincount(store.period_arrays(info.period_id).items, minlength=info.n_items)
