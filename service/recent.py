@@ -33,6 +33,30 @@ log = logging.getLogger(__name__)
 MAX_ENTRIES = 5_000_000
 MIN_REFRESH_S = 1.0
 REFRESH_COST_FACTOR = 10.0  # a periodic rebuild may use at most ~1/10 of the time
+CHUNK_ROWS = 4096  # rows mapped and merged between two pauses of a background rebuild
+BACKGROUND_SHARE = 0.2  # of the GIL a background rebuild takes while requests wait
+
+
+class Pacer:
+    """Spreads Python work on a background thread out in time: :meth:`pause`
+    sleeps long enough that the work since the last pause took at most ``share``
+    of the wall clock. CPython's GIL is handed over between threads only every
+    few bytecodes' worth of time, so an unpaced loop of pure Python halves the
+    event loop's throughput while it runs; paced, requests barely feel it, and
+    the work (which is not urgent: the previous set stays correct meanwhile)
+    takes 1/share times as long."""
+
+    def __init__(self, share: float) -> None:
+        if not 0 < share <= 1:
+            raise ValueError("share must be in (0, 1]")
+        self._factor = (1 - share) / share
+        self._since = time.perf_counter()
+
+    def pause(self) -> None:
+        busy = time.perf_counter() - self._since
+        if self._factor and busy > 0:
+            time.sleep(busy * self._factor)
+        self._since = time.perf_counter()
 
 
 class RecentInteractions:
@@ -51,6 +75,7 @@ class RecentInteractions:
         self._user_ids: list[str] = []  # dense idx -> external id (append-only in the store)
         self._item_ids: list[str] = []
         self._wanted_period: int | None = None
+        self._urgent = True  # whether the wanted rebuild is needed to serve from memory
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -95,14 +120,15 @@ class RecentInteractions:
             self._overflow = True
             self._by_user, self._entries = {}, 0
 
-    def rebuild(self, from_period: int) -> None:
+    def rebuild(self, from_period: int, pacer: Pacer | None = None) -> None:
         """Read every interaction of the periods from ``from_period`` on and serve
-        from that. Raises StoreUnavailable (the previous set stays)."""
+        from that (with ``pacer``: pausing between chunks). Raises StoreUnavailable
+        (the previous set stays)."""
         started = time.perf_counter()
         with self._lock:
             self._pending = []
         try:
-            fresh, entries = self._read(from_period)
+            fresh, entries = self._read(from_period, pacer)
         except BaseException:
             with self._lock:
                 self._pending = None
@@ -119,25 +145,27 @@ class RecentInteractions:
         log.debug("recent interactions from period %d: %d in %.3f s", from_period,
                   entries, time.perf_counter() - started)
 
-    def _read(self, from_period: int) -> tuple[dict[str, set[str]], int]:
+    def _read(self, from_period: int, pacer: Pacer | None) -> tuple[dict[str, set[str]], int]:
         by_user: dict[str, set[str]] = {}
         entries = 0
         periods = [p.period_id for p in self._store.list_periods() if p.period_id >= from_period]
         for period_id in periods:
             arrays = self._store.period_arrays(period_id)
-            if not len(arrays.users):
-                continue
-            users, items = self._external(arrays.users, arrays.items)
-            entries += _merge(by_user, zip(users, items, strict=True))
-            if entries > self._max_entries:
-                break
+            for start in range(0, len(arrays.users), CHUNK_ROWS):
+                if pacer is not None:
+                    pacer.pause()
+                chunk = slice(start, start + CHUNK_ROWS)
+                users, items = self._external(arrays.users[chunk], arrays.items[chunk])
+                entries += _merge(by_user, zip(users, items, strict=True))
+                if entries > self._max_entries:
+                    return by_user, entries
         return by_user, entries
 
     def _external(self, users: np.ndarray, items: np.ndarray) -> tuple[list[str], list[str]]:
-        if int(users.max()) >= len(self._user_ids):
-            self._user_ids = self._store.user_ids()
+        if int(users.max()) >= len(self._user_ids):  # only the new ids: append-only
+            self._user_ids = self._user_ids + self._store.user_ids(start=len(self._user_ids))
         if int(items.max()) >= len(self._item_ids):
-            self._item_ids = self._store.item_ids()
+            self._item_ids = self._item_ids + self._store.item_ids(start=len(self._item_ids))
         user_ids, item_ids = self._user_ids, self._item_ids
         return [user_ids[u] for u in users.tolist()], [item_ids[i] for i in items.tolist()]
 
@@ -151,6 +179,10 @@ class RecentInteractions:
         if from_period == self._from_period and not self._overflow:
             return
         self._wanted_period = from_period
+        # Paced when the current set still covers the new period (the rebuild only
+        # lets older periods go); at full speed when requests meanwhile read the
+        # database (a rollback to an earlier period, past the size bound).
+        self._urgent = not self.covers(from_period)
         self._wake.set()
 
     def start(self) -> None:
@@ -176,7 +208,7 @@ class RecentInteractions:
                 continue
             started = time.perf_counter()
             try:
-                self.rebuild(wanted)
+                self.rebuild(wanted, None if self._urgent else Pacer(BACKGROUND_SHARE))
             except StoreUnavailable as error:
                 log.warning("recent interactions not refreshed: %s", error)
             except Exception:  # keep the thread alive whatever a rebuild meets

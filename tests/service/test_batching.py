@@ -169,3 +169,50 @@ def test_past_its_bound_the_set_stops_covering(sqlite_store: Store) -> None:
     recent.add([_row("a", str(n)) for n in range(5)])
     assert not recent.covers(0) and recent.entries == 0
     sqlite_store.close()
+
+
+def test_a_paced_rebuild_reads_everything_and_spreads_its_work(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.recent as recent_module
+
+    monkeypatch.setattr(recent_module, "CHUNK_ROWS", 2)  # a pause every two rows
+    sqlite_store.ingest([_row(f"u{n % 3}", f"i{n}") for n in range(9)])
+    sleeps: list[float] = []
+    real_sleep = recent_module.time.sleep
+    monkeypatch.setattr(recent_module.time, "sleep", lambda s: sleeps.append(s) or real_sleep(0))
+    recent = RecentInteractions(sqlite_store, periodic=False)
+    pacer = recent_module.Pacer(share=0.25)
+    recent.rebuild(0, pacer)
+    assert recent.entries == 9 and recent.covers(0)
+    assert len(sleeps) == 5  # one pause before each chunk of two of the nine rows
+    assert all(s >= 0 for s in sleeps)
+    sqlite_store.close()
+
+
+def test_pacer_sleeps_in_proportion_to_the_work() -> None:
+    import time
+
+    from service.recent import Pacer
+
+    pacer = Pacer(share=0.5)
+    time.sleep(0.02)  # "work"
+    started = time.perf_counter()
+    pacer.pause()
+    assert time.perf_counter() - started >= 0.019  # as long again: half the wall clock
+    with pytest.raises(ValueError):
+        Pacer(share=0.0)
+
+
+def test_a_rebuild_is_paced_only_while_the_set_still_covers(sqlite_store: Store) -> None:
+    sqlite_store.ingest([_row("a", "x")])
+    closed = sqlite_store.close_period()
+    assert closed is not None
+    recent = RecentInteractions(sqlite_store, periodic=False)
+    recent.rebuild(closed.period_id + 1)  # only the open period
+    recent.request_rebuild(closed.period_id)  # a rollback: requests read the database now
+    assert recent._urgent
+    recent.rebuild(closed.period_id)
+    recent.request_rebuild(closed.period_id + 1)  # forward: the set covers it meanwhile
+    assert not recent._urgent
+    sqlite_store.close()
