@@ -13,7 +13,9 @@ import secrets
 import sys
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
+import torch
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -35,12 +37,17 @@ from smlrec.settings import Settings, get_settings
 from store import ArtifactStore, Bus, RedisBus, Store, StoreUnavailable, make_bus
 from store.migrate import upgrade
 
+if TYPE_CHECKING:
+    from worker.process import WorkerProcess
+    from worker.runner import Worker
+
 log = logging.getLogger(__name__)
 
 WORKER_STOP_TIMEOUT_S = 30.0
 # How long a thread may hold the GIL while another waits for it (CPython's default
-# is 5 ms). Swaps, recent-interaction rebuilds and the embedded worker run Python
-# loops on background threads; a shorter slice keeps the event loop answering.
+# is 5 ms). Swaps, recent-interaction rebuilds (and the embedded worker in thread
+# mode) run Python on background threads; a shorter slice keeps the event loop
+# answering.
 GIL_SWITCH_INTERVAL_S = 0.001
 
 DESCRIPTION = """\
@@ -54,7 +61,7 @@ take `Authorization: Bearer <SMLREC_ADMIN_TOKEN>`.
 
 def create_app(settings: Settings | None = None, *, run_worker: bool | None = None) -> FastAPI:
     """The service. ``run_worker`` (default: in embedded mode only, i.e. without
-    ``SMLREC_REDIS_URL``) runs the retraining worker in a background thread."""
+    ``SMLREC_REDIS_URL``) runs the retraining worker beside the API (``_worker``)."""
     settings = settings if settings is not None else get_settings()
     app = FastAPI(
         title="smlrec",
@@ -93,6 +100,13 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     previous_interval = sys.getswitchinterval()
     sys.setswitchinterval(min(previous_interval, GIL_SWITCH_INTERVAL_S))
     stack.callback(sys.setswitchinterval, previous_interval)
+    # Requests are scored on several threads at once (the batcher, the batch
+    # route's pool): one torch thread each by default, not a pool per call. torch
+    # keeps the count per thread; a thread takes the last value set when it first
+    # computes, so this is set before the scoring threads start.
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(settings.scoring_threads)
+    stack.callback(torch.set_num_threads, previous_threads)
     if settings.is_sqlite:
         upgrade(settings.database_url)
     store = Store.from_url(settings.database_url)
@@ -127,9 +141,7 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     sync.start()
     stack.callback(sync.stop)
     if app.state.run_worker:
-        from worker.runner import Worker  # the worker (and training) only where it runs
-
-        worker = Worker(settings, store, bus, artifacts)
+        worker = _worker(settings, store, bus, artifacts)
         worker.start_thread()
         stack.callback(worker.stop, WORKER_STOP_TIMEOUT_S)
     log.info(
@@ -139,6 +151,21 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         "on" if app.state.run_worker else "off",
     )
     return runtime
+
+
+def _worker(
+    settings: Settings, store: Store, bus: Bus, artifacts: ArtifactStore
+) -> Worker | WorkerProcess:
+    """The worker in a child process (``SMLREC_WORKER_MODE=process``, the default)
+    or on a thread of this one. An in-memory SQLite database exists in this
+    process only, so its worker runs here."""
+    if settings.worker_mode == "process" and not store.in_memory:
+        from worker.process import WorkerProcess
+
+        return WorkerProcess(settings)
+    from worker.runner import Worker  # the worker (and training) only where it runs
+
+    return Worker(settings, store, bus, artifacts)
 
 
 def _recent(settings: Settings, store: Store, holder: ModelHolder) -> RecentInteractions:

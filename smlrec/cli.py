@@ -1,7 +1,7 @@
 """The ``smlrec`` command: serve, worker, migrate, bootstrap, replay, load.
 
-``smlrec serve`` runs the HTTP service (with the worker on a background thread
-unless ``--no-worker``); ``smlrec worker`` runs the worker alone (distributed
+``smlrec serve`` runs the HTTP service (with the worker in a child process, or
+on a thread with ``SMLREC_WORKER_MODE=thread``, unless ``--no-worker``); ``smlrec worker`` runs the worker alone (distributed
 mode: one leads, the others stand by); ``smlrec migrate`` brings the database
 schema up to date; ``smlrec bootstrap`` warms the SML transfer by an offline
 replay of the stored periods; ``smlrec replay`` runs the paper's experiments
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-worker",
         action="store_true",
         help="serve only (an API replica; a separate `smlrec worker` retrains); "
-        "without it the worker runs on a thread of the server",
+        "without it the worker runs beside the server (SMLREC_WORKER_MODE)",
     )
 
     commands.add_parser("worker", help="run the retraining worker (leader election via Redis)")

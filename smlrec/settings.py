@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     swap_poll_seconds: float = Field(default=1.0, gt=0)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     train_threads: int = Field(default=1, ge=1)
+    scoring_threads: int = Field(default=1, ge=1)
+    worker_mode: Literal["process", "thread"] = "process"
+    worker_nice: int = Field(default=10, ge=0, le=19)
     int8_scoring: bool = True
     lock_ttl_seconds: float = Field(default=10.0, gt=0)
     seed: int = 0

@@ -1,4 +1,4 @@
-"""Embedded mode end to end: the lifespan's worker thread runs a retrain queued
+"""Embedded mode end to end: the lifespan's worker process runs a retrain queued
 through the admin API, and the new version is served without a restart."""
 
 from __future__ import annotations

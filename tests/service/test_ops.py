@@ -138,16 +138,49 @@ def test_admin_token_generated_and_logged_once(
     assert len(logged) == 1 and logged[0].levelno == logging.WARNING
 
 
-def test_lifespan_tears_down(tmp_path: Path, sqlite_url: str, make_client: ClientFactory) -> None:
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_lifespan_tears_down(
+    tmp_path: Path, sqlite_url: str, make_client: ClientFactory, mode: str
+) -> None:
+    import multiprocessing
     import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    def torch_threads() -> int:  # what a new thread gets: the count is kept per thread
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(torch.get_num_threads).result()
 
     before = {t.name for t in threading.enumerate()}
-    with make_client(make_settings(tmp_path, sqlite_url), run_worker=True) as client:
+    threads_before = torch_threads()
+    settings = make_settings(tmp_path, sqlite_url, worker_mode=mode, scoring_threads=1)
+    with make_client(settings, run_worker=True) as client:
         names = {t.name for t in threading.enumerate()}
         assert {"smlrec-version-sync", "smlrec-worker"} <= names
         assert client.get("/healthz").status_code == 200
+        workers = [p for p in multiprocessing.active_children() if p.name == "smlrec-worker"]
+        assert len(workers) == (1 if mode == "process" else 0)
+        assert torch_threads() == 1
     assert wait_for(lambda: not ({t.name for t in threading.enumerate()} - before))
     assert not hasattr(app_of(client).state, "runtime")
+    assert not [p for p in multiprocessing.active_children() if p.name == "smlrec-worker"]
+    assert torch_threads() == threads_before
+
+
+def test_an_in_memory_database_keeps_its_worker_in_process(tmp_path: Path) -> None:
+    from service.app import _worker
+    from store import ArtifactStore, InProcessBus, Store
+    from worker.runner import Worker
+
+    settings = make_settings(tmp_path, "sqlite://", worker_mode="process")
+    store = Store.from_url("sqlite://")
+    bus = InProcessBus()
+    try:
+        assert isinstance(_worker(settings, store, bus, ArtifactStore(tmp_path)), Worker)
+    finally:
+        bus.close()
+        store.close()
 
 
 def test_embedded_start_migrates_a_new_database(

@@ -27,7 +27,7 @@ def _settled(server: uvicorn.Server, thread: threading.Thread) -> bool:
 
 @pytest.fixture
 def live_server(sqlite_url: str, tmp_path: Path) -> Iterator[str]:
-    """``smlrec serve`` (embedded: worker thread on) on a free port, in this process."""
+    """``smlrec serve`` (embedded: worker process on) on a free port, in this process."""
     settings = make_settings(sqlite_url, tmp_path / "models", period="manual")
     for _ in range(3):  # a free port can be taken by someone else before we bind it
         port = free_port()
