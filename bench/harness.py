@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ import httpx
 import numpy as np
 import torch
 
-from store import ArtifactStore, NewInteraction, Store
+from store import ArtifactStore, NewInteraction, Store, pack_ids
 from store.migrate import upgrade
 
 log = logging.getLogger(__name__)
@@ -260,10 +261,10 @@ def write_model(store: Store, model_dir: Path, dim: int, seed: int, *,
     popular = np.argsort(-np.bincount(items, minlength=n_items), kind="stable")[:1000]
     version = (store.latest_version() or 0) + 1
     payload: dict[str, Any] = {
-        "format": "smlrec-model/1", "version": version, "period_id": open_id,
+        "format": "smlrec-model/2", "version": version, "period_id": open_id,
         "strategy": "sml", "created_at": time.time(),
         "user": user.contiguous(), "item": item.contiguous(),
-        "user_ids": user_ids, "item_ids": item_ids,
+        "user_ids": pack_ids(user_ids), "item_ids": pack_ids(item_ids),
         "seen_indptr": torch.from_numpy(indptr), "seen_items": torch.from_numpy(items.copy()),
         "popular": torch.from_numpy(popular.astype(np.int64)),
     }
@@ -287,6 +288,8 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     tool: str
+    # latency (whole microseconds) -> how many requests took it: pools windows
+    histogram: dict[int, int] = field(default_factory=dict, repr=False)
 
     @property
     def rps(self) -> float:
@@ -295,6 +298,24 @@ class LoadResult:
     def describe(self) -> str:
         return (f"{self.rps:,.0f} req/s, p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, "
                 f"{self.errors} errors ({self.tool})")
+
+
+def pooled_percentile(results: Sequence[LoadResult], q: float) -> float:
+    """The ``q``-th percentile (ms) of the latencies of every request of ``results``
+    taken together (not a percentile of their percentiles)."""
+    merged: Counter[int] = Counter()
+    for result in results:
+        merged.update(result.histogram)
+    total = sum(merged.values())
+    if not total:
+        return float("nan")
+    rank = q / 100 * total
+    seen = 0
+    for value in sorted(merged):
+        seen += merged[value]
+        if seen >= rank:
+            return value / 1000
+    return max(merged) / 1000
 
 
 def have_wrk() -> bool:
@@ -320,6 +341,12 @@ done = function(summary, latency, requests)
     .. "\\"p99_us\\": %%d}\\n", summary.requests, summary.duration,
     e.connect + e.read + e.write + e.timeout, e.status, e.timeout,
     latency:percentile(50), latency:percentile(99)))
+  local bins = {}
+  for i = 1, #latency do
+    local value, count = latency(i)
+    bins[#bins + 1] = string.format("%%d:%%d", value, count)
+  end
+  io.write("HIST " .. table.concat(bins, ",") .. "\\n")
 end
 """
 
@@ -349,10 +376,14 @@ def wrk(url: str, paths: Sequence[str], *, seconds: float, connections: int,
     if match is None:
         raise RuntimeError(f"wrk failed: {completed.stdout[-1000:]} {completed.stderr[-1000:]}")
     data = json.loads(match.group(1))
+    bins = re.search(r"^HIST (.*)$", completed.stdout, re.MULTILINE)
+    histogram = {int(v): int(c) for v, c in (pair.split(":") for pair in
+                                             (bins.group(1).split(",") if bins else [])
+                                             if pair)}
     return LoadResult(
         requests=data["requests"], seconds=data["duration_us"] / 1e6,
         errors=data["errors"] + data["status"], p50_ms=data["p50_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000, tool="wrk")
+        p99_ms=data["p99_us"] / 1000, tool="wrk", histogram=histogram)
 
 
 async def _python_load(host: str, port: int, paths: Sequence[str], seconds: float,
@@ -410,9 +441,11 @@ def python_load(url: str, paths: Sequence[str], *, seconds: float, connections: 
         parsed.host, parsed.port or 80, paths, seconds, connections, body, max_requests,
         timeout_s))
     values = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
+    histogram = Counter(round(latency * 1e6) for latency in latencies)
     return LoadResult(requests=len(latencies), seconds=elapsed, errors=errors,
                       p50_ms=float(np.percentile(values, 50)),
-                      p99_ms=float(np.percentile(values, 99)), tool="python")
+                      p99_ms=float(np.percentile(values, 99)), tool="python",
+                      histogram=dict(histogram))
 
 
 def load(url: str, paths: Sequence[str], *, seconds: float, connections: int,

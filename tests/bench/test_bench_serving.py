@@ -33,5 +33,6 @@ def test_serving_benchmark_command_line(tmp_path: Path) -> None:
     out = tmp_path / "serving.json"
     assert serving.main(["--users", "50", "--items", "50", "--dim", "4", "--seconds", "1",
                          "--connections", "2", "--batch-users", "10", "--swaps", "0",
-                         "--no-retrain", "--tool", "python", "--json", str(out)]) == 0
+                         "--phases", "arithmetic,throughput,batch,swaps", "--tool", "python",
+                         "--json", str(out)]) == 0
     assert {f["name"] for f in json.loads(out.read_text())} >= {"recommendations p99"}
