@@ -2,9 +2,10 @@
 
 Training is Python loops around small tensor operations: on a thread of the API
 process it holds the GIL for most of a retrain, and every request waits behind
-it (recommendations p99 went from ~90 ms at rest to several seconds). In its own
-process the worker competes for a core only, and at a lower scheduling priority
-(``SMLREC_WORKER_NICE``) it yields that core to serving while requests wait.
+it (recommendations p99 rose some 80-fold, past a second, while a 100,000 x
+100,000 model retrained). In its own process the worker competes for a core
+only, and at a lower scheduling priority (``SMLREC_WORKER_NICE``) it yields that
+core to serving while requests wait.
 
 The child talks to the API through the store alone: the API writes interactions
 and jobs to the (SQLite) database, the child trains and records versions there,
@@ -51,12 +52,6 @@ class WorkerProcess:
         self._child_stop = _spawn.Event()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._thread: threading.Thread | None = None
-        self.restarts = 0
-
-    @property
-    def pid(self) -> int | None:
-        process = self._process
-        return process.pid if process is not None else None
 
     def start_thread(self) -> threading.Thread:
         if self._thread is not None and self._thread.is_alive():
@@ -109,7 +104,6 @@ class WorkerProcess:
                 process.exitcode,
                 delay,
             )
-            self.restarts += 1
             if self._stop.wait(delay):
                 return
             delay = min(MAX_RESTART_DELAY_S, delay * 2)
