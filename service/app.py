@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from service.batcher import ScoringBatcher
 from service.body import document_models
 from service.errors import install_error_handlers
+from service.fastpath import RecommendationsFastPath
 from service.holder import ModelHolder
 from service.ingest import DatabaseIngestor, Ingestor, OpenPeriod, StreamIngestor
 from service.metrics import ServiceMetrics
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     app.state.settings = settings
     app.state.run_worker = (not settings.redis_url) if run_worker is None else run_worker
     app.state.metrics = ServiceMetrics()
+    app.add_middleware(RecommendationsFastPath)  # inside the metrics: counted the same
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
     for module in (interactions, recommendations, admin, ops):

@@ -42,9 +42,12 @@ QUANTIZED_CHUNK = 256
 # after each one; while the event loop runs Python, each retake waits up to the
 # switch interval. Measured with a busy Python thread beside it, 17 users at a time:
 # int8 fell from 4,000 to 120 users/s, float32 (about 12 operations) from 2,000 to
-# 590. Single-user requests come in micro-batches of 10-30 under load, so they stay
-# on float32; the batch endpoint's 1,000 users gain about 2.5x from int8.
-QUANTIZED_MIN_USERS = 64
+# 590. In the service itself, though (single-user requests from 32 connections, in
+# micro-batches of 10-30, 100,000 items), int8 from 16 users on served 1,680-1,840
+# requests/s against 1,370-1,420 with float32 below 64 users: the loop waits on
+# I/O often enough. A threshold of 4 measured alike (1,500-1,790, within the noise);
+# 16 keeps the smallest batches, where the GIL retakes weigh most, on float32.
+QUANTIZED_MIN_USERS = 16
 
 _buffers = threading.local()
 

@@ -1,11 +1,12 @@
 """The ``smlrec`` command: serve, worker, migrate, bootstrap, replay, load.
 
 ``smlrec serve`` runs the HTTP service (with the worker in a child process, or
-on a thread with ``SMLREC_WORKER_MODE=thread``, unless ``--no-worker``); ``smlrec worker`` runs the worker alone (distributed
-mode: one leads, the others stand by); ``smlrec migrate`` brings the database
-schema up to date; ``smlrec bootstrap`` warms the SML transfer by an offline
-replay of the stored periods; ``smlrec replay`` runs the paper's experiments
-(``sml.replay``); ``smlrec load`` replays a data set against a running service.
+on a thread with ``SMLREC_WORKER_MODE=thread``, unless ``--no-worker``);
+``smlrec worker`` runs the worker alone (distributed mode: one leads, the
+others stand by); ``smlrec migrate`` brings the database schema up to date;
+``smlrec bootstrap`` warms the SML transfer by an offline replay of the stored
+periods; ``smlrec replay`` runs the paper's experiments (``sml.replay``);
+``smlrec load`` replays a data set against a running service.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Top-K recommendations for one user and for a batch of users.
 
 The single-user route runs on the event loop and awaits the scoring batcher
-(concurrent requests share one matrix product); the batch route is one
-``top_k`` call on the thread pool."""
+(concurrent requests share one matrix product); most of its requests are
+answered before they reach it, by the same code, in ``service.fastpath``. The
+batch route is one ``top_k`` call on the thread pool."""
 
 from __future__ import annotations
 
