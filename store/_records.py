@@ -237,7 +237,7 @@ class RecordsMixin(StoreBase):
 
     def set_active_version(self, version: int) -> None:
         """Point replicas at ``version``. Raises KeyError if it was never recorded."""
-        with self._tx() as session:
+        with self._tx(write=True) as session:  # reads, then writes: begin as a writer
             if session.get(ModelVersion, version) is None:
                 raise KeyError(version)
             self._put_state(session, ACTIVE_VERSION_KEY, int(version))

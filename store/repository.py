@@ -267,7 +267,7 @@ class Store(RecordsMixin):
 
     def mark_trained(self, period_id: int) -> None:
         """Mark a closed period as trained. KeyError if unknown, ValueError if open."""
-        with self._tx() as session:
+        with self._tx(write=True) as session:  # reads, then writes: begin as a writer
             period = session.get(Period, period_id)
             if period is None:
                 raise KeyError(period_id)

@@ -7,7 +7,7 @@ import time
 import pytest
 from sqlalchemy import update
 
-from store import Store
+from store import NewInteraction, Store
 from store.models import Job
 
 
@@ -134,3 +134,37 @@ def test_state_values(store: Store) -> None:
     assert store.get_state("strategy_state") == {"period_id": 4}
     store.put_state("numbers", [1, 2.5, "x", None])
     assert store.get_state("numbers") == [1, 2.5, "x", None]
+
+
+def test_read_then_write_transactions_survive_a_concurrent_writer(
+    store: Store, db_url: str
+) -> None:
+    """Activating a version and marking a period trained read, then write: begun
+    as plain readers, SQLite failed them at once ("database is locked") whenever
+    another connection committed in between (thousands of times in 5 s beside a
+    writing process); begun as writers, they wait their turn."""
+    import threading
+
+    version = _record(store, 0)
+    store.ingest([NewInteraction("u", "i", 1.0, None)])
+    closed = store.close_period()
+    assert closed is not None
+    other = Store.from_url(db_url)  # another connection pool, as another process has
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        while not stop.is_set():
+            other.put_state("elsewhere", time.time())
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            store.set_active_version(version)  # raised StoreUnavailable before
+            store.mark_trained(closed.period_id)
+    finally:
+        stop.set()
+        writer.join()
+        other.close()
+    assert store.active_version() == version
