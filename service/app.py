@@ -181,6 +181,7 @@ def _recent(settings: Settings, store: Store, holder: ModelHolder) -> RecentInte
         except StoreUnavailable as error:
             log.warning("recent interactions not loaded yet: %s", error)
             recent.request_rebuild(current.period_id)
+    holder.before_install(lambda model: recent.prepare(model.period_id))
     holder.on_install(lambda model: recent.request_rebuild(model.period_id))
     recent.start()
     return recent

@@ -168,6 +168,17 @@ def _item_maps(item_ids: list[str], previous: ServingModel | None) -> dict[str, 
             "item_json": [json.dumps(iid) for iid in item_ids]}
 
 
+def _refused(current: ServingModel | None, model: ServingModel, explicit: bool) -> bool:
+    if current is None:
+        return False
+    if current.version == model.version:
+        return True
+    if not explicit and model.version < current.version:
+        log.info("not swapping back from version %d to %d", current.version, model.version)
+        return True
+    return False
+
+
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
     try:
@@ -225,6 +236,7 @@ class ModelHolder:
         self._load_lock = threading.Lock()  # one load at a time
         self._failed: dict[int, float] = {}  # version -> monotonic time it may be retried
         self._listeners: list[Callable[[ServingModel], None]] = []
+        self._preparers: list[Callable[[ServingModel], None]] = []
 
     @property
     def quantize(self) -> bool:
@@ -234,6 +246,12 @@ class ModelHolder:
     def on_install(self, listener: Callable[[ServingModel], None]) -> None:
         """Call ``listener(model)`` after each swap (on the swapping thread)."""
         self._listeners.append(listener)
+
+    def before_install(self, preparer: Callable[[ServingModel], None]) -> None:
+        """Call ``preparer(model)`` before a swap serves ``model`` (on the swapping
+        thread; requests go on with the current model meanwhile). An error is
+        logged and the swap goes on."""
+        self._preparers.append(preparer)
 
     @property
     def current(self) -> ServingModel | None:
@@ -274,12 +292,16 @@ class ModelHolder:
     def install(self, model: ServingModel, *, explicit: bool) -> bool:
         """Serve ``model`` from now on. Refused (False) when it is not newer than
         the current one, unless ``explicit`` (an activated version, e.g. a rollback)."""
+        if _refused(self._current, model, explicit):
+            return False
+        for preparer in self._preparers:
+            try:
+                preparer(model)
+            except Exception:  # serving the new version matters more than its extras
+                log.exception("swap preparation failed for version %d", model.version)
         with self._ref_lock:
             old = self._current
-            if old is not None and old.version == model.version:
-                return False
-            if old is not None and not explicit and model.version < old.version:
-                log.info("not swapping back from version %d to %d", old.version, model.version)
+            if _refused(old, model, explicit):
                 return False
             self._current = model
         self._metrics.swaps.inc()

@@ -67,6 +67,7 @@ class RecentInteractions:
         self._periodic = periodic
         self._max_entries = max_entries
         self._lock = threading.Lock()
+        self._rebuild_lock = threading.Lock()
         self._by_user: dict[str, set[str]] = {}
         self._entries = 0
         self._from_period: int | None = None  # covers periods >= this; None: nothing yet
@@ -75,7 +76,6 @@ class RecentInteractions:
         self._user_ids: list[str] = []  # dense idx -> external id (append-only in the store)
         self._item_ids: list[str] = []
         self._wanted_period: int | None = None
-        self._urgent = True  # whether the wanted rebuild is needed to serve from memory
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,6 +124,10 @@ class RecentInteractions:
         """Read every interaction of the periods from ``from_period`` on and serve
         from that (with ``pacer``: pausing between chunks). Raises StoreUnavailable
         (the previous set stays)."""
+        with self._rebuild_lock:  # one at a time: each keeps aside what arrives meanwhile
+            self._rebuild(from_period, pacer)
+
+    def _rebuild(self, from_period: int, pacer: Pacer | None) -> None:
         started = time.perf_counter()
         with self._lock:
             self._pending = []
@@ -171,19 +175,29 @@ class RecentInteractions:
 
     # ---- background rebuilds -------------------------------------------------
 
+    def prepare(self, from_period: int) -> None:
+        """Before a version of ``from_period`` is served: if the set does not cover
+        it (a rollback to an earlier period), rebuild now, so that no request of
+        the new version has to read its seen items from the database. Raises
+        StoreUnavailable."""
+        if not self.covers(from_period):
+            self.rebuild(from_period)
+
     def request_rebuild(self, from_period: int) -> None:
         """Rebuild from ``from_period`` soon (on the background thread). Nothing to
         do when the set already starts there (e.g. a swap between versions of one
         period); a set starting earlier would still cover it, but holds periods the
         new version already knows, so it is rebuilt to let them go."""
+        self._wanted_period = from_period  # a rebuild under way checks it when done
         if from_period == self._from_period and not self._overflow:
             return
-        self._wanted_period = from_period
-        # Paced when the current set still covers the new period (the rebuild only
-        # lets older periods go); at full speed when requests meanwhile read the
-        # database (a rollback to an earlier period, past the size bound).
-        self._urgent = not self.covers(from_period)
         self._wake.set()
+
+    def pacer_for(self, from_period: int) -> Pacer | None:
+        """How a background rebuild from ``from_period`` runs: paced while the set
+        still covers it (the rebuild only lets older periods go), at full speed
+        when requests meanwhile read the database (an earlier period, an overflow)."""
+        return Pacer(BACKGROUND_SHARE) if self.covers(from_period) else None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="smlrec-recent", daemon=True)
@@ -204,17 +218,20 @@ class RecentInteractions:
             if self._stop.is_set():
                 return
             wanted = self._wanted_period
-            if wanted is None:
+            if wanted is None or (not self._periodic and wanted == self._from_period
+                                  and not self._overflow):
                 continue
             started = time.perf_counter()
             try:
-                self.rebuild(wanted, None if self._urgent else Pacer(BACKGROUND_SHARE))
+                self.rebuild(wanted, self.pacer_for(wanted))
             except StoreUnavailable as error:
                 log.warning("recent interactions not refreshed: %s", error)
             except Exception:  # keep the thread alive whatever a rebuild meets
                 log.exception("recent interactions rebuild failed")
             elapsed = time.perf_counter() - started
             interval = max(MIN_REFRESH_S, REFRESH_COST_FACTOR * elapsed)
+            if self._wanted_period != wanted:  # another swap asked for another period
+                self._wake.set()
 
 
 def _merge(target: dict[str, set[str]], pairs: Iterable[tuple[str, str]]) -> int:

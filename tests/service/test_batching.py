@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 
 from service.batcher import BatcherStopped, ScoringBatcher
 from service.holder import SCORE_BLOCK, ServingModel
-from service.recent import RecentInteractions
+from service.recent import Pacer, RecentInteractions
 from service.scorer import block_top_k, top_k
 from smlrec.settings import Settings
 from store import NewInteraction, PeriodInfo, Store
@@ -210,9 +211,41 @@ def test_a_rebuild_is_paced_only_while_the_set_still_covers(sqlite_store: Store)
     assert closed is not None
     recent = RecentInteractions(sqlite_store, periodic=False)
     recent.rebuild(closed.period_id + 1)  # only the open period
-    recent.request_rebuild(closed.period_id)  # a rollback: requests read the database now
-    assert recent._urgent
-    recent.rebuild(closed.period_id)
-    recent.request_rebuild(closed.period_id + 1)  # forward: the set covers it meanwhile
-    assert not recent._urgent
+    assert recent.pacer_for(closed.period_id) is None  # a rollback: requests read the database
+    recent.prepare(closed.period_id)  # what a swap does before serving that version
+    assert recent.covers(closed.period_id)
+    assert recent.items_of("a", {"x": 4}).tolist() == [4]  # type: ignore[union-attr]
+    assert isinstance(recent.pacer_for(closed.period_id + 1), Pacer)  # forward: covered
     sqlite_store.close()
+
+
+def test_a_swap_asked_for_during_a_rebuild_is_not_lost(sqlite_store: Store) -> None:
+    sqlite_store.ingest([_row("a", "x")])
+    closed = sqlite_store.close_period()
+    assert closed is not None
+    recent = RecentInteractions(sqlite_store, periodic=False)
+    recent.rebuild(closed.period_id)
+    started, release = threading.Event(), threading.Event()
+    original = sqlite_store.list_periods
+
+    def slow_list_periods() -> list[PeriodInfo]:
+        started.set()
+        release.wait(5)
+        return original()
+
+    sqlite_store.list_periods = slow_list_periods  # type: ignore[method-assign]
+    recent.start()
+    try:
+        recent.request_rebuild(closed.period_id + 1)  # forward swap: a paced rebuild starts
+        assert started.wait(5)
+        recent.request_rebuild(closed.period_id)  # rolled back before it ended
+        release.set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+                recent.covers(closed.period_id) and not recent._rebuild_lock.locked()):
+            time.sleep(0.02)
+        assert recent.covers(closed.period_id)
+    finally:
+        release.set()
+        recent.stop()
+        sqlite_store.close()

@@ -109,3 +109,39 @@ def test_swap_to_moves_forward_only_unless_explicit(
     assert holder.swap_to(old, explicit=True) is True
     assert holder.version == old
     assert taken is not None and taken.version == new  # the old object is untouched
+
+
+def test_preparers_run_before_the_swap_and_cannot_stop_it(
+    client: TestClient, models: ModelWriter
+) -> None:
+    _log_some(client)
+    first = models.write(seed=1, activate=False)
+    second = models.write(seed=2, activate=False)
+    holder = app_of(client).state.runtime.holder
+    assert holder.swap_to(first) is True
+    seen: list[tuple[int, int | None]] = []  # (preparing, serving meanwhile)
+
+    def prepare(model: Any) -> None:
+        seen.append((model.version, holder.version))
+        raise RuntimeError("a preparer that fails")
+
+    holder.before_install(prepare)
+    assert holder.swap_to(second) is True
+    assert seen == [(second, first)] and holder.version == second
+    assert holder.swap_to(second) is False and len(seen) == 1  # no swap: nothing prepared
+
+
+def test_a_rollback_to_an_earlier_period_is_served_from_memory_at_once(
+    client: TestClient, models: ModelWriter, store: Store
+) -> None:
+    _log_some(client)
+    closed = store.close_period()
+    assert closed is not None
+    _log_some(client)  # into the next period
+    old = models.write(seed=1, activate=False, period_id=closed.period_id)
+    new = models.write(seed=2, activate=False, period_id=closed.period_id + 1)
+    runtime = app_of(client).state.runtime
+    assert client.post(f"/v1/admin/models/{new}/activate", headers=ADMIN).status_code == 200
+    assert wait_for(lambda: not runtime.recent.covers(closed.period_id))  # only what is new
+    assert client.post(f"/v1/admin/models/{old}/activate", headers=ADMIN).status_code == 200
+    assert runtime.recent.covers(closed.period_id)  # before the activation answered
