@@ -40,22 +40,24 @@ BACKGROUND_SHARE = 0.2  # of the GIL a background rebuild takes while requests w
 class Pacer:
     """Spreads Python work on a background thread out in time: :meth:`pause`
     sleeps long enough that the work since the last pause took at most ``share``
-    of the wall clock. CPython's GIL is handed over between threads only every
-    few bytecodes' worth of time, so an unpaced loop of pure Python halves the
-    event loop's throughput while it runs; paced, requests barely feel it, and
-    the work (which is not urgent: the previous set stays correct meanwhile)
-    takes 1/share times as long."""
+    of the wall clock. A thread running Python gives the GIL up only when the
+    switch interval runs out, so it and the event loop take turns: unpaced, a
+    rebuild halves the loop's throughput while it runs; paced, requests barely
+    feel it, and the work (not urgent: the previous set stays correct meanwhile)
+    takes 1/share times as long. ``slept`` is the time spent pausing."""
 
     def __init__(self, share: float) -> None:
         if not 0 < share <= 1:
             raise ValueError("share must be in (0, 1]")
         self._factor = (1 - share) / share
         self._since = time.perf_counter()
+        self.slept = 0.0
 
     def pause(self) -> None:
         busy = time.perf_counter() - self._since
         if self._factor and busy > 0:
             time.sleep(busy * self._factor)
+            self.slept += busy * self._factor
         self._since = time.perf_counter()
 
 
@@ -222,14 +224,15 @@ class RecentInteractions:
                                   and not self._overflow):
                 continue
             started = time.perf_counter()
+            pacer = self.pacer_for(wanted)
             try:
-                self.rebuild(wanted, self.pacer_for(wanted))
+                self.rebuild(wanted, pacer)
             except StoreUnavailable as error:
                 log.warning("recent interactions not refreshed: %s", error)
             except Exception:  # keep the thread alive whatever a rebuild meets
                 log.exception("recent interactions rebuild failed")
-            elapsed = time.perf_counter() - started
-            interval = max(MIN_REFRESH_S, REFRESH_COST_FACTOR * elapsed)
+            worked = time.perf_counter() - started - (pacer.slept if pacer else 0.0)
+            interval = max(MIN_REFRESH_S, REFRESH_COST_FACTOR * worked)
             if self._wanted_period != wanted:  # another swap asked for another period
                 self._wake.set()
 
