@@ -141,18 +141,24 @@ def test_recent_interactions_cover_the_database_and_this_process(sqlite_store: S
     sqlite_store.close()
 
 
-def test_rows_added_during_a_rebuild_are_kept(sqlite_store: Store) -> None:
-    sqlite_store.ingest([_row("a", "x")])
-    recent = RecentInteractions(sqlite_store, periodic=False)
+def _hold_rebuilds(store: Store) -> tuple[threading.Event, threading.Event]:
+    """Make every rebuild wait at its start (``started`` is set) until ``release``."""
     started, release = threading.Event(), threading.Event()
-    original = sqlite_store.list_periods
+    original = store.list_periods
 
     def slow_list_periods() -> list[PeriodInfo]:
         started.set()
         release.wait(5)
         return original()
 
-    sqlite_store.list_periods = slow_list_periods  # type: ignore[method-assign]
+    store.list_periods = slow_list_periods  # type: ignore[method-assign]
+    return started, release
+
+
+def test_rows_added_during_a_rebuild_are_kept(sqlite_store: Store) -> None:
+    sqlite_store.ingest([_row("a", "x")])
+    recent = RecentInteractions(sqlite_store, periodic=False)
+    started, release = _hold_rebuilds(sqlite_store)
     thread = threading.Thread(target=recent.rebuild, args=(0,))
     thread.start()
     assert started.wait(5)
@@ -226,15 +232,7 @@ def test_a_swap_asked_for_during_a_rebuild_is_not_lost(sqlite_store: Store) -> N
     assert closed is not None
     recent = RecentInteractions(sqlite_store, periodic=False)
     recent.rebuild(closed.period_id)
-    started, release = threading.Event(), threading.Event()
-    original = sqlite_store.list_periods
-
-    def slow_list_periods() -> list[PeriodInfo]:
-        started.set()
-        release.wait(5)
-        return original()
-
-    sqlite_store.list_periods = slow_list_periods  # type: ignore[method-assign]
+    started, release = _hold_rebuilds(sqlite_store)
     recent.start()
     try:
         recent.request_rebuild(closed.period_id + 1)  # forward swap: a paced rebuild starts
