@@ -36,3 +36,18 @@ def test_serving_benchmark_command_line(tmp_path: Path) -> None:
                          "--phases", "arithmetic,throughput,batch,swaps", "--tool", "python",
                          "--json", str(out)]) == 0
     assert {f["name"] for f in json.loads(out.read_text())} >= {"recommendations p99"}
+
+
+def test_pooled_percentile_pools_requests_not_percentiles() -> None:
+    from bench.harness import LoadResult, pooled_percentile
+
+    def result(histogram: dict[int, int]) -> LoadResult:
+        return LoadResult(requests=sum(histogram.values()), seconds=1.0, errors=0, p50_ms=0.0,
+                          p99_ms=0.0, tool="test", histogram=histogram)
+
+    quiet = result({1000: 990, 2000: 10})  # 1,000 requests, p99 1 ms
+    stall = result({50_000: 10})  # 10 slow requests in another window
+    assert pooled_percentile([quiet], 99) == 1.0
+    assert pooled_percentile([quiet, stall], 99) == 2.0  # 1,010 requests: the 1,000th
+    assert pooled_percentile([quiet, stall], 100) == 50.0
+    assert pooled_percentile([], 99) != pooled_percentile([], 99)  # nan: nothing measured
