@@ -33,8 +33,11 @@ import httpx
 import numpy as np
 import torch
 
-from store import ArtifactStore, NewInteraction, Store, pack_ids
+from sml.model import MFWeights
+from store import ArtifactStore, NewInteraction, Store
 from store.migrate import upgrade
+from worker.boundary import model_payload, popular_items
+from worker.evaluate import SeenIndex
 
 log = logging.getLogger(__name__)
 
@@ -253,21 +256,12 @@ def write_model(store: Store, model_dir: Path, dim: int, seed: int, *,
     item = torch.randn(n_items, dim + 1, generator=generator) * 0.3
     open_id = store.open_period().period_id if period_id is None else period_id
     arrays = store.period_arrays(open_id)
-    order = np.lexsort((arrays.items, arrays.users))
-    users, items = arrays.users[order], arrays.items[order]
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.add.at(indptr, users + 1, 1)
-    indptr = np.cumsum(indptr)
-    popular = np.argsort(-np.bincount(items, minlength=n_items), kind="stable")[:1000]
     version = (store.latest_version() or 0) + 1
-    payload: dict[str, Any] = {
-        "format": "smlrec-model/2", "version": version, "period_id": open_id,
-        "strategy": "sml", "created_at": time.time(),
-        "user": user.contiguous(), "item": item.contiguous(),
-        "user_ids": pack_ids(user_ids), "item_ids": pack_ids(item_ids),
-        "seen_indptr": torch.from_numpy(indptr), "seen_items": torch.from_numpy(items.copy()),
-        "popular": torch.from_numpy(popular.astype(np.int64)),
-    }
+    payload = model_payload(
+        version=version, period_id=open_id, strategy="sml", weights=MFWeights(user, item),
+        user_ids=user_ids, item_ids=item_ids,
+        seen=SeenIndex.build(arrays.users, arrays.items, n_users),
+        popular=popular_items(arrays.items, n_items))
     ref = ArtifactStore(model_dir).save(f"model-v{version:06d}.pt", payload)
     recorded = store.record_version(
         period_id=open_id, strategy="sml", path=ref.path, sha256=ref.sha256,

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple
 from urllib.parse import parse_qsl
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.deps import same_secret
@@ -59,13 +60,6 @@ def _query(raw: bytes) -> tuple[int, bool] | None:
     return k, exclude_seen
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
-
-
 class RecommendationsFastPath:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -89,8 +83,8 @@ class RecommendationsFastPath:
             return False
         expected = runtime.settings.api_key
         if expected is not None:
-            given = _header(scope, b"x-api-key")
-            if not given or not same_secret(given.decode("latin-1"), expected):
+            given = Headers(scope=scope).get("x-api-key")  # as the route reads it
+            if not given or not same_secret(given, expected):
                 return False  # the route answers 401 or 403
         k, exclude_seen = query
         try:

@@ -22,8 +22,6 @@ from sml.model import MFWeights
 
 K = 20
 N_NEGATIVES = 99
-# Largest number of array elements one vectorised step materialises.
-_ELEMENT_BUDGET = 1 << 22
 
 
 @dataclass(frozen=True)
