@@ -292,27 +292,34 @@ def _log_period(client: httpx.Client, args: argparse.Namespace, seed: int) -> No
 def _arithmetic(env: dict[str, str], report: Report) -> None:
     """The scorer alone, in this process on one core: what a user costs without
     HTTP, one at a time and in batches (the ceiling the service works under),
-    through the int8 candidate pass where the service uses it and in float32."""
+    in float32 and through the int8 candidate pass, and which of the two the
+    service picks on this CPU (``SMLREC_INT8_SCORING=auto``)."""
     import dataclasses
 
     import torch
 
     from service.holder import ServingModel
+    from service.quantized import INT8_MIN_SPEEDUP, int8_speedup
     from service.scorer import QUANTIZED_MIN_USERS, top_k
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        speedup = int8_speedup()
+        report.add("int8 / float32 product speed on this CPU (auto uses int8 from "
+                   f"{INT8_MIN_SPEEDUP:.1f}x)", "—",
+                   f"{speedup:.2f}x: the service scores in "
+                   f"{'int8 then float32' if speedup >= INT8_MIN_SPEEDUP else 'float32'}")
         folder = Path(env["SMLREC_MODEL_DIR"])
         payload = torch.load(folder / "model-v000001.pt", weights_only=True)
-        served = ServingModel.from_payload(payload)
-        float32 = dataclasses.replace(served, quantized=None)
+        int8 = ServingModel.from_payload(payload, quantize=True)
+        float32 = dataclasses.replace(int8, quantized=None)
         rng = random.Random(5)
         for size, rounds in ((1, 40), (64, 4), (1000, 1)):
-            users = [rng.randrange(served.n_users) for _ in range(size)]
-            for model, how in ((served, "as served"), (float32, "float32 only")):
-                if how != "as served" and size < QUANTIZED_MIN_USERS:
-                    continue  # the same path
+            users = [rng.randrange(float32.n_users) for _ in range(size)]
+            for model, how in ((float32, "float32"), (int8, "int8 candidates")):
+                if model is int8 and size < QUANTIZED_MIN_USERS:
+                    continue  # float32 either way
                 top_k(model, users, 20)  # warm
                 started = time.perf_counter()
                 for _ in range(rounds):

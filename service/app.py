@@ -28,6 +28,7 @@ from service.ingest import DatabaseIngestor, Ingestor, OpenPeriod, StreamIngesto
 from service.metrics import ServiceMetrics
 from service.middleware import RequestMetricsMiddleware
 from service.popularity import StorePopularity
+from service.quantized import INT8_MIN_SPEEDUP, int8_speedup
 from service.recent import RecentInteractions
 from service.recommender import Recommender
 from service.routes import admin, interactions, ops, recommendations
@@ -117,7 +118,7 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     bus = make_bus(settings)
     stack.callback(bus.close)
 
-    holder = ModelHolder(store, artifacts, metrics, quantize=settings.int8_scoring)
+    holder = ModelHolder(store, artifacts, metrics, quantize=_int8_scoring(settings))
     holder.sync_quietly()  # serve the active version from the first request on
     recent = _recent(settings, store, holder)
     stack.callback(recent.stop)
@@ -168,6 +169,19 @@ def _worker(
     from worker.runner import Worker  # the worker (and training) only where it runs
 
     return Worker(settings, store, bus, artifacts)
+
+
+def _int8_scoring(settings: Settings) -> bool:
+    """``SMLREC_INT8_SCORING``: true or false as set; ``auto`` measures whether
+    int8 products are faster than float32 ones on this CPU (once per process, on
+    the scoring threads' torch thread count) and logs what it found."""
+    if isinstance(settings.int8_scoring, bool):
+        return settings.int8_scoring
+    speedup = int8_speedup()
+    use = speedup >= INT8_MIN_SPEEDUP
+    log.info("int8 scoring %s: int8 products run at %.2fx float32's speed on this CPU "
+             "(used from %.1fx)", "on" if use else "off", speedup, INT8_MIN_SPEEDUP)
+    return use
 
 
 def _recent(settings: Settings, store: Store, holder: ModelHolder) -> RecentInteractions:

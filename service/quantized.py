@@ -29,11 +29,22 @@ the candidates; their items are rescored in float32, seen ones dropped, and the
 top k taken among them. A user with fewer than k clean blocks gets no answer here
 (the caller scores it in float32). ``tests/service/test_quantized.py`` checks the
 bound on every (user, item) pair and the answers against float32 scoring.
+
+Whether int8 pays depends on the CPU. With int8 dot-product instructions
+(AVX-512 VNNI) the product runs several times faster than float32; without them
+torch's int8 kernel is slow: on an AVX2-only AMD EPYC (Zen 3) it ran at 1.2
+billion multiply-adds per second, 50 times slower than float32, and a service
+scoring through it answered 185 requests/s instead of thousands.
+:func:`int8_speedup` measures the ratio once per process, and
+``SMLREC_INT8_SCORING=auto`` (the default) uses int8 only where it pays.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +55,9 @@ GROUP = 4  # items per group of pass 1 (SCORE_BLOCK must be a multiple)
 MIN_ITEMS = 8192  # below this many items float32 scoring is as fast: no int8 tables
 MAX_K = 200  # larger k would make candidate sets large; such requests use float32
 TILE_BYTES = 1 << 20  # int32 scores of one tile of pass 1 (about one L2 cache)
+INT8_MIN_SPEEDUP = 2.0  # int8 products at least this many times faster, or float32
+_PROBE_SHAPE = (2048, 68, 64)  # items x width x users: one pass-1 tile at 64 dims
+_PROBE_ROUNDS = 3
 _INT32_MIN = torch.iinfo(torch.int32).min
 _INT32_MAX = torch.iinfo(torch.int32).max
 
@@ -72,6 +86,41 @@ def _group_max(scores: Tensor, out: Tensor) -> None:
     torch.maximum(rows[:, 0], rows[:, 1], out=out)
     for g in range(2, GROUP):
         torch.maximum(out, rows[:, g], out=out)
+
+
+@functools.cache
+def int8_speedup() -> float:
+    """How many times faster this CPU multiplies in int8 (``torch._int_mm``, pass
+    1's product) than in float32 (``torch.mm``), at the shape of one pass-1 tile
+    and on the calling thread's torch threads: the best of a few rounds of each,
+    so a busy moment does not decide. Measured once per process (tens of
+    milliseconds)."""
+    items, width, users = _PROBE_SHAPE
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(-127, 128, (items, width), dtype=torch.int8, generator=generator)
+    codes_t = torch.randint(-127, 128, (width, users), dtype=torch.int8, generator=generator)
+    table, table_t = codes.float(), codes_t.float()
+    int_out = torch.empty(items, users, dtype=torch.int32)
+    float_out = torch.empty(items, users)
+
+    def best(product: Callable[[], object]) -> float:
+        product()  # first call: kernel selection, page faults
+        times = []
+        for _ in range(_PROBE_ROUNDS):
+            started = time.perf_counter()
+            product()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    with torch.inference_mode():
+        int8 = best(lambda: torch._int_mm(codes, codes_t, out=int_out))
+        float32 = best(lambda: torch.mm(table, table_t, out=float_out))
+    return float32 / max(int8, 1e-9)
+
+
+def int8_pays() -> bool:
+    """Whether pass 1 in int8 is worth it on this CPU (:func:`int8_speedup`)."""
+    return int8_speedup() >= INT8_MIN_SPEEDUP
 
 
 @dataclass(frozen=True, eq=False)

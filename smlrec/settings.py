@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     scoring_threads: int = Field(default=1, ge=1)
     worker_mode: Literal["process", "thread"] = "process"
     worker_nice: int = Field(default=10, ge=0, le=19)
-    int8_scoring: bool = True
+    int8_scoring: bool | Literal["auto"] = "auto"  # auto: where int8 is faster here
     lock_ttl_seconds: float = Field(default=10.0, gt=0)
     seed: int = 0
 

@@ -19,6 +19,8 @@ from service_testkit import (
     wait_for,
 )
 
+import service.app
+from service.quantized import INT8_MIN_SPEEDUP, int8_pays, int8_speedup
 from store import Store
 
 API_PATHS = {
@@ -200,3 +202,26 @@ def test_int8_scoring_setting_reaches_the_model_holder(
 ) -> None:
     with make_client(make_settings(tmp_path, sqlite_url, int8_scoring=on)) as client:
         assert app_of(client).state.runtime.holder.quantize is on
+
+
+@pytest.mark.parametrize(("speedup", "on"), [(8.0, True), (INT8_MIN_SPEEDUP, True), (0.05, False)])
+def test_int8_scoring_auto_follows_what_this_cpu_measures(
+    tmp_path: Path, sqlite_url: str, make_client: ClientFactory,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, speedup: float, on: bool,
+) -> None:
+    """``auto`` (the default) uses int8 only where its products are at least
+    ``INT8_MIN_SPEEDUP`` times faster: on a CPU without int8 dot products the
+    int8 path is many times slower than float32."""
+    monkeypatch.setattr(service.app, "int8_speedup", lambda: speedup)
+    settings = make_settings(tmp_path, sqlite_url)
+    assert settings.int8_scoring == "auto"
+    with caplog.at_level(logging.INFO, logger="service.app"), make_client(settings) as client:
+        assert app_of(client).state.runtime.holder.quantize is on
+    assert f"int8 scoring {'on' if on else 'off'}" in caplog.text
+
+
+def test_int8_speedup_is_measured_once_per_process() -> None:
+    first = int8_speedup()
+    assert 0 < first < float("inf")
+    assert int8_speedup() == first  # cached: the same figure, not a second measurement
+    assert int8_pays() is (first >= INT8_MIN_SPEEDUP)

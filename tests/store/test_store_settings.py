@@ -79,3 +79,19 @@ def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
         assert settings.redis_url is None
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(("value", "parsed"), [
+    ("auto", "auto"), ("true", True), ("false", False), ("1", True), ("0", False)])
+def test_int8_scoring_is_auto_or_a_switch(
+    monkeypatch: pytest.MonkeyPatch, value: str, parsed: object
+) -> None:
+    assert Settings().int8_scoring == "auto"
+    monkeypatch.setenv("SMLREC_INT8_SCORING", value)
+    assert Settings().int8_scoring == parsed
+
+
+def test_int8_scoring_rejects_other_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMLREC_INT8_SCORING", "fast")
+    with pytest.raises(ValidationError):
+        Settings()
