@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from service import scorer
 from service.holder import ModelLoadError, ServingModel
 from service.scorer import extra_pairs, rank_popular, seen_pairs, top_k
 
@@ -70,6 +71,46 @@ def test_top_k_matches_brute_force(max_cells: int, k: int) -> None:
         assert result.items.tolist() == _brute_force(payload, user, k, exclude)
         assert np.all(np.diff(result.scores) <= 0)
     assert len(results[2].items) == 0  # user 3 has seen every item
+
+
+@pytest.mark.parametrize("tile_cells", [1, 60 * 64 * 5, 1 << 18])
+@pytest.mark.parametrize("k", [1, 11])
+def test_item_major_chunks_match_brute_force(
+    monkeypatch: pytest.MonkeyPatch, tile_cells: int, k: int
+) -> None:
+    """Chunks of ``ITEM_MAJOR_MIN_USERS`` or more are scored item-major, tile by
+    tile (one block per tile, several, one for everything), seen pairs masked in
+    their own tile: the same answers as brute force, including users who have
+    seen whole blocks or every item and a catalog that is not a whole number of
+    blocks."""
+    n_users, n_items = 130, 64 * 47 - 5
+    rng = np.random.default_rng(k)
+    seen = [sorted(rng.choice(n_items, size=rng.integers(0, 40), replace=False).tolist())
+            for _ in range(n_users)]
+    seen[7] = list(range(n_items))
+    seen[8] = list(range(64, 64 * 30))  # blocks 1-29 whole
+    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seen])])
+    payload = _payload(
+        seed=k, user=torch.randn(n_users, DIM + 1), item=torch.randn(n_items, DIM + 1),
+        user_ids=[f"u{n}" for n in range(n_users)], item_ids=[f"i{n}" for n in range(n_items)],
+        seen_indptr=torch.tensor(indptr, dtype=torch.int64),
+        seen_items=torch.tensor([i for s in seen for i in s], dtype=torch.int64))
+    model = ServingModel.from_payload(payload, quantize=False)
+    monkeypatch.setattr(scorer, "TILE_CELLS", tile_cells)
+    calls: list[int] = []
+    item_major = scorer._item_major_top_k
+    monkeypatch.setattr(scorer, "_item_major_top_k",
+                        lambda model, user_emb, *rest: calls.append(len(user_emb))
+                        or item_major(model, user_emb, *rest))
+    users = list(range(n_users))
+    extra = [np.array([u % n_items, (u * 7) % n_items]) for u in users]
+    results = top_k(model, users, k, extra_seen=extra, max_cells=60 * model.item_emb_padded.shape[0])
+    assert calls == [60, 60]  # the last 10 users are a user-major chunk
+    for user, more, result in zip(users, extra, results, strict=True):
+        exclude = set(seen[user]) | {int(i) for i in more}
+        assert result.items.tolist() == _brute_force(payload, user, k, exclude)
+        assert np.all(np.diff(result.scores) <= 0)
+    assert len(results[7].items) == 0
 
 
 def test_top_k_without_exclusion_ranks_everything() -> None:
