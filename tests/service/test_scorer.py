@@ -104,7 +104,8 @@ def test_item_major_chunks_match_brute_force(
                         or item_major(model, user_emb, *rest))
     users = list(range(n_users))
     extra = [np.array([u % n_items, (u * 7) % n_items]) for u in users]
-    results = top_k(model, users, k, extra_seen=extra, max_cells=60 * model.item_emb_padded.shape[0])
+    chunk = 60 * model.item_emb_padded.shape[0]
+    results = top_k(model, users, k, extra_seen=extra, max_cells=chunk)
     assert calls == [60, 60]  # the last 10 users are a user-major chunk
     for user, more, result in zip(users, extra, results, strict=True):
         exclude = set(seen[user]) | {int(i) for i in more}
