@@ -9,6 +9,7 @@ Nothing is opened before the lifespan starts, and all state lives on
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import sys
 from collections.abc import AsyncIterator
@@ -103,10 +104,10 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     previous_interval = sys.getswitchinterval()
     sys.setswitchinterval(min(previous_interval, GIL_SWITCH_INTERVAL_S))
     stack.callback(sys.setswitchinterval, previous_interval)
-    # Requests are scored on several threads at once (the batcher, the batch
-    # route's pool): one torch thread each by default, not a pool per call. torch
-    # keeps the count per thread; a thread takes the last value set when it first
-    # computes, so this is set before the scoring threads start.
+    # Batch requests are scored on the thread pool, several at once: one torch
+    # thread each by default, not a pool per call. torch keeps the count per
+    # thread; a thread takes the last value set when it first computes, so this is
+    # set before they start, and again after the micro-batcher has set its own.
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(settings.scoring_threads)
     stack.callback(torch.set_num_threads, previous_threads)
@@ -122,8 +123,11 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     holder.sync_quietly()  # serve the active version from the first request on
     recent = _recent(settings, store, holder)
     stack.callback(recent.stop)
-    batcher = ScoringBatcher(on_batch=metrics.scoring_batch.observe)
+    # single-user requests meet on one scoring thread: it may use every CPU
+    batcher = ScoringBatcher(on_batch=metrics.scoring_batch.observe,
+                             threads=settings.batcher_threads or _usable_cpus())
     batcher.start()
+    torch.set_num_threads(settings.scoring_threads)
     stack.callback(batcher.stop)
     open_period = OpenPeriod(store)
     runtime = Runtime(
@@ -169,6 +173,13 @@ def _worker(
     from worker.runner import Worker  # the worker (and training) only where it runs
 
     return Worker(settings, store, bus, artifacts)
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def _int8_scoring(settings: Settings) -> bool:

@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from service.holder import ServingModel
 from service.scorer import TopK, top_k
@@ -60,9 +61,16 @@ class ScoringBatcher:
         max_wait_s: float = MAX_WAIT_S,
         gap_s: float = GAP_S,
         on_batch: Callable[[int], None] | None = None,
+        threads: int | None = None,
     ) -> None:
+        """``threads``: torch threads of the scoring thread (None: the count the
+        thread inherits, the last one set in the process)."""
         if max_batch < 1 or max_wait_s < 0 or gap_s < 0:
             raise ValueError("max_batch must be >= 1, max_wait_s and gap_s >= 0")
+        if threads is not None and threads < 1:
+            raise ValueError("threads must be >= 1")
+        self._threads = threads
+        self.torch_threads = 0  # what the scoring thread runs with, once started
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.gap_s = min(gap_s, max_wait_s)
@@ -81,8 +89,11 @@ class ScoringBatcher:
             if self._running:
                 return
             self._running = True
-        self._thread = threading.Thread(target=self._run, name="smlrec-scorer", daemon=True)
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), name="smlrec-scorer",
+                                        daemon=True)
         self._thread.start()
+        started.wait(timeout=10.0)  # its torch thread count is set when this returns
 
     def stop(self) -> None:
         """Score what is queued, then stop the thread."""
@@ -151,7 +162,13 @@ class ScoringBatcher:
                 self._first_at = self._last_at = time.monotonic()
             return batch
 
-    def _run(self) -> None:
+    def _run(self, started: threading.Event) -> None:
+        if self._threads is not None:
+            # this thread's count; threads that have not computed yet would take it
+            # too, so the caller sets its own again after start()
+            torch.set_num_threads(self._threads)
+        self.torch_threads = torch.get_num_threads()
+        started.set()
         while True:
             batch = self._take()
             if batch is None:

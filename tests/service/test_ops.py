@@ -170,6 +170,27 @@ def test_lifespan_tears_down(
     assert torch_threads() == threads_before
 
 
+@pytest.mark.parametrize("batcher_threads", [None, 3])
+def test_the_micro_batcher_has_its_own_torch_thread_count(
+    tmp_path: Path, sqlite_url: str, make_client: ClientFactory, batcher_threads: int | None
+) -> None:
+    """Single-user requests meet on the batcher's thread, which may use every
+    CPU (or ``SMLREC_BATCHER_THREADS``); threads that score batch requests, started
+    after it, still get ``SMLREC_SCORING_THREADS``."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    settings = make_settings(tmp_path, sqlite_url, scoring_threads=1,
+                             batcher_threads=batcher_threads)
+    with make_client(settings) as client:
+        batcher = app_of(client).state.runtime.batcher
+        assert batcher.torch_threads == (batcher_threads or len(os.sched_getaffinity(0)))
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(torch.get_num_threads).result() == 1
+
+
 def test_an_in_memory_database_keeps_its_worker_in_process(tmp_path: Path) -> None:
     from service.app import _worker
     from store import ArtifactStore, InProcessBus, Store
