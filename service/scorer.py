@@ -1,7 +1,8 @@
 """Top-K scoring on a :class:`ServingModel`: one matrix product per batch of users,
 seen items masked with -inf, then an exact blockwise top-k. No Python loop runs
 over items. Large catalogs are searched through int8 codes first
-(service.quantized), which returns the same top k several times faster.
+(service.quantized) on CPUs where int8 products are fast (the service decides
+at start), which returns the same top k several times faster there.
 
 score(u, i) = U[u] · V[i] + b_i (the user bias does not change a user's ranking).
 

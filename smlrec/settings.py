@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     train_threads: int = Field(default=1, ge=1)
     scoring_threads: int = Field(default=1, ge=1)
-    batcher_threads: int | None = Field(default=None, ge=1)  # None: this process's CPUs
+    batcher_threads: int | None = Field(default=None, ge=1)  # None: this process's CPUs less one
     worker_mode: Literal["process", "thread"] = "process"
     worker_nice: int = Field(default=10, ge=0, le=19)
     int8_scoring: bool | Literal["auto"] = "auto"  # auto: where int8 is faster here

@@ -175,8 +175,8 @@ def test_the_micro_batcher_has_its_own_torch_thread_count(
     tmp_path: Path, sqlite_url: str, make_client: ClientFactory, batcher_threads: int | None
 ) -> None:
     """Single-user requests meet on the batcher's thread, which may use every
-    CPU (or ``SMLREC_BATCHER_THREADS``); threads that score batch requests, started
-    after it, still get ``SMLREC_SCORING_THREADS``."""
+    CPU but one (or ``SMLREC_BATCHER_THREADS``); threads that score batch requests,
+    started after it, still get ``SMLREC_SCORING_THREADS``."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
@@ -186,7 +186,8 @@ def test_the_micro_batcher_has_its_own_torch_thread_count(
                              batcher_threads=batcher_threads)
     with make_client(settings) as client:
         batcher = app_of(client).state.runtime.batcher
-        assert batcher.torch_threads == (batcher_threads or len(os.sched_getaffinity(0)))
+        assert batcher.torch_threads == (batcher_threads
+                                         or max(1, len(os.sched_getaffinity(0)) - 1))
         with ThreadPoolExecutor(1) as pool:
             assert pool.submit(torch.get_num_threads).result() == 1
 
