@@ -41,6 +41,21 @@ def test_dense_ids_in_order_of_first_appearance(store: Store) -> None:
     assert store.seen_items(99).tolist() == []
 
 
+def test_a_row_whose_event_id_went_in_meanwhile_is_not_counted(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the lookup of stored event ids and the insert, another writer may
+    store the same id (PostgreSQL runs ingests side by side): the insert skips
+    that row and the count says so. Here the lookup is made to miss it."""
+    store.ingest([NewInteraction("u1", "i1", 1.0, "e1")])
+    monkeypatch.setattr(store, "_stored_event_ids", lambda session, event_ids: set())
+    result = store.ingest([NewInteraction("u2", "i1", 2.0, "e1"),
+                           NewInteraction("u2", "i2", 3.0, "e2"),
+                           NewInteraction("u3", "i2", 4.0, None)])
+    assert (result.accepted, result.duplicates) == (2, 1)
+    assert store.count_open() == 3
+
+
 def test_event_ids_are_idempotent_within_and_across_batches(store: Store) -> None:
     batch = [
         NewInteraction("u1", "i1", 1.0, "e1"),
