@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, Float, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -51,8 +51,10 @@ class Interaction(Base):
     __tablename__ = "interactions"
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
-    user_idx: Mapped[int] = mapped_column(ForeignKey("users.idx"), index=True)
-    item_idx: Mapped[int] = mapped_column(ForeignKey("items.idx"))
+    # users.idx and items.idx, given in the same transaction (no foreign keys: see
+    # migration 0002)
+    user_idx: Mapped[int] = mapped_column(Integer, index=True)
+    item_idx: Mapped[int] = mapped_column(Integer)
     ts: Mapped[float] = mapped_column(Float)
     event_id: Mapped[str | None] = mapped_column(String(128), unique=True, index=True)
     received_at: Mapped[float] = mapped_column(Float)

@@ -43,7 +43,7 @@ def test_sqlite_upgrade_from_any_directory(tmp_path: Path, monkeypatch: pytest.M
     upgrade(url)
     assert (tmp_path / "nested" / "folder" / "smlrec.db").is_file()
     assert _tables(url) >= TABLES
-    assert current_revision(url) == head_revision() == "0001"
+    assert current_revision(url) == head_revision() == "0002"
     upgrade(url)  # already at head: nothing to do
     downgrade(url, "base")
     assert not TABLES & _tables(url)
@@ -69,3 +69,34 @@ def test_models_match_migrations(db_url: str) -> None:
 def test_upgrade_unreachable_database_is_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         upgrade("postgresql://postgres@127.0.0.1:1/nowhere")
+
+
+def _foreign_keys(url: str) -> list[str]:
+    engine = make_engine(url)
+    try:
+        return sorted(key["name"] for key in inspect(engine).get_foreign_keys("interactions"))
+    finally:
+        engine.dispose()
+
+
+def test_0002_drops_the_interaction_foreign_keys_and_keeps_the_rows(db_url: str) -> None:
+    """Down to 0001 (the keys come back), rows logged there, up again: the rows
+    are still there, the keys gone, and ingestion goes on where it left off."""
+    from store import NewInteraction, Store
+
+    assert _foreign_keys(db_url) == []
+    downgrade(db_url, "0001")
+    assert _foreign_keys(db_url) == ["fk_interactions_item_idx_items",
+                                     "fk_interactions_user_idx_users"]
+    store = Store.from_url(db_url)
+    try:
+        store.ingest([NewInteraction("u1", "i1", 1.0, "e1"), NewInteraction("u2", "i1", 2.0, None)])
+        upgrade(db_url)
+        assert _foreign_keys(db_url) == []
+        result = store.ingest([NewInteraction("u2", "i2", 3.0, "e1"),
+                               NewInteraction("u3", "i2", 4.0, "e3")])
+        assert (result.accepted, result.duplicates) == (1, 1)
+        assert store.count_open() == 3
+        assert store.user_ids() == ["u1", "u2", "u3"] and store.item_ids() == ["i1", "i2"]
+    finally:
+        store.close()
