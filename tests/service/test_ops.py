@@ -192,6 +192,20 @@ def test_the_micro_batcher_has_its_own_torch_thread_count(
             assert pool.submit(torch.get_num_threads).result() == 1
 
 
+def test_the_start_up_heap_is_frozen_while_the_service_runs(
+    tmp_path: Path, sqlite_url: str, make_client: ClientFactory
+) -> None:
+    """What exists at start-up is out of the collector's sight while the service
+    runs (full collections walk only what requests made), and back in it after."""
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    with make_client(make_settings(tmp_path, sqlite_url)) as client:
+        assert gc.get_freeze_count() > 10_000
+        assert client.get("/healthz").status_code == 200
+    assert gc.get_freeze_count() == 0
+
+
 def test_an_in_memory_database_keeps_its_worker_in_process(tmp_path: Path) -> None:
     from service.app import _worker
     from store import ArtifactStore, InProcessBus, Store
