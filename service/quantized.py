@@ -33,8 +33,8 @@ bound on every (user, item) pair and the answers against float32 scoring.
 Whether int8 pays depends on the CPU. With int8 dot-product instructions
 (AVX-512 VNNI) the product runs several times faster than float32; without them
 torch's int8 kernel is slow: on an AVX2-only AMD EPYC (Zen 3) it ran at 1.2
-billion multiply-adds per second, 50 times slower than float32, and a service
-scoring through it answered 185 requests/s instead of thousands.
+billion multiply-adds per second, 20-50 times slower than float32, and a service
+scoring through it answered 185 requests/s instead of 900.
 :func:`int8_speedup` measures the ratio once per process, and
 ``SMLREC_INT8_SCORING=auto`` (the default) uses int8 only where it pays.
 """
@@ -116,11 +116,6 @@ def int8_speedup() -> float:
         int8 = best(lambda: torch._int_mm(codes, codes_t, out=int_out))
         float32 = best(lambda: torch.mm(table, table_t, out=float_out))
     return float32 / max(int8, 1e-9)
-
-
-def int8_pays() -> bool:
-    """Whether pass 1 in int8 is worth it on this CPU (:func:`int8_speedup`)."""
-    return int8_speedup() >= INT8_MIN_SPEEDUP
 
 
 @dataclass(frozen=True, eq=False)

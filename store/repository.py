@@ -205,13 +205,14 @@ class Store(RecordsMixin):
                    values: Sequence[str]) -> Iterator[Sequence[Any]]:
         """The rows of ``sql`` (its ``{}`` the placeholders of an IN list) for
         ``values``, one list per chunk, through the driver: building and compiling
-        a statement of a thousand bound parameters cost more than running it
-        (ingestion spent about two thirds of its time in SQLAlchemy's compiler)."""
+        a statement of a thousand bound parameters cost more than running it (a
+        1,000-row ingest took 30 ms with SQLAlchemy's statements, 15-19 without)."""
         for chunk in self._chunks(values):
             result = session.connection().exec_driver_sql(
                 sql.format(", ".join("?" * len(chunk))), tuple(chunk))
-            yield result.cursor.fetchall()
+            rows = result.cursor.fetchall()
             result.close()
+            yield rows
 
     # ---- periods ----------------------------------------------------------
 

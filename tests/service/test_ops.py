@@ -20,7 +20,7 @@ from service_testkit import (
 )
 
 import service.app
-from service.quantized import INT8_MIN_SPEEDUP, int8_pays, int8_speedup
+from service.quantized import INT8_MIN_SPEEDUP, int8_speedup
 from store import Store
 
 API_PATHS = {
@@ -260,4 +260,3 @@ def test_int8_speedup_is_measured_once_per_process() -> None:
     first = int8_speedup()
     assert 0 < first < float("inf")
     assert int8_speedup() == first  # cached: the same figure, not a second measurement
-    assert int8_pays() is (first >= INT8_MIN_SPEEDUP)
