@@ -44,9 +44,10 @@ def test_dense_ids_in_order_of_first_appearance(store: Store) -> None:
 def test_a_row_whose_event_id_went_in_meanwhile_is_not_counted(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Between the lookup of stored event ids and the insert, another writer may
-    store the same id (PostgreSQL runs ingests side by side): the insert skips
-    that row and the count says so. Here the lookup is made to miss it."""
+    """Should an event id be stored between the lookup and the insert (both run
+    under the log lock, so only a writer outside the store could), the insert
+    skips that row and the count says so: the count comes from the driver's
+    rowcount, not from the rows sent. Here the lookup is made to miss it."""
     store.ingest([NewInteraction("u1", "i1", 1.0, "e1")])
     monkeypatch.setattr(store, "_stored_event_ids", lambda session, event_ids: set())
     result = store.ingest([NewInteraction("u2", "i1", 2.0, "e1"),
