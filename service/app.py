@@ -14,6 +14,7 @@ import os
 import secrets
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -105,10 +106,10 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     previous_interval = sys.getswitchinterval()
     sys.setswitchinterval(min(previous_interval, GIL_SWITCH_INTERVAL_S))
     stack.callback(sys.setswitchinterval, previous_interval)
-    # Batch requests are scored on the thread pool, several at once: one torch
-    # thread each by default, not a pool per call. torch keeps the count per
-    # thread; a thread takes the last value set when it first computes, so this is
-    # set before they start, and again after the micro-batcher has set its own.
+    # Batch requests are scored on a small pool, several at once: one torch thread
+    # each by default, not a pool per call. torch keeps the count per thread; a
+    # thread takes the last value set when it first computes, so this is set
+    # before any starts, and again after the micro-batcher has set its own.
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(settings.scoring_threads)
     stack.callback(torch.set_num_threads, previous_threads)
@@ -133,6 +134,12 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     batcher.start()
     torch.set_num_threads(settings.scoring_threads)
     stack.callback(batcher.stop)
+    # batch requests are scored on this many threads at most, whatever the number
+    # of requests in flight (each scoring thread keeps a score buffer)
+    scoring_pool = ThreadPoolExecutor(
+        max_workers=_usable_cpus(), thread_name_prefix="smlrec-scoring",
+        initializer=torch.set_num_threads, initargs=(settings.scoring_threads,))
+    stack.callback(scoring_pool.shutdown)
     open_period = OpenPeriod(store)
     runtime = Runtime(
         settings=settings,
@@ -142,7 +149,8 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         bus=bus,
         metrics=metrics,
         holder=holder,
-        recommender=Recommender(store, StorePopularity(store), metrics, recent, batcher),
+        recommender=Recommender(store, StorePopularity(store), metrics, recent, batcher,
+                                scoring_pool),
         ingestor=_ingestor(settings, store, bus, open_period),
         open_period=open_period,
         recent=recent,

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -81,12 +82,18 @@ class Recommender:
         metrics: ServiceMetrics,
         recent: RecentInteractions | None = None,
         batcher: ScoringBatcher | None = None,
+        scoring_pool: Executor | None = None,
     ) -> None:
+        """``scoring_pool``: where :meth:`recommend` runs its product (None: on the
+        calling thread). Each scoring thread keeps a score buffer of up to 64 MiB,
+        so a small pool bounds what many concurrent batch requests hold; the
+        request threads themselves (up to 40 in the framework's pool) keep none."""
         self._store = store
         self._popularity = popularity
         self._metrics = metrics
         self._recent = recent
         self._batcher = batcher
+        self._scoring_pool = scoring_pool
         self._skip_db_until = 0.0  # monotonic time; requests must not each wait on a dead DB
 
     def _in_memory(self, model: ServingModel | None) -> bool:
@@ -144,13 +151,15 @@ class Recommender:
         if model is None:
             return self._from_store_popularity(user_ids, k, seen)
         known = [pos for pos, uid in enumerate(user_ids) if uid in model.user_index]
-        tops = top_k(
+        score = functools.partial(
+            top_k,
             model,
             [model.user_index[user_ids[pos]] for pos in known],
             k,
             exclude_seen=exclude_seen,
             extra_seen=[seen.get(user_ids[pos]) for pos in known],
         )
+        tops = score() if self._scoring_pool is None else self._scoring_pool.submit(score).result()
         by_position = dict(zip(known, tops, strict=True))
         results: list[Recommendation] = []
         for pos, uid in enumerate(user_ids):

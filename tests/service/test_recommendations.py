@@ -143,6 +143,34 @@ def test_batch_defaults_and_maximum(client: TestClient, trained: tuple[torch.Ten
     assert len(response.json()["results"]) == 1000
 
 
+def test_batch_requests_are_scored_on_a_bounded_pool(
+    client: TestClient, trained: tuple[torch.Tensor, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many batch requests are in flight, their products run on at most
+    one thread per CPU (each scoring thread keeps a score buffer of its own)."""
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import service.recommender
+
+    threads: set[str] = set()
+    score = service.recommender.top_k
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(service.recommender, "top_k", recording)
+    body = {"user_ids": [f"u{n % 7}" for n in range(50)], "k": 3}
+    with ThreadPoolExecutor(12) as senders:
+        codes = list(senders.map(lambda _: client.post("/v1/recommendations", json=body)
+                                 .status_code, range(36)))
+    assert codes == [200] * 36
+    assert threads and all(name.startswith("smlrec-scoring") for name in threads)
+    assert len(threads) <= len(os.sched_getaffinity(0))
+
+
 @pytest.mark.parametrize("k", ["0", "1001", "-1", "two", "1.5"])
 def test_k_out_of_range_is_422(client: TestClient, k: str) -> None:
     assert client.get(f"/v1/users/u0/recommendations?k={k}").status_code == 422
