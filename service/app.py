@@ -109,7 +109,7 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     # Batch requests are scored on a small pool, several at once: one torch thread
     # each by default, not a pool per call. torch keeps the count per thread; a
     # thread takes the last value set when it first computes, so this is set
-    # before any starts, and again after the micro-batcher has set its own.
+    # before any starts (the micro-batcher sets its own and leaves this one).
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(settings.scoring_threads)
     stack.callback(torch.set_num_threads, previous_threads)
@@ -132,7 +132,6 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     batcher = ScoringBatcher(on_batch=metrics.scoring_batch.observe,
                              threads=settings.batcher_threads or max(1, _usable_cpus() - 1))
     batcher.start()
-    torch.set_num_threads(settings.scoring_threads)
     stack.callback(batcher.stop)
     # batch requests are scored on this many threads at most, whatever the number
     # of requests in flight (each scoring thread keeps a score buffer)

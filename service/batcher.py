@@ -89,11 +89,16 @@ class ScoringBatcher:
             if self._running:
                 return
             self._running = True
+        inherited = torch.get_num_threads()  # the caller's count
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(started,), name="smlrec-scorer",
                                         daemon=True)
         self._thread.start()
         started.wait(timeout=10.0)  # its torch thread count is set when this returns
+        if self._threads is not None:
+            # torch gives threads that have not computed yet the last count set in
+            # the process: the caller's again, not the scoring thread's
+            torch.set_num_threads(inherited)
 
     def stop(self) -> None:
         """Score what is queued, then stop the thread."""
@@ -164,9 +169,7 @@ class ScoringBatcher:
 
     def _run(self, started: threading.Event) -> None:
         if self._threads is not None:
-            # this thread's count; threads that have not computed yet would take it
-            # too, so the caller sets its own again after start()
-            torch.set_num_threads(self._threads)
+            torch.set_num_threads(self._threads)  # this thread's (start() restores the rest)
         self.torch_threads = torch.get_num_threads()
         started.set()
         while True:

@@ -95,13 +95,19 @@ def test_hot_swap_under_concurrent_requests(client: TestClient, models: ModelWri
     assert swaps >= 12
 
 
+def _two_inactive_versions(client: TestClient, models: ModelWriter) -> tuple[Any, int, int]:
+    """Some interactions logged, two versions written but not activated: the
+    holder, the first version and the second."""
+    _log_some(client)
+    first = models.write(seed=1, activate=False)
+    second = models.write(seed=2, activate=False)
+    return app_of(client).state.runtime.holder, first, second
+
+
 def test_swap_to_moves_forward_only_unless_explicit(
     client: TestClient, models: ModelWriter
 ) -> None:
-    _log_some(client)
-    old = models.write(seed=1, activate=False)
-    new = models.write(seed=2, activate=False)
-    holder = app_of(client).state.runtime.holder
+    holder, old, new = _two_inactive_versions(client, models)
     assert holder.swap_to(new) is True
     taken = holder.current  # what a request in flight holds
     assert holder.swap_to(old) is False  # older, not activated: refused
@@ -114,10 +120,7 @@ def test_swap_to_moves_forward_only_unless_explicit(
 def test_preparers_run_before_the_swap_and_cannot_stop_it(
     client: TestClient, models: ModelWriter
 ) -> None:
-    _log_some(client)
-    first = models.write(seed=1, activate=False)
-    second = models.write(seed=2, activate=False)
-    holder = app_of(client).state.runtime.holder
+    holder, first, second = _two_inactive_versions(client, models)
     assert holder.swap_to(first) is True
     seen: list[tuple[int, int | None]] = []  # (preparing, serving meanwhile)
 
