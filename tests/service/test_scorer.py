@@ -80,10 +80,10 @@ def test_item_major_chunks_match_brute_force(
 ) -> None:
     """Chunks of ``ITEM_MAJOR_MIN_USERS`` or more are scored item-major, tile by
     tile (one block per tile, several, one for everything), seen pairs masked in
-    their own tile: the same answers as brute force, including users who have
-    seen whole blocks or every item and a catalog that is not a whole number of
-    blocks."""
-    n_users, n_items = 130, 64 * 47 - 5
+    their own tile, the last chunk padded with zero users to whole lanes: the same
+    answers as brute force, including users who have seen whole blocks or every
+    item and a catalog that is not a whole number of blocks."""
+    n_users, n_items = 150, 64 * 47 - 5
     rng = np.random.default_rng(k)
     seen = [sorted(rng.choice(n_items, size=rng.integers(0, 40), replace=False).tolist())
             for _ in range(n_users)]
@@ -104,9 +104,10 @@ def test_item_major_chunks_match_brute_force(
                         or item_major(model, user_emb, *rest))
     users = list(range(n_users))
     extra = [np.array([u % n_items, (u * 7) % n_items]) for u in users]
-    chunk = 60 * model.item_emb_padded.shape[0]
-    results = top_k(model, users, k, extra_seen=extra, max_cells=chunk)
-    assert calls == [60, 60]  # the last 10 users are a user-major chunk
+    cells = 70 * model.item_emb_padded.shape[0]  # chunks of 64 users: whole lanes
+    results = top_k(model, users, k, extra_seen=extra, max_cells=cells)
+    assert scorer.USER_LANES == 32 and scorer.ITEM_MAJOR_MIN_USERS <= 22
+    assert calls == [64, 64, 22]  # the last chunk is scored as 32 users
     for user, more, result in zip(users, extra, results, strict=True):
         exclude = set(seen[user]) | {int(i) for i in more}
         assert result.items.tolist() == _brute_force(payload, user, k, exclude)
