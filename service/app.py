@@ -32,6 +32,7 @@ from service.metrics import ServiceMetrics
 from service.middleware import RequestMetricsMiddleware
 from service.popularity import StorePopularity
 from service.quantized import INT8_MIN_SPEEDUP, int8_speedup
+from service.ranked import Ranker
 from service.recent import RecentInteractions
 from service.recommender import Recommender
 from service.routes import admin, interactions, ops, recommendations
@@ -139,6 +140,9 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         max_workers=_usable_cpus(), thread_name_prefix="smlrec-scoring",
         initializer=torch.set_num_threads, initargs=(settings.scoring_threads,))
     stack.callback(scoring_pool.shutdown)
+    ranker = _ranker(settings, holder, metrics)
+    if ranker is not None:
+        stack.callback(ranker.stop)
     open_period = OpenPeriod(store)
     runtime = Runtime(
         settings=settings,
@@ -149,7 +153,7 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         metrics=metrics,
         holder=holder,
         recommender=Recommender(store, StorePopularity(store), metrics, recent, batcher,
-                                scoring_pool),
+                                scoring_pool, ranker),
         ingestor=_ingestor(settings, store, bus, open_period),
         open_period=open_period,
         recent=recent,
@@ -230,6 +234,19 @@ def _recent(settings: Settings, store: Store, holder: ModelHolder) -> RecentInte
     holder.on_install(lambda model: recent.request_rebuild(model.period_id))
     recent.start()
     return recent
+
+
+def _ranker(settings: Settings, holder: ModelHolder, metrics: ServiceMetrics) -> Ranker | None:
+    """The thread that precomputes each served version's top lists
+    (``SMLREC_PRECOMPUTE_DEPTH`` items per user; 0: none, every request is scored)."""
+    if settings.precompute_depth == 0:
+        return None
+    ranker = Ranker(settings.precompute_depth, on_progress=metrics.ranked_users.set)
+    ranker.start()
+    holder.on_install(ranker.submit)
+    if holder.current is not None:
+        ranker.submit(holder.current)
+    return ranker
 
 
 def _ingestor(settings: Settings, store: Store, bus: Bus, period: OpenPeriod) -> Ingestor:

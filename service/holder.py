@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import gc
-import json
 import logging
 import threading
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 from torch import Tensor
 
@@ -57,7 +57,7 @@ class ServingModel:
     user_index: dict[str, int]  # external user id -> dense idx
     item_ids: list[str]  # dense item idx -> external id
     item_index: dict[str, int]  # external item id -> dense idx
-    item_json: list[str]  # dense item idx -> its external id as a JSON string literal
+    item_prefix: list[bytes]  # dense item idx -> b'{"item_id":<its id as JSON>,"score":'
     seen_indptr: np.ndarray  # (n_users + 1,) int64
     seen_items: np.ndarray  # (nnz,) int64: items of user u at [indptr[u], indptr[u+1])
     popular: np.ndarray  # (<= 1000,) int64 item idx, most popular first
@@ -151,21 +151,26 @@ def _user_maps(user_ids: list[str], previous: ServingModel | None) -> dict[str, 
 
 
 def _item_maps(item_ids: list[str], previous: ServingModel | None) -> dict[str, Any]:
-    """``item_ids``, ``item_index`` and ``item_json``, sharing or extending
+    """``item_ids``, ``item_index`` and ``item_prefix``, sharing or extending
     ``previous``'s as :func:`_user_maps` does."""
     old = previous.item_ids if previous is not None else []
     if previous is not None and item_ids[: len(old)] == old:
         if len(item_ids) == len(old):
             return {"item_ids": old, "item_index": previous.item_index,
-                    "item_json": previous.item_json}
+                    "item_prefix": previous.item_prefix}
         tail = item_ids[len(old):]
         index = previous.item_index.copy()
         index.update(zip(tail, range(len(old), len(item_ids)), strict=True))
         return {"item_ids": old + tail, "item_index": index,
-                "item_json": previous.item_json + [json.dumps(iid) for iid in tail]}
+                "item_prefix": previous.item_prefix + _item_prefixes(tail)}
     return {"item_ids": item_ids,
             "item_index": {iid: idx for idx, iid in enumerate(item_ids)},
-            "item_json": [json.dumps(iid) for iid in item_ids]}
+            "item_prefix": _item_prefixes(item_ids)}
+
+
+def _item_prefixes(item_ids: list[str]) -> list[bytes]:
+    """What each item's entry in a response body starts with (its score follows)."""
+    return [b'{"item_id":' + orjson.dumps(iid) + b',"score":' for iid in item_ids]
 
 
 def _refused(current: ServingModel | None, model: ServingModel, explicit: bool) -> bool:

@@ -60,6 +60,16 @@ class ServiceMetrics:
             "Single-user requests scored together in one matrix product",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r,
         )
+        self.precomputed_answers = Counter(
+            "smlrec_precomputed_answers",
+            "Known users answered from the served version's precomputed top lists",
+            registry=r,
+        )
+        self.ranked_users = Gauge(
+            "smlrec_ranked_users",
+            "Users of the served version whose top lists are precomputed so far",
+            registry=r,
+        )
         for reason in ("no_model", "unknown_user"):
             self.fallbacks.labels(reason=reason)
 

@@ -7,29 +7,33 @@ holds in memory; only before it covers the model's period (no model yet, right
 after a rollback, or past its size bound) are they read from the store per
 request, and when the database does not answer, the artifact's alone.
 
-Single-user requests (:meth:`Recommender.recommend_one`) are scored through the
-:class:`ScoringBatcher`, so concurrent ones share one matrix product.
+Known users are answered from the served version's precomputed top lists
+(service.ranked) when those can tell; otherwise single-user requests
+(:meth:`Recommender.recommend_one`) are scored through the
+:class:`ScoringBatcher`, so concurrent ones share one matrix product, and batch
+requests in one product of their own.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
+import operator
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import numpy as np
+import orjson
 from starlette.concurrency import run_in_threadpool
 
 from service.batcher import ScoringBatcher
 from service.holder import ServingModel
 from service.metrics import ServiceMetrics
 from service.popularity import StorePopularity
+from service.ranked import Listed, Ranker
 from service.recent import RecentInteractions
 from service.scorer import TopK, rank_popular, top_k
 from store import Store, StoreUnavailable
@@ -42,26 +46,37 @@ DB_BACKOFF_S = 5.0  # after a database error, seen items come from the model alo
 
 @dataclass(frozen=True)
 class Recommendation:
+    """One user's answer. Items are indices into an id table (``names``, and
+    ``prefixes``: each item's entry in a body up to its score, where the model
+    has them), looked up only when rendered."""
+
     user_id: str
-    item_ids: list[str]
+    items: list[int]
     scores: list[float]
+    names: list[str]
     model_version: int | None
     fallback: str | None
-    item_json: list[str] | None = None  # the item ids as JSON literals, when precomputed
+    prefixes: list[bytes] | None = None
+
+    @property
+    def item_ids(self) -> list[str]:
+        return list(map(self.names.__getitem__, self.items))
 
     def render(self) -> bytes:
-        """:meth:`to_json` as compact JSON bytes, from the model's precomputed id
-        literals (no dict per item)."""
-        if self.item_json is None:
-            return json.dumps(self.to_json(), allow_nan=False,
-                              separators=(",", ":")).encode()
-        # one format call per user over (id literal, score) pairs: no Python loop per item
-        items = _items_template(len(self.scores)).format(
-            *chain.from_iterable(zip(self.item_json, self.scores, strict=True)))
-        version = "null" if self.model_version is None else str(self.model_version)
-        fallback = "null" if self.fallback is None else json.dumps(self.fallback)
-        return (f'{{"user_id":{json.dumps(self.user_id)},"items":[{items}],'
-                f'"model_version":{version},"fallback":{fallback}}}').encode()
+        """:meth:`to_json` as compact JSON bytes. With the model's item prefixes,
+        no object is made per item: the scores are written as one JSON array (the
+        shortest repr of each, as ``json`` writes them) and cut at its commas."""
+        if self.prefixes is None:
+            return orjson.dumps(self.to_json())
+        entries = b""
+        if self.items:
+            scores = orjson.dumps(self.scores)[1:-1].split(b",")
+            entries = b"},".join(map(operator.add, map(self.prefixes.__getitem__, self.items),
+                                     scores)) + b"}"
+        version = b"null" if self.model_version is None else b"%d" % self.model_version
+        fallback = b"null" if self.fallback is None else orjson.dumps(self.fallback)
+        return (b'{"user_id":' + orjson.dumps(self.user_id) + b',"items":[' + entries
+                + b'],"model_version":' + version + b',"fallback":' + fallback + b"}")
 
     def to_json(self) -> dict[str, Any]:
         """The API body (see ``schemas.Recommendations``)."""
@@ -83,17 +98,20 @@ class Recommender:
         recent: RecentInteractions | None = None,
         batcher: ScoringBatcher | None = None,
         scoring_pool: Executor | None = None,
+        ranker: Ranker | None = None,
     ) -> None:
         """``scoring_pool``: where :meth:`recommend` runs its product (None: on the
         calling thread). Each scoring thread keeps a score buffer of up to 64 MiB,
         so a small pool bounds what many concurrent batch requests hold; the
-        request threads themselves (up to 40 in the framework's pool) keep none."""
+        request threads themselves (up to 40 in the framework's pool) keep none.
+        ``ranker``: the precomputed top lists (None: every request is scored)."""
         self._store = store
         self._popularity = popularity
         self._metrics = metrics
         self._recent = recent
         self._batcher = batcher
         self._scoring_pool = scoring_pool
+        self._ranker = ranker
         self._skip_db_until = 0.0  # monotonic time; requests must not each wait on a dead DB
 
     def _in_memory(self, model: ServingModel | None) -> bool:
@@ -121,11 +139,23 @@ class Recommender:
         idx = model.user_index.get(user_id)
         if idx is None:
             self._metrics.fallbacks.labels(reason="unknown_user").inc()
-            fallback = rank_popular(model.popular, k, extra)
+            fallback = _listed(rank_popular(model.popular, k, extra))
             return _result(user_id, fallback, model.item_ids, model.version, FALLBACK,
-                           model.item_json)
-        top = await self._batcher.top_k(model, idx, k, exclude_seen, extra)
-        return _result(user_id, top, model.item_ids, model.version, None, model.item_json)
+                           model.item_prefix)
+        [listed] = self._precomputed(model, [idx], k, exclude_seen, [extra])
+        if listed is None:
+            listed = _listed(await self._batcher.top_k(model, idx, k, exclude_seen, extra))
+        else:
+            self._metrics.precomputed_answers.inc()
+        return _result(user_id, listed, model.item_ids, model.version, None, model.item_prefix)
+
+    def _precomputed(self, model: ServingModel, users: Sequence[int], k: int,
+                     exclude_seen: bool, extra: Sequence[np.ndarray | None]
+                     ) -> list[Listed | None]:
+        """Each user's answer from the precomputed lists, or None (score it)."""
+        if self._ranker is None or not exclude_seen:
+            return [None] * len(users)
+        return self._ranker.lookup(model, users, k, extra)
 
     def _recent_items(self, model: ServingModel, user_id: str) -> np.ndarray | None:
         assert self._recent is not None
@@ -150,29 +180,39 @@ class Recommender:
             seen = self._seen_in_store(model, user_ids)
         if model is None:
             return self._from_store_popularity(user_ids, k, seen)
-        known = [pos for pos, uid in enumerate(user_ids) if uid in model.user_index]
-        score = functools.partial(
-            top_k,
-            model,
-            [model.user_index[user_ids[pos]] for pos in known],
-            k,
-            exclude_seen=exclude_seen,
-            extra_seen=[seen.get(user_ids[pos]) for pos in known],
-        )
-        tops = score() if self._scoring_pool is None else self._scoring_pool.submit(score).result()
-        by_position = dict(zip(known, tops, strict=True))
+        positions = [pos for pos, uid in enumerate(user_ids) if uid in model.user_index]
+        from_lists = self._precomputed(
+            model, [model.user_index[user_ids[pos]] for pos in positions], k, exclude_seen,
+            [seen.get(user_ids[pos]) for pos in positions])
+        by_position = {pos: one for pos, one in zip(positions, from_lists, strict=True)
+                       if one is not None}
+        known = [pos for pos, one in zip(positions, from_lists, strict=True) if one is None]
+        if by_position:
+            self._metrics.precomputed_answers.inc(len(by_position))
+        if known:
+            score = functools.partial(
+                top_k,
+                model,
+                [model.user_index[user_ids[pos]] for pos in known],
+                k,
+                exclude_seen=exclude_seen,
+                extra_seen=[seen.get(user_ids[pos]) for pos in known],
+            )
+            tops = (score() if self._scoring_pool is None
+                    else self._scoring_pool.submit(score).result())
+            by_position.update(zip(known, map(_listed, tops), strict=True))
         results: list[Recommendation] = []
         for pos, uid in enumerate(user_ids):
-            top = by_position.get(pos)
-            if top is not None:
-                results.append(_result(uid, top, model.item_ids, model.version, None,
-                                       model.item_json))
+            listed = by_position.get(pos)
+            if listed is not None:
+                results.append(_result(uid, listed, model.item_ids, model.version, None,
+                                       model.item_prefix))
                 continue
             self._metrics.fallbacks.labels(reason="unknown_user").inc()
             popular, item_ids = self._popular(model)
-            fallback = rank_popular(popular, k, seen.get(uid))
+            fallback = _listed(rank_popular(popular, k, seen.get(uid)))
             results.append(_result(uid, fallback, item_ids, model.version, FALLBACK,
-                                   model.item_json if item_ids is model.item_ids else None))
+                                   model.item_prefix if item_ids is model.item_ids else None))
         return results
 
     def _popular(self, model: ServingModel) -> tuple[np.ndarray, list[str]]:
@@ -193,10 +233,10 @@ class Recommender:
             popular = self._popularity.get()
         except StoreUnavailable as error:
             log.warning("no model and no popularity (database unavailable): %s", error)
-            return [Recommendation(uid, [], [], None, FALLBACK) for uid in user_ids]
+            return [Recommendation(uid, [], [], [], None, FALLBACK) for uid in user_ids]
         return [
-            _result(uid, rank_popular(popular.items, k, seen.get(uid)), popular.item_ids, None,
-                    FALLBACK)
+            _result(uid, _listed(rank_popular(popular.items, k, seen.get(uid))),
+                    popular.item_ids, None, FALLBACK)
             for uid in user_ids
         ]
 
@@ -225,26 +265,17 @@ class Recommender:
         return found
 
 
-@functools.lru_cache(maxsize=64)
-def _items_template(n: int) -> str:
-    """The JSON of n items as one format string: {} takes an id literal, {!r} a score."""
-    return ",".join(['{{"item_id":{},"score":{!r}}}'] * n)
+def _listed(top: TopK) -> Listed:
+    return Listed(top.items.tolist(), top.scores.tolist())
 
 
 def _result(
     user_id: str,
-    top: TopK,
+    listed: Listed,
     item_ids: list[str],
     version: int | None,
     fallback: str | None,
-    item_json: list[str] | None = None,
+    item_prefix: list[bytes] | None = None,
 ) -> Recommendation:
-    items = top.items.tolist()
-    return Recommendation(
-        user_id=user_id,
-        item_ids=list(map(item_ids.__getitem__, items)),
-        scores=top.scores.tolist(),
-        model_version=version,
-        fallback=fallback,
-        item_json=list(map(item_json.__getitem__, items)) if item_json is not None else None,
-    )
+    return Recommendation(user_id, listed.items, listed.scores, item_ids, version, fallback,
+                          item_prefix)

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     worker_mode: Literal["process", "thread"] = "process"
     worker_nice: int = Field(default=10, ge=0, le=19)
     int8_scoring: bool | Literal["auto"] = "auto"  # auto: where int8 is faster here
+    precompute_depth: int = Field(default=50, ge=0, le=1000)  # 0: score every request
     lock_ttl_seconds: float = Field(default=10.0, gt=0)
     seed: int = 0
 

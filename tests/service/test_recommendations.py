@@ -1,8 +1,11 @@
 """GET /v1/users/{user_id}/recommendations and POST /v1/recommendations:
-the model's ranking for known users, the popularity fallback otherwise."""
+the model's ranking for known users, the popularity fallback otherwise. Each
+test runs twice: known users scored per request, and answered from the
+precomputed top lists (service.ranked) wherever those can tell."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +17,11 @@ from service_testkit import (
     TestClient,
     interactions,
     make_settings,
+    metric_value,
+    wait_for,
 )
 
+from smlrec.settings import Settings
 from store import Store
 
 HISTORY = [
@@ -44,16 +50,30 @@ def _check_shape(body: dict[str, Any], k: int) -> list[str]:
     return items
 
 
+@pytest.fixture(params=[0, 50], ids=["scored", "precomputed"])
+def settings(tmp_path: Path, sqlite_url: str, request: pytest.FixtureRequest) -> Settings:
+    """``SMLREC_PRECOMPUTE_DEPTH`` 0 (every request scored) or 50."""
+    return make_settings(tmp_path, sqlite_url, precompute_depth=request.param)
+
+
+def _counted(client: TestClient, name: str) -> float:
+    return metric_value(client.get("/metrics").text, name)
+
+
 @pytest.fixture
-def trained(client: TestClient, store: Store, models: ModelWriter) -> tuple[torch.Tensor, ...]:
+def trained(client: TestClient, store: Store, models: ModelWriter,
+            settings: Settings) -> tuple[torch.Tensor, ...]:
     """HISTORY logged, then version 1 (random weights, dim 4) served; its seen
-    CSR knows u0 saw i0 only (the database knows i0, i1, i2)."""
+    CSR knows u0 saw i0 only (the database knows i0, i1, i2). With precomputed
+    lists, returns once all 5 users are ranked."""
     assert client.post("/v1/interactions", json=interactions(*HISTORY)).status_code == 202
     generator = torch.Generator().manual_seed(7)
     user, item = torch.randn(5, 5, generator=generator), torch.randn(10, 5, generator=generator)
     version = models.write(user=user, item=item, seen={"u0": ["i0"]},
                            popular=["i3", "i0", "i5", "i9"])
     assert client.post(f"/v1/admin/models/{version}/activate", headers=ADMIN).status_code == 200
+    if settings.precompute_depth:
+        assert wait_for(lambda: _counted(client, "smlrec_ranked_users") == 5)
     return user, item
 
 
@@ -143,6 +163,41 @@ def test_batch_defaults_and_maximum(client: TestClient, trained: tuple[torch.Ten
     assert len(response.json()["results"]) == 1000
 
 
+@pytest.mark.parametrize("settings", [3], indirect=True)
+def test_precomputed_lists_answer_exactly_when_they_can(
+    client: TestClient, store: Store, trained: tuple[torch.Tensor, ...]
+) -> None:
+    """Lists of depth 3: a request is answered from its user's list when, once
+    the items logged since the model are dropped, k of them are left (counted by
+    smlrec_precomputed_answers); otherwise, and for k beyond the depth, it is
+    scored. Either way the answer is the brute-force ranking."""
+    user, item = trained
+    seen = {"u0": {"i0", "i1", "i2"}, "u1": {"i3", "i4"}, "u2": {"i5"}, "u3": {"i6", "i7"},
+            "u4": {"i8", "i9", "i3"}}
+    outcomes = set()
+    for k in (1, 2, 3, 5):
+        for uid, exclude in seen.items():
+            listed = _expected(store, user, item, uid, {"i0"} if uid == "u0" else set(), 3)
+            from_list = k <= 3 and len(set(listed) - exclude) >= k
+            before = _counted(client, "smlrec_precomputed_answers_total")
+            body = client.get(f"/v1/users/{uid}/recommendations?k={k}").json()
+            assert _check_shape(body, k) == _expected(store, user, item, uid, exclude, k)
+            assert _counted(client, "smlrec_precomputed_answers_total") - before == from_list
+            outcomes.add(from_list)
+    assert outcomes == {True, False}  # both ways were taken
+
+    before = _counted(client, "smlrec_precomputed_answers_total")
+    ids = list(seen)
+    results = client.post("/v1/recommendations", json={"user_ids": ids, "k": 1}).json()
+    for uid, result in zip(ids, results["results"], strict=True):
+        assert _check_shape(result, 1) == _expected(store, user, item, uid, seen[uid], 1)
+    listed = [_expected(store, user, item, uid, {"i0"} if uid == "u0" else set(), 3)
+              for uid in ids]
+    assert _counted(client, "smlrec_precomputed_answers_total") - before == sum(
+        bool(set(top) - seen[uid]) for uid, top in zip(ids, listed, strict=True))
+
+
+@pytest.mark.parametrize("settings", [0], indirect=True)
 def test_batch_requests_are_scored_on_a_bounded_pool(
     client: TestClient, trained: tuple[torch.Tensor, ...], monkeypatch: pytest.MonkeyPatch
 ) -> None:

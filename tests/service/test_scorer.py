@@ -175,7 +175,7 @@ def test_both_artifact_formats_give_the_same_model() -> None:
     new = _payload(format="smlrec-model/2", user_ids=pack_ids(old["user_ids"]),
                    item_ids=pack_ids(old["item_ids"]))
     a, b = ServingModel.from_payload(old), ServingModel.from_payload(new)
-    assert (a.user_ids, a.item_ids, a.item_json) == (b.user_ids, b.item_ids, b.item_json)
+    assert (a.user_ids, a.item_ids, a.item_prefix) == (b.user_ids, b.item_ids, b.item_prefix)
     assert a.user_index == b.user_index and a.item_index == b.item_index
     assert [r.items.tolist() for r in top_k(a, [0, 4], 5)] == [
         r.items.tolist() for r in top_k(b, [0, 4], 5)]
@@ -187,7 +187,7 @@ def test_a_new_version_shares_or_extends_the_id_maps_of_the_previous() -> None:
     previous = ServingModel.from_payload(_payload())
     same = ServingModel.from_payload(_payload(seed=1), previous=previous)
     assert same.user_index is previous.user_index and same.item_index is previous.item_index
-    assert same.item_json is previous.item_json
+    assert same.item_prefix is previous.item_prefix
 
     indptr = _payload(seed=2)["seen_indptr"]  # two more users, who have seen nothing
     grown = _payload(seed=2, user=torch.randn(N_USERS + 2, DIM + 1),
@@ -198,7 +198,7 @@ def test_a_new_version_shares_or_extends_the_id_maps_of_the_previous() -> None:
     extended = ServingModel.from_payload(grown, previous=previous)
     fresh = ServingModel.from_payload(grown)
     assert extended.user_index == fresh.user_index and extended.item_index == fresh.item_index
-    assert extended.item_json == fresh.item_json and extended.item_ids == fresh.item_ids
+    assert extended.item_prefix == fresh.item_prefix and extended.item_ids == fresh.item_ids
     assert extended.user_index is not previous.user_index  # a copy: the previous one is intact
     assert len(previous.user_index) == N_USERS and "new \"item\"" not in previous.item_index
 

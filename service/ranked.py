@@ -1,0 +1,214 @@
+"""Each served version's top lists, computed once in the background.
+
+A model version does not change while it serves, and neither does what it has
+seen (the artifact's seen items): every user's top ``depth`` items are the same
+for every request until the next swap. So after each swap a background thread
+ranks every user of the new version once, with the scorer's exact top-k
+(:func:`service.scorer.top_k`: the items a request would get, their scores to
+float rounding, which differs between products of different batch sizes
+anyway), and requests read their answer from the lists:
+
+- the items the user interacted with since the model's period (the request's
+  ``extra_seen``) are dropped from the list; the first ``k`` left are the
+  answer, exactly what scoring with those items masked returns;
+- when fewer than ``k`` are left, ``k`` exceeds the depth, the request keeps
+  seen items in (``exclude_seen=false``), or the user's row is not ranked yet
+  (the thread goes through the users in order; a swap starts it over), the
+  request is scored as before (:class:`service.batcher.ScoringBatcher`).
+
+Ranking costs what scoring every user once does (about 25 s of one core for
+100,000 users x 100,000 items x 64 dims on a 2-core AVX2 EPYC), spent once per
+version per API process at a lower priority than requests, and holds
+n_users x depth x 8 bytes (40 MB for 100,000 users at depth 50).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from service.holder import ServingModel
+from service.scorer import TopK, extra_pairs, top_k
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEPTH = 50
+# Users ranked per call: the thread looks for a newer version between calls.
+RANK_CHUNK = 1024
+# Niceness of the ranking thread (Linux: per thread), so requests come first.
+RANKER_NICE = 10
+
+
+class Listed(NamedTuple):
+    """One user's answer from a list: item indices by score descending, and scores."""
+
+    items: list[int]
+    scores: list[float]
+
+
+class Rankings:
+    """One version's top lists: row u holds user u's best ``depth`` unseen items
+    by score, descending (``lengths[u]`` of them; fewer only when the user has
+    not that many unseen items). Rows below ``ready`` are filled."""
+
+    def __init__(self, model: ServingModel, depth: int) -> None:
+        self.model = model
+        self.depth = depth
+        self.items = np.empty((model.n_users, depth), dtype=np.int32)  # (n_users, depth)
+        self.scores = np.empty((model.n_users, depth), dtype=np.float32)  # (n_users, depth)
+        self.lengths = np.zeros(model.n_users, dtype=np.int32)  # (n_users,)
+        self.ready = 0  # rows [0, ready) are filled; only the ranking thread raises it
+
+    def fill(self, start: int, tops: list[TopK]) -> None:
+        """Rows ``start``, ``start + 1``, ... from ``tops``; then they count as ready."""
+        for row, top in enumerate(tops, start):
+            n = len(top.items)
+            self.items[row, :n] = top.items
+            self.scores[row, :n] = top.scores
+            self.lengths[row] = n
+        self.ready = max(self.ready, start + len(tops))
+
+    def lookup(self, users: Sequence[int], k: int,
+               extra_seen: Sequence[np.ndarray | None]) -> list[Listed | None]:
+        """Each user's top ``k`` without its ``extra_seen`` items (item indices),
+        or None where the list cannot tell it (not ranked yet, ``k`` beyond the
+        depth, or too few items left once those are dropped: score that user).
+        One pass of array operations for all the users."""
+        if k > self.depth:
+            return [None] * len(users)
+        ready = self.ready  # read before the rows: rows filled later count as not ready
+        rows_of = np.asarray(users, dtype=np.int64)  # (B,)
+        longest = max((len(e) for e in extra_seen if e is not None), default=0)
+        # dropping m items leaves k of the first k + m, unless the list ends first
+        window = min(self.depth, k + longest)
+        items = self.items[rows_of, :window]  # (B, W)
+        lengths = self.lengths[rows_of]  # (B,)
+        keep = np.arange(window) < lengths[:, None]  # (B, W)
+        rows, dropped = extra_pairs(extra_seen, self.model.n_items)  # (P,), (P,)
+        if len(rows):
+            pair, position = np.nonzero(items[rows] == dropped[:, None])
+            keep[rows[pair], position] = False
+        kept = keep.sum(axis=1)  # (B,)
+        first = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # (B, <=k) kept positions
+        top_items = np.take_along_axis(items, first, axis=1).tolist()
+        top_scores = np.take_along_axis(self.scores[rows_of, :window], first, axis=1).tolist()
+        # a list shorter than the depth holds every unseen item: what it keeps is the answer
+        answered = (rows_of < ready) & ((kept >= k) | (lengths < self.depth))
+        counts = np.minimum(kept, k).tolist()
+        return [Listed(top_items[b][:n], top_scores[b][:n]) if ok else None
+                for b, (ok, n) in enumerate(zip(answered.tolist(), counts, strict=True))]
+
+
+class Ranker:
+    """The thread that ranks each version it is given (:meth:`submit`, after each
+    swap); :meth:`rankings` gives the lists of a model, as far as they go."""
+
+    def __init__(self, depth: int = DEFAULT_DEPTH, *, chunk: int = RANK_CHUNK,
+                 nice: int = RANKER_NICE,
+                 on_progress: Callable[[int], None] | None = None) -> None:
+        if depth < 1 or chunk < 1:
+            raise ValueError("depth and chunk must be >= 1")
+        self.depth = depth
+        self._chunk = chunk
+        self._nice = nice
+        self._on_progress = on_progress
+        self._cond = threading.Condition()
+        self._pending: ServingModel | None = None
+        self._current: Rankings | None = None
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._cond:
+            if self._running:
+                return
+            self._running = True
+        inherited = torch.get_num_threads()
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), name="smlrec-ranker",
+                                        daemon=True)
+        self._thread.start()
+        started.wait(timeout=10.0)
+        torch.set_num_threads(inherited)  # torch hands new threads the last count set
+
+    def stop(self) -> None:
+        with self._cond:
+            self._running = False
+            self._pending = None
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30.0)
+            self._thread = None
+        self._current = None
+
+    def submit(self, model: ServingModel) -> None:
+        """Rank ``model``'s users from now on (the lists of an earlier one are
+        dropped at once: only the served version is looked up)."""
+        with self._cond:
+            self._pending = model
+            self._current = None
+            self._cond.notify_all()
+        self._report(0)
+
+    def rankings(self, model: ServingModel) -> Rankings | None:
+        """The lists of ``model`` (None: it is not the version being ranked)."""
+        current = self._current
+        return current if current is not None and current.model is model else None
+
+    def lookup(self, model: ServingModel, users: Sequence[int], k: int,
+               extra_seen: Sequence[np.ndarray | None]) -> list[Listed | None]:
+        """:meth:`Rankings.lookup` on ``model``'s lists; all None without them."""
+        rankings = self.rankings(model)
+        if rankings is None:
+            return [None] * len(users)
+        return rankings.lookup(users, k, extra_seen)
+
+    def _report(self, ready: int) -> None:
+        if self._on_progress is not None:
+            self._on_progress(ready)
+
+    def _next(self) -> ServingModel | None:
+        with self._cond:
+            while self._running and self._pending is None:
+                self._cond.wait()
+            model, self._pending = self._pending, None
+            return model if self._running else None
+
+    def _run(self, started: threading.Event) -> None:
+        torch.set_num_threads(1)
+        torch.get_num_threads()  # this thread's own count from now on (start() resets the rest)
+        try:  # Linux: the niceness of this thread alone
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
+        except (AttributeError, OSError) as error:
+            log.debug("ranking thread keeps the process priority: %s", error)
+        started.set()
+        while (model := self._next()) is not None:
+            try:
+                self._rank(model)
+            except Exception:  # requests go on being scored; the next swap tries again
+                log.exception("ranking model version %d failed", model.version)
+
+    def _rank(self, model: ServingModel) -> None:
+        rankings = Rankings(model, min(self.depth, max(1, model.n_items)))
+        with self._cond:
+            if self._pending is not None or not self._running:
+                return  # a newer version came in meanwhile
+            self._current = rankings
+        began = time.perf_counter()
+        for start in range(0, model.n_users, self._chunk):
+            if self._pending is not None or not self._running:
+                log.info("ranking of model version %d stopped at %d of %d users (newer version)",
+                         model.version, start, model.n_users)
+                return
+            users = range(start, min(start + self._chunk, model.n_users))
+            rankings.fill(start, top_k(model, users, rankings.depth))
+            self._report(rankings.ready)
+        log.info("ranked the %d users of model version %d (top %d) in %.1f s", model.n_users,
+                 model.version, rankings.depth, time.perf_counter() - began)

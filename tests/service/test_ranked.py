@@ -1,0 +1,185 @@
+"""Precomputed top lists (service.ranked) against the scorer they stand in for."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from service.holder import ServingModel
+from service.ranked import Ranker, Rankings
+from service.scorer import top_k
+
+N_USERS, N_ITEMS, DIM = 130, 700, 6
+
+
+def _model(version: int = 1, seed: int = 0) -> ServingModel:
+    """A random model whose users have seen 0-30 items each; user 5 all but 4."""
+    rng = np.random.default_rng(seed)
+    seen = [sorted(rng.choice(N_ITEMS, size=rng.integers(0, 30), replace=False).tolist())
+            for _ in range(N_USERS)]
+    seen[5] = list(range(4, N_ITEMS))
+    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seen])])
+    generator = torch.Generator().manual_seed(seed)
+    return ServingModel.from_payload({
+        "format": "smlrec-model/1", "version": version, "period_id": 1, "strategy": "sml",
+        "created_at": 0.0,
+        "user": torch.randn(N_USERS, DIM + 1, generator=generator),
+        "item": torch.randn(N_ITEMS, DIM + 1, generator=generator),
+        "user_ids": [f"u{n}" for n in range(N_USERS)],
+        "item_ids": [f"i{n}" for n in range(N_ITEMS)],
+        "seen_indptr": torch.tensor(indptr, dtype=torch.int64),
+        "seen_items": torch.tensor([i for s in seen for i in s], dtype=torch.int64),
+        "popular": torch.tensor([0, 1], dtype=torch.int64),
+    }, quantize=False)
+
+
+def _rank(ranker: Ranker, model: ServingModel) -> Rankings:
+    """Submit ``model`` and wait until every user is ranked."""
+    ranker.submit(model)
+    return _ranked(ranker, model)
+
+
+def _ranked(ranker: Ranker, model: ServingModel) -> Rankings:
+    """``model``'s lists once every user is ranked."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rankings = ranker.rankings(model)
+        if rankings is not None and rankings.ready == model.n_users:
+            return rankings
+        time.sleep(0.01)
+    raise AssertionError(f"version {model.version} was not ranked in time")
+
+
+@pytest.fixture
+def ranker() -> Iterator[Ranker]:
+    started = Ranker(depth=20, chunk=32)
+    started.start()
+    yield started
+    started.stop()
+
+
+def test_lists_answer_what_scoring_answers(ranker: Ranker) -> None:
+    """Every user, k up to the depth, with and without items logged since the
+    model: the same items and scores as scoring, or None where the list is too
+    short to tell once those items are dropped. (Scores agree to float rounding:
+    products of different batch sizes round differently, and a request's batch
+    size varies anyway.)"""
+    model = _model()
+    rankings = _rank(ranker, model)
+    rng = np.random.default_rng(1)
+    extras: list[np.ndarray | None] = []
+    for user in range(N_USERS):  # some of each user's best items, a few others
+        best = top_k(model, [user], 20)[0].items
+        extras.append(np.concatenate([
+            rng.choice(best, size=min(len(best), int(rng.integers(0, 12))), replace=False),
+            rng.integers(0, N_ITEMS, size=int(rng.integers(0, 3)))]))
+    answered = declined = 0
+    for k in (1, 7, 20):
+        for more in ([None] * N_USERS, extras):
+            for user, got in enumerate(rankings.lookup(range(N_USERS), k, more)):
+                expected = top_k(model, [user], k, extra_seen=[more[user]])[0]
+                if got is None:  # only a full list that loses too many of its items
+                    declined += 1
+                    listed = rankings.items[user, : rankings.lengths[user]]
+                    assert rankings.lengths[user] == 20
+                    assert len(np.setdiff1d(listed, more[user])) < k
+                    continue
+                answered += 1
+                assert got.items == expected.items.tolist()
+                assert got.scores == pytest.approx(expected.scores.tolist(), rel=1e-6)
+    assert answered and declined
+    # user 5 has 4 unseen items: its short list is its whole answer, for any k
+    assert rankings.lengths[5] == 4
+    short = top_k(model, [5], 20)[0].items.tolist()
+    assert rankings.lookup([5], 20, [None]) == [(short, rankings.scores[5, :4].tolist())]
+    assert rankings.lookup([5], 20, [np.array([short[1]])])[0].items == short[:1] + short[2:]
+    assert rankings.lookup([0], 21, [None]) == [None]  # beyond the depth
+
+
+def test_rows_not_ranked_yet_are_not_answered() -> None:
+    model = _model()
+    rankings = Rankings(model, 10)
+    rankings.fill(0, top_k(model, range(40), 10))
+    assert rankings.ready == 40
+    assert rankings.lookup([39, 40, 0], 1, [None, None, np.array([7])])[1] is None
+    assert rankings.lookup([39], 10, [None])[0] is not None
+
+
+def test_rows_filled_while_a_lookup_reads_them_are_not_answered() -> None:
+    """The ranking thread may fill rows between a lookup's reads: a lookup goes
+    by the rows ready when it began (else it would take unfilled rows for empty
+    lists: seen as empty answers under concurrent swaps)."""
+    model = _model()
+    rankings = Rankings(model, 10)
+    tops = top_k(model, range(40), 10)
+
+    class FilledRightAfterRead(np.ndarray):
+        def __getitem__(self, key: object) -> object:
+            rows = super().__getitem__(key)  # as they are before the fill
+            if rankings.ready == 0:
+                rankings.fill(0, tops)
+            return rows
+
+    rankings.lengths = rankings.lengths.view(FilledRightAfterRead)
+    assert rankings.lookup([3], 5, [None]) == [None]
+    assert rankings.ready == 40 and rankings.lookup([3], 5, [None])[0] is not None
+
+
+def test_a_newer_version_replaces_the_lists_at_once() -> None:
+    """Submitting a version drops the earlier lists before the thread gets to it,
+    and a ranking in progress stops at its next chunk."""
+    first, second = _model(1, seed=1), _model(2, seed=2)
+    paused, resume = threading.Event(), threading.Event()
+    progress: list[int] = []
+
+    def report(ready: int) -> None:
+        progress.append(ready)
+        if ready == 10:  # first version's first chunk
+            paused.set()
+            resume.wait(5)
+
+    ranker = Ranker(depth=5, chunk=10, on_progress=report)
+    ranker.start()
+    try:
+        ranker.submit(first)
+        assert paused.wait(5)
+        assert ranker.rankings(first) is not None and ranker.rankings(first).ready == 10
+        ranker.submit(second)
+        assert ranker.rankings(first) is None and ranker.rankings(second) is None
+        resume.set()
+        rankings = _ranked(ranker, second)
+        assert ranker.rankings(first) is None
+        assert rankings.items[N_USERS - 1, :5].tolist() == \
+            top_k(second, [N_USERS - 1], 5)[0].items.tolist()
+        # submit, first chunk (paused), submit, then the second version from its start:
+        # the first one's ranking went no further than its first chunk
+        assert progress[:4] == [0, 10, 0, 10] and progress[-1] == N_USERS
+    finally:
+        resume.set()
+        ranker.stop()
+    assert ranker.rankings(second) is None  # stopped: nothing kept
+
+
+def test_ranking_runs_on_one_torch_thread_and_leaves_the_callers_count() -> None:
+    counts: set[tuple[str, int]] = set()
+
+    def report(ready: int) -> None:
+        if ready:  # reported by the ranking thread
+            counts.add((threading.current_thread().name, torch.get_num_threads()))
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    ranker = Ranker(depth=3, on_progress=report)
+    try:
+        ranker.start()
+        assert torch.get_num_threads() == 2
+        _rank(ranker, _model())
+        assert counts == {("smlrec-ranker", 1)}
+    finally:
+        ranker.stop()
+        torch.set_num_threads(previous)
