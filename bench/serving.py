@@ -164,8 +164,9 @@ def _mean_batch(server: Server) -> float:
     return values.get("smlrec_scoring_batch_size_sum", 0.0) / count if count else 0.0
 
 
-def _ranking(server: Server, args: argparse.Namespace, report: Report) -> None:
-    """Wait until the service has precomputed every user's top list."""
+def _wait_ranked(server: Server, args: argparse.Namespace) -> tuple[float, float]:
+    """Wait until the service has precomputed every user's top list of the
+    version it serves: (seconds waited, users ranked)."""
     started = time.monotonic()
     ranked = 0.0
     while time.monotonic() - started < args.ranking_timeout:
@@ -173,7 +174,11 @@ def _ranking(server: Server, args: argparse.Namespace, report: Report) -> None:
         if ranked >= args.users:
             break
         time.sleep(0.5)
-    seconds = time.monotonic() - started
+    return time.monotonic() - started, ranked
+
+
+def _ranking(server: Server, args: argparse.Namespace, report: Report) -> None:
+    seconds, ranked = _wait_ranked(server, args)
     report.add("precomputed top lists, every user (after the service is up)", "—",
                f"{seconds:.0f} s" if ranked >= args.users
                else f"{ranked:,.0f} of {args.users:,} users after {seconds:.0f} s")
@@ -262,13 +267,16 @@ def _retrain(server: Server, args: argparse.Namespace, report: Report) -> None:
     compares the p99 of every request served during the retrain, pooled, with
     the p99 of the window at rest. Before each round a period's worth of
     interactions (one per user) is logged through the API: that is what the job
-    trains on."""
+    trains on; and the served version's top lists are complete (the previous
+    round's swap started them over)."""
     paths = _reco_paths(args.users, seed=4)
     ratios: list[float] = []
     details: list[str] = []
     with server.client(timeout=120.0) as client:
         for round_ in range(args.retrains):
             _log_period(client, args, seed=round_)
+            if args.precompute_depth != 0:  # at rest: the served version's lists complete
+                _wait_ranked(server, args)
             rest = load(server.url, paths, seconds=args.retrain_window,
                         connections=args.retrain_connections, tool=args.tool)
             accepted = client.post("/v1/admin/retrain")
