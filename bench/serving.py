@@ -196,6 +196,8 @@ def _batch(server: Server, args: argparse.Namespace, report: Report) -> None:
 
 
 def _swaps(server: Server, args: argparse.Namespace, report: Report, versions: int) -> None:
+    """``args.swaps`` activations under load; failed requests, and resident memory
+    after them against before, both with the served version's lists complete."""
     if args.swaps <= 0:
         return
     paths = _reco_paths(args.users, seed=3)
@@ -235,6 +237,8 @@ def _swaps(server: Server, args: argparse.Namespace, report: Report, versions: i
     elapsed = time.monotonic() - started
     with server.client() as client:
         client.post("/v1/admin/models/1/activate")
+    if args.precompute_depth != 0:  # as before the swaps: the served version's lists complete
+        _wait_ranked(server, args)
     time.sleep(1.0)
     after = rss_bytes(server.pid)
     model_bytes = max(_model_bytes(args), _artifact_bytes(server))

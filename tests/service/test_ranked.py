@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+import service.ranked
 from service.holder import ServingModel
 from service.ranked import Ranker, Rankings
-from service.scorer import top_k
+from service.scorer import TopK, top_k
 
 N_USERS, N_ITEMS, DIM = 130, 700, 6
 
@@ -130,24 +131,27 @@ def test_rows_filled_while_a_lookup_reads_them_are_not_answered() -> None:
     assert rankings.ready == 40 and rankings.lookup([3], 5, [None])[0] is not None
 
 
-def test_a_newer_version_replaces_the_lists_at_once() -> None:
+def test_a_newer_version_replaces_the_lists_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Submitting a version drops the earlier lists before the thread gets to it,
-    and a ranking in progress stops at its next chunk."""
+    a ranking in progress stops at its next chunk, and progress is reported for
+    the version being ranked only."""
     first, second = _model(1, seed=1), _model(2, seed=2)
     paused, resume = threading.Event(), threading.Event()
     progress: list[int] = []
+    score = service.ranked.top_k
 
-    def report(ready: int) -> None:
-        progress.append(ready)
-        if ready == 10:  # first version's first chunk
+    def scoring(model: ServingModel, users: range, k: int) -> list[TopK]:
+        if model is first and users.start == 10:  # the first version's second chunk
             paused.set()
             resume.wait(5)
+        return score(model, users, k)
 
-    ranker = Ranker(depth=5, chunk=10, on_progress=report)
+    monkeypatch.setattr(service.ranked, "top_k", scoring)
+    ranker = Ranker(depth=5, chunk=10, on_progress=progress.append)
     ranker.start()
     try:
         ranker.submit(first)
-        assert paused.wait(5)
+        assert paused.wait(5)  # ranking users 10-19 of the first version
         assert ranker.rankings(first) is not None and ranker.rankings(first).ready == 10
         ranker.submit(second)
         assert ranker.rankings(first) is None and ranker.rankings(second) is None
@@ -155,10 +159,10 @@ def test_a_newer_version_replaces_the_lists_at_once() -> None:
         rankings = _ranked(ranker, second)
         assert ranker.rankings(first) is None
         assert rankings.items[N_USERS - 1, :5].tolist() == \
-            top_k(second, [N_USERS - 1], 5)[0].items.tolist()
-        # submit, first chunk (paused), submit, then the second version from its start:
-        # the first one's ranking went no further than its first chunk
-        assert progress[:4] == [0, 10, 0, 10] and progress[-1] == N_USERS
+            score(second, [N_USERS - 1], 5)[0].items.tolist()
+        # submit, first chunk, submit, then the second version from its start: the
+        # first version's users 10-19 were ranked but not reported, and no more
+        assert progress == [0, 10, 0, *range(10, N_USERS + 1, 10)]
     finally:
         resume.set()
         ranker.stop()
