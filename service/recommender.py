@@ -186,21 +186,21 @@ class Recommender:
             [seen.get(user_ids[pos]) for pos in positions])
         by_position = {pos: one for pos, one in zip(positions, from_lists, strict=True)
                        if one is not None}
-        known = [pos for pos, one in zip(positions, from_lists, strict=True) if one is None]
+        to_score = [pos for pos, one in zip(positions, from_lists, strict=True) if one is None]
         if by_position:
             self._metrics.precomputed_answers.inc(len(by_position))
-        if known:
+        if to_score:
             score = functools.partial(
                 top_k,
                 model,
-                [model.user_index[user_ids[pos]] for pos in known],
+                [model.user_index[user_ids[pos]] for pos in to_score],
                 k,
                 exclude_seen=exclude_seen,
-                extra_seen=[seen.get(user_ids[pos]) for pos in known],
+                extra_seen=[seen.get(user_ids[pos]) for pos in to_score],
             )
             tops = (score() if self._scoring_pool is None
                     else self._scoring_pool.submit(score).result())
-            by_position.update(zip(known, map(_listed, tops), strict=True))
+            by_position.update(zip(to_score, map(_listed, tops), strict=True))
         results: list[Recommendation] = []
         for pos, uid in enumerate(user_ids):
             listed = by_position.get(pos)
