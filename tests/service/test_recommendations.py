@@ -1,6 +1,6 @@
 """GET /v1/users/{user_id}/recommendations and POST /v1/recommendations:
-the model's ranking for known users, the popularity fallback otherwise. Each
-test runs twice: known users scored per request, and answered from the
+the model's ranking for known users, the popularity fallback otherwise. Most
+tests run twice: known users scored per request, and answered from the
 precomputed top lists (service.ranked) wherever those can tell."""
 
 from __future__ import annotations
