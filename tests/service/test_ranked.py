@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
+from service_testkit import random_payload
 
 import service.ranked
 from service.holder import ServingModel
@@ -24,19 +25,8 @@ def _model(version: int = 1, seed: int = 0) -> ServingModel:
     seen = [sorted(rng.choice(N_ITEMS, size=rng.integers(0, 30), replace=False).tolist())
             for _ in range(N_USERS)]
     seen[5] = list(range(4, N_ITEMS))
-    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seen])])
-    generator = torch.Generator().manual_seed(seed)
-    return ServingModel.from_payload({
-        "format": "smlrec-model/1", "version": version, "period_id": 1, "strategy": "sml",
-        "created_at": 0.0,
-        "user": torch.randn(N_USERS, DIM + 1, generator=generator),
-        "item": torch.randn(N_ITEMS, DIM + 1, generator=generator),
-        "user_ids": [f"u{n}" for n in range(N_USERS)],
-        "item_ids": [f"i{n}" for n in range(N_ITEMS)],
-        "seen_indptr": torch.tensor(indptr, dtype=torch.int64),
-        "seen_items": torch.tensor([i for s in seen for i in s], dtype=torch.int64),
-        "popular": torch.tensor([0, 1], dtype=torch.int64),
-    }, quantize=False)
+    return ServingModel.from_payload(
+        random_payload(N_USERS, N_ITEMS, DIM, seen, seed=seed, version=version), quantize=False)
 
 
 def _rank(ranker: Ranker, model: ServingModel) -> Rankings:

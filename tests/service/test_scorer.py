@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from service_testkit import random_payload
 
 from service import scorer
 from service.holder import ModelLoadError, ServingModel
@@ -20,19 +21,8 @@ def _payload(seed: int = 0, **changes: Any) -> dict[str, Any]:
     seen = [sorted(rng.choice(N_ITEMS, size=rng.integers(0, 8), replace=False).tolist())
             for _ in range(N_USERS)]
     seen[3] = list(range(N_ITEMS))  # has seen everything
-    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seen])])
-    generator = torch.Generator().manual_seed(seed)
-    payload: dict[str, Any] = {
-        "format": "smlrec-model/1", "version": 3, "period_id": 2, "strategy": "sml",
-        "created_at": 0.0,
-        "user": torch.randn(N_USERS, DIM + 1, generator=generator),
-        "item": torch.randn(N_ITEMS, DIM + 1, generator=generator),
-        "user_ids": [f"u{n}" for n in range(N_USERS)],
-        "item_ids": [f"i{n}" for n in range(N_ITEMS)],
-        "seen_indptr": torch.tensor(indptr, dtype=torch.int64),
-        "seen_items": torch.tensor([i for s in seen for i in s], dtype=torch.int64),
-        "popular": torch.tensor([4, 2, 9, 4], dtype=torch.int64),
-    }
+    payload = random_payload(N_USERS, N_ITEMS, DIM, seen, seed=seed, version=3, period_id=2,
+                             popular=[4, 2, 9, 4])
     payload.update(changes)
     return payload
 
