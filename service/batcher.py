@@ -30,6 +30,7 @@ import torch
 
 from service.holder import ServingModel
 from service.scorer import TopK, top_k
+from service.threads import start_thread
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +90,8 @@ class ScoringBatcher:
             if self._running:
                 return
             self._running = True
-        inherited = torch.get_num_threads()  # the caller's count
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(started,), name="smlrec-scorer",
-                                        daemon=True)
-        self._thread.start()
-        started.wait(timeout=10.0)  # its torch thread count is set when this returns
-        if self._threads is not None:
-            # torch gives threads that have not computed yet the last count set in
-            # the process: the caller's again, not the scoring thread's
-            torch.set_num_threads(inherited)
+        self.torch_threads = self._threads or torch.get_num_threads()
+        self._thread = start_thread(self._run, "smlrec-scorer", self._threads)
 
     def stop(self) -> None:
         """Score what is queued, then stop the thread."""
@@ -167,11 +160,7 @@ class ScoringBatcher:
                 self._first_at = self._last_at = time.monotonic()
             return batch
 
-    def _run(self, started: threading.Event) -> None:
-        if self._threads is not None:
-            torch.set_num_threads(self._threads)  # this thread's (start() restores the rest)
-        self.torch_threads = torch.get_num_threads()
-        started.set()
+    def _run(self) -> None:
         while True:
             batch = self._take()
             if batch is None:

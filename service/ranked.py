@@ -32,10 +32,10 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
 from service.holder import ServingModel, release_freed_memory
 from service.scorer import TopK, extra_pairs, top_k
+from service.threads import start_thread
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +130,7 @@ class Ranker:
             if self._running:
                 return
             self._running = True
-        inherited = torch.get_num_threads()
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(started,), name="smlrec-ranker",
-                                        daemon=True)
-        self._thread.start()
-        started.wait(timeout=10.0)
-        torch.set_num_threads(inherited)  # torch hands new threads the last count set
+        self._thread = start_thread(self._run, "smlrec-ranker", 1)
 
     def stop(self) -> None:
         with self._cond:
@@ -184,14 +178,11 @@ class Ranker:
             model, self._pending = self._pending, None
             return model if self._running else None
 
-    def _run(self, started: threading.Event) -> None:
-        torch.set_num_threads(1)
-        torch.get_num_threads()  # this thread's own count from now on (start() resets the rest)
+    def _run(self) -> None:
         try:  # Linux: the niceness of this thread alone
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         except (AttributeError, OSError) as error:
             log.debug("ranking thread keeps the process priority: %s", error)
-        started.set()
         while (model := self._next()) is not None:
             try:
                 self._rank(model)
