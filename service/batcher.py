@@ -161,21 +161,30 @@ class ScoringBatcher:
             return batch
 
     def _run(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            self.batches += 1
-            self.scored += len(batch)
-            if self._on_batch is not None:
-                self._on_batch(len(batch))
-            groups: dict[tuple[int, bool], list[_Request]] = {}
-            for request in batch:
-                groups.setdefault((id(request.model), request.exclude_seen), []).append(request)
-            outcomes: list[tuple[_Request, TopK | BaseException]] = []
-            for requests in groups.values():
-                outcomes.extend(self._score(requests))
-            self._resolve(outcomes)
+        while self._serve_next():
+            pass
+
+    def _serve_next(self) -> bool:
+        """Take the next batch, score it and hand out the answers (False: stopped
+        and drained). The batch's requests, and with them the model version they
+        were scored with, go out of scope on return: a loop holding them in its
+        locals while it waited for the next batch kept a swapped-out version
+        alive (tens of MB) for as long as no request needed scoring."""
+        batch = self._take()
+        if batch is None:
+            return False
+        self.batches += 1
+        self.scored += len(batch)
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        groups: dict[tuple[int, bool], list[_Request]] = {}
+        for request in batch:
+            groups.setdefault((id(request.model), request.exclude_seen), []).append(request)
+        outcomes: list[tuple[_Request, TopK | BaseException]] = []
+        for requests in groups.values():
+            outcomes.extend(self._score(requests))
+        self._resolve(outcomes)
+        return True
 
     @staticmethod
     def _resolve(outcomes: list[tuple[_Request, TopK | BaseException]]) -> None:

@@ -4,8 +4,10 @@ coalesces concurrent single-user scoring, and the in-memory recent interactions.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -115,6 +117,34 @@ def test_a_failing_batch_fails_its_requests_only() -> None:
             bad.result(10)
         assert batcher.submit(model, 3, 5).result(10).items.size == 5
     finally:
+        batcher.stop()
+
+
+@pytest.mark.parametrize("caller", ["thread", "event loop"])
+def test_an_idle_batcher_keeps_no_version_alive(caller: str) -> None:
+    """Once its last request is answered, a version is freed: the batcher, waiting
+    for its next batch, holds nothing of the batch before. Checked by reference
+    counting alone (the cyclic collector is off): a weak reference to the model
+    dies with its last strong reference."""
+    model = _model(20, 300)
+    gone = weakref.ref(model)
+    batcher = ScoringBatcher(max_batch=8, max_wait_s=0.0)
+    batcher.start()
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        if caller == "thread":
+            assert batcher.submit(model, 3, 5).result(10).items.size == 5
+        else:
+            assert asyncio.run(batcher.top_k(model, 3, 5)).items.size == 5
+        del model
+        deadline = time.monotonic() + 5.0
+        while gone() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gone() is None, "the idle batcher still holds the model it scored with"
+    finally:
+        if collecting:
+            gc.enable()
         batcher.stop()
 
 
