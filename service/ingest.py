@@ -3,17 +3,14 @@
 Embedded mode: one database transaction (``Store.ingest``), all or nothing.
 
 Distributed mode: one Redis stream entry per request (the worker moves it into
-the database). Repeated event ids are reported early from Redis marks, in this
-order, so that a failed request leaves nothing behind:
-
-1. drop repeats within the request; look the remaining event ids up (read-only);
-2. append the rows whose ids are not marked, as one entry (all or nothing);
-3. only then mark their ids. An id another request marked in between counts as a
-   duplicate here; both entries reach the stream and the database, the authority
-   on duplicates, keeps one row.
-
-Marking first would lose data: if the append then failed, the client's retry
-would find its own ids marked and be told they were duplicates.
+the database). Repeats of an event id within the request are dropped here; then
+one Redis script (:meth:`store.RedisBus.append_unseen`) looks the remaining ids
+up, appends the rows whose ids are not marked as one entry, and only then marks
+those ids, atomically. So a failed request leaves nothing behind (marking first
+would lose data: the client's retry would find its own ids marked and be told
+they were duplicates), and of two requests carrying the same event id exactly
+one counts it as accepted. The database stays the authority on duplicates: an id
+whose mark has expired, or could not be written, is dropped there.
 """
 
 from __future__ import annotations
@@ -29,23 +26,11 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from store import BusUnavailable, NewInteraction, RedisBus, Store, StoreUnavailable
-from store.bus_redis import EVENT_TTL_S
 
 log = logging.getLogger(__name__)
 
 PERIOD_TTL_S = 1.0  # how long a looked-up open period id is reused
 PERIOD_RETRY_S = 5.0  # after a database error, how long to answer from the last known id
-
-# The bus's seen-event mark (SET NX with the bus's TTL) for a whole batch in one
-# call; returns how many ids were marked already (by another request).
-_MARK_SCRIPT = """
-local already = 0
-for _, key in ipairs(KEYS) do
-  if not redis.call('SET', key, '1', 'NX', 'EX', ARGV[1]) then already = already + 1 end
-end
-return already
-"""
-
 
 @dataclass(frozen=True)
 class Ingested:
@@ -112,40 +97,11 @@ class StreamIngestor:
     def __init__(self, bus: RedisBus, period: OpenPeriod) -> None:
         self._bus = bus
         self._period = period
-        self._mark_script = bus.client.register_script(_MARK_SCRIPT)
 
     def ingest(self, rows: Sequence[NewInteraction]) -> Ingested:
-        unique = _first_of_each_event(rows)
-        marked = self._marked([r.event_id for r in unique if r.event_id is not None])
-        fresh = [r for r in unique if r.event_id is None or r.event_id not in marked]
-        late = 0
-        if fresh:
-            with _redis_errors("the append"):
-                self._bus.append(fresh)
-            late = self._mark([r.event_id for r in fresh if r.event_id is not None])
-        accepted = len(fresh) - late
+        with _redis_errors("the append"):
+            accepted = self._bus.append_unseen(_first_of_each_event(rows))
         return Ingested(accepted, len(rows) - accepted, self._period.current())
-
-    def _marked(self, event_ids: list[str]) -> set[str]:
-        """Event ids already marked as seen (read-only)."""
-        if not event_ids:
-            return set()
-        with _redis_errors("the event lookup"):  # one MGET, not a command per id
-            found = self._bus.client.mget([self._bus.key("event", e) for e in event_ids])
-        return {e for e, value in zip(event_ids, found, strict=True) if value is not None}
-
-    def _mark(self, event_ids: list[str]) -> int:
-        """Mark ids appended just now; returns how many another request marked
-        first. A failure is logged only: the rows are durable already."""
-        if not event_ids:
-            return 0
-        try:
-            with _redis_errors("the event marks"):  # one script call, not a command per id
-                keys = [self._bus.key("event", e) for e in event_ids]
-                return int(self._mark_script(keys=keys, args=[EVENT_TTL_S]))
-        except BusUnavailable as error:
-            log.warning("%d appended event ids left unmarked: %s", len(event_ids), error)
-            return 0
 
 
 def _first_of_each_event(rows: Sequence[NewInteraction]) -> list[NewInteraction]:

@@ -65,6 +65,14 @@ class Bus(Protocol):
         """Durably append a batch to the interaction stream; returns its size."""
         ...
 
+    def append_unseen(self, rows: Sequence[NewInteraction]) -> int:
+        """Append, as one entry, the rows whose event id is not marked seen (rows
+        without one always), and mark those ids, in one atomic step; returns how
+        many rows were appended. ``rows`` must not repeat an event id. Nothing is
+        appended or marked when the call fails. The marks last 7 days; the
+        database stays the authority on duplicates, they only report them early."""
+        ...
+
     def read(self, consumer: str, count: int = 100, block_ms: int = 1000) -> list[StreamEntry]:
         """Entries for ``consumer`` of group "workers": its unacknowledged ones
         first, then new ones (waiting up to ``block_ms``; 0: don't wait)."""
@@ -84,15 +92,6 @@ class Bus(Protocol):
 
     def leader_lock(self, name: str, ttl_s: float) -> LeaderLock:
         """A lease named ``name``, exclusive among everyone sharing this bus."""
-        ...
-
-    def seen_event(self, event_id: str) -> bool:
-        """Mark ``event_id`` as seen for 7 days; True if it already was. The
-        database stays the authority on duplicates; this only reports them early."""
-        ...
-
-    def seen_events(self, event_ids: Sequence[str]) -> list[bool]:
-        """:meth:`seen_event` for many ids at once."""
         ...
 
     def ping(self) -> None:

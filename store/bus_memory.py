@@ -97,13 +97,28 @@ class InProcessBus:
     # ---- interaction stream -----------------------------------------------
 
     def append(self, rows: Sequence[NewInteraction]) -> int:
+        with self._mutex:
+            return self._append_locked(rows)
+
+    def _append_locked(self, rows: Sequence[NewInteraction]) -> int:
         if not rows:
             return 0
-        with self._mutex:
-            entry_id = f"{int(time.time() * 1000)}-{next(self._entry_seq)}"
-            self._undelivered.append((entry_id, list(rows)))
-            self._new_entries.notify_all()
+        entry_id = f"{int(time.time() * 1000)}-{next(self._entry_seq)}"
+        self._undelivered.append((entry_id, list(rows)))
+        self._new_entries.notify_all()
         return len(rows)
+
+    def append_unseen(self, rows: Sequence[NewInteraction]) -> int:
+        with self._mutex:
+            now = time.time()
+            if len(self._events) > 100_000:  # drop expired marks
+                self._events = {k: t for k, t in self._events.items() if t > now}
+            fresh = [row for row in rows if row.event_id is None
+                     or self._events.get(row.event_id, 0.0) <= now]
+            for row in fresh:
+                if row.event_id is not None:
+                    self._events[row.event_id] = now + EVENT_TTL_S
+            return self._append_locked(fresh)
 
     def read(self, consumer: str, count: int = 100, block_ms: int = 1000) -> list[Entry]:
         """This consumer's unacknowledged entries first; else up to ``count`` new
@@ -171,25 +186,6 @@ class InProcessBus:
             holder = self._leases.get(name)
             if holder is not None and holder[0] == token:
                 del self._leases[name]
-
-    # ---- event de-duplication ---------------------------------------------
-
-    def seen_event(self, event_id: str) -> bool:
-        return self.seen_events([event_id])[0]
-
-    def seen_events(self, event_ids: Sequence[str]) -> list[bool]:
-        now = time.time()
-        with self._mutex:
-            if len(self._events) > 100_000:
-                self._events = {k: t for k, t in self._events.items() if t > now}
-            seen: list[bool] = []
-            for event_id in event_ids:
-                expiry = self._events.get(event_id)
-                already = expiry is not None and expiry > now
-                if not already:
-                    self._events[event_id] = now + EVENT_TTL_S
-                seen.append(already)
-            return seen
 
     # ---- lifecycle --------------------------------------------------------
 

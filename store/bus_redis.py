@@ -10,7 +10,6 @@ Keys (``prefix`` defaults to ``smlrec``):
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -56,13 +56,42 @@ def _guard(what: str) -> Iterator[None]:
         raise BusUnavailable(f"redis unavailable during {what}: {error}") from error
 
 
-def encode_rows(rows: Sequence[NewInteraction]) -> str:
+# Append a batch as one stream entry unless one of its event ids carries a seen
+# mark, then mark its ids: look-up, append and marks in one atomic step, so a
+# concurrent request cannot slip in between (two copies of an event never both
+# count as accepted), and a failed append leaves no mark behind (the client's
+# retry is not told its own rows were duplicates). A mark that cannot be written
+# once the entry is appended does not fail the call: the rows are durable, and
+# the database still drops repeats.
+# KEYS[1]: the stream; KEYS[2..]: the marks of the rows with an event id.
+# ARGV[1]: mark TTL (s); ARGV[2]: the rows as a JSON array; ARGV[3..]: for each
+# row, the KEYS index of its mark (0: no event id).
+# Returns {1, marks not written} when appended, else {0, rows found marked
+# (1-based positions)}: nothing was written then.
+_APPEND_UNSEEN_LUA = """
+local marked = {}
+for i = 3, #ARGV do
+  local k = tonumber(ARGV[i])
+  if k > 0 and redis.call('EXISTS', KEYS[k]) == 1 then marked[#marked + 1] = i - 2 end
+end
+if #marked > 0 then return {0, marked} end
+redis.call('XADD', KEYS[1], '*', 'rows', ARGV[2])
+local unmarked = 0
+for k = 2, #KEYS do
+  local ok = redis.pcall('SET', KEYS[k], '1', 'EX', ARGV[1])
+  if type(ok) == 'table' and ok.err then unmarked = unmarked + 1 end
+end
+return {1, unmarked}
+"""
+
+
+def encode_rows(rows: Sequence[NewInteraction]) -> bytes:
     """[[user_id, item_id, ts, event_id], ...]: each row is a named tuple of those."""
-    return json.dumps(rows)
+    return orjson.dumps([tuple(row) for row in rows])
 
 
-def decode_rows(payload: str) -> list[NewInteraction]:
-    return [NewInteraction(str(u), str(i), float(t), e) for u, i, t, e in json.loads(payload)]
+def decode_rows(payload: str | bytes) -> list[NewInteraction]:
+    return [NewInteraction(str(u), str(i), float(t), e) for u, i, t, e in orjson.loads(payload)]
 
 
 class RedisLeaderLock:
@@ -134,6 +163,7 @@ class RedisBus:
         )
         self.refresh_script = self.client.register_script(_REFRESH_LUA)
         self.release_script = self.client.register_script(_RELEASE_LUA)
+        self._append_unseen_script = self.client.register_script(_APPEND_UNSEEN_LUA)
         self._group_ready = False
         self._stops: list[Callable[[], None]] = []
 
@@ -208,6 +238,35 @@ class RedisBus:
         with _guard("append"):
             self.client.xadd(self.stream, {"rows": encode_rows(rows)})
         return len(rows)
+
+    def append_unseen(self, rows: Sequence[NewInteraction]) -> int:
+        """Append, as one entry, the rows whose event id is not marked seen (rows
+        without one always), and mark those ids, in one atomic step (a Redis
+        script); returns how many rows were appended. ``rows`` must not repeat an
+        event id. Nothing is appended or marked when the call fails. When some
+        ids are marked already, the script writes nothing and names them; the
+        rest are sent again (each round drops at least one row)."""
+        left = list(rows)
+        while left:
+            keys = [self.stream]
+            slots: list[int] = []
+            for row in left:
+                if row.event_id is None:
+                    slots.append(0)
+                else:
+                    keys.append(self.key("event", row.event_id))
+                    slots.append(len(keys))
+            with _guard("append"):
+                appended, detail = self._append_unseen_script(
+                    keys=keys, args=[EVENT_TTL_S, encode_rows(left), *slots])
+            if appended:
+                if detail:
+                    log.warning("%d appended event ids left unmarked (the database still "
+                                "drops repeats)", detail)
+                return len(left)
+            marked = {int(position) - 1 for position in detail}
+            left = [row for n, row in enumerate(left) if n not in marked]
+        return 0
 
     def _ensure_group(self) -> None:
         if self._group_ready:
@@ -300,22 +359,6 @@ class RedisBus:
 
     def leader_lock(self, name: str, ttl_s: float) -> RedisLeaderLock:
         return RedisLeaderLock(self, name, ttl_s)
-
-    # ---- event de-duplication ---------------------------------------------
-
-    def seen_event(self, event_id: str) -> bool:
-        """Mark ``event_id`` seen (for 7 days); True if it already was."""
-        return self.seen_events([event_id])[0]
-
-    def seen_events(self, event_ids: Sequence[str]) -> list[bool]:
-        """:meth:`seen_event` for many ids in one round trip."""
-        if not event_ids:
-            return []
-        with _guard("seen_event"):
-            pipe = self.client.pipeline(transaction=False)
-            for event_id in event_ids:
-                pipe.set(self.key("event", event_id), "1", nx=True, ex=EVENT_TTL_S)
-            return [not created for created in pipe.execute()]
 
     # ---- lifecycle --------------------------------------------------------
 
