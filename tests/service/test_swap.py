@@ -4,6 +4,7 @@ when announced, and requests in flight never fail while versions change."""
 from __future__ import annotations
 
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -93,6 +94,38 @@ def test_hot_swap_under_concurrent_requests(client: TestClient, models: ModelWri
     assert seen_versions <= set(versions) and len(seen_versions) >= 2
     swaps = metric_value(client.get("/metrics").text, "smlrec_model_swaps_total")
     assert swaps >= 12
+
+
+def test_a_swapped_out_version_is_freed_once_its_requests_are_answered(
+    client: TestClient, models: ModelWriter
+) -> None:
+    """Nothing of the service keeps an old version once no request uses it: the
+    micro-batcher, the batch endpoint's scoring pool, the ranking thread and the
+    holder all let go (the batcher once kept the last batch's version while it
+    waited, a model's worth of memory after every swap). Checked by reference
+    counting alone: the collector is not run, and the service freezes the
+    objects alive at each swap out of its reach anyway."""
+    _log_some(client)
+    first = models.write(seed=1, dim=16, activate=False)
+    second = models.write(seed=2, dim=16, activate=False)
+    holder = app_of(client).state.runtime.holder
+
+    def score_some() -> None:  # exclude_seen=false: scored, not read from the lists
+        for user in USERS[:5]:
+            response = client.get(f"/v1/users/{user}/recommendations?k=5&exclude_seen=false")
+            assert response.status_code == 200
+        response = client.post("/v1/recommendations",
+                               json={"user_ids": USERS, "k": 5, "exclude_seen": False})
+        assert response.status_code == 200
+
+    assert client.post(f"/v1/admin/models/{first}/activate", headers=ADMIN).status_code == 200
+    score_some()
+    old = weakref.ref(holder.current)
+    assert old() is not None and old().version == first
+    assert client.post(f"/v1/admin/models/{second}/activate", headers=ADMIN).status_code == 200
+    assert wait_for(lambda: old() is None, timeout=5.0), "the old version is still referenced"
+    score_some()
+    assert holder.version == second
 
 
 def _two_inactive_versions(client: TestClient, models: ModelWriter) -> tuple[Any, int, int]:
