@@ -69,6 +69,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./smlrec-data/smlrec.db"
     redis_url: str | None = None
+    # every Redis key and channel starts with it: deployments sharing one Redis
+    # (or one database of it) keep apart by their prefixes
+    redis_prefix: str = Field(default="smlrec", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     model_dir: Path = Path("./smlrec-data/models")
     admin_token: str | None = None
     api_key: str | None = None

@@ -104,7 +104,8 @@ class Bus(Protocol):
 
 
 def make_bus(settings: Settings) -> Bus:
-    """:class:`RedisBus` when ``settings.redis_url`` is set, else :class:`InProcessBus`."""
+    """:class:`RedisBus` (keys under ``settings.redis_prefix``) when
+    ``settings.redis_url`` is set, else :class:`InProcessBus`."""
     if settings.redis_url:
-        return RedisBus(settings.redis_url)
+        return RedisBus(settings.redis_url, prefix=settings.redis_prefix)
     return InProcessBus()

@@ -50,6 +50,12 @@ def redis_client() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
+def redis_url(redis_client: redis.Redis) -> str:
+    """The test Redis' URL (the test is skipped when it is not reachable)."""
+    return REDIS_URL
+
+
+@pytest.fixture
 def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
     """A key prefix of this test's own; everything under it is deleted afterwards."""
     prefix = f"smlrec-test-{uuid.uuid4().hex[:12]}"

@@ -194,15 +194,35 @@ def test_a_failed_append_marks_nothing(
 
 
 @pytest.mark.redis
-def test_ping_and_make_bus(redis_prefix: str) -> None:
+def test_ping_and_make_bus(redis_url: str) -> None:
     assert isinstance(make_bus(Settings()), InProcessBus)
-    bus = make_bus(Settings(redis_url="redis://127.0.0.1:6379/0"))
+    bus = make_bus(Settings(redis_url=redis_url))
     try:
         assert isinstance(bus, RedisBus)
+        assert bus.prefix == "smlrec"
         bus.ping()
     finally:
         bus.close()
     InProcessBus().ping()
+
+
+@pytest.mark.redis
+def test_deployments_sharing_a_redis_keep_apart_by_prefix(
+    redis_url: str, redis_prefix: str
+) -> None:
+    one = make_bus(Settings(redis_url=redis_url, redis_prefix=f"{redis_prefix}:one"))
+    two = make_bus(Settings(redis_url=redis_url, redis_prefix=f"{redis_prefix}:two"))
+    try:
+        assert isinstance(one, RedisBus) and isinstance(two, RedisBus)
+        row = NewInteraction("u1", "i1", 1.7e9, "e1")
+        assert one.append_unseen([row]) == 1
+        assert two.append_unseen([row]) == 1  # its own marks: not a duplicate there
+        assert [rows for _, rows in one.read("w", count=5, block_ms=100)] == [[row]]
+        assert [rows for _, rows in two.read("w", count=5, block_ms=100)] == [[row]]
+        assert two.read("w2", count=5, block_ms=0) == []  # one entry each, no more
+    finally:
+        one.close()
+        two.close()
 
 
 @pytest.mark.redis

@@ -12,6 +12,7 @@ def test_defaults() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.sqlalchemy_url == "sqlite:///./smlrec-data/smlrec.db"
     assert settings.redis_url is None
+    assert settings.redis_prefix == "smlrec"
     assert settings.period_rule == PeriodRule(kind="count", count=5000)
     assert settings.strategy == "sml"
     assert settings.embed_dim == 64
@@ -57,7 +58,9 @@ def test_invalid_period_is_rejected_clearly(spec: str) -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"embed_dim": 0}, {"embed_dim": 1025}, {"strategy": "magic"}, {"log_level": "LOUD"}],
+    [{"embed_dim": 0}, {"embed_dim": 1025}, {"strategy": "magic"}, {"log_level": "LOUD"},
+     {"redis_prefix": ""}, {"redis_prefix": "a b"}, {"redis_prefix": "x*y"},
+     {"redis_prefix": "p" * 65}],
 )
 def test_invalid_values_are_rejected(overrides: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
