@@ -19,7 +19,7 @@ _JOB_KINDS = ("retrain", "bootstrap")
 _FINAL_STATUSES = ("succeeded", "failed")
 
 
-def _job_info(job: Job) -> JobInfo:
+def job_info(job: Job) -> JobInfo:
     return JobInfo(
         job_id=job.id,
         kind=job.kind,  # type: ignore[arg-type]
@@ -32,6 +32,25 @@ def _job_info(job: Job) -> JobInfo:
         finished_at=job.finished_at,
         attempts=job.attempts,
         heartbeat_at=job.heartbeat_at,
+    )
+
+
+def queued_job(period_id: int, kind: JobKind) -> Job:
+    """A new queued job row for ``period_id`` (not added to any session yet)."""
+    if kind not in _JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r}")
+    return Job(
+        id=uuid.uuid4().hex,
+        kind=kind,
+        period_id=period_id,
+        status="queued",
+        model_version=None,
+        error=None,
+        created_at=time.time(),
+        started_at=None,
+        finished_at=None,
+        attempts=0,
+        heartbeat_at=None,
     )
 
 
@@ -59,24 +78,10 @@ class RecordsMixin(StoreBase):
 
     def create_job(self, period_id: int, kind: JobKind = "retrain") -> JobInfo:
         """A new queued job for ``period_id``."""
-        if kind not in _JOB_KINDS:
-            raise ValueError(f"unknown job kind {kind!r}")
-        job = Job(
-            id=uuid.uuid4().hex,
-            kind=kind,
-            period_id=period_id,
-            status="queued",
-            model_version=None,
-            error=None,
-            created_at=time.time(),
-            started_at=None,
-            finished_at=None,
-            attempts=0,
-            heartbeat_at=None,
-        )
+        job = queued_job(period_id, kind)
         with self._tx() as session:
             session.add(job)
-        return _job_info(job)
+        return job_info(job)
 
     def claim_job(self, job_id: str) -> bool:
         """Move a queued job to running; False if it was not queued (someone else
@@ -125,7 +130,7 @@ class RecordsMixin(StoreBase):
     def get_job(self, job_id: str) -> JobInfo | None:
         with self._tx() as session:
             job = session.get(Job, job_id)
-            return _job_info(job) if job is not None else None
+            return job_info(job) if job is not None else None
 
     def running_or_queued_job(self) -> JobInfo | None:
         """A job that is running (preferred) or queued, oldest first; None if idle."""
@@ -135,7 +140,7 @@ class RecordsMixin(StoreBase):
                     select(Job).where(Job.status == status).order_by(Job.created_at).limit(1)
                 ).first()
                 if job is not None:
-                    return _job_info(job)
+                    return job_info(job)
         return None
 
     def next_queued_job(self) -> JobInfo | None:
@@ -144,7 +149,7 @@ class RecordsMixin(StoreBase):
             job = session.scalars(
                 select(Job).where(Job.status == "queued").order_by(Job.created_at).limit(1)
             ).first()
-            return _job_info(job) if job is not None else None
+            return job_info(job) if job is not None else None
 
     def fail_stale_jobs(self, older_than_s: float) -> int:
         """Fail running jobs whose last heartbeat (or start) is older than

@@ -20,9 +20,9 @@ from sqlalchemy import ColumnElement, String, Table, func, select, text, true, u
 from sqlalchemy.orm import Session
 
 from store._base import LOCK_LOG
-from store._records import RecordsMixin
+from store._records import RecordsMixin, job_info, queued_job
 from store.db import make_engine, make_sessionmaker
-from store.dto import IngestResult, NewInteraction, PeriodArrays, PeriodInfo
+from store.dto import IngestResult, JobInfo, JobKind, NewInteraction, PeriodArrays, PeriodInfo
 from store.models import Interaction, Item, Period, User
 
 _FETCH_ROWS = 5_000  # interactions per fetch when reading periods into arrays
@@ -250,49 +250,74 @@ class Store(RecordsMixin):
         so a row received before that one but stamped at or after ``until_ts``
         (a client clock ahead) stays in the period; ``end`` then shows it.
         Returns None, changing nothing, when the period would be empty."""
+        with self._tx(write=True) as session:
+            closed = self._close_in(session, max_rows, until_ts)
+            return self._period_info(session, closed) if closed is not None else None
+
+    def close_period_and_queue(
+        self, max_rows: int | None = None, until_ts: float | None = None,
+        kind: JobKind = "retrain",
+    ) -> tuple[PeriodInfo, JobInfo] | None:
+        """:meth:`close_period` and a queued ``kind`` job for the period it
+        closed, in one transaction: a process dying in between cannot leave a
+        closed period that no job will ever train. None, changing nothing, when
+        the period would be empty."""
+        with self._tx(write=True) as session:
+            closed = self._close_in(session, max_rows, until_ts)
+            if closed is None:
+                return None
+            job = queued_job(closed.id, kind)
+            session.add(job)
+            session.flush()
+            return self._period_info(session, closed), job_info(job)
+
+    def _close_in(
+        self, session: Session, max_rows: int | None, until_ts: float | None
+    ) -> Period | None:
+        """The closing itself, in the caller's writing transaction: the closed
+        period's row, or None when it would be empty."""
         if max_rows is not None and max_rows < 1:
             raise ValueError("max_rows must be at least 1")
         now = time.time()
-        with self._tx(write=True) as session:
-            self._lock(session, LOCK_LOG)
-            after = self._after_closed(session)
-            window = select(Interaction.id, Interaction.ts).where(after).order_by(Interaction.id)
-            if max_rows is not None:
-                window = window.limit(max_rows)
-            w = window.subquery()
-            cut = select(func.max(w.c.id))
-            if until_ts is not None:
-                cut = cut.where(w.c.ts < until_ts)
-            last_id = session.scalar(cut)
-            if last_id is None:
-                return None
-            count, first_id, start, end = session.execute(
-                select(
-                    func.count(Interaction.id),
-                    func.min(Interaction.id),
-                    func.min(Interaction.ts),
-                    func.max(Interaction.ts),
-                ).where(after, Interaction.id <= last_id)
-            ).one()
-            period_id = self._open_period_id(session, now)
-            session.execute(
-                update(Period)
-                .where(Period.id == period_id)
-                .values(
-                    status="closed",
-                    first_id=int(first_id),
-                    last_id=int(last_id),
-                    n_interactions=int(count),
-                    start=float(start),
-                    end=float(end),
-                    closed_at=now,
-                )
+        self._lock(session, LOCK_LOG)
+        after = self._after_closed(session)
+        window = select(Interaction.id, Interaction.ts).where(after).order_by(Interaction.id)
+        if max_rows is not None:
+            window = window.limit(max_rows)
+        w = window.subquery()
+        cut = select(func.max(w.c.id))
+        if until_ts is not None:
+            cut = cut.where(w.c.ts < until_ts)
+        last_id = session.scalar(cut)
+        if last_id is None:
+            return None
+        count, first_id, start, end = session.execute(
+            select(
+                func.count(Interaction.id),
+                func.min(Interaction.id),
+                func.min(Interaction.ts),
+                func.max(Interaction.ts),
+            ).where(after, Interaction.id <= last_id)
+        ).one()
+        period_id = self._open_period_id(session, now)
+        session.execute(
+            update(Period)
+            .where(Period.id == period_id)
+            .values(
+                status="closed",
+                first_id=int(first_id),
+                last_id=int(last_id),
+                n_interactions=int(count),
+                start=float(start),
+                end=float(end),
+                closed_at=now,
             )
-            self._new_period(session, period_id + 1, now)
-            closed = session.get_one(Period, period_id)
-            session.refresh(closed)
-            log.info("closed period %d: %d interactions", period_id, count)
-            return self._period_info(session, closed)
+        )
+        self._new_period(session, period_id + 1, now)
+        closed = session.get_one(Period, period_id)
+        session.refresh(closed)
+        log.info("closed period %d: %d interactions", period_id, count)
+        return closed
 
     def mark_trained(self, period_id: int) -> None:
         """Mark a closed period as trained. KeyError if unknown, ValueError if open."""

@@ -82,10 +82,10 @@ def retrain(runtime: RuntimeDep, store: StoreDep) -> RetrainAccepted:
                 status.HTTP_409_CONFLICT,
                 detail=f"retrain job {busy.job_id} (period {busy.period_id}) is {busy.status}",
             )
-        period = store.close_period()
-        if period is None:
+        closed = store.close_period_and_queue()  # one transaction: never a period without its job
+        if closed is None:
             raise HTTPException(status.HTTP_409_CONFLICT, detail="the open period is empty")
-        job = store.create_job(period.period_id)
+        period, job = closed
     log.info("retrain job %s queued for period %d", job.job_id, period.period_id)
     return RetrainAccepted(job_id=job.job_id, period_id=period.period_id)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from store import NewInteraction, Store
 
@@ -133,3 +134,35 @@ def test_ingest_reports_the_open_period(store: Store) -> None:
     assert store.ingest([NewInteraction("a", "x", 1.0, None)]).period_id == 0
     store.close_period()
     assert store.ingest([NewInteraction("a", "x", 2.0, None)]).period_id == 1
+
+
+def test_closing_with_its_job(store: Store) -> None:
+    assert store.close_period_and_queue() is None  # empty: nothing closed, nothing queued
+    assert store.running_or_queued_job() is None
+    _ingest(store, [(f"u{k}", "i", float(k)) for k in range(5)])
+    done = store.close_period_and_queue(max_rows=3)
+    assert done is not None
+    period, job = done
+    assert (period.period_id, period.status, period.n_interactions) == (0, "closed", 3)
+    assert (job.period_id, job.kind, job.status) == (0, "retrain", "queued")
+    assert store.get_job(job.job_id) == job
+    with pytest.raises(ValueError, match="unknown job kind"):
+        store.close_period_and_queue(kind="magic")  # type: ignore[arg-type]
+    assert store.count_open() == 2  # the bad call closed nothing
+
+
+def test_a_job_that_cannot_be_stored_leaves_the_period_open(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing and queuing are one transaction: when the database refuses the
+    job (here a primary key already taken), the period is not closed either, so
+    no closed period is ever left without a job to train it."""
+    _ingest(store, [(f"u{k}", "i", float(k)) for k in range(4)])
+    taken = store.create_job(99)
+    monkeypatch.setattr("store._records.uuid.uuid4",
+                        lambda: type("Same", (), {"hex": taken.job_id})())
+    with pytest.raises(IntegrityError):
+        store.close_period_and_queue()
+    assert store.count_open() == 4
+    assert [p.status for p in store.list_periods()] == ["open"]
+    assert store.running_or_queued_job() == taken
