@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
+from service_testkit import random_payload
 
 from service.batcher import BatcherStopped, ScoringBatcher
 from service.holder import SCORE_BLOCK, ServingModel
@@ -24,19 +25,11 @@ from store import NewInteraction, PeriodInfo, Store
 
 def _model(n_users: int, n_items: int, dim: int = 8, seed: int = 0,
            version: int = 1) -> ServingModel:
-    generator = torch.Generator().manual_seed(seed)
-    indptr = np.arange(n_users + 1, dtype=np.int64)  # user u saw item u % n_items
-    return ServingModel.from_payload({
-        "format": "smlrec-model/1", "version": version, "period_id": 0, "strategy": "sml",
-        "created_at": 0.0,
-        "user": torch.randn(n_users, dim + 1, generator=generator),
-        "item": torch.randn(n_items, dim + 1, generator=generator),
-        "user_ids": [f"u{n}" for n in range(n_users)],
-        "item_ids": [f"i{n}" for n in range(n_items)],
-        "seen_indptr": torch.from_numpy(indptr),
-        "seen_items": torch.arange(n_users) % n_items,
-        "popular": torch.arange(min(n_items, 10)),
-    })
+    """Random weights; user u has seen item u % n_items."""
+    seen = [[u % n_items] for u in range(n_users)]
+    return ServingModel.from_payload(random_payload(
+        n_users, n_items, dim, seen, seed=seed, version=version, period_id=0,
+        popular=range(min(n_items, 10))))
 
 
 @pytest.mark.parametrize("k", [1, 5, 20, 64])
