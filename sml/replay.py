@@ -96,11 +96,8 @@ class Roles:
         pretrain, _, validation, test = (
             max(1, round(n_periods * c / sum(PROTOCOL_ROLES))) for c in PROTOCOL_ROLES
         )
-        offline = n_periods - pretrain - validation - test
-        if offline < 1:  # only where rounding up the small roles took every period
-            pretrain += offline - 1
-            offline = 1
-        return cls.from_counts(pretrain, offline, validation, test)
+        # offline gets the rest, about 45%: at least one period from 4 periods up
+        return cls.from_counts(pretrain, n_periods - pretrain - validation - test, validation, test)
 
     def describe(self) -> str:
         def span(run: tuple[int, ...]) -> str:

@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,37 +91,36 @@ class Replay:
             key: sum(a[key] > b[key] for a, b in zip(sml, other, strict=True)) for key in WIN_KEYS
         }
 
-
-def significance(result: Replay) -> dict[str, dict[str, dict[str, Interval]]]:
-    """SML minus each other method on the test interactions: method -> group -> key -> interval.
-
-    Empty when SML is not in the run.
-    """
-    if "sml" not in result.methods:
-        return {}
-    users, returning = result.test_users(), result.test_returning()
-    masks = {"all": np.ones_like(returning), "returning": returning}
-    sml = {key: result.test_values("sml", key) for key in WIN_KEYS}
-    out: dict[str, dict[str, dict[str, Interval]]] = {}
-    for name in result.methods:
-        if name == "sml":
-            continue
-        other = {key: result.test_values(name, key) for key in WIN_KEYS}
-        out[name] = {
-            group: {
-                key: paired_bootstrap(
-                    sml[key][mask],
-                    other[key][mask],
-                    users[mask],
-                    draws=BOOTSTRAP_DRAWS,
-                    level=BOOTSTRAP_LEVEL,
-                    seed=BOOTSTRAP_SEED,
-                )
-                for key in WIN_KEYS
+    @cached_property
+    def significance(self) -> dict[str, dict[str, dict[str, Interval]]]:
+        """SML minus each other method on the test interactions: method -> group -> key ->
+        interval (computed once). Empty when SML is not in the run."""
+        if "sml" not in self.methods:
+            return {}
+        users, returning = self.test_users(), self.test_returning()
+        masks = {"all": np.ones_like(returning), "returning": returning}
+        sml = {key: self.test_values("sml", key) for key in WIN_KEYS}
+        out: dict[str, dict[str, dict[str, Interval]]] = {}
+        for name in self.methods:
+            if name == "sml":
+                continue
+            other = {key: self.test_values(name, key) for key in WIN_KEYS}
+            out[name] = {
+                group: {
+                    key: paired_bootstrap(
+                        sml[key][mask],
+                        other[key][mask],
+                        users[mask],
+                        draws=BOOTSTRAP_DRAWS,
+                        level=BOOTSTRAP_LEVEL,
+                        seed=BOOTSTRAP_SEED,
+                    )
+                    for key in WIN_KEYS
+                }
+                for group, mask in masks.items()
             }
-            for group, mask in masks.items()
-        }
-    return out
+        return out
+
 
 
 # -- text ------------------------------------------------------------------------------
@@ -150,9 +150,8 @@ def render(result: Replay) -> str:
     parts = [table1(result, "all"), table1(result, "returning"), breakdown(result)]
     if len(result.seeds) > 1:
         parts.append(seeds_table(result))
-    intervals = significance(result)
-    if intervals:
-        parts.append(significance_table(result, intervals))
+    if result.significance:
+        parts.append(significance_table(result))
     parts.append(table2(result))
     return "\n\n".join(parts)
 
@@ -251,7 +250,7 @@ def seeds_table(result: Replay) -> str:
     return "\n".join(lines)
 
 
-def significance_table(result: Replay, intervals: dict[str, dict[str, dict[str, Interval]]]) -> str:
+def significance_table(result: Replay) -> str:
     """SML minus each method, with the bootstrap interval; * where it excludes 0."""
     seeds = result.seeds
     averaged = f", each interaction averaged over {len(seeds)} seeds" if len(seeds) > 1 else ""
@@ -264,7 +263,7 @@ def significance_table(result: Replay, intervals: dict[str, dict[str, dict[str, 
         f"{'vs':<14}" + "".join(f"{key:^28}" for _ in GROUPS for key in WIN_KEYS),
     ]
     lines.append("-" * len(lines[-1]))
-    for name, by_group in intervals.items():
+    for name, by_group in result.significance.items():
         cells = []
         for group in GROUPS:
             for key in WIN_KEYS:
@@ -358,7 +357,6 @@ def results_json(
     """Per method: the figures (mean over seeds), their sd, SML's wins, and each seed's own;
     the bootstrap intervals; the protocol, data and seeds that produced them."""
     data, roles = result.data, result.data.roles
-    intervals = significance(result)
     methods: dict[str, Any] = {}
     for name in result.methods:
         runs = result.of(name)
@@ -422,7 +420,7 @@ def results_json(
                 }
                 for group, by_key in by_group.items()
             }
-            for name, by_group in intervals.items()
+            for name, by_group in result.significance.items()
         },
     }
 
