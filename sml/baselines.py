@@ -2,10 +2,12 @@
 
 - Fine-tune: at each period, train on D_t only, from the previous model.
 - Full-retrain: at each period, train on D_0..D_t, from the previous model.
-- SPMF (stream-centred probabilistic MF, Wang et al., ICDE 2018, as used by the
-  SML paper): fine-tune on D_t plus a reservoir sample of earlier interactions;
-  the reservoir (fixed size, Vitter's algorithm R over the interaction stream) is
-  updated after each period.
+- SPMF (stream-centered probabilistic MF; Wang, Yin, Huang, Wang, Du and Nguyen,
+  "Streaming Ranking Based Recommender Systems", SIGIR 2018, the SML paper's
+  baseline): fine-tune on D_t plus interactions drawn from a reservoir of earlier
+  ones, those the current model ranks low drawn more often; the reservoir (fixed
+  size, Vitter's algorithm R over the interaction stream) is updated after each
+  period.
 - Popularity: items ranked by their interaction count so far (the protocol's
   reference). It is expressed as an MF with zero embeddings and item bias
   log(1 + count), so that it is scored and served like every other model.
@@ -21,16 +23,30 @@ import numpy as np
 import torch
 
 from sml.fit import FitConfig, SeenPairs, fit_mf
-from sml.model import MFConfig, MFWeights
+from sml.model import MFConfig, MFWeights, score_all
 from sml.strategy import PeriodData, PeriodLike, concat_periods
+
+# Largest score matrix (rows x catalog) SPMF materialises when ranking its reservoir.
+_SCORE_BUDGET = 1 << 22
 
 
 @dataclass(frozen=True)
 class BaselineConfig:
     mf: MFConfig = field(default_factory=MFConfig)
     fit: FitConfig = field(default_factory=FitConfig)
-    reservoir_size: int = 10_000  # SPMF only
+    reservoir_size: int = 10_000  # SPMF: interactions the reservoir holds
+    # SPMF: reservoir interactions drawn (with replacement) into each boundary's training
+    # data; None draws as many as D_t has, so old and new data weigh the same
+    reservoir_draws: int | None = None
+    # SPMF: s in p(draw) ~ exp(s * rank / n_items); 1 is the paper's rule, 0 uniform draws
+    rank_sharpness: float = 1.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.reservoir_size < 0 or (self.reservoir_draws or 0) < 0:
+            raise ValueError("reservoir_size and reservoir_draws must be >= 0")
+        if not self.rank_sharpness >= 0:
+            raise ValueError(f"rank_sharpness must be >= 0, got {self.rank_sharpness}")
 
 
 class _Retrain:
@@ -139,6 +155,18 @@ class FullRetrain(_Retrain):
 
 
 class SPMF(_Retrain):
+    """D_t whole, plus reservoir interactions drawn by how badly the current model ranks them.
+
+    The SPMF paper samples the reservoir by rank: an interaction whose item the model
+    already ranks near the top of the user's list teaches it little, one it ranks low
+    is what it is forgetting. Here the rank of (u, i) is the number of items of the
+    current model's catalog that u scores above i (ties count half), and each
+    interaction is drawn with probability proportional to
+    exp(rank_sharpness * rank / n_items), with replacement, `reservoir_draws` times
+    (default: len(D_t)). With the default sharpness an interaction the model ranks
+    last is drawn about e times as often as one it ranks first.
+    """
+
     name = "spmf"
 
     def __init__(self, config: BaselineConfig) -> None:
@@ -147,10 +175,48 @@ class SPMF(_Retrain):
         self.reservoir_items = np.zeros(0, dtype=np.int64)
         self.stream_length = 0  # interactions offered to the reservoir so far
 
+    def _catalog_size(self) -> int:
+        """Items a reservoir interaction is ranked among (the current model's, at least)."""
+        known = self.current.n_items if self.current is not None else 0
+        stored = int(self.reservoir_items.max()) + 1 if len(self.reservoir_items) else 0
+        return max(known, stored, 1)
+
+    def reservoir_ranks(self) -> np.ndarray:
+        """(R,) float64: each reservoir interaction's 0-based rank under the current model
+        (items it does not know score -inf, so rank last)."""
+        users, items = self.reservoir_users, self.reservoir_items
+        out = np.zeros(len(users), dtype=np.float64)
+        if self.current is None or len(users) == 0:
+            return out
+        n_catalog = self._catalog_size()
+        step = max(1, _SCORE_BUDGET // n_catalog)
+        with torch.no_grad():
+            for lo in range(0, len(users), step):
+                rows = torch.from_numpy(users[lo : lo + step])
+                scores = score_all(self.current, rows, n_catalog).numpy()  # (B, n_catalog)
+                positive = scores[np.arange(len(rows)), items[lo : lo + step], None]  # (B, 1)
+                greater = np.count_nonzero(scores > positive, axis=1)
+                equal = np.count_nonzero(scores == positive, axis=1) - 1  # not itself
+                out[lo : lo + step] = greater + 0.5 * equal
+        return out
+
+    def draw_probabilities(self) -> np.ndarray:
+        """(R,) float64 summing to 1: the chance of each reservoir interaction per draw."""
+        if len(self.reservoir_users) == 0:
+            return np.zeros(0, dtype=np.float64)
+        logit = self.config.rank_sharpness * self.reservoir_ranks() / self._catalog_size()
+        weights = np.exp(logit - logit.max())
+        return weights / weights.sum()
+
     def _training_pairs(self, data: PeriodData) -> tuple[np.ndarray, np.ndarray]:
+        draws = self.config.reservoir_draws
+        n = len(data.users) if draws is None else draws
+        if n == 0 or len(self.reservoir_users) == 0:
+            return data.users, data.items
+        drawn = self.rng.choice(len(self.reservoir_users), size=n, p=self.draw_probabilities())
         return (
-            np.concatenate([data.users, self.reservoir_users]),
-            np.concatenate([data.items, self.reservoir_items]),
+            np.concatenate([data.users, self.reservoir_users[drawn]]),
+            np.concatenate([data.items, self.reservoir_items[drawn]]),
         )
 
     def _remember(self, data: PeriodData) -> None:

@@ -3,8 +3,9 @@
 An `InteractionLog` holds one implicit positive interaction per row, stably sorted by
 time, with users and items renumbered densely in order of first appearance. Periods
 are consecutive row ranges of that log (`split_equal_count`, `split_time_windows`,
-`split_daily`). The MovieLens-100K copy used by the evaluation protocol is fetched
-once into a cache directory and verified by its sha256.
+`split_daily`); `drop_repeats` keeps only the first row of each (user, item) pair. The
+MovieLens-100K copy used by the evaluation protocol is fetched once into a cache
+directory and verified by its sha256.
 """
 
 from __future__ import annotations
@@ -193,13 +194,27 @@ class _Columns:
         return log
 
 
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The lines of a UTF-8 text file (line ends kept) with their 1-based numbers; a line
+    that is not UTF-8 is a DataFormatError naming it."""
+    with open(path, "rb") as f:
+        for line, raw in enumerate(f, 1):
+            try:
+                yield line, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataFormatError(path, line, f"not UTF-8 text ({exc.reason})") from None
+
+
+def _split_rows(path: Path, separator: str) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank lines split at `separator`, with their 1-based line numbers."""
+    for line, text in _text_lines(path):
+        text = text.rstrip("\r\n")
+        if text.strip():
+            yield line, text.split(separator)
+
+
 def _tab_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank lines of a tab-separated file, split, with their 1-based line numbers."""
-    with open(path, encoding="utf-8") as f:
-        for line, text in enumerate(f, 1):
-            text = text.rstrip("\r\n")
-            if text.strip():
-                yield line, text.split("\t")
+    return _split_rows(path, "\t")
 
 
 def _column(path: Path, header: Sequence[str], name: str) -> int:
@@ -225,15 +240,26 @@ def read_recbole_inter(path: str | os.PathLike[str]) -> InteractionLog:
     return columns.build()
 
 
-def read_grouplens_udata(path: str | os.PathLike[str]) -> InteractionLog:
-    """GroupLens u.data: user, item, rating, timestamp separated by tabs, no header."""
-    path = Path(path)
+def _read_grouplens(path: Path, separator: str) -> InteractionLog:
+    """user, item, rating, timestamp per line, no header; the rating is ignored."""
     columns = _Columns(path)
-    for line, fields in _tab_rows(path):
+    for line, fields in _split_rows(path, separator):
         if len(fields) != 4:
-            raise DataFormatError(path, line, f"{len(fields)} fields, expected 4")
+            raise DataFormatError(
+                path, line, f"{len(fields)} fields separated by {separator!r}, expected 4"
+            )
         columns.add(line, fields[0].strip(), fields[1].strip(), fields[3])
     return columns.build()
+
+
+def read_grouplens_udata(path: str | os.PathLike[str]) -> InteractionLog:
+    """GroupLens u.data (MovieLens-100K): user, item, rating, timestamp separated by tabs."""
+    return _read_grouplens(Path(path), "\t")
+
+
+def read_grouplens_dat(path: str | os.PathLike[str]) -> InteractionLog:
+    """GroupLens ratings.dat (MovieLens-1M, -10M): user::item::rating::timestamp, no header."""
+    return _read_grouplens(Path(path), "::")
 
 
 def read_csv(
@@ -245,8 +271,8 @@ def read_csv(
     """CSV with a header; timestamps in Unix seconds or ISO 8601 / RFC 3339 (naive means UTC)."""
     path = Path(path)
     columns = _Columns(path)
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
+    reader = csv.reader(text for _, text in _text_lines(path))
+    try:
         header = [name.strip() for name in next(reader, [])]
         u, i, t = (_column(path, header, name) for name in (user_col, item_col, time_col))
         for fields in reader:
@@ -256,21 +282,22 @@ def read_csv(
                 raise DataFormatError(path, reader.line_num,
                                       f"{len(fields)} fields, header has {len(header)}")
             columns.add(reader.line_num, fields[u].strip(), fields[i].strip(), fields[t])
+    except csv.Error as exc:
+        raise DataFormatError(path, reader.line_num, f"malformed CSV: {exc}") from None
     return columns.build(iso=True)
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as f:
-        for line, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(path, line, f"invalid JSON: {exc.msg}") from None
-            if not isinstance(obj, dict):
-                raise DataFormatError(path, line, "not a JSON object")
-            yield line, obj
+    for line, text in _text_lines(path):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(path, line, f"invalid JSON: {exc.msg}") from None
+        if not isinstance(obj, dict):
+            raise DataFormatError(path, line, "not a JSON object")
+        yield line, obj
 
 
 def _field(path: Path, line: int, obj: dict[str, Any], key: str) -> Any:
@@ -375,45 +402,96 @@ def load_movielens_100k(cache_dir: str | os.PathLike[str] | None = None) -> Inte
     return read_recbole_inter(target)
 
 
+def _first_line(path: Path) -> str:
+    """The first non-blank line of a file ("" when it has none or is not text)."""
+    try:
+        with open(path, "rb") as f:  # bytes: a bad byte further on must not matter here
+            return next((raw for raw in f if raw.strip()), b"").decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 def _json_keys(path: Path) -> set[str]:
     """Keys of the first JSON object of a JSON-lines file (empty when it is not one)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            first = next((text for text in f if text.strip()), "")
-        obj = json.loads(first)
-    except (OSError, UnicodeDecodeError, ValueError):
+        obj = json.loads(_first_line(path))
+    except ValueError:
         return set()
     return set(obj) if isinstance(obj, dict) else set()
 
 
-def load_dataset(name: str, cache_dir: str | os.PathLike[str] | None = None) -> InteractionLog:
-    """A data set by name ("ml-100k", a synthetic profile) or by path (format told by name
-    or content)."""
+@dataclass(frozen=True)
+class CsvColumns:
+    """The header names of a CSV file's user, item and time columns."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    time: str = "timestamp"
+
+
+def load_dataset(
+    name: str,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    columns: CsvColumns = CsvColumns(),
+) -> InteractionLog:
+    """A data set by name ("ml-100k", a synthetic profile such as "synthetic" or
+    "synthetic-returning") or by path (format told by name or content).
+
+    `columns` names the columns of a CSV file. A path that does not exist, or whose format
+    cannot be told, is a DataFormatError.
+    """
     if name == "ml-100k":
         return load_movielens_100k(cache_dir)
     if name in SYNTHETIC_PROFILES:
         return synthetic_drift(SYNTHETIC_PROFILES[name])
     path = Path(name)
+    if not path.exists():
+        raise DataFormatError(
+            path,
+            None,
+            "no such file or folder (a data set is 'ml-100k', a synthetic profile or a path)",
+        )
     if path.is_dir():
         files = _event_files(path)
         if files and {"userId", "time"} <= _json_keys(files[0]):
             return read_adressa_events(path)
     elif path.is_file():
-        if path.name == "u.data" or path.suffix == ".data":
+        if path.suffix == ".dat" and "::" in _first_line(path):
+            return read_grouplens_dat(path)
+        if path.name == "u.data" or path.suffix in (".data", ".dat"):
             return read_grouplens_udata(path)
         if path.suffix == ".inter":
             return read_recbole_inter(path)
         if path.suffix == ".csv":
-            return read_csv(path)
+            return read_csv(path, columns.user, columns.item, columns.time)
         keys = _json_keys(path)
         if {"user_id", "business_id", "date"} <= keys:
             return read_yelp_reviews(path)
         if {"userId", "time"} <= keys:
             return read_adressa_events(path)
-    raise ValueError(
-        f"unknown data set {name!r}: expected 'ml-100k', 'synthetic', or the path of a RecBole "
-        ".inter file, a GroupLens u.data/.data file, a .csv file with user_id, item_id and "
-        "timestamp columns, a Yelp review JSON-lines file, or Adressa event files"
+    raise DataFormatError(
+        path,
+        None,
+        "unknown format: expected 'ml-100k', a synthetic profile, or the path of a RecBole .inter "
+        "file, a GroupLens u.data/.data file or ratings.dat (user::item::rating::timestamp), a "
+        ".csv file with user, item and timestamp columns, a Yelp review JSON-lines file, or "
+        "Adressa event files",
+    )
+
+
+def drop_repeats(log: InteractionLog) -> InteractionLog:
+    """The log without repeated (user, item) pairs: each pair's first row in time order stays.
+
+    For repeat-consumption logs (music plays, news re-reads), where the protocol's "every
+    row is a new positive" would otherwise count re-plays. A user's or item's first row is
+    always kept, so the dense numbering stays valid.
+    """
+    keys = log.users * np.int64(max(log.n_items, 1)) + log.items  # (N,) one key per pair
+    _, first = np.unique(keys, return_index=True)
+    keep = np.sort(first)
+    return InteractionLog(
+        log.users[keep], log.items[keep], log.timestamps[keep], log.user_ids, log.item_ids
     )
 
 

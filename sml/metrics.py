@@ -4,7 +4,8 @@ Sampled metrics follow the NCF protocol: each interaction (u, i) is ranked among
 99 items drawn once, with a fixed seed, from the items u never interacts with anywhere
 in the data set (`Candidates`). Full-ranking metrics rank i against the whole catalog
 minus the items u interacted with before the evaluated period. Ties are split
-half-and-half, so a scorer that outputs constants earns nothing.
+half-and-half, so a scorer that outputs constants earns nothing. `paired_bootstrap`
+puts an interval on the difference between two methods, resampling users.
 """
 
 from __future__ import annotations
@@ -40,6 +41,19 @@ Items the model does not know must already be scored -inf; NaN is read as -inf.
 # Largest number of array elements one vectorised step materialises (keys when
 # sampling candidates, gathered score rows when ranking against the full catalog).
 _ELEMENT_BUDGET = 1 << 22
+
+
+class TooFewNegatives(ValueError):
+    """A user has fewer never-interacted items than the candidates ask for."""
+
+    def __init__(self, user: str, available: int, n_negatives: int) -> None:
+        self.user = user
+        self.available = available
+        self.n_negatives = n_negatives
+        super().__init__(
+            f"user {user!r} has {available} non-interacted items, "
+            f"fewer than n_negatives={n_negatives}"
+        )
 
 
 @dataclass(frozen=True)
@@ -92,11 +106,7 @@ class Candidates:
             complement = np.setdiff1d(all_items, items[rows], assume_unique=False)
             size = len(complement)
             if size < n_negatives:
-                user = int(users[rows[0]])
-                raise ValueError(
-                    f"user {log.user_ids[user]!r} has {size} non-interacted items, "
-                    f"fewer than n_negatives={n_negatives}"
-                )
+                raise TooFewNegatives(log.user_ids[int(users[rows[0]])], size, n_negatives)
             step = max(1, _ELEMENT_BUDGET // _draw_width(size, n_negatives))
             for lo in range(0, len(rows), step):
                 chunk = rows[lo : lo + step]
@@ -257,6 +267,59 @@ def aggregate(evals: Sequence[PeriodEvaluation], group: Group = "all") -> dict[s
         out["share"] = count / total if total else math.nan
     out["n"] = count
     return out
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A paired difference (mean over interactions) and its bootstrap interval."""
+
+    diff: float
+    low: float
+    high: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def paired_bootstrap(
+    a: np.ndarray,
+    b: np.ndarray,
+    users: np.ndarray,
+    *,
+    draws: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Mean of a - b over interactions, with a percentile interval from resampling users.
+
+    a, b: (n,) per-interaction values of two methods on the same interactions; users:
+    (n,) the user of each. Each draw takes as many users as there are, with
+    replacement, and its statistic is the mean of a - b over the drawn users'
+    interactions (a user drawn twice counts twice), so interactions of one user move
+    together. Same inputs and seed, same interval; NaN when there are no interactions.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    users = np.asarray(users)
+    if not a.shape == b.shape == users.shape or a.ndim != 1:
+        raise ValueError(f"a, b and users must be (n,) alike: {a.shape}, {b.shape}, {users.shape}")
+    if draws < 1 or not 0 < level < 1:
+        raise ValueError(f"need draws >= 1 and 0 < level < 1, got {draws}, {level}")
+    if len(a) == 0:
+        return Interval(math.nan, math.nan, math.nan)
+    _, code = np.unique(users, return_inverse=True)  # (n,) dense user code
+    sums = np.bincount(code, weights=a - b)  # (U,) each user's summed difference
+    counts = np.bincount(code).astype(np.float64)  # (U,) each user's interactions
+    n_users = len(sums)
+    rng = np.random.default_rng(seed)
+    stats = np.empty(draws, dtype=np.float64)
+    step = max(1, _ELEMENT_BUDGET // n_users)
+    for lo in range(0, draws, step):
+        picked = rng.integers(0, n_users, size=(min(step, draws - lo), n_users))  # (D, U)
+        stats[lo : lo + len(picked)] = sums[picked].sum(axis=1) / counts[picked].sum(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(stats, [tail, 1 - tail])
+    return Interval(float(sums.sum() / counts.sum()), float(low), float(high))
 
 
 def relative_improvement(sml: float, other: float) -> float:

@@ -1,39 +1,49 @@
-"""The paper's experiments end to end (PROTOCOL.md): ``smlrec replay``.
+"""The paper's experiments end to end (PROTOCOL.md), on any interaction log: ``smlrec replay``.
 
-Periods 0-4 pretrain one plain MF that every method starts from; each method then
-walks through periods 5..19. At period t the model it served during t (W_{t-1})
-is scored on D_t first, and only then does the method retrain on D_t. SML meta-
-trains through the offline periods 5-13 as it goes; validation is 14-15 and test
-16-19, so the test figures are those of models 15..18 on periods 16..19.
+The log is cut into periods with roles, consecutive in this order: pretraining (one
+plain MF that every method starts from), offline (SML meta-trains through them,
+baselines simply retrain), validation and test. Each method walks through every
+period after pretraining; at period t the model it served during t (W_{t-1}) is
+scored on D_t first, and only then does the method retrain on D_t. On MovieLens-100K
+the protocol's periods are 0-4, 5-13, 14-15 and 16-19, so the test figures are those
+of models 15..18 on periods 16..19. With several seeds every method (and the shared
+pretraining) runs once per seed; the tables, Table 1 on returning users' interactions
+and the paired bootstrap of SML against each method are in ``sml.report``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
-import math
+import re
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from sml import hyperparameters as hp
-from sml.data import InteractionLog, Period, load_dataset, split_equal_count
-from sml.fit import SeenPairs, fit_mf
-from sml.metrics import (
-    METRIC_KEYS,
-    Candidates,
-    PeriodEvaluation,
-    aggregate,
-    evaluate_period,
-    relative_improvement,
+from sml import report
+from sml.data import (
+    CsvColumns,
+    DataFormatError,
+    InteractionLog,
+    Period,
+    drop_repeats,
+    load_dataset,
+    split_daily,
+    split_equal_count,
+    split_time_windows,
 )
+from sml.fit import SeenPairs, fit_mf
+from sml.metrics import Candidates, PeriodEvaluation, TooFewNegatives, aggregate, evaluate_period
 from sml.model import MFConfig, MFWeights, numpy_scorer
 from sml.registry import ALL_METHODS, make_strategy
 from sml.strategy import Strategy, concat_periods
@@ -41,7 +51,7 @@ from sml.strategy import Strategy, concat_periods
 logger = logging.getLogger(__name__)
 
 MAIN_METHODS = ("sml", "full_retrain", "fine_tune", "spmf")
-TABLE1_KEYS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
+PROTOCOL_ROLES = (5, 9, 2, 4)  # pretrain, offline, validation, test periods of 20
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,53 @@ class Roles:
     def first_online(self) -> int:
         return self.pretrain[-1] + 1
 
+    @property
+    def counts(self) -> tuple[int, int, int, int]:
+        return len(self.pretrain), len(self.offline), len(self.validation), len(self.test)
+
+    @classmethod
+    def from_counts(cls, pretrain: int, offline: int, validation: int, test: int) -> Roles:
+        """Consecutive runs of periods of these lengths, in this order, each at least 1."""
+        counts = (pretrain, offline, validation, test)
+        if min(counts) < 1:
+            raise ValueError(
+                f"every role needs at least one period (pretrain, offline, validation, test), "
+                f"got {','.join(map(str, counts))}"
+            )
+        bounds = np.cumsum((0, *counts)).tolist()
+        runs = [tuple(range(lo, hi)) for lo, hi in itertools.pairwise(bounds)]
+        return cls(bounds[-1], *runs)
+
+    @classmethod
+    def scaled(cls, n_periods: int) -> Roles:
+        """The protocol's 5/9/2/4 of 20 periods, scaled to n_periods (each role >= 1)."""
+        if n_periods < 4:
+            raise ValueError(
+                f"{n_periods} periods: a replay needs at least 4 "
+                "(pretrain, offline, validation, test)"
+            )
+        pretrain, _, validation, test = (
+            max(1, round(n_periods * c / sum(PROTOCOL_ROLES))) for c in PROTOCOL_ROLES
+        )
+        # offline gets the rest, about 45%: at least one period from 4 periods up
+        return cls.from_counts(pretrain, n_periods - pretrain - validation - test, validation, test)
+
+    def describe(self) -> str:
+        def span(run: tuple[int, ...]) -> str:
+            return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
+
+        return (
+            f"pretrain {span(self.pretrain)}, offline {span(self.offline)}, "
+            f"validation {span(self.validation)}, test {span(self.test)}"
+        )
+
+
+def roles_for(n_rows: int) -> Roles:
+    """PROTOCOL.md's roles; a small data set (the synthetic one) gets a scaled-down walk."""
+    if n_rows >= 20 * 1000:
+        return Roles()
+    return Roles.from_counts(2, 2, 2, 2)
+
 
 @dataclass(frozen=True)
 class ReplayData:
@@ -67,9 +124,21 @@ class ReplayData:
     roles: Roles
 
     @classmethod
-    def prepare(cls, log: InteractionLog, roles: Roles = Roles()) -> ReplayData:
-        periods = split_equal_count(log, n_periods=roles.n_periods)
-        return cls(log, periods, Candidates.sample(log), roles)
+    def prepare(
+        cls,
+        log: InteractionLog,
+        roles: Roles = Roles(),
+        *,
+        periods: Sequence[Period] | None = None,
+        n_negatives: int = 99,
+    ) -> ReplayData:
+        """Equal-count periods as many as the roles ask, unless `periods` are given (a time
+        split); the protocol's candidates with `n_negatives` sampled negatives per row."""
+        if periods is None:
+            periods = split_equal_count(log, n_periods=roles.n_periods)
+        if len(periods) != roles.n_periods:
+            raise ValueError(f"{len(periods)} periods, the roles ask for {roles.n_periods}")
+        return cls(log, list(periods), Candidates.sample(log, n_negatives), roles)
 
 
 @dataclass
@@ -142,7 +211,7 @@ def run_method(
             strategy.set_update_transfer(False)
         model = strategy.model
         assert model is not None
-        if p > roles.first_online:  # period 5 is scored by the shared base alone
+        if p > roles.first_online:  # the first online period is scored by the shared base alone
             scorer = numpy_scorer(model, data.log.n_items)
             run.evaluations[p] = evaluate_period(scorer, data.log, data.periods[p], data.candidates)
         start, cpu = time.perf_counter(), time.process_time()
@@ -152,216 +221,326 @@ def run_method(
     return run
 
 
-# -- reporting -----------------------------------------------------------------------
-
-
-def _fmt(x: float) -> str:
-    return "   nan" if math.isnan(x) else f"{x:.4f}"
-
-
-def table1(runs: dict[str, MethodRun], roles: Roles) -> str:
-    keys = (*TABLE1_KEYS, "full_recall@20", "full_ndcg@20")
-    sml = runs["sml"].summary(roles.test) if "sml" in runs else None
-    head = f"{'method':<14}" + "".join(f"{k:>16}" for k in keys) + f"{'RI':>9}"
-    lines = ["Table 1: test periods " + ",".join(map(str, roles.test)), head, "-" * len(head)]
-    for name, run in runs.items():
-        m = run.summary(roles.test)
-        ri = ""
-        if sml is not None and name != "sml":
-            ri = f"{100 * _mean_ri(sml, m):+8.1f}%"
-        lines.append(f"{name:<14}" + "".join(f"{_fmt(m[k]):>16}" for k in keys) + f"{ri:>9}")
-    lines.append(
-        "RI: relative improvement of SML over the method, averaged over the six sampled metrics."
-    )
-    return "\n".join(lines)
-
-
-def _mean_ri(sml: dict[str, float], other: dict[str, float]) -> float:
-    return float(np.mean([relative_improvement(sml[k], other[k]) for k in TABLE1_KEYS]))
-
-
-def breakdown(runs: dict[str, MethodRun], roles: Roles) -> str:
-    lines = ["Returning vs first-seen users (test): recall@20 / ndcg@20 / full_recall@20"]
-    for name, run in runs.items():
-        parts = []
-        for group in ("returning", "first_seen"):
-            m = run.summary(roles.test, group)
-            parts.append(
-                f"{group} ({m['share']:.0%}): {_fmt(m['recall@20'])} "
-                f"{_fmt(m['ndcg@20'])} {_fmt(m['full_recall@20'])}"
+def run_seeds(
+    data: ReplayData,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    dim: int,
+    overrides: dict[str, hp.Hyper],
+    progress: bool = False,
+) -> dict[int, dict[str, MethodRun]]:
+    """Every method once per seed, each seed with its own pretrained base: seed -> method -> run."""
+    runs: dict[int, dict[str, MethodRun]] = {}
+    for seed in seeds:
+        base = pretrain(data, dim, seed)
+        runs[seed] = {}
+        for name in tqdm(methods, desc=f"seed {seed}", disable=not progress):
+            hyper = {**hp.DEFAULTS[name], **overrides.get(name, {})}
+            runs[seed][name] = run_method(
+                name, data, base, hyper=hyper, dim=dim, seed=seed, progress=progress
             )
-        lines.append(f"{name:<14}" + "   ".join(parts))
-    return "\n".join(lines)
-
-
-def table2(runs: dict[str, MethodRun], roles: Roles) -> str:
-    """Retraining seconds per test period: wall clock, and CPU time of this process
-    (the steadier figure on a shared machine: other processes do not inflate it)."""
-    head = f"{'method':<14}" + "".join(f"{'period ' + str(p):>12}" for p in roles.test)
-    head += f"{'mean':>10}{'vs full':>10}"
-    lines = ["Table 2: retraining seconds at each test period (same run)"]
-    for label, attr in (("wall clock", "seconds"), ("CPU time", "cpu_seconds")):
-        lines += [f"{label}:", head, "-" * len(head)]
-        full = runs.get("full_retrain")
-        full_mean = np.mean([getattr(full, attr)[p] for p in roles.test]) if full else math.nan
-        for name, run in runs.items():
-            secs = [getattr(run, attr)[p] for p in roles.test]
-            ratio = np.mean(secs) / full_mean if full else math.nan
-            lines.append(
-                f"{name:<14}"
-                + "".join(f"{s:>12.3f}" for s in secs)
-                + f"{np.mean(secs):>10.3f}{ratio:>10.3f}"
-            )
-    return "\n".join(lines)
-
-
-def results_json(
-    runs: dict[str, MethodRun], data: ReplayData, dataset: str, seed: int, dim: int
-) -> dict[str, Any]:
-    roles = data.roles
-    methods: dict[str, Any] = {}
-    for name, run in runs.items():
-        methods[name] = {
-            "hyperparameters": run.hyperparameters,
-            "validation": _metrics(run.summary(roles.validation)),
-            "test": _metrics(run.summary(roles.test)),
-            "test_returning": _metrics(run.summary(roles.test, "returning"), share=True),
-            "test_first_seen": _metrics(run.summary(roles.test, "first_seen"), share=True),
-            "periods": [
-                {
-                    "period": p,
-                    "recall@20": ev.mean()["recall@20"],
-                    "ndcg@20": ev.mean()["ndcg@20"],
-                    "train_seconds": run.seconds[p],
-                }
-                for p, ev in sorted(run.evaluations.items())
-            ],
-            "test_train_seconds": {str(p): run.seconds[p] for p in roles.test},
-            "test_train_cpu_seconds": {str(p): run.cpu_seconds[p] for p in roles.test},
-            "offline_extra_seconds": run.offline_seconds,
-        }
-        if name.startswith("sml"):
-            methods[name]["transfer_init"] = run.hyperparameters["transfer"]["init"]
-    return {
-        "protocol": {
-            "file": "PROTOCOL.md",
-            "n_periods": roles.n_periods,
-            "period_size": len(data.periods[0]),
-            "pretrain": list(roles.pretrain),
-            "offline": list(roles.offline),
-            "validation": list(roles.validation),
-            "test": list(roles.test),
-            "sampled_negatives": data.candidates.n_negatives,
-            "candidate_seed": data.candidates.seed,
-            "embedding_dim": dim,
-            "pretrain_hyperparameters": hp.PRETRAIN,
-        },
-        "dataset": {
-            "name": dataset,
-            "interactions": len(data.log),
-            "users": data.log.n_users,
-            "items": data.log.n_items,
-        },
-        "seed": seed,
-        "torch_threads": torch.get_num_threads(),
-        "methods": methods,
-    }
-
-
-def _metrics(m: dict[str, float], share: bool = False) -> dict[str, float]:
-    out = {k: float(m[k]) for k in METRIC_KEYS}
-    if share:
-        out["share"] = float(m["share"])
-    return out
-
-
-def plot(runs: dict[str, MethodRun], path: Path, roles: Roles) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    for name, run in runs.items():
-        ps = sorted(run.evaluations)
-        ax.plot(
-            ps, [run.evaluations[p].mean()["recall@20"] for p in ps], marker="o", ms=3, label=name
-        )
-    ax.axvspan(roles.validation[0] - 0.5, roles.validation[-1] + 0.5, color="0.9", zorder=0)
-    ax.axvspan(roles.test[0] - 0.5, roles.test[-1] + 0.5, color="0.8", zorder=0)
-    ax.set_xlabel("period (model of period t-1 scored on D_t); shaded: validation, test")
-    ax.set_ylabel("Recall@20 (sampled, 99 negatives)")
-    ax.legend(fontsize=8, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return runs
 
 
 # -- command line ----------------------------------------------------------------------
 
 
+class UsageError(Exception):
+    """A flag or an input the replay cannot use; main() prints it as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line (no usage block), exit 2, like every other input error of the replay."""
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+@dataclass(frozen=True)
+class Split:
+    """How the log is cut into periods: equal counts, fixed windows, or local day parts."""
+
+    kind: str  # "count", "time" or "daily"
+    seconds: float = 0.0  # the window of a "time" split
+    text: str = "count"
+
+    def periods(self, log: InteractionLog, n_periods: int) -> list[Period]:
+        if self.kind == "count":
+            return split_equal_count(log, n_periods=n_periods)
+        if self.kind == "time":
+            return split_time_windows(log, width_seconds=self.seconds)
+        return split_daily(log)
+
+
+_WINDOW = re.compile(r"time:(\d+(?:\.\d+)?)([hd])")
+
+
+def _split(text: str) -> Split:
+    if text in ("count", "daily"):
+        return Split(text, text=text)
+    match = _WINDOW.fullmatch(text)
+    if match is None or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not count, daily or time:<N>h / time:<N>d with N > 0"
+        )
+    hours = float(match[1]) * (24 if match[2] == "d" else 1)
+    return Split("time", hours * 3600.0, text)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    parts = [part.strip() for part in text.split(",")]
+    if not all(re.fullmatch(r"\d+", part) for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return [int(part) for part in parts]
+
+
+def _roles(text: str) -> Roles:
+    counts = _int_list(text, "four comma-separated period counts P,O,V,T")
+    if len(counts) != 4:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has {len(counts)} counts; give four: pretrain,offline,validation,test"
+        )
+    try:
+        return Roles.from_counts(*counts)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seeds(text: str) -> list[int]:
+    seeds = _int_list(text, "comma-separated seeds such as 0,1,2 (whole numbers >= 0)")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r} repeats a seed")
+    return seeds
+
+
+def _columns(text: str) -> CsvColumns:
+    names: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or not value or key not in ("user", "item", "time"):
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r} is not user=NAME, item=NAME or time=NAME"
+            )
+        if key in names:
+            raise argparse.ArgumentTypeError(f"{key} is given twice")
+        names[key] = value
+    return CsvColumns(**names)
+
+
+def _methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown or not methods:
+        raise argparse.ArgumentTypeError(
+            f"unknown methods {','.join(unknown) or '(none given)'}; "
+            f"choose from {','.join(ALL_METHODS)}"
+        )
+    if len(set(methods)) != len(methods):
+        raise argparse.ArgumentTypeError(f"{text!r} names a method twice")
+    return methods
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="smlrec replay", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="smlrec replay", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--dataset", default="ml-100k", help="ml-100k, synthetic, or a path to a data file"
+        "--dataset",
+        default="ml-100k",
+        help="ml-100k, synthetic, or a path: RecBole .inter, GroupLens u.data or ratings.dat, "
+        ".csv with a header, Yelp review JSON lines, Adressa events",
     )
     parser.add_argument(
         "--methods",
-        default=",".join(MAIN_METHODS),
+        type=_methods,
+        default=list(MAIN_METHODS),
         help=f"comma-separated, from: {','.join(ALL_METHODS)}",
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dim", type=int, default=64)
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, help="one seed (default 0)")
+    seeds.add_argument(
+        "--seeds", type=_seeds, help="several seeds, e.g. 0,1,2: mean +- sd over them"
+    )
+    parser.add_argument("--dim", type=_positive_int, default=64)
     parser.add_argument("--hyper", type=Path, help="JSON {method: hyper-parameters} overrides")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="torch threads")
     parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument(
+        "--split",
+        type=_split,
+        default=Split("count"),
+        help="count (equal-count periods, default), time:<N>h or time:<N>d (fixed windows), "
+        "or daily (cut at 0h, 10h and 17h Oslo time, the Adressa periods)",
+    )
+    parser.add_argument(
+        "--periods",
+        type=_positive_int,
+        help="number of equal-count periods (default: 20 for 20,000+ rows, else 8)",
+    )
+    parser.add_argument(
+        "--roles",
+        type=_roles,
+        help="pretrain,offline,validation,test period counts in that order, e.g. 5,9,2,4 "
+        "(default: the protocol's, scaled to the number of periods)",
+    )
+    parser.add_argument(
+        "--negatives",
+        type=_positive_int,
+        default=99,
+        help="sampled candidates per test interaction (default 99)",
+    )
+    parser.add_argument(
+        "--columns",
+        type=_columns,
+        help="CSV header names, e.g. user=userId,item=movieId,time=timestamp "
+        "(default user_id,item_id,timestamp)",
+    )
+    parser.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="keep only the first row of each repeated (user, item) pair",
+    )
     args = parser.parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in ALL_METHODS]
-    if unknown or not methods:
-        parser.error(f"unknown methods {unknown}; choose from {','.join(ALL_METHODS)}")
-    args.methods = methods
+    args.seeds = args.seeds or [0 if args.seed is None else args.seed]
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"argument --seed: {args.seed} must be >= 0")
+    if args.columns is not None and Path(args.dataset).suffix != ".csv":
+        parser.error(f"argument --columns: names CSV columns, and {args.dataset} is no .csv file")
+    if args.periods is not None and args.split.kind != "count":
+        parser.error(
+            f"argument --periods: applies to --split count; --split {args.split.text} "
+            "makes as many periods as the log spans"
+        )
     return args
 
 
-def roles_for(n_rows: int) -> Roles:
-    """PROTOCOL.md's roles; a small data set (the synthetic one) gets a scaled-down walk."""
-    if n_rows >= 20 * 1000:
-        return Roles()
-    return Roles(n_periods=8, pretrain=(0, 1), offline=(2, 3), validation=(4, 5), test=(6, 7))
+def read_overrides(path: Path | None, methods: Sequence[str], dim: int) -> dict[str, hp.Hyper]:
+    """--hyper's {method: overrides}, checked by building every configuration it touches."""
+    if path is None:
+        return {}
+    try:
+        overrides = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"--hyper {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--hyper {path}: not JSON ({exc})") from None
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+        raise UsageError(f"--hyper {path}: expected a JSON object {{method: {{...}}}}")
+    unknown = sorted(set(overrides) - set(ALL_METHODS))
+    if unknown:
+        raise UsageError(f"--hyper {path}: unknown methods {','.join(unknown)}")
+    for name in methods:
+        try:
+            hp.resolved(name, {**hp.DEFAULTS[name], **overrides.get(name, {})}, dim, 0)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"--hyper {path}: {name}: {exc}") from None
+    return overrides
+
+
+def plan(log: InteractionLog, args: argparse.Namespace) -> tuple[list[Period], Roles]:
+    """The periods and their roles from --split, --periods and --roles, or why they cannot be."""
+    split: Split = args.split
+    if split.kind == "count":
+        roles: Roles = args.roles or (
+            _scaled(args.periods, "--periods") if args.periods else roles_for(len(log))
+        )
+        if args.periods is not None and args.periods != roles.n_periods:
+            raise UsageError(
+                f"--roles {','.join(map(str, roles.counts))} makes {roles.n_periods} periods, "
+                f"--periods asks for {args.periods}"
+            )
+        if len(log) < roles.n_periods:
+            raise UsageError(
+                f"{args.dataset} has {len(log):,} interactions, too few for "
+                f"{roles.n_periods} periods"
+            )
+        return split.periods(log, roles.n_periods), roles
+    periods = split.periods(log, 0)
+    if args.roles is None:
+        return periods, _scaled(len(periods), f"--split {split.text} on {args.dataset}")
+    if args.roles.n_periods != len(periods):
+        raise UsageError(
+            f"--split {split.text} made {len(periods)} periods of {args.dataset}; "
+            f"--roles {','.join(map(str, args.roles.counts))} asks for {args.roles.n_periods}"
+        )
+    return periods, args.roles
+
+
+def _scaled(n_periods: int, source: str) -> Roles:
+    try:
+        return Roles.scaled(n_periods)
+    except ValueError as exc:
+        raise UsageError(f"{source}: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return _replay(args)
+    except (UsageError, DataFormatError) as exc:
+        message = str(exc)
+    except TooFewNegatives as exc:
+        message = f"--negatives {args.negatives}: {exc}"
+    except OSError as exc:  # the data set or --out cannot be read or written
+        message = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+    print(f"smlrec replay: error: {_one_line(message)}", file=sys.stderr)
+    return 2
+
+
+def _replay(args: argparse.Namespace) -> int:
+    overrides = read_overrides(args.hyper, args.methods, args.dim)
+    log = load_dataset(args.dataset, args.cache_dir, columns=args.columns or CsvColumns())
+    dropped = 0
+    if args.dedupe:
+        kept = drop_repeats(log)
+        dropped, log = len(log) - len(kept), kept
+    periods, roles = plan(log, args)
+    data = ReplayData.prepare(log, roles, periods=periods, n_negatives=args.negatives)
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     # the same seed must give the same numbers: no order-dependent float scatters
     torch.use_deterministic_algorithms(True)
-    overrides = json.loads(args.hyper.read_text()) if args.hyper else {}
-    log = load_dataset(args.dataset, args.cache_dir)
-    data = ReplayData.prepare(log, roles_for(len(log)))
-    args.out.mkdir(parents=True, exist_ok=True)
+    header = report.header(data, args.dataset, args.split.text, args.seeds, args.dedupe, dropped)
+    print(header, flush=True)
+
     start = time.perf_counter()
-    base = pretrain(data, args.dim, args.seed)
-    runs: dict[str, MethodRun] = {}
-    for name in tqdm(args.methods, desc="methods"):
-        hyper = {**hp.DEFAULTS[name], **overrides.get(name, {})}
-        runs[name] = run_method(
-            name, data, base, hyper=hyper, dim=args.dim, seed=args.seed, progress=True
-        )
-    report = "\n\n".join(
-        [table1(runs, data.roles), breakdown(runs, data.roles), table2(runs, data.roles)]
+    runs = run_seeds(
+        data, args.methods, args.seeds, dim=args.dim, overrides=overrides, progress=True
     )
-    print(report)
-    results = results_json(runs, data, args.dataset, args.seed, args.dim)
+    result = report.Replay(data, runs)
+    text = report.render(result)
+    print("\n" + text)
+    results = report.results_json(
+        result,
+        dataset=args.dataset,
+        split=args.split.text,
+        dim=args.dim,
+        duplicates_dropped=dropped if args.dedupe else None,
+    )
     results["wall_seconds"] = time.perf_counter() - start
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    (args.out / "report.txt").write_text(report + "\n")
-    plot(runs, args.out / "recall_per_period.png", data.roles)
+    (args.out / "results.json").write_text(report.to_json(results))
+    (args.out / "report.txt").write_text(header + "\n\n" + text + "\n")
+    report.plot(result, args.out / "recall_per_period.png")
     print(
         f"\nwrote {args.out / 'results.json'} and {args.out / 'recall_per_period.png'} "
         f"in {results['wall_seconds']:.0f} s"
     )
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -350,3 +350,83 @@ def test_synthetic_signal_is_learnable() -> None:
     negatives = np.random.default_rng(0).integers(0, seen.n_items, (len(users), 99))
     rank = (scores[users[:, None], negatives] > scores[users, items][:, None]).sum(1)
     assert (rank < 10).mean() > 0.25  # random: 0.10
+
+
+# ---------------------------------------------------------------- ratings.dat, columns, repeats
+
+
+def test_read_grouplens_dat_and_dispatch(tmp_path: Path) -> None:
+    lines = [line.split("\t") for line in (SAMPLES / "u.data").read_text().splitlines()]
+    path = tmp_path / "ratings.dat"
+    path.write_text("".join("::".join(fields) + "\n" for fields in lines))
+    check_ml_head(data.read_grouplens_dat(path))
+    check_ml_head(load_dataset(str(path)))
+    # a tab-separated .dat file is read as u.data
+    tabbed = tmp_path / "plays.dat"
+    tabbed.write_text((SAMPLES / "u.data").read_text())
+    check_ml_head(load_dataset(str(tabbed)))
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ("1::2::5::881250949\n1::2::5\n", 2, "3 fields separated by '::', expected 4"),
+        ("1::2::5::881250949\n\n3::4::5::noon\n", 3, "not a number"),
+        ("1::2::5::881250949\n::4::5::881250949\n", 2, "empty user or item id"),
+    ],
+)
+def test_malformed_ratings_dat_names_the_line(
+    tmp_path: Path, text: str, line: int, reason: str
+) -> None:
+    path = tmp_path / "ratings.dat"
+    path.write_text(text)
+    with pytest.raises(DataFormatError) as caught:
+        load_dataset(str(path))
+    assert caught.value.line == line and reason in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line"),
+    [
+        ("u.data", b"1\t2\t5\t3\n\xff\t2\t5\t3\n", 2),
+        ("a.csv", b"user_id,item_id,timestamp\n1,2,3\n\xff,2,3\n", 3),
+        ("r.json", b'{"user_id":"a","business_id":"b","date":"2018-01-01"}\n\xff\n', 2),
+    ],
+)
+def test_a_line_that_is_not_utf8_is_named(
+    tmp_path: Path, name: str, content: bytes, line: int
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataFormatError, match="not UTF-8") as caught:
+        load_dataset(str(path))
+    assert caught.value.line == line
+
+
+def test_load_dataset_names_a_missing_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.csv"
+    with pytest.raises(DataFormatError, match="no such file") as caught:
+        load_dataset(str(missing))
+    assert caught.value.path == str(missing)
+
+
+def test_load_dataset_maps_csv_columns(tmp_path: Path) -> None:
+    path = tmp_path / "ratings.csv"
+    path.write_text("userId,movieId,rating,timestamp\n1,10,4.0,20\n2,11,3.5,10\n")
+    columns = data.CsvColumns(user="userId", item="movieId", time="timestamp")
+    log = load_dataset(str(path), columns=columns)
+    assert log.user_ids == ("2", "1") and log.item_ids == ("11", "10")
+    with pytest.raises(DataFormatError, match="no column 'user_id'"):
+        load_dataset(str(path))
+
+
+def test_drop_repeats_keeps_each_pairs_first_row() -> None:
+    # time order: (a,x,1) (b,x,2) (a,x,3) (a,y,4) (b,x,5) (c,z,6)
+    log = from_records(["a", "b", "a", "a", "b", "c"], ["x", "x", "x", "y", "x", "z"],
+                       [1, 2, 3, 4, 5, 6])
+    kept = data.drop_repeats(log)
+    assert kept.timestamps.tolist() == [1, 2, 4, 6]
+    assert [kept.user_ids[u] for u in kept.users] == ["a", "b", "a", "c"]
+    assert [kept.item_ids[i] for i in kept.items] == ["x", "x", "y", "z"]
+    assert kept.user_ids == log.user_ids and kept.item_ids == log.item_ids
+    assert len(data.drop_repeats(kept)) == len(kept)

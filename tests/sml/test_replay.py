@@ -1,19 +1,290 @@
-"""A tiny replay on the synthetic drift data, through the real command line."""
+"""The replay through its real command line: any log, its flags, its reports and its errors."""
 
+from __future__ import annotations
+
+import csv
 import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
+from sml.data import SyntheticConfig, synthetic_drift
 from sml.metrics import METRIC_KEYS
-from sml.replay import main
+from sml.replay import Roles, main
+
+QUICK = {"fit": {"epochs": 1}}
+QUICK_SML = {"fit": {"epochs": 1}, "meta": {"epochs": 1}, "offline_passes": 1}
+PER_METHOD_KEYS = {
+    "hyperparameters",
+    "validation",
+    "test",
+    "test_returning",
+    "test_first_seen",
+    "periods",
+    "test_train_seconds",
+    "test_train_cpu_seconds",
+    "offline_extra_seconds",
+}
+
+
+@pytest.fixture(autouse=True)
+def quick_pretraining(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        "sml.hyperparameters.PRETRAIN",
+        {"epochs": 2, "lr": 0.01, "l2": 1e-4, "n_negatives": 1, "batch_size": 1024},
+    )
+
+
+@dataclass(frozen=True)
+class Files:
+    csv: Path  # plays.csv: userId, movieId, timestamp
+    dat: Path  # ratings.dat: the same rows, and some of them repeated
+    hyper: Path  # one-epoch training for every method
+    repeats: int  # rows of ratings.dat that repeat a (user, item) pair
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
+    """A small drifting log (6 days, 250 interactions a day) in two formats."""
+    folder = tmp_path_factory.mktemp("replay")
+    log = synthetic_drift(
+        SyntheticConfig(
+            n_periods=6,
+            interactions_per_period=250,
+            n_users_initial=30,
+            n_items_initial=150,
+            new_users_per_period=8,
+            new_items_per_period=10,
+            seed=1,
+        )
+    )
+    rows = [
+        (log.user_ids[u], log.item_ids[i], int(t))
+        for u, i, t in zip(log.users, log.items, log.timestamps, strict=True)
+    ]
+    with open(folder / "plays.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["userId", "movieId", "timestamp"])
+        writer.writerows(rows)
+    repeats = [(u, i, t + 1) for u, i, t in rows[::10]]  # played again a second later
+    lines = [f"{u}::{i}::5::{t}\n" for u, i, t in rows + repeats]
+    (folder / "ratings.dat").write_text("".join(lines))
+    hyper = {m: QUICK for m in ("fine_tune", "spmf", "full_retrain")} | {"sml": QUICK_SML}
+    (folder / "hyper.json").write_text(json.dumps(hyper))
+    return Files(folder / "plays.csv", folder / "ratings.dat", folder / "hyper.json", len(repeats))
+
+
+def _replay(
+    files: Files, out: Path, *flags: str, methods: str = "fine_tune,popularity"
+) -> list[str]:
+    return [
+        "--dataset",
+        str(files.csv),
+        "--columns",
+        "user=userId,item=movieId",
+        "--methods",
+        methods,
+        "--dim",
+        "8",
+        "--hyper",
+        str(files.hyper),
+        "--out",
+        str(out),
+        *flags,
+    ]
+
+
+def _results(out: Path) -> dict[str, Any]:
+    results: dict[str, Any] = json.loads((out / "results.json").read_text())
+    return results
+
+
+# ---------------------------------------------------------------- roles
+
+
+def test_roles_from_counts_and_scaled() -> None:
+    assert Roles.from_counts(5, 9, 2, 4) == Roles()
+    assert Roles.scaled(20) == Roles()
+    small = Roles.from_counts(2, 3, 1, 2)
+    assert small.n_periods == 8 and small.offline == (2, 3, 4) and small.test == (6, 7)
+    for n in (4, 5, 6, 7, 9, 13, 50):
+        roles = Roles.scaled(n)
+        assert roles.n_periods == n and min(roles.counts) >= 1
+    with pytest.raises(ValueError, match="at least 4"):
+        Roles.scaled(3)
+    with pytest.raises(ValueError, match="at least one period"):
+        Roles.from_counts(2, 0, 1, 1)
+
+
+# ---------------------------------------------------------------- flags
+
+
+def test_several_seeds_report_both_slices_and_the_bootstrap(
+    files: Files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    methods = "sml,fine_tune,spmf,popularity"
+    argv = _replay(files, out, "--roles", "2,2,1,1", "--seeds", "0,1", methods=methods)
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    titles = ("Table 1:", "Table 1, returning users", "SML wins", "Paired bootstrap", "Table 2")
+    assert all(title in printed for title in titles)
+    results = _results(out)
+    assert results["seeds"] == [0, 1] and results["protocol"]["n_periods"] == 6
+    assert results["protocol"]["bootstrap"]["draws"] == 1000
+    for name in methods.split(","):
+        entry = results["methods"][name]
+        assert set(entry) >= PER_METHOD_KEYS
+        assert set(entry["test"]) >= set(METRIC_KEYS)
+        assert 0 < entry["test_returning"]["share"] < 1
+        seeds = entry["seeds"]
+        assert set(seeds) == {"0", "1"}
+        for key in METRIC_KEYS:  # the aggregate is the mean over seeds
+            mean = np.mean([seeds[s]["test"][key] for s in seeds])
+            assert entry["test"][key] == pytest.approx(mean)
+            sd = np.std([seeds[s]["test"][key] for s in seeds], ddof=1)
+            assert entry["test_sd"][key] == pytest.approx(sd)
+    sml = results["methods"]["sml"]["seeds"]
+    for name in ("fine_tune", "spmf", "popularity"):
+        other = results["methods"][name]["seeds"]
+        wins = results["methods"][name]["sml_wins"]
+        for group, block in (("all", "test"), ("returning", "test_returning")):
+            for key in ("recall@20", "ndcg@20"):
+                expected = sum(sml[s][block][key] > other[s][block][key] for s in ("0", "1"))
+                assert wins[group][key] == expected
+        significance = results["significance"][f"vs_{name}"]
+        for group in ("all", "returning"):
+            for key in ("recall@20", "ndcg@20"):
+                iv = significance[group][key]
+                assert iv["low"] <= iv["diff"] <= iv["high"]
+        # the bootstrap's difference is that of the seed-averaged figures
+        diff = results["methods"]["sml"]["test"]["recall@20"] - results["methods"][name]["test"][
+            "recall@20"
+        ]
+        assert significance["all"]["recall@20"]["diff"] == pytest.approx(diff)
+    assert "vs_sml" not in results["significance"]
+
+
+def test_without_sml_there_is_no_bootstrap(
+    files: Files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(_replay(files, out, "--periods", "6", "--seed", "3", "--negatives", "50")) == 0
+    printed = capsys.readouterr().out
+    assert "Table 1, returning users" in printed and "Paired bootstrap" not in printed
+    results = _results(out)
+    assert results["significance"] == {} and results["seeds"] == [3]
+    assert results["protocol"]["sampled_negatives"] == 50
+    assert [results["protocol"][r] for r in ("pretrain", "offline", "validation", "test")] == [
+        [0, 1],
+        [2, 3],
+        [4],
+        [5],
+    ]
+    assert "sml_wins" not in results["methods"]["fine_tune"]
+    assert set(results["methods"]["fine_tune"]) >= PER_METHOD_KEYS
+
+
+@pytest.mark.parametrize(("split", "n_periods"), [("time:1d", 6), ("time:12h", 12)])
+def test_time_split(files: Files, tmp_path: Path, split: str, n_periods: int) -> None:
+    out = tmp_path / "run"
+    assert main(_replay(files, out, "--split", split, methods="popularity")) == 0
+    protocol = _results(out)["protocol"]
+    assert protocol["split"] == split and protocol["n_periods"] == n_periods
+    assert sum(protocol["period_sizes"]) == 1500
+    assert protocol["test"][-1] == n_periods - 1
+
+
+def test_ratings_dat_with_dedupe(
+    files: Files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repeats = files.repeats
+    out = tmp_path / "run"
+    argv = ["--dataset", str(files.dat), "--methods", "popularity", "--out", str(out)]
+    assert main([*argv, "--dedupe", "--periods", "6"]) == 0
+    assert f"--dedupe dropped {repeats} repeated" in capsys.readouterr().out
+    dataset = _results(out)["dataset"]
+    assert dataset["duplicates_dropped"] == repeats and dataset["interactions"] == 1500
+    assert main([*argv, "--periods", "6"]) == 0
+    dataset = _results(out)["dataset"]
+    assert dataset["duplicates_dropped"] is None and dataset["interactions"] == 1500 + repeats
+
+
+# ---------------------------------------------------------------- errors
+
+
+ERRORS = [
+    (["--dataset", "{tmp}/nowhere.csv"], "nowhere.csv: no such file"),
+    (["--dataset", "{tmp}/bad.dat"], "bad.dat, line 2: 3 fields separated by '::'"),
+    (["--dataset", "{csv}"], "plays.csv, line 1: no column 'user_id'"),
+    (["--methods", "sml,bogus"], "argument --methods: unknown methods bogus"),
+    (["--roles", "5,9,2"], "argument --roles: '5,9,2' has 3 counts"),
+    (["--roles", "2,0,2,2"], "every role needs at least one period"),
+    (["--periods", "3"], "a replay needs at least 4"),
+    (["--periods", "two"], "argument --periods: 'two' is not a whole number"),
+    (["--periods", "8", "--roles", "2,2,1,1"], "--roles 2,2,1,1 makes 6 periods, --periods asks"),
+    (["--periods", "2000"], "has 1,500 interactions, too few for 2000 periods"),
+    (["--split", "weekly"], "argument --split: 'weekly' is not count, daily or time"),
+    (["--split", "time:1d", "--roles", "5,9,2,4"], "--split time:1d made 6 periods"),
+    (["--split", "daily", "--periods", "6"], "argument --periods: applies to --split count"),
+    (["--negatives", "0"], "argument --negatives: '0' must be at least 1"),
+    (["--negatives", "160"], "--negatives 160: user "),
+    (["--seeds", "0,0"], "argument --seeds: '0,0' repeats a seed"),
+    (["--seeds", "0,x"], "argument --seeds: '0,x' is not comma-separated seeds"),
+    (["--seed", "1", "--seeds", "0,1"], "argument --seeds: not allowed with argument --seed"),
+    (["--columns", "user=userId,who=x"], "argument --columns: 'who=x' is not user=NAME"),
+    (["--dataset", "synthetic", "--columns", "user=a"], "synthetic is no .csv file"),
+    (["--hyper", "{tmp}/hyper.json"], "--hyper {tmp}/hyper.json: fine_tune: unknown FitConfig"),
+    (["--hyper", "{tmp}/nothere.json"], "--hyper {tmp}/nothere.json: No such file"),
+    (["--out", "{csv}/inside"], "plays.csv/inside: Not a directory"),
+]
+
+
+@pytest.mark.parametrize(("flags", "expected"), ERRORS)
+def test_bad_input_is_one_line_and_exit_2(
+    files: Files,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    expected: str,
+) -> None:
+    (tmp_path / "bad.dat").write_text("1::2::5::100\n1::2::5\n")
+    (tmp_path / "hyper.json").write_text(json.dumps({"fine_tune": {"fit": {"epoch": 1}}}))
+    fill = {"{tmp}": str(tmp_path), "{csv}": str(files.csv)}
+    argv = ["--methods", "fine_tune", "--out", str(tmp_path / "run")]
+    if "--dataset" not in flags:
+        argv += ["--dataset", str(files.csv)]
+        if "--columns" not in flags:
+            argv += ["--columns", "user=userId,item=movieId"]
+    argv += [_fill(flag, fill) for flag in flags]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("smlrec replay: error: ")
+    assert _fill(expected, fill) in lines[0]
+    assert "Traceback" not in captured.err and not (tmp_path / "run" / "results.json").exists()
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        text = text.replace(key, value)
+    return text
+
+
+# ---------------------------------------------------------------- the protocol's walk
 
 
 @pytest.mark.slow
-def test_replay_on_synthetic(tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(
-        "sml.hyperparameters.PRETRAIN",
-        {"epochs": 3, "lr": 0.01, "l2": 1e-4, "n_negatives": 1, "batch_size": 1024},
-    )
+def test_replay_on_synthetic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     hyper = tmp_path / "hyper.json"
     quick = {"fit": {"epochs": 2}, "meta": {"epochs": 1}}
     hyper.write_text(
@@ -47,6 +318,7 @@ def test_replay_on_synthetic(tmp_path, capsys, monkeypatch) -> None:
     assert sml["transfer_init"] == "fine_tune"
     assert 0.0 < sml["test_returning"]["share"] < 1.0
     assert [p["period"] for p in sml["periods"]] == list(range(3, 8))
+    assert not math.isnan(results["significance"]["vs_fine_tune"]["all"]["recall@20"]["diff"])
     assert (out / "recall_per_period.png").stat().st_size > 1000
     # the same seed gives the same numbers
     again = tmp_path / "again"
