@@ -1,7 +1,7 @@
 """Training data for one period and the plain MF fitting loop every strategy shares.
 
 Negatives are sampled from the catalog known so far, excluding the items the
-user has interacted with so far, never from evaluation candidates (PROTOCOL.md,
+user has interacted with so far, never from evaluation candidates (docs/protocol.md,
 "No peeking").
 """
 
@@ -29,11 +29,16 @@ class SeenPairs:
         return int(self.keys.shape[0])
 
     def add(self, users: np.ndarray, items: np.ndarray) -> None:
-        new = users.astype(np.int64) * _SHIFT + items.astype(np.int64)
-        self.keys = np.union1d(self.keys, new)
+        """Insert pairs; costs one pass over the keys, not a sort of them (history grows,
+        a period does not)."""
+        new = np.unique(users.astype(np.int64) * _SHIFT + items.astype(np.int64))
+        new = new[~self._has(new)]
+        self.keys = np.insert(self.keys, np.searchsorted(self.keys, new), new)
 
     def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        query = users.astype(np.int64) * _SHIFT + items.astype(np.int64)
+        return self._has(users.astype(np.int64) * _SHIFT + items.astype(np.int64))
+
+    def _has(self, query: np.ndarray) -> np.ndarray:
         if len(self.keys) == 0:
             return np.zeros(query.shape, dtype=bool)
         pos = np.searchsorted(self.keys, query).clip(max=len(self.keys) - 1)
