@@ -65,6 +65,11 @@ class _Retrain:
     def model(self) -> MFWeights | None:
         return self.current
 
+    @property
+    def fitted(self) -> MFWeights | None:
+        """Baselines serve what they fit: no merge to measure."""
+        return None
+
     def set_update_transfer(self, enabled: bool) -> None:
         """Nothing learned to freeze: baselines ignore it."""
 

@@ -7,7 +7,10 @@ the README lists them. Anything not given falls back to the dataclass defaults.
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields, replace
+import copy
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from sml.baselines import BaselineConfig
@@ -32,7 +35,7 @@ _SPMF: Hyper = {
 _FULL_RETRAIN: Hyper = {"fit": {"epochs": 3, "lr": 0.005, "l2": 1e-3, "n_negatives": 1}}
 _SML: Hyper = {
     "fit": {"epochs": 5, "lr": 0.01, "l2": 1e-3, "n_negatives": 1, "batch_size": 1024},
-    "meta": {"rounds": 1, "epochs": 1, "lr": 1e-4, "l2": 1e-4, "batch_size": 1024},
+    "meta": {"rounds": 1, "epochs": 1, "lr": 1e-3, "l2": 1e-4, "batch_size": 256, "check": True},
     "transfer": {"kind": "cnn", "init": "fine_tune"},
     "offline_passes": 2,
 }
@@ -65,15 +68,74 @@ def sml_config(hyper: Hyper, dim: int, seed: int) -> SMLConfig:
         fit=fit_config(hyper.get("fit", {})),
         meta=_build(MetaConfig, hyper.get("meta", {})),
         transfer=_build(TransferConfig, hyper.get("transfer", {})),
+        scope=hyper.get("scope", "touched"),
+        warm_anchor=hyper.get("warm_anchor", "none"),
         seed=seed,
     )
 
 
+SPMF_KEYS = ("reservoir_size", "reservoir_draws", "rank_sharpness")
+
+
 def baseline_config(hyper: Hyper, dim: int, seed: int) -> BaselineConfig:
     config = BaselineConfig(mf=MFConfig(dim=dim), fit=fit_config(hyper.get("fit", {})), seed=seed)
-    if "reservoir_size" in hyper:
-        config = replace(config, reservoir_size=int(hyper["reservoir_size"]))
-    return config
+    return replace(config, **{key: hyper[key] for key in SPMF_KEYS if key in hyper})
+
+
+def for_method(name: str, overrides: dict[str, Hyper] | None = None) -> Hyper:
+    """The method's defaults with ``overrides[name]`` laid over them; a nested section
+    (``fit``, ``meta``, ``transfer``) is merged key by key, not replaced whole."""
+    out = copy.deepcopy(DEFAULTS[name])
+    for key, value in (overrides or {}).get(name, {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class HyperFile:
+    """What ``smlrec tune`` writes and ``smlrec replay --hyper`` reads: the shared
+    pretraining's fit and each method's hyper-parameters (over the defaults)."""
+
+    pretrain: Hyper | None
+    methods: dict[str, Hyper]
+
+
+def read_hyper_file(path: Path, dim: int) -> HyperFile:
+    """``{"pretrain": {...}, "methods": {method: {...}}}`` (or just ``{method: {...}}``),
+    checked by building every configuration it names; ValueError says what is wrong."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    if "methods" in raw:
+        methods, pretrain = raw["methods"], raw.get("pretrain")
+    else:
+        methods, pretrain = raw, None
+    if not isinstance(methods, dict) or not all(isinstance(v, dict) for v in methods.values()):
+        raise ValueError(f"{path}: expected {{method: {{...}}}} under \"methods\"")
+    unknown = sorted(set(methods) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"{path}: unknown methods {','.join(unknown)}")
+    if pretrain is not None:
+        if not isinstance(pretrain, dict):
+            raise ValueError(f"{path}: \"pretrain\" must be an object of fit settings")
+        try:
+            fit_config(pretrain)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: pretrain: {exc}") from None
+    for name in methods:
+        try:
+            resolved(name, for_method(name, methods), dim, 0)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {name}: {exc}") from None
+    return HyperFile(pretrain, methods)
 
 
 def resolved(name: str, hyper: Hyper, dim: int, seed: int) -> Hyper:

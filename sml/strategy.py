@@ -59,6 +59,13 @@ class Strategy(Protocol):
         """The model to serve now (None before the first period)."""
         ...
 
+    @property
+    def fitted(self) -> MFWeights | None:
+        """What the last boundary fitted before merging it with the previous model (SML's
+        W-hat_t), so the merge's own contribution can be measured; None for strategies
+        that serve what they fit."""
+        ...
+
     def warm_start(self, base: MFWeights, history: Sequence[PeriodLike]) -> None:
         """Start from a model already trained on ``history`` (the replay's pretraining)."""
         ...

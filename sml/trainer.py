@@ -10,8 +10,31 @@ boundary, W_{t-2}, W-hat_{t-1}, D_{t-1} and Theta. When D_t closes:
 2. step 1 for t: W-hat_t starts from W_{t-1}, is fit on D_t through the
    transfer with Theta fixed, and W_t = f_Theta(W_{t-1}, W-hat_t) is served.
 
-The first round's step 1 of the meta step is skipped: W-hat_{t-1} was fit under
-the same Theta at the previous boundary, so it would change nothing.
+How this implementation reads the paper where it leaves room:
+
+- The first round's step 1 of the meta step is skipped: W-hat_{t-1} was fit under
+  the same Theta at the previous boundary. Later rounds refit it for
+  ``meta.refit_epochs`` epochs from where it stands, not for all of step 1 again.
+- The transfer merges only the rows that D_t changed (``scope="touched"``): a user
+  absent from the period has no new evidence, so their row is carried over as it
+  was instead of passing through f once more. This keeps a returning user's
+  long-term vector intact across absences and makes a boundary cost grow with the
+  period, not with the tables. ``scope="all"`` merges every row, as the paper's
+  formula reads.
+- A new Theta serves only once it has proven itself (``meta.check``): two lineages
+  run side by side, the served one, whose Theta is frozen at its last proven
+  value, and the learner, which follows the paper (Theta trained at every boundary
+  and used at once; its W-hat fit through it). When D_t closes, both W_{t-1} are
+  scored on D_t, which neither has trained on, with the same sampled negatives;
+  if the learner ranked D_t's interactions better, it becomes the served lineage.
+  A Theta that would serve a log worse than the transfer it started from (which
+  is fine-tuning) is never served for more than the period that shows it, and
+  what the transfer learns is adopted as soon as it pays. The price is a second
+  step 1 per boundary while the lineages differ.
+- The first boundary after a warm start has no previous model to merge (W-hat is
+  the pretrained base and nothing came before it), so it has no meta step
+  (``warm_anchor="none"``); ``"init"`` lets fresh rows play the previous model, and
+  Theta's first update then learns to merge with noise.
 
 Variants: ``sml_n`` trains Theta on D_{t-1} itself (no next-period objective);
 ``sml_fp`` fits W-hat_t on its own MF loss instead of through the transfer;
@@ -30,21 +53,31 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sml.fit import Batch, FitConfig, SeenPairs, fit_mf, run_epochs
-from sml.model import MFConfig, MFWeights, bce_loss
+from sml.fit import Batch, FitConfig, SeenPairs, fit_mf, run_epochs, sample_negatives
+from sml.model import MFConfig, MFWeights, bce_loss, logits
 from sml.strategy import PeriodData, PeriodLike, concat_periods
-from sml.transfer import Transfer, TransferConfig, TransferPair
+from sml.transfer import Transfer, TransferConfig, TransferPair, column_scale
 
 Variant = Literal["sml", "sml_n", "sml_fp"]
+Scope = Literal["touched", "all"]
+FirstSeen = Literal["include", "skip"]
+WarmAnchor = Literal["none", "init"]
+
+CHECK_NEGATIVES = 20  # sampled negatives per interaction when the two lineages are compared
 
 
 @dataclass(frozen=True)
 class MetaConfig:
     rounds: int = 1  # R
-    epochs: int = 2  # epochs over the next period per step 2
+    epochs: int = 1  # epochs over the objective period per step 2
     lr: float = 1e-3
     l2: float = 1e-4  # lambda_2, on Theta
-    batch_size: int = 1024
+    batch_size: int = 256
+    n_negatives: int = 1  # per positive in step 2
+    refit_epochs: int = 1  # step-1 epochs of W-hat in the rounds after the first
+    keep_optimizer: bool = True  # Adam's moments carried from one boundary to the next
+    check: bool = True  # serve a new Theta only once it has served a period better
+    first_seen: FirstSeen = "include"  # objective users the tables do not know yet
 
 
 @dataclass(frozen=True)
@@ -53,6 +86,10 @@ class SMLConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     fit: FitConfig = field(default_factory=FitConfig)  # step 1 (and the cold start)
     meta: MetaConfig = field(default_factory=MetaConfig)  # step 2
+    scope: Scope = "touched"  # rows the transfer merges
+    # the model before the warm-start base: "none" (no meta step at the next boundary)
+    # or "init" (fresh rows play it, so Theta's first update learns from noise)
+    warm_anchor: WarmAnchor = "none"
     variant: Variant = "sml"
     seed: int = 0
 
@@ -72,40 +109,130 @@ class SMLConfig:
         raise ValueError(f"unknown SML variant {name!r}")
 
 
-def transfer_rows(transfer: Transfer, prev: Tensor, new: Tensor, chunk: int = 65536) -> Tensor:
-    """f applied to whole tables without autograd: (N, D), (N, D) -> (N, D)."""
-    with torch.no_grad():
-        return torch.cat(
-            [transfer(prev[s : s + chunk], new[s : s + chunk]) for s in range(0, len(new), chunk)]
-        )
+@dataclass(frozen=True)
+class Side:
+    """One table's inputs to the transfer: the previous rows, the fitted rows, which
+    rows the transfer merges, and the columns' scale."""
+
+    prev: Tensor  # (N, D) W_{t-1} rows (a new row's "previous" value: its initialisation)
+    hat: Tensor  # (N, D) W-hat_t rows
+    merged: Tensor  # (N,) bool: rows that go through f (the others keep prev)
+    scale: Tensor  # (D,)
+
+    @classmethod
+    def of(cls, prev: Tensor, hat: Tensor, scope: Scope) -> Side:
+        if scope == "all":
+            merged = torch.ones(prev.shape[0], dtype=torch.bool)
+        else:
+            merged = (hat != prev).any(dim=1)
+        return cls(prev, hat, merged, column_scale(prev))
+
+    def rows(self, transfer: Transfer, index: Tensor, hat: Tensor | None = None) -> Tensor:
+        """Merged rows at ``index`` (K,) -> (K, D), with gradients to Theta (and to
+        ``hat``, W-hat's rows at ``index``, when given)."""
+        new = self.hat[index] if hat is None else hat
+        prev = self.prev[index]
+        through = self.merged[index]
+        if bool(through.all()):
+            return transfer(prev, new, self.scale)  # (K, D)
+        out = torch.where(through.unsqueeze(1), new, prev)  # (K, D)
+        if bool(through.any()):
+            at = through.nonzero().squeeze(1)
+            out = out.index_put((at,), transfer(prev[at], new[at], self.scale))
+        return out
+
+    def table(self, transfer: Transfer, chunk: int = 65536) -> Tensor:
+        """The whole merged table, without autograd: (N, D)."""
+        out = self.prev.clone()
+        at = self.merged.nonzero().squeeze(1)
+        with torch.no_grad():
+            for s in range(0, at.shape[0], chunk):
+                rows = at[s : s + chunk]
+                out[rows] = transfer(self.prev[rows], self.hat[rows], self.scale)
+        return out
 
 
-def merged_batch_loss(
-    transfers: TransferPair, anchor: MFWeights, hat: MFWeights, batch: Batch
+def merged_loss(
+    transfers: TransferPair,
+    users: Side,
+    items: Side,
+    batch: Batch,
+    hat: MFWeights | None = None,
 ) -> Tensor:
-    """L_0 of f_Theta(anchor, hat) on a batch, applying f to the distinct rows only.
+    """L_0 of the merged model on a batch, applying f to the batch's distinct rows only.
 
+    With ``hat`` (W-hat being fitted, step 1) the gradient reaches its rows too.
     A user beyond the tables (first seen in the objective period) is scored as
     serving scores such a user: a zero row, so only the item biases rank for them.
     """
-    users, pos, neg = batch
-    u_rows, u_inv = torch.unique(users, return_inverse=True)
+    b_users, pos, neg = batch
+    u_rows, u_inv = torch.unique(b_users, return_inverse=True)
     i_rows, i_inv = torch.unique(torch.cat([pos, neg.flatten()]), return_inverse=True)
-    known = u_rows < anchor.n_users
-    u = torch.zeros(u_rows.shape[0], anchor.user.shape[1])  # (U, D)
+    known = u_rows < users.prev.shape[0]
+    u = torch.zeros(u_rows.shape[0], users.prev.shape[1])  # (U, D)
     if bool(known.any()):
         rows = u_rows[known]
-        u = u.index_put(
-            (known.nonzero().squeeze(1),), transfers.user(anchor.user[rows], hat.user[rows])
-        )
-    i = transfers.item(anchor.item[i_rows], hat.item[i_rows])  # (I, D)
-    b = users.shape[0]
+        fitted = None if hat is None else hat.user[rows]
+        u = u.index_put((known.nonzero().squeeze(1),), users.rows(transfers.user, rows, fitted))
+    fitted_items = None if hat is None else hat.item[i_rows]
+    i = items.rows(transfers.item, i_rows, fitted_items)  # (I, D)
+    b = b_users.shape[0]
     pos_rows = i[i_inv[:b]]  # (B, D)
     neg_rows = i[i_inv[b:]].view(b, neg.shape[1], -1)  # (B, n, D)
     return bce_loss(u[u_inv], pos_rows, neg_rows)
 
 
+@dataclass
+class Lineage:
+    """One chain of merged models and the transfer that builds it."""
+
+    transfers: TransferPair
+    optimizer: torch.optim.Adam  # Theta's
+    current: MFWeights | None = None  # W_{t-1}: what this lineage serves during period t
+    anchor: MFWeights | None = None  # W_{t-2}, grown: what W_{t-1} was merged from
+    hat: MFWeights | None = None  # W-hat_{t-1}
+
+    def copy(self) -> Lineage:
+        """An independent copy (weights are never changed in place, so they are shared)."""
+        transfers = copy.deepcopy(self.transfers)
+        optimizer = torch.optim.Adam(transfers.parameters(), lr=_lr(self.optimizer))
+        optimizer.load_state_dict(self.optimizer.state_dict())
+        return Lineage(transfers, optimizer, self.current, self.anchor, self.hat)
+
+    def state_dict(self) -> dict[str, Any]:
+        def weights(w: MFWeights | None) -> dict[str, Tensor] | None:
+            return None if w is None else w.state_dict()
+
+        return {
+            "current": weights(self.current),
+            "anchor": weights(self.anchor),
+            "hat": weights(self.hat),
+            # copies: a state dict is a snapshot, never a view of live training tensors
+            "theta": {k: v.detach().clone() for k, v in self.transfers.state_dict().items()},
+            "theta_optimizer": copy.deepcopy(self.optimizer.state_dict()),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        def weights(d: dict[str, Tensor] | None) -> MFWeights | None:
+            return None if d is None else MFWeights.from_state_dict(d)
+
+        self.current, self.anchor, self.hat = (
+            weights(state["current"]),
+            weights(state["anchor"]),
+            weights(state["hat"]),
+        )
+        self.transfers.load_state_dict(state["theta"])
+        self.optimizer.load_state_dict(state["theta_optimizer"])
+
+
 class SMLStrategy:
+    """SML as a retraining strategy. With ``meta.check`` two lineages run side by side:
+    the served one, whose Theta changes only when proven, and the learner, which runs
+    the paper's procedure (Theta trained at every boundary and used at once). At each
+    boundary both are scored on the period that just closed, which neither has
+    trained on; the learner becomes the served lineage when it ranked that period's
+    interactions better. Without the check the served lineage is the learner."""
+
     def __init__(self, config: SMLConfig, name: str = "sml") -> None:
         self.name = name
         self.config = config
@@ -113,90 +240,159 @@ class SMLStrategy:
         self.rng = np.random.default_rng(config.seed)
         with torch.random.fork_rng():  # Theta's initial value follows the seed too
             torch.manual_seed(config.seed)
-            self.transfers = TransferPair(config.mf.dim + 1, config.transfer)
-        self.theta_optimizer = torch.optim.Adam(self.transfers.parameters(), lr=config.meta.lr)
+            transfers = TransferPair(config.mf.dim + 1, config.transfer)
+        optimizer = torch.optim.Adam(transfers.parameters(), lr=config.meta.lr)
+        self.served = Lineage(transfers, optimizer)
+        self.learner: Lineage | None = self.served.copy() if config.meta.check else None
+        self.same = True  # the learner is (still) a copy of the served lineage
         self.seen = SeenPairs()
         self.update_transfer = True
-        self.current: MFWeights | None = None  # W_{t-1}: served now
-        self.anchor: MFWeights | None = None  # W_{t-2}: the "previous" W_{t-1} was built from
-        self.hat: MFWeights | None = None  # W-hat_{t-1}
         self.last: PeriodData | None = None  # D_{t-1}
         self.boundaries = 0
+        self.theta_updates = 0  # step-2 passes run (meta steps)
+        self.promotions = 0  # boundaries where the learner proved better and was adopted
+        self.rejections = 0  # boundaries where the served lineage scored at least as well
 
     @property
     def model(self) -> MFWeights | None:
-        return self.current
+        return self.served.current
+
+    @property
+    def fitted(self) -> MFWeights | None:
+        """W-hat of the model served now (what the transfer merged with the previous model);
+        None before the first merge (after a cold start or a warm start W is W-hat)."""
+        return self.served.hat if self.served.anchor is not None else None
+
+    @property
+    def transfers(self) -> TransferPair:
+        """Theta of the served lineage."""
+        return self.served.transfers
 
     def set_update_transfer(self, enabled: bool) -> None:
         self.update_transfer = enabled
 
     # -- the period boundary ------------------------------------------------------------
     def warm_start(self, base: MFWeights, history: Sequence[PeriodLike]) -> None:
-        """Start from a plain MF trained on ``history``: it plays W-hat of the last period,
-        and the initialisation plays the model before it (a new row's "previous" value)."""
+        """Start from a plain MF trained on ``history``: it is served, and it plays W-hat of
+        the last period; there is no model before it, so the next boundary has no meta step."""
         data = concat_periods(history)
         self.seen = SeenPairs()
         self.seen.add(data.users, data.items)
-        self.current = base.detach()
-        self.hat = base.detach()
-        self.anchor = MFWeights.init(self.config.mf, base.n_users, base.n_items, self.generator)
+        anchor = None
+        if self.config.warm_anchor == "init":
+            anchor = MFWeights.init(self.config.mf, base.n_users, base.n_items, self.generator)
+        self.served.current, self.served.hat, self.served.anchor = base.detach(), base, anchor
+        self._follow()
         last = history[-1]
         self.last = PeriodData(last.users, last.items, base.n_users, base.n_items)
 
     def boundary(self, period: PeriodLike) -> MFWeights:
         data = PeriodData(period.users, period.items, period.n_users, period.n_items)
         self.seen.add(data.users, data.items)
-        if self.current is None:
+        served = self.served
+        if served.current is None:
             start = MFWeights.init(self.config.mf, data.n_users, data.n_items, self.generator)
             base = fit_mf(
                 start, data.users, data.items, seen=self.seen, config=self.config.fit, rng=self.rng
             )
-            self.current, self.hat = base, base
-            self.anchor = MFWeights.init(self.config.mf, data.n_users, data.n_items, self.generator)
+            served.current, served.hat, served.anchor = base, base, None
+            self._follow()
         else:
-            if self.update_transfer and self.hat is not None:
-                self._meta_step(data)
-            self._step_one(data)
+            if self.learner is not None and not self.same:
+                self._compare(data)
+            learning = self.learner or self.served
+            if self.update_transfer and learning.anchor is not None:
+                self._meta_step(learning, data)
+                self.same = False
+            self._step_one(self.served, data)
+            if self.learner is not None:
+                if self.same:
+                    self._follow()
+                else:
+                    self._step_one(self.learner, data)
         self.last = data
         self.boundaries += 1
-        assert self.current is not None
-        return self.current
+        assert self.served.current is not None
+        return self.served.current
 
-    def _meta_step(self, next_period: PeriodData) -> None:
-        assert self.anchor is not None and self.hat is not None and self.last is not None
-        objective = self.last if self.config.variant == "sml_n" else next_period
-        for r in range(self.config.meta.rounds):
-            if r > 0 and self.config.variant != "sml_fp":
-                self.hat = self._fit_hat(self.anchor, self.hat, self.last)
-            self._step_two(objective)
-        self.current = self._merge(self.anchor, self.hat)
+    def _follow(self) -> None:
+        """Make the learner a copy of the served lineage (with the check on)."""
+        if self.learner is not None:
+            self.learner = self.served.copy()
+            self.same = True
 
-    def _step_one(self, data: PeriodData) -> None:
-        assert self.current is not None
-        prev = self.current.grow(data.n_users, data.n_items, self.config.mf, self.generator)
-        hat = self._fit_hat(prev, prev, data)
-        self.anchor, self.hat = prev, hat
-        self.current = self._merge(prev, hat)
+    def _compare(self, data: PeriodData) -> None:
+        """Score both lineages' W_{t-1} on D_t, which neither has trained on, with the same
+        sampled negatives; adopt the learner if it ranks D_t better."""
+        assert self.learner is not None
+        served, learner = self.served.current, self.learner.current
+        assert served is not None and learner is not None
+        keep = data.items < min(served.n_items, learner.n_items)
+        users, items = data.users[keep], data.items[keep]
+        if users.shape[0] == 0:
+            return
+        negatives = sample_negatives(users, CHECK_NEGATIVES, served.n_items, self.seen, self.rng)
+        check = (torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(negatives))
+        if _ranking_score(learner, check) > _ranking_score(served, check):
+            self.served = self.learner.copy()
+            self.same = True
+            self.promotions += 1
+        else:
+            self.rejections += 1
 
-    def _fit_hat(self, anchor: MFWeights, start: MFWeights, data: PeriodData) -> MFWeights:
+    def _meta_step(self, lineage: Lineage, next_period: PeriodData) -> None:
+        assert lineage.anchor is not None and lineage.hat is not None and self.last is not None
+        meta, variant = self.config.meta, self.config.variant
+        objective = self.last if variant == "sml_n" else next_period
+        for r in range(meta.rounds):
+            if r > 0 and variant != "sml_fp":
+                lineage.hat = self._fit_hat(
+                    lineage, lineage.anchor, lineage.hat, self.last, epochs=meta.refit_epochs
+                )
+            self._step_two(lineage, objective)
+        lineage.current = self._merge(lineage, lineage.anchor, lineage.hat)
+        self.theta_updates += 1
+
+    def _step_one(self, lineage: Lineage, data: PeriodData) -> None:
+        assert lineage.current is not None
+        prev = lineage.current.grow(data.n_users, data.n_items, self.config.mf, self.generator)
+        hat = self._fit_hat(lineage, prev, prev, data, epochs=self.config.fit.epochs)
+        lineage.anchor, lineage.hat = prev, hat
+        lineage.current = self._merge(lineage, prev, hat)
+
+    def _fit_hat(
+        self,
+        lineage: Lineage,
+        anchor: MFWeights,
+        start: MFWeights,
+        data: PeriodData,
+        *,
+        epochs: int,
+    ) -> MFWeights:
         """Step 1: W-hat on D through the transfer (Theta fixed); SML-FP: on its own loss."""
-        fit = self.config.fit
+        fit = replace(self.config.fit, epochs=epochs)
         if self.config.variant == "sml_fp":
             return fit_mf(start, data.users, data.items, seen=self.seen, config=fit, rng=self.rng)
         hat = MFWeights(
             start.user.detach().clone().requires_grad_(True),
             start.item.detach().clone().requires_grad_(True),
         )
-        self.transfers.requires_grad_(False)
+        # step 1 changes every row of a batch, so every row of a batch goes through f
+        users, items = (
+            Side(prev, fitted, torch.ones(prev.shape[0], dtype=torch.bool), column_scale(prev))
+            for prev, fitted in ((anchor.user, hat.user), (anchor.item, hat.item))
+        )
+        transfers = lineage.transfers
+        transfers.requires_grad_(False)
 
         def loss_of(batch: Batch) -> Tensor:
-            users, pos, neg = batch
-            merged = merged_batch_loss(self.transfers, anchor, hat, batch)
+            b_users, pos, neg = batch
+            merged = merged_loss(transfers, users, items, batch, hat)
             reg = (
-                hat.user[users].square().sum()
+                hat.user[b_users].square().sum()
                 + hat.item[pos].square().sum()
                 + hat.item[neg].square().sum()
-            ) / users.shape[0]
+            ) / b_users.shape[0]
             return merged + fit.l2 * reg
 
         try:
@@ -211,57 +407,55 @@ class SMLStrategy:
                 rng=self.rng,
             )
         finally:
-            self.transfers.requires_grad_(True)
+            transfers.requires_grad_(True)
         return hat.detach()
 
-    def _step_two(self, objective: PeriodData) -> None:
-        """Step 2: Theta on the objective period with W-hat fixed.
-
-        Pairs of items the model does not know yet are left out (nothing can score
-        them); users it does not know stay in, scored by the item biases alone, as
-        serving scores them: the merged model must serve them well too.
-        """
-        assert self.anchor is not None and self.hat is not None
-        anchor, hat, meta = self.anchor, self.hat, self.config.meta
-        keep = objective.items < hat.n_items
+    def _step_two(self, lineage: Lineage, objective: PeriodData) -> None:
+        """Step 2: Theta on the objective period with W-hat fixed."""
+        assert lineage.anchor is not None and lineage.hat is not None
+        meta = self.config.meta
+        keep = objective.items < lineage.hat.n_items  # nothing can score items it does not know
+        if meta.first_seen == "skip":
+            keep &= objective.users < lineage.hat.n_users
         users, items = objective.users[keep], objective.items[keep]
         if users.shape[0] == 0:
             return
-        params = list(self.transfers.parameters())
+        scope = self.config.scope
+        users_side = Side.of(lineage.anchor.user, lineage.hat.user, scope)
+        items_side = Side.of(lineage.anchor.item, lineage.hat.item, scope)
+        transfers = lineage.transfers
+        if not meta.keep_optimizer:
+            lineage.optimizer = torch.optim.Adam(transfers.parameters(), lr=meta.lr)
+        params = list(transfers.parameters())
 
         def loss_of(batch: Batch) -> Tensor:
             reg = sum(p.square().sum() for p in params)
-            return merged_batch_loss(self.transfers, anchor, hat, batch) + meta.l2 * reg
+            return merged_loss(transfers, users_side, items_side, batch) + meta.l2 * reg
 
         config = FitConfig(
-            epochs=meta.epochs,
-            lr=meta.lr,
-            n_negatives=self.config.fit.n_negatives,
-            batch_size=meta.batch_size,
+            epochs=meta.epochs, lr=meta.lr, n_negatives=meta.n_negatives, batch_size=meta.batch_size
         )
         run_epochs(
             params,
             loss_of,
             users,
             items,
-            n_items=hat.n_items,
+            n_items=lineage.hat.n_items,
             seen=self.seen,
             config=config,
             rng=self.rng,
-            optimizer=self.theta_optimizer,
+            optimizer=lineage.optimizer,
         )
 
-    def _merge(self, anchor: MFWeights, hat: MFWeights) -> MFWeights:
-        return MFWeights(
-            transfer_rows(self.transfers.user, anchor.user, hat.user),
-            transfer_rows(self.transfers.item, anchor.item, hat.item),
-        )
+    def _merge(self, lineage: Lineage, anchor: MFWeights, hat: MFWeights) -> MFWeights:
+        scope = self.config.scope
+        users = Side.of(anchor.user, hat.user, scope)
+        items = Side.of(anchor.item, hat.item, scope)
+        transfers = lineage.transfers
+        return MFWeights(users.table(transfers.user), items.table(transfers.item))
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        def weights(w: MFWeights | None) -> dict[str, Tensor] | None:
-            return None if w is None else w.state_dict()
-
         last = None
         if self.last is not None:
             last = {
@@ -273,29 +467,31 @@ class SMLStrategy:
         return {
             "strategy": self.name,
             "config": _plain(asdict(self.config)),
-            "current": weights(self.current),
-            "anchor": weights(self.anchor),
-            "hat": weights(self.hat),
+            "served": self.served.state_dict(),
+            "learner": None if self.learner is None else self.learner.state_dict(),
+            "same": self.same,
             "last": last,
-            # copies: a state dict is a snapshot, never a view of live training tensors
-            "theta": {k: v.detach().clone() for k, v in self.transfers.state_dict().items()},
-            "theta_optimizer": copy.deepcopy(self.theta_optimizer.state_dict()),
             "seen": torch.from_numpy(self.seen.keys.copy()),
             "update_transfer": self.update_transfer,
             "boundaries": self.boundaries,
+            "theta_updates": self.theta_updates,
+            "promotions": self.promotions,
+            "rejections": self.rejections,
             "rng": self.rng.bit_generator.state,
             "generator": self.generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        def weights(d: dict[str, Tensor] | None) -> MFWeights | None:
-            return None if d is None else MFWeights.from_state_dict(d)
-
-        self.current, self.anchor, self.hat = (
-            weights(state["current"]),
-            weights(state["anchor"]),
-            weights(state["hat"]),
-        )
+        if "served" in state:
+            self.served.load_state_dict(state["served"])
+        else:  # a checkpoint of one lineage (written before the check existed)
+            self.served.load_state_dict(state)
+        self.learner = None
+        if self.config.meta.check:
+            self.learner = self.served.copy()
+            if state.get("learner") is not None:
+                self.learner.load_state_dict(state["learner"])
+        self.same = bool(state.get("same", True))
         last = state["last"]
         self.last = (
             None
@@ -307,13 +503,32 @@ class SMLStrategy:
                 int(last["n_items"]),
             )
         )
-        self.transfers.load_state_dict(state["theta"])
-        self.theta_optimizer.load_state_dict(state["theta_optimizer"])
         self.seen = SeenPairs(state["seen"].numpy())
         self.update_transfer = bool(state["update_transfer"])
         self.boundaries = int(state["boundaries"])
+        self.theta_updates = int(state.get("theta_updates", 0))
+        self.promotions = int(state.get("promotions", 0))
+        self.rejections = int(state.get("rejections", 0))
         self.rng.bit_generator.state = state["rng"]
         self.generator.set_state(state["generator"])
+
+
+def _lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def _ranking_score(model: MFWeights, check: Batch) -> float:
+    """Share of (positive, sampled negative) pairs the model orders right (ties count
+    half), an AUC. Users beyond the tables score by item biases, as serving scores them."""
+    users, pos, neg = check
+    with torch.no_grad():
+        known = users < model.n_users
+        u = torch.zeros(users.shape[0], model.user.shape[1])  # (B, D)
+        u[known] = model.user[users[known]]
+        s_pos = logits(u, model.item[pos]).unsqueeze(1)  # (B, 1)
+        s_neg = logits(u.unsqueeze(1), model.item[neg])  # (B, n)
+    wins = (s_pos > s_neg).double() + 0.5 * (s_pos == s_neg).double()
+    return float(wins.mean())
 
 
 def _plain(value: Any) -> Any:

@@ -16,6 +16,14 @@ stack), ``no_fc`` (SML-FC: the convolutions, then a per-dimension 1x1 map back),
 ``alpha`` (w = a * w_{t-1} + (1 - a) * w-hat_t with a learned per dimension) and
 ``mlp`` (an MLP on the concatenation), the paper's two simple transfers.
 
+Scale. The columns of a table live on different scales (the bias column is
+typically ten times an embedding entry) and the scales move from period to
+period. The caller passes each column's scale (``column_scale``: the RMS of the
+previous model's column); the transfer reads ``w / scale`` and its output is
+multiplied back, so Theta learns one mapping whatever the units, and the bias
+column does not swamp the shared filters. ``scale_inputs=False`` feeds the raw
+rows, as the paper does.
+
 Initialisation ``fine_tune`` (the default) makes the untrained transfer return
 w-hat_t exactly: the output is w-hat_t plus a learned correction whose last layer
 starts at zero, so a transfer that has not been trained yet behaves as
@@ -24,8 +32,8 @@ initialisation and no residual, as the paper's formula reads.
 
 The 3x1 and 1x1 convolutions are written as linear maps over the channel axis
 of a (N, D, channels) tensor: the same functions with the same parameters, one
-matrix product each (in a CPU profile, ``Conv2d``'s backward pass for these
-shapes took about a third of the whole transfer's time).
+matrix product each (``Conv2d``'s backward pass for these shapes is several
+times slower on a CPU).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ class TransferConfig:
     conv_channels: int = 10  # "parameter evolution" filters (3x1)
     mix_channels: int = 5  # 1x1 convolution
     hidden: int = 512  # FC hidden width
+    scale_inputs: bool = True  # read rows in units of their columns' RMS (see "Scale")
     eps: float = 1e-8
 
 
@@ -57,8 +66,15 @@ def stack_rows(prev: Tensor, new: Tensor, eps: float) -> Tensor:
     return torch.stack([prev, new, prev * new / norm], dim=1)  # (N, 3, D)
 
 
+def column_scale(table: Tensor, eps: float = 1e-8) -> Tensor:
+    """The RMS of each column of a (N, D) table: (D,), never below ``eps``."""
+    if table.shape[0] == 0:
+        return torch.ones(table.shape[1], dtype=table.dtype)
+    return table.detach().square().mean(0).sqrt().clamp_min(eps)
+
+
 class Transfer(nn.Module):
-    """f_Theta for one kind of row: (prev (N, D), new (N, D)) -> (N, D)."""
+    """f_Theta for one kind of row: (prev (N, D), new (N, D), scale (D,)) -> (N, D)."""
 
     def __init__(self, dim: int, config: TransferConfig) -> None:
         super().__init__()
@@ -101,16 +117,20 @@ class Transfer(nn.Module):
             if self.out.bias is not None:
                 nn.init.zeros_(self.out.bias)
 
-    def forward(self, prev: Tensor, new: Tensor) -> Tensor:
+    def forward(self, prev: Tensor, new: Tensor, scale: Tensor | None = None) -> Tensor:
         kind = self.config.kind
         if kind == "alpha":
             # a = 0 at start: exactly w-hat_t under either initialisation
             return new + self.alpha * (prev - new)  # (N, D)
+        if scale is None or not self.config.scale_inputs:
+            scale = torch.ones(self.dim, dtype=new.dtype)
+        unit = scale  # (D,)
+        prev_u, new_u = prev / unit, new / unit  # (N, D) each, in units of the columns' RMS
         if kind == "mlp":
-            x = F.gelu(self.fc1(torch.cat([prev, new], dim=1)))  # type: ignore[misc]  # (N, h)
+            x = F.gelu(self.fc1(torch.cat([prev_u, new_u], dim=1)))  # type: ignore[misc]  # (N, h)
             delta = self.out(x)  # (N, D)
         else:
-            picture = stack_rows(prev, new, self.config.eps)  # (N, 3, D)
+            picture = stack_rows(prev_u, new_u, self.config.eps)  # (N, 3, D)
             if kind == "no_cnn":
                 x = F.gelu(self.fc1(picture.flatten(1)))  # type: ignore[misc]  # (N, h)
                 delta = self.out(x)  # (N, D)
@@ -122,6 +142,7 @@ class Transfer(nn.Module):
                     delta = self.out(x)  # (N, D)
                 else:
                     delta = self.out(x).squeeze(-1)  # (N, D)
+        delta = delta * unit  # back to the table's units
         return new + delta if self.residual else delta
 
 

@@ -1,13 +1,15 @@
 """Sequential meta-learning: boundaries change W, Theta moves once a next period exists,
 checkpoints resume exactly, the variants and baselines run."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from sml.data import SyntheticConfig, split_equal_count, synthetic_drift
 from sml.fit import FitConfig, SeenPairs, sample_negatives
-from sml.model import MFConfig
+from sml.model import MFConfig, MFWeights
 from sml.registry import ALL_METHODS, make_strategy, transfer_state
 from sml.strategy import PeriodData
 from sml.trainer import MetaConfig, SMLConfig, SMLStrategy
@@ -17,6 +19,7 @@ SMALL = SMLConfig(
     fit=FitConfig(epochs=2, batch_size=512),
     meta=MetaConfig(epochs=1, batch_size=512),
 )
+UNCHECKED = replace(SMALL, meta=replace(SMALL.meta, check=False))  # Theta served at once
 
 
 @pytest.fixture(scope="module")
@@ -31,22 +34,101 @@ def _theta(strategy: SMLStrategy) -> dict[str, torch.Tensor]:
     return state
 
 
-def test_boundaries_change_w_and_theta_from_the_second_on(periods: list) -> None:
-    sml = SMLStrategy(SMLConfig(mf=SMALL.mf, fit=SMALL.fit, meta=SMALL.meta))
+def test_boundaries_change_w_and_theta_from_the_third_on(periods: list) -> None:
+    sml = SMLStrategy(UNCHECKED)
     thetas = [_theta(sml)]
     models = []
-    for period in periods[:3]:
+    for period in periods[:4]:
         models.append(sml.boundary(period))
         thetas.append(_theta(sml))
-    # the first boundary is the cold start (plain MF): Theta untouched
-    assert all(torch.equal(thetas[0][k], thetas[1][k]) for k in thetas[0])
-    # the second boundary has the first period's W-hat and its next period: Theta moves
-    assert any(not torch.equal(thetas[1][k], thetas[2][k]) for k in thetas[1])
+    # the first boundary is the cold start (plain MF), the second merges it with the next
+    # period's fit but has no earlier pair (previous model, fit) to learn Theta from
+    assert all(torch.equal(thetas[0][k], thetas[2][k]) for k in thetas[0])
+    assert sml.fitted is not None and sml.served.anchor is not None
+    # from the third on, the previous boundary's pair and its next period train Theta
     assert any(not torch.equal(thetas[2][k], thetas[3][k]) for k in thetas[2])
+    assert any(not torch.equal(thetas[3][k], thetas[4][k]) for k in thetas[3])
+    assert sml.theta_updates == 2 and sml.learner is None
     # W changes every period, and the tables grow with new users and items
     assert models[1].user.shape[0] == periods[1].n_users
     assert models[2].item.shape[0] == periods[2].n_items
     assert not torch.allclose(models[1].item[: models[0].n_items], models[0].item)
+
+
+def test_a_frozen_transfer_serves_what_fine_tuning_serves(periods: list) -> None:
+    """Untrained, the transfer returns W-hat: SML's step 1 is then fine-tuning, so with
+    Theta never updated both strategies serve the same model (same seed, same draws)."""
+    from sml.baselines import BaselineConfig, FineTune
+
+    sml = SMLStrategy(UNCHECKED)
+    sml.set_update_transfer(False)
+    tune = FineTune(BaselineConfig(mf=UNCHECKED.mf, fit=UNCHECKED.fit))
+    for period in periods[:3]:
+        a, b = sml.boundary(period), tune.boundary(period)
+        assert torch.allclose(a.user, b.user, atol=1e-5)
+        assert torch.allclose(a.item, b.item, atol=1e-5)
+    assert sml.fitted is not None and torch.equal(sml.fitted.user, sml.model.user)  # type: ignore[union-attr]
+
+
+def test_rows_the_period_did_not_touch_are_carried_over(periods: list) -> None:
+    """Scope "touched": a user absent from D_t keeps W_{t-1}'s row exactly (absent from
+    D_{t-1} too, or the meta step refines the row W_{t-1} merged); with scope "all" the
+    same rows pass through the (trained) transfer again and move."""
+    rows = {}
+    for scope in ("touched", "all"):
+        sml = SMLStrategy(replace(UNCHECKED, scope=scope))
+        for period in periods[:3]:
+            sml.boundary(period)
+        before = sml.model
+        assert before is not None
+        after = sml.boundary(periods[3])
+        absent = np.setdiff1d(
+            np.arange(before.n_users), np.concatenate([periods[2].users, periods[3].users])
+        )
+        assert len(absent) > 0
+        rows[scope] = (before.user[absent], after.user[absent])
+        present = np.unique(periods[3].users)
+        present = present[present < before.n_users]
+        assert not torch.allclose(before.user[present], after.user[present])
+    assert torch.equal(*rows["touched"])
+    assert not torch.allclose(*rows["all"])
+
+
+def test_a_learner_that_serves_worse_is_never_served(periods: list) -> None:
+    """A learning rate far too high wrecks the learner's merges: scored on each closing
+    period it loses to the served lineage, whose Theta stays the fine-tune start."""
+    wild = replace(SMALL, meta=replace(SMALL.meta, lr=5.0, epochs=2))
+    sml = SMLStrategy(wild)
+    start = _theta(sml)
+    for period in periods:
+        sml.boundary(period)
+    assert sml.learner is not None and sml.rejections >= 1 and sml.promotions == 0
+    assert all(torch.equal(start[k], v) for k, v in _theta(sml).items())
+    learned = {k: v.detach() for k, v in sml.learner.transfers.state_dict().items()}
+    assert any(not torch.equal(start[k], v) for k, v in learned.items())
+    # the same updates without the check are served at once
+    unchecked = SMLStrategy(replace(wild, meta=replace(wild.meta, check=False)))
+    for period in periods:
+        unchecked.boundary(period)
+    assert any(not torch.equal(start[k], v) for k, v in _theta(unchecked).items())
+
+
+def test_a_learner_that_serves_better_is_adopted(periods: list) -> None:
+    """The served W_{t-1} made useless (all zeros): the learner ranks the closing period
+    better and becomes the served lineage, Theta included."""
+    sml = SMLStrategy(SMALL)
+    for period in periods[:3]:
+        sml.boundary(period)
+    assert sml.learner is not None and not sml.same
+    broken = sml.served.current
+    assert broken is not None
+    sml.served.current = MFWeights(torch.zeros_like(broken.user), torch.zeros_like(broken.item))
+    learned = {k: v.detach().clone() for k, v in sml.learner.transfers.state_dict().items()}
+    sml.boundary(periods[3])
+    assert sml.promotions == 1
+    adopted = _theta(sml)
+    # adopted, then trained no further: the served lineage keeps the proven Theta
+    assert all(torch.equal(learned[k], adopted[k]) for k in learned)
 
 
 def test_frozen_transfer_keeps_theta(periods: list) -> None:
@@ -69,6 +151,21 @@ def test_checkpoint_resumes_exactly(periods: list) -> None:
     wa, wb = a.boundary(periods[2]), b.boundary(periods[2])
     assert torch.allclose(wa.user, wb.user, atol=1e-5)
     assert torch.allclose(wa.item, wb.item, atol=1e-5)
+
+
+def test_a_checkpoint_of_one_lineage_still_loads(periods: list) -> None:
+    """State written before the two lineages (W and Theta at the top level) resumes as
+    the served lineage."""
+    sml = SMLStrategy(SMALL)
+    sml.boundary(periods[0])
+    sml.boundary(periods[1])
+    state = sml.state_dict()
+    old = {k: v for k, v in state.items() if k not in ("served", "learner", "same")}
+    old.update(state["served"])
+    resumed = SMLStrategy(SMALL)
+    resumed.load_state_dict(old)
+    assert resumed.model is not None and torch.equal(resumed.model.user, sml.model.user)  # type: ignore[union-attr]
+    assert resumed.learner is not None and resumed.same
 
 
 def test_state_dict_loads_with_weights_only(periods: list, tmp_path) -> None:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sml.transfer import Transfer, TransferConfig, TransferPair, stack_rows
+from sml.transfer import Transfer, TransferConfig, TransferPair, column_scale, stack_rows
 
 KINDS = ["cnn", "no_cnn", "no_fc", "alpha", "mlp"]
 
@@ -65,3 +65,22 @@ def test_ablations_differ_in_structure() -> None:
 def test_pair_has_one_transfer_per_side() -> None:
     pair = TransferPair(5, TransferConfig())
     assert pair.user is not pair.item
+
+
+@pytest.mark.parametrize("kind", ["cnn", "no_cnn", "no_fc", "mlp"])
+def test_the_transfer_reads_rows_in_units_of_their_columns(kind: str) -> None:
+    """Scaled inputs, scaled output: a table whose columns are c times larger (with scales
+    c times larger) merges to c times the rows, so Theta does not depend on the units."""
+    torch.manual_seed(0)
+    transfer = Transfer(9, TransferConfig(kind=kind, init="paper", hidden=16))  # type: ignore[arg-type]
+    prev, new = torch.randn(6, 9), torch.randn(6, 9)
+    scale = column_scale(prev)
+    c = torch.linspace(0.5, 20.0, 9)  # a different factor per column, e.g. the bias
+    out = transfer(prev, new, scale)
+    assert torch.allclose(transfer(prev * c, new * c, scale * c), out * c, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(transfer(prev * c, new * c, scale), out * c, rtol=1e-2)
+
+
+def test_column_scale_is_each_columns_rms() -> None:
+    table = torch.tensor([[3.0, 0.0, 1.0], [4.0, 0.0, -1.0]])
+    assert torch.allclose(column_scale(table, eps=1e-3), torch.tensor([12.5**0.5, 1e-3, 1.0]))
