@@ -1,4 +1,4 @@
-"""The paper's experiments end to end (PROTOCOL.md), on any interaction log: ``smlrec replay``.
+"""The paper's experiments end to end (docs/protocol.md), on any log: ``smlrec replay``.
 
 The log is cut into periods with roles, consecutive in this order: pretraining (one
 plain MF that every method starts from), offline (SML meta-trains through them,
@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -56,7 +55,7 @@ PROTOCOL_ROLES = (5, 9, 2, 4)  # pretrain, offline, validation, test periods of 
 
 @dataclass(frozen=True)
 class Roles:
-    """Which periods do what (PROTOCOL.md, "Periods")."""
+    """Which periods do what (docs/protocol.md, "Periods and their roles")."""
 
     n_periods: int = 20
     pretrain: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -110,7 +109,7 @@ class Roles:
 
 
 def roles_for(n_rows: int) -> Roles:
-    """PROTOCOL.md's roles; a small data set (the synthetic one) gets a scaled-down walk."""
+    """The protocol's roles; a small data set (the synthetic one) gets a scaled-down walk."""
     if n_rows >= 20 * 1000:
         return Roles()
     return Roles.from_counts(2, 2, 2, 2)
@@ -146,6 +145,8 @@ class MethodRun:
     name: str
     hyperparameters: dict[str, Any]
     evaluations: dict[int, PeriodEvaluation] = field(default_factory=dict)
+    # W-hat of the served model where the method merges (SML): the merge's own contribution
+    fitted_evaluations: dict[int, PeriodEvaluation] = field(default_factory=dict)
     seconds: dict[int, float] = field(default_factory=dict)  # wall clock
     cpu_seconds: dict[int, float] = field(default_factory=dict)  # this process's CPU time
     offline_seconds: float = 0.0
@@ -212,13 +213,20 @@ def run_method(
         model = strategy.model
         assert model is not None
         if p > roles.first_online:  # the first online period is scored by the shared base alone
-            scorer = numpy_scorer(model, data.log.n_items)
-            run.evaluations[p] = evaluate_period(scorer, data.log, data.periods[p], data.candidates)
+            run.evaluations[p] = _evaluate(model, data, p)
+            fitted = strategy.fitted
+            if fitted is not None:
+                run.fitted_evaluations[p] = _evaluate(fitted, data, p)
         start, cpu = time.perf_counter(), time.process_time()
         strategy.boundary(data.periods[p])
         run.seconds[p] = time.perf_counter() - start
         run.cpu_seconds[p] = time.process_time() - cpu
     return run
+
+
+def _evaluate(model: MFWeights, data: ReplayData, period: int) -> PeriodEvaluation:
+    scorer = numpy_scorer(model, data.log.n_items)
+    return evaluate_period(scorer, data.log, data.periods[period], data.candidates)
 
 
 def run_seeds(
@@ -227,16 +235,17 @@ def run_seeds(
     seeds: Sequence[int],
     *,
     dim: int,
-    overrides: dict[str, hp.Hyper],
+    overrides: hp.HyperFile | None = None,
     progress: bool = False,
 ) -> dict[int, dict[str, MethodRun]]:
     """Every method once per seed, each seed with its own pretrained base: seed -> method -> run."""
+    overrides = overrides or hp.HyperFile(None, {})
     runs: dict[int, dict[str, MethodRun]] = {}
     for seed in seeds:
-        base = pretrain(data, dim, seed)
+        base = pretrain(data, dim, seed, overrides.pretrain)
         runs[seed] = {}
         for name in tqdm(methods, desc=f"seed {seed}", disable=not progress):
-            hyper = {**hp.DEFAULTS[name], **overrides.get(name, {})}
+            hyper = hp.for_method(name, overrides.methods)
             runs[seed][name] = run_method(
                 name, data, base, hyper=hyper, dim=dim, seed=seed, progress=progress
             )
@@ -250,7 +259,7 @@ class UsageError(Exception):
     """A flag or an input the replay cannot use; main() prints it as one line, exit 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line (no usage block), exit 2, like every other input error of the replay."""
         self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
@@ -291,7 +300,7 @@ def _split(text: str) -> Split:
     return Split("time", hours * 3600.0, text)
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -341,7 +350,7 @@ def _columns(text: str) -> CsvColumns:
     return CsvColumns(**names)
 
 
-def _methods(text: str) -> list[str]:
+def method_list(text: str) -> list[str]:
     methods = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown or not methods:
@@ -354,29 +363,15 @@ def _methods(text: str) -> list[str]:
     return methods
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="smlrec replay", description=__doc__.splitlines()[0])
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say which log, cut how, with which candidates (replay and tune)."""
     parser.add_argument(
         "--dataset",
         default="ml-100k",
-        help="ml-100k, synthetic, or a path: RecBole .inter, GroupLens u.data or ratings.dat, "
-        ".csv with a header, Yelp review JSON lines, Adressa events",
+        help="ml-100k, a synthetic profile (synthetic, synthetic-returning), or a path: "
+        "RecBole .inter, GroupLens u.data or ratings.dat, .csv with a header, Yelp review "
+        "JSON lines, Adressa events",
     )
-    parser.add_argument(
-        "--methods",
-        type=_methods,
-        default=list(MAIN_METHODS),
-        help=f"comma-separated, from: {','.join(ALL_METHODS)}",
-    )
-    parser.add_argument("--out", type=Path, required=True, help="folder for the results")
-    seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, help="one seed (default 0)")
-    seeds.add_argument(
-        "--seeds", type=_seeds, help="several seeds, e.g. 0,1,2: mean +- sd over them"
-    )
-    parser.add_argument("--dim", type=_positive_int, default=64)
-    parser.add_argument("--hyper", type=Path, help="JSON {method: hyper-parameters} overrides")
-    parser.add_argument("--threads", type=_positive_int, default=None, help="torch threads")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument(
         "--split",
@@ -387,7 +382,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--periods",
-        type=_positive_int,
+        type=positive_int,
         help="number of equal-count periods (default: 20 for 20,000+ rows, else 8)",
     )
     parser.add_argument(
@@ -398,7 +393,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--negatives",
-        type=_positive_int,
+        type=positive_int,
         default=99,
         help="sampled candidates per test interaction (default 99)",
     )
@@ -413,10 +408,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep only the first row of each repeated (user, item) pair",
     )
-    args = parser.parse_args(argv)
-    args.seeds = args.seeds or [0 if args.seed is None else args.seed]
-    if args.seed is not None and args.seed < 0:
-        parser.error(f"argument --seed: {args.seed} must be >= 0")
+    parser.add_argument("--dim", type=positive_int, default=64)
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads")
+
+
+def check_data_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Combinations of the data options that cannot work (argparse's one-line error, exit 2)."""
     if args.columns is not None and Path(args.dataset).suffix != ".csv":
         parser.error(f"argument --columns: names CSV columns, and {args.dataset} is no .csv file")
     if args.periods is not None and args.split.kind != "count":
@@ -424,30 +421,44 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             f"argument --periods: applies to --split count; --split {args.split.text} "
             "makes as many periods as the log spans"
         )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(prog="smlrec replay", description=__doc__.splitlines()[0])
+    add_data_arguments(parser)
+    parser.add_argument(
+        "--methods",
+        type=method_list,
+        default=list(MAIN_METHODS),
+        help=f"comma-separated, from: {','.join(ALL_METHODS)}",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for the results")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, help="one seed (default 0)")
+    seeds.add_argument(
+        "--seeds", type=_seeds, help="several seeds, e.g. 0,1,2: mean +- sd over them"
+    )
+    parser.add_argument(
+        "--hyper",
+        type=Path,
+        help="hyper-parameters: the file `smlrec tune` writes, or JSON {method: overrides}",
+    )
+    args = parser.parse_args(argv)
+    args.seeds = args.seeds or [0 if args.seed is None else args.seed]
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"argument --seed: {args.seed} must be >= 0")
+    check_data_arguments(parser, args)
     return args
 
 
-def read_overrides(path: Path | None, methods: Sequence[str], dim: int) -> dict[str, hp.Hyper]:
-    """--hyper's {method: overrides}, checked by building every configuration it touches."""
+def read_overrides(path: Path | None, dim: int) -> hp.HyperFile:
+    """--hyper's file (``smlrec tune``'s output, or {method: overrides}), checked."""
     if path is None:
-        return {}
+        return hp.HyperFile(None, {})
     try:
-        overrides = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"--hyper {path}: {exc.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--hyper {path}: not JSON ({exc})") from None
-    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
-        raise UsageError(f"--hyper {path}: expected a JSON object {{method: {{...}}}}")
-    unknown = sorted(set(overrides) - set(ALL_METHODS))
-    if unknown:
-        raise UsageError(f"--hyper {path}: unknown methods {','.join(unknown)}")
-    for name in methods:
-        try:
-            hp.resolved(name, {**hp.DEFAULTS[name], **overrides.get(name, {})}, dim, 0)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"--hyper {path}: {name}: {exc}") from None
-    return overrides
+        return hp.read_hyper_file(path, dim)
+    except ValueError as exc:
+        raise UsageError(f"--hyper {exc}") from None
 
 
 def plan(log: InteractionLog, args: argparse.Namespace) -> tuple[list[Period], Roles]:
@@ -488,20 +499,28 @@ def _scaled(n_periods: int, source: str) -> Roles:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_reporting_errors("smlrec replay", _replay, args)
+
+
+def run_reporting_errors(
+    prog: str, command: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> int:
+    """``command(args)``, with every input error it raises printed as one line, exit 2."""
     try:
-        return _replay(args)
+        return command(args)
     except (UsageError, DataFormatError) as exc:
         message = str(exc)
     except TooFewNegatives as exc:
         message = f"--negatives {args.negatives}: {exc}"
-    except OSError as exc:  # the data set or --out cannot be read or written
+    except OSError as exc:  # the data set or an output cannot be read or written
         message = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
-    print(f"smlrec replay: error: {_one_line(message)}", file=sys.stderr)
+    print(f"{prog}: error: {_one_line(message)}", file=sys.stderr)
     return 2
 
 
-def _replay(args: argparse.Namespace) -> int:
-    overrides = read_overrides(args.hyper, args.methods, args.dim)
+def prepare_data(args: argparse.Namespace) -> tuple[ReplayData, int]:
+    """The log the data options name, cut into periods with roles and candidates; also
+    how many repeated rows --dedupe dropped. Sets the torch threads and determinism."""
     log = load_dataset(args.dataset, args.cache_dir, columns=args.columns or CsvColumns())
     dropped = 0
     if args.dedupe:
@@ -509,11 +528,17 @@ def _replay(args: argparse.Namespace) -> int:
         dropped, log = len(log) - len(kept), kept
     periods, roles = plan(log, args)
     data = ReplayData.prepare(log, roles, periods=periods, n_negatives=args.negatives)
-    args.out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     # the same seed must give the same numbers: no order-dependent float scatters
     torch.use_deterministic_algorithms(True)
+    return data, dropped
+
+
+def _replay(args: argparse.Namespace) -> int:
+    overrides = read_overrides(args.hyper, args.dim)
+    data, dropped = prepare_data(args)
+    args.out.mkdir(parents=True, exist_ok=True)
     header = report.header(data, args.dataset, args.split.text, args.seeds, args.dedupe, dropped)
     print(header, flush=True)
 
@@ -530,6 +555,7 @@ def _replay(args: argparse.Namespace) -> int:
         split=args.split.text,
         dim=args.dim,
         duplicates_dropped=dropped if args.dedupe else None,
+        pretrain=overrides.pretrain or hp.PRETRAIN,
     )
     results["wall_seconds"] = time.perf_counter() - start
     (args.out / "results.json").write_text(report.to_json(results))

@@ -23,6 +23,7 @@ from sml import hyperparameters as hp
 from sml.metrics import METRIC_KEYS, Interval, paired_bootstrap, relative_improvement
 
 if TYPE_CHECKING:
+    from sml.metrics import PeriodEvaluation
     from sml.replay import MethodRun, ReplayData, Roles
 
 TABLE1_KEYS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
@@ -65,13 +66,24 @@ class Replay:
         rows = self.summaries(name, periods, group)
         return {key: _sd([row[key] for row in rows]) for key in METRIC_KEYS}
 
-    def test_values(self, name: str, key: str) -> np.ndarray:
-        """(n,) the metric of every test interaction (periods pooled), averaged over seeds."""
+    def test_values(self, name: str, key: str, fitted: bool = False) -> np.ndarray:
+        """(n,) the metric of every test interaction (periods pooled), averaged over seeds:
+        of the served models, or (``fitted``) of the W-hat each was merged from."""
         test = self.data.roles.test
+
+        def evaluations(run: MethodRun) -> dict[int, PeriodEvaluation]:
+            return run.fitted_evaluations if fitted else run.evaluations
+
         per_seed = [
-            np.concatenate([run.evaluations[p].values[key] for p in test]) for run in self.of(name)
+            np.concatenate([evaluations(run)[p].values[key] for p in test])
+            for run in self.of(name)
         ]
         return np.mean(per_seed, axis=0)
+
+    def merges(self, name: str) -> bool:
+        """Whether the method merges a fitted model into the previous one at every test period."""
+        test = self.data.roles.test
+        return all(all(p in run.fitted_evaluations for p in test) for run in self.of(name))
 
     def test_users(self) -> np.ndarray:
         return np.concatenate([self.data.periods[p].users for p in self.data.roles.test])
@@ -92,6 +104,28 @@ class Replay:
         }
 
     @cached_property
+    def contributions(self) -> dict[str, dict[str, dict[str, Interval]]]:
+        """For each merging method (SML and its variants): the served W_t minus the W-hat_t
+        it was merged from, on the test interactions: method -> group -> key -> interval.
+        A transfer that learns nothing shows here as an interval around 0."""
+        users, returning = self.test_users(), self.test_returning()
+        masks = {"all": np.ones_like(returning), "returning": returning}
+        out: dict[str, dict[str, dict[str, Interval]]] = {}
+        for name in self.methods:
+            if not self.merges(name):
+                continue
+            served = {key: self.test_values(name, key) for key in WIN_KEYS}
+            fitted = {key: self.test_values(name, key, fitted=True) for key in WIN_KEYS}
+            out[name] = {
+                group: {
+                    key: _bootstrap(served[key][mask], fitted[key][mask], users[mask])
+                    for key in WIN_KEYS
+                }
+                for group, mask in masks.items()
+            }
+        return out
+
+    @cached_property
     def significance(self) -> dict[str, dict[str, dict[str, Interval]]]:
         """SML minus each other method on the test interactions: method -> group -> key ->
         interval (computed once). Empty when SML is not in the run."""
@@ -107,20 +141,18 @@ class Replay:
             other = {key: self.test_values(name, key) for key in WIN_KEYS}
             out[name] = {
                 group: {
-                    key: paired_bootstrap(
-                        sml[key][mask],
-                        other[key][mask],
-                        users[mask],
-                        draws=BOOTSTRAP_DRAWS,
-                        level=BOOTSTRAP_LEVEL,
-                        seed=BOOTSTRAP_SEED,
-                    )
+                    key: _bootstrap(sml[key][mask], other[key][mask], users[mask])
                     for key in WIN_KEYS
                 }
                 for group, mask in masks.items()
             }
         return out
 
+
+def _bootstrap(a: np.ndarray, b: np.ndarray, users: np.ndarray) -> Interval:
+    return paired_bootstrap(
+        a, b, users, draws=BOOTSTRAP_DRAWS, level=BOOTSTRAP_LEVEL, seed=BOOTSTRAP_SEED
+    )
 
 
 # -- text ------------------------------------------------------------------------------
@@ -152,6 +184,8 @@ def render(result: Replay) -> str:
         parts.append(seeds_table(result))
     if result.significance:
         parts.append(significance_table(result))
+    if result.contributions:
+        parts.append(contribution_table(result))
     parts.append(table2(result))
     return "\n\n".join(parts)
 
@@ -254,16 +288,32 @@ def significance_table(result: Replay) -> str:
     """SML minus each method, with the bootstrap interval; * where it excludes 0."""
     seeds = result.seeds
     averaged = f", each interaction averaged over {len(seeds)} seeds" if len(seeds) > 1 else ""
+    title = f"Paired bootstrap: SML minus the method on the test interactions{averaged};"
+    return _interval_table(result, title, "vs", result.significance)
+
+
+def contribution_table(result: Replay) -> str:
+    """The merge's own effect: each merging method's served W_t minus its W-hat_t."""
+    title = (
+        "The transfer's own contribution: the served W_t minus the W-hat_t it was merged "
+        "from, on the test interactions;"
+    )
+    return _interval_table(result, title, "method", result.contributions)
+
+
+def _interval_table(
+    result: Replay, title: str, label: str, rows: dict[str, dict[str, dict[str, Interval]]]
+) -> str:
     lines = [
-        f"Paired bootstrap: SML minus the method on the test interactions{averaged};",
+        title,
         f"difference [{BOOTSTRAP_LEVEL:.0%} interval] from {BOOTSTRAP_DRAWS:,} draws of users "
         "with replacement (* the interval excludes 0)",
         f"{'':<14}{'all interactions':^56}"
         f"{f'returning users ({result.returning_share():.0%})':^56}",
-        f"{'vs':<14}" + "".join(f"{key:^28}" for _ in GROUPS for key in WIN_KEYS),
+        f"{label:<14}" + "".join(f"{key:^28}" for _ in GROUPS for key in WIN_KEYS),
     ]
     lines.append("-" * len(lines[-1]))
-    for name, by_group in result.significance.items():
+    for name, by_group in rows.items():
         cells = []
         for group in GROUPS:
             for key in WIN_KEYS:
@@ -352,7 +402,13 @@ def _run_figures(runs: Sequence[MethodRun], roles: Roles) -> dict[str, Any]:
 
 
 def results_json(
-    result: Replay, *, dataset: str, split: str, dim: int, duplicates_dropped: int | None
+    result: Replay,
+    *,
+    dataset: str,
+    split: str,
+    dim: int,
+    duplicates_dropped: int | None,
+    pretrain: hp.Hyper = hp.PRETRAIN,
 ) -> dict[str, Any]:
     """Per method: the figures (mean over seeds), their sd, SML's wins, and each seed's own;
     the bootstrap intervals; the protocol, data and seeds that produced them."""
@@ -366,6 +422,8 @@ def results_json(
         entry["test_returning_sd"] = result.sd(name, roles.test, "returning")
         if name.startswith("sml"):
             entry["transfer_init"] = runs[0].hyperparameters["transfer"]["init"]
+        if name in result.contributions:
+            entry["transfer_contribution"] = _intervals_json(result.contributions[name])
         if name != "sml" and "sml" in result.methods:
             entry["sml_wins"] = {group: result.wins(name, group) for group in GROUPS}
         entry["seeds"] = {
@@ -375,7 +433,7 @@ def results_json(
         methods[name] = entry
     return {
         "protocol": {
-            "file": "PROTOCOL.md",
+            "file": "docs/protocol.md",
             "split": split,
             "n_periods": roles.n_periods,
             "period_size": len(data.periods[0]),
@@ -387,7 +445,7 @@ def results_json(
             "sampled_negatives": data.candidates.n_negatives,
             "candidate_seed": data.candidates.seed,
             "embedding_dim": dim,
-            "pretrain_hyperparameters": hp.PRETRAIN,
+            "pretrain_hyperparameters": pretrain,
             "bootstrap": {
                 "resampled": "users",
                 "draws": BOOTSTRAP_DRAWS,
@@ -408,20 +466,24 @@ def results_json(
         "torch_threads": torch.get_num_threads(),
         "methods": methods,
         "significance": {
-            f"vs_{name}": {
-                group: {
-                    key: {
-                        "diff": iv.diff,
-                        "low": iv.low,
-                        "high": iv.high,
-                        "excludes_zero": iv.excludes_zero,
-                    }
-                    for key, iv in by_key.items()
-                }
-                for group, by_key in by_group.items()
-            }
+            f"vs_{name}": _intervals_json(by_group)
             for name, by_group in result.significance.items()
         },
+    }
+
+
+def _intervals_json(by_group: dict[str, dict[str, Interval]]) -> dict[str, Any]:
+    return {
+        group: {
+            key: {
+                "diff": iv.diff,
+                "low": iv.low,
+                "high": iv.high,
+                "excludes_zero": iv.excludes_zero,
+            }
+            for key, iv in by_key.items()
+        }
+        for group, by_key in by_group.items()
     }
 
 

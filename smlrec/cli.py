@@ -1,11 +1,12 @@
-"""The ``smlrec`` command: serve, worker, migrate, bootstrap, replay, load.
+"""The ``smlrec`` command: serve, worker, migrate, bootstrap, replay, tune, load.
 
 ``smlrec serve`` runs the HTTP service (with the worker in a child process, or
 on a thread with ``SMLREC_WORKER_MODE=thread``, unless ``--no-worker``);
 ``smlrec worker`` runs the worker alone (distributed mode: one leads, the
 others stand by); ``smlrec migrate`` brings the database schema up to date;
 ``smlrec bootstrap`` warms the SML transfer by an offline replay of the stored
-periods; ``smlrec replay`` runs the paper's experiments (``sml.replay``);
+periods; ``smlrec replay`` runs the paper's experiments (``sml.replay``) and
+``smlrec tune`` chooses their hyper-parameters on validation periods (``sml.tune``);
 ``smlrec load`` replays a data set against a running service.
 """
 
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="the paper's experiments (arguments go to sml.replay; see --help)",
     )
+    commands.add_parser(
+        "tune",
+        add_help=False,
+        help="choose hyper-parameters on a log's validation periods (see --help)",
+    )
 
     load = commands.add_parser("load", help="replay a data set against a running service")
     load.add_argument(
@@ -80,8 +86,8 @@ def configure_logging(level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if args_list[:1] == ["replay"]:
-        return _replay(args_list[1:])
+    if args_list[:1] in (["replay"], ["tune"]):
+        return _offline(args_list[0], args_list[1:])
     args = parser.parse_args(args_list)
     try:
         settings = get_settings()
@@ -102,12 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def _replay(argv: list[str]) -> int:
-    settings = get_settings()
-    configure_logging(settings.log_level)
-    from sml import replay  # the method's own command line
+def _offline(command: str, argv: list[str]) -> int:
+    """The method's own command lines; they read no service setting."""
+    configure_logging("INFO")
+    if command == "tune":
+        from sml import tune
 
-    return int(replay.main(argv) or 0)
+        return tune.main(argv)
+    from sml import replay
+
+    return replay.main(argv)
 
 
 def serve(settings: Settings, host: str | None, port: int | None, with_worker: bool) -> int:

@@ -1,4 +1,4 @@
-"""PROTOCOL.md's reference figures, reproduced on the real MovieLens-100K.
+"""The protocol's reference figures (docs/protocol.md), reproduced on the real MovieLens-100K.
 
 Runs where the data set is cached (CI fetches it before the suite); skipped otherwise.
 """
@@ -25,7 +25,7 @@ def test_popularity_matches_the_protocol_figures(ml100k: ReplayData) -> None:
     base = MFWeights.init(MFConfig(dim=4), 1, 1, torch.Generator())
     run = run_method("popularity", ml100k, base, hyper={})
     test = run.summary(ml100k.roles.test)
-    # PROTOCOL.md: sampled Recall@20 0.705, NDCG@20 0.335; full Recall@20 0.091, NDCG@20 0.034
+    # docs/protocol.md: sampled Recall@20 0.705, NDCG@20 0.335; full Recall@20 0.091, NDCG@20 0.034
     assert test["recall@20"] == pytest.approx(0.705, abs=0.002)
     assert test["ndcg@20"] == pytest.approx(0.335, abs=0.002)
     assert test["full_recall@20"] == pytest.approx(0.091, abs=0.001)

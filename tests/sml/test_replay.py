@@ -286,7 +286,12 @@ def _fill(text: str, values: dict[str, str]) -> str:
 @pytest.mark.slow
 def test_replay_on_synthetic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     hyper = tmp_path / "hyper.json"
-    quick = {"fit": {"epochs": 2}, "meta": {"epochs": 1}}
+    quick = {
+        "fit": {"epochs": 2},
+        "meta": {"epochs": 1},
+        "transfer": {"hidden": 32},
+        "offline_passes": 1,
+    }
     hyper.write_text(
         json.dumps(
             {m: quick for m in ("sml", "sml_n", "sml_fp")}
@@ -319,8 +324,34 @@ def test_replay_on_synthetic(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert 0.0 < sml["test_returning"]["share"] < 1.0
     assert [p["period"] for p in sml["periods"]] == list(range(3, 8))
     assert not math.isnan(results["significance"]["vs_fine_tune"]["all"]["recall@20"]["diff"])
+    # the merge's own contribution, for every method that merges, and only for them
+    assert "The transfer's own contribution" in printed
+    for name in methods.split(","):
+        merges = name.startswith("sml")
+        assert ("transfer_contribution" in results["methods"][name]) == merges, name
+    for group in ("all", "returning"):
+        iv = sml["transfer_contribution"][group]["recall@20"]
+        assert iv["low"] <= iv["diff"] <= iv["high"]
     assert (out / "recall_per_period.png").stat().st_size > 1000
     # the same seed gives the same numbers
     again = tmp_path / "again"
     assert main(["--dataset", "synthetic", "--methods", "sml", "--out", str(again), *args[6:]]) == 0
     assert json.loads((again / "results.json").read_text())["methods"]["sml"]["test"] == sml["test"]
+
+
+def test_a_transfer_that_never_learns_contributes_exactly_nothing(
+    files: Files, tmp_path: Path
+) -> None:
+    """Theta never updated: the fine-tune start returns W-hat itself, so the served model
+    and the W-hat it was merged from score the same on every interaction."""
+    hyper = tmp_path / "frozen.json"
+    hyper.write_text(json.dumps({"sml": {**QUICK_SML, "meta": {"lr": 0.0, "check": False}}}))
+    out = tmp_path / "run"
+    argv = _replay(files, out, "--roles", "2,2,1,1", methods="sml,fine_tune")
+    argv[argv.index("--hyper") + 1] = str(hyper)
+    assert main(argv) == 0
+    contribution = _results(out)["methods"]["sml"]["transfer_contribution"]
+    for group in ("all", "returning"):
+        for key in ("recall@20", "ndcg@20"):
+            assert contribution[group][key]["diff"] == 0.0
+            assert contribution[group][key]["low"] == contribution[group][key]["high"] == 0.0

@@ -1,0 +1,122 @@
+"""The tuner: draws within its spaces, never runs past validation, writes what the replay
+reads, keeps what it did not tune, and reports bad input in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sml import hyperparameters as hp
+from sml import replay, tune
+from sml.tune import SPACES, Choice, LogUniform, draw
+
+TINY = ["--dataset", "synthetic", "--dim", "8", "--trials", "2", "--pretrain-trials", "2"]
+
+
+@pytest.fixture(autouse=True)
+def quick_pretraining(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        "sml.hyperparameters.PRETRAIN",
+        {"epochs": 2, "lr": 0.01, "l2": 1e-4, "n_negatives": 1, "batch_size": 1024},
+    )
+
+
+@pytest.fixture
+def quick_methods(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One-epoch defaults and a narrow SML space: the tuner's walk, not its budget."""
+    monkeypatch.setitem(hp.DEFAULTS, "fine_tune", {"fit": {"epochs": 1}})
+    monkeypatch.setitem(
+        hp.DEFAULTS,
+        "sml",
+        {"fit": {"epochs": 1}, "transfer": {"hidden": 16}, "offline_passes": 1},
+    )
+    monkeypatch.setitem(tune.SPACES, "sml", {"meta.lr": LogUniform(1e-4, 1e-2)})
+
+
+def test_draws_stay_in_their_space_and_build() -> None:
+    rng = np.random.default_rng(0)
+    for name, space in SPACES.items():
+        for _ in range(20):
+            hyper = draw(space, rng)
+            for path, dimension in space.items():
+                section, _, field = path.rpartition(".")
+                value = (hyper[section] if section else hyper)[field]
+                if isinstance(dimension, Choice):
+                    assert value in dimension.values
+                else:
+                    assert value == 0.0 or dimension.low * 0.95 <= value <= dimension.high * 1.05
+            hp.resolved(name, hp.for_method(name, {name: hyper}), 8, 0)  # a valid config
+
+
+def test_a_log_uniform_range_draws_zero_only_when_asked() -> None:
+    rng = np.random.default_rng(1)
+    assert min(LogUniform(1e-3, 1e-2).draw(rng) for _ in range(200)) > 0
+    assert 0.0 in {LogUniform(1e-3, 1e-2, zero=0.5).draw(rng) for _ in range(50)}
+
+
+@pytest.mark.usefixtures("quick_methods")
+def test_tune_then_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stops: list[tuple[str, int | None]] = []
+    walk = tune.run_method
+
+    def spy(name: str, *args: Any, **kwargs: Any) -> Any:
+        stops.append((name, kwargs.get("last_period")))
+        return walk(name, *args, **kwargs)
+
+    monkeypatch.setattr(tune, "run_method", spy)
+    out = tmp_path / "hyper.json"
+    assert tune.main([*TINY, "--methods", "fine_tune,sml", "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    # every trial stopped at the last validation period: no test period trained or scored
+    validation_end = replay.roles_for(12_000).validation[-1]
+    assert stops == [("fine_tune", validation_end)] * 2 + [("sml", validation_end)] * 2
+    assert set(written["methods"]) == {"fine_tune", "sml"}
+    trials = written["tuning"]["trials"]["fine_tune"]
+    assert len(trials) == 2 and len(written["tuning"]["pretrain_trials"]) == 2
+    best = max(trials, key=lambda t: (t["validation_recall@20"], t["validation_ndcg@20"]))
+    assert written["methods"]["fine_tune"] == best["hyper"]
+    # the defaults are always among the trials, so tuning never ends below them
+    assert hp.for_method("fine_tune") in [t["hyper"] for t in trials]
+    assert written["pretrain"] in [t["hyper"] for t in written["tuning"]["pretrain_trials"]]
+
+    # the replay reads it: the chosen base and each method's chosen settings are used
+    run = tmp_path / "run"
+    argv = ["--dataset", "synthetic", "--dim", "8", "--methods", "fine_tune,sml",
+            "--hyper", str(out), "--out", str(run)]
+    assert replay.main(argv) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["protocol"]["pretrain_hyperparameters"] == written["pretrain"]
+    fit = results["methods"]["fine_tune"]["hyperparameters"]["fit"]
+    assert fit == {**fit, **written["methods"]["fine_tune"]["fit"]}
+
+    # tuning one more method into the same file keeps those already there
+    assert tune.main([*TINY, "--methods", "popularity", "--out", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert set(again["methods"]) == {"fine_tune", "sml", "popularity"}
+    assert again["methods"]["sml"] == written["methods"]["sml"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--trials", "0"], "--trials"),
+        (["--methods", "sml,nope"], "unknown methods nope"),
+        (["--dataset", "/no/such/file.csv"], "/no/such/file.csv"),
+        (["--roles", "1,1,1"], "--roles"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    flags: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*TINY, "--out", str(tmp_path / "h.json"), *flags]
+    try:
+        code = tune.main(argv)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err and "Traceback" not in err
