@@ -2,50 +2,69 @@
 
 SML trains on the new period (and, for Theta, the one before it) whatever the
 history; full-retrain trains on all of it. On MovieLens-100K the history at a
-test period is only 16-19 periods long, so this benchmark grows it on the
-synthetic drift data (periods of 5,000 interactions) and times one period
-boundary of each strategy, with the replay-tuned hyper-parameters, in CPU time
-of this process (steady on a shared machine) and wall-clock time.
+test period is only 16-19 periods long, so this benchmark grows it on synthetic
+data (the synthetic-returning profile's users and topics, periods of 5,000
+interactions, new users and items every period) and times one period boundary
+of each strategy after that much history, in CPU time of this process (steady
+on a shared machine) and wall-clock time.
 
-    python -m bench.retrain_cost [--history 4,20,40] [--threads 1]
+    python -m bench.retrain_cost [--history 20000,100000,400000,1000000,2000000]
+                                 [--hyper hyper.json] [--threads 1] [--json out.json]
+
+``--hyper`` takes the file ``smlrec tune`` writes (or {method: overrides}); without
+it every strategy runs with its defaults (``sml.hyperparameters``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from sml.data import SyntheticConfig, split_equal_count, synthetic_drift
+from sml import hyperparameters as hp
+from sml.data import SYNTHETIC_PROFILES, split_equal_count, synthetic_drift
 from sml.model import MFConfig, MFWeights
 from sml.registry import make_strategy
 from sml.strategy import concat_periods
 
 STRATEGIES = ("sml", "full_retrain", "fine_tune")
+PERIOD = 5000
 
 
-def measure(history_periods: int, seed: int = 0) -> dict[str, dict[str, float]]:
-    """One boundary of each strategy after ``history_periods`` periods of history."""
-    config = SyntheticConfig(
-        n_periods=history_periods + 1,
-        interactions_per_period=5000,
-        n_users_initial=2000,
-        n_items_initial=3000,
-        new_users_per_period=100,
-        new_items_per_period=50,
+def measure(
+    history: int, methods: dict[str, hp.Hyper], dim: int = 64, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """One boundary of each strategy after ``history`` interactions (whole periods)."""
+    n_history = max(1, history // PERIOD)
+    profile = dataclasses.replace(
+        SYNTHETIC_PROFILES["synthetic-returning"],
+        n_periods=n_history + 1,
+        interactions_per_period=PERIOD,
         seed=seed,
     )
-    periods = split_equal_count(synthetic_drift(config), n_periods=config.n_periods)
-    history, new = periods[:-1], periods[-1]
-    shape = concat_periods(history)
-    base = MFWeights.init(MFConfig(), shape.n_users, shape.n_items, torch.Generator())
-    out: dict[str, dict[str, float]] = {}
-    for name in STRATEGIES:
-        strategy = make_strategy(name, seed=seed)
-        strategy.warm_start(base, history)
+    periods = split_equal_count(synthetic_drift(profile), n_periods=profile.n_periods)
+    past, new = periods[:-1], periods[-1]
+    shape = concat_periods(past)
+    base = MFWeights.init(MFConfig(dim=dim), shape.n_users, shape.n_items, torch.Generator())
+    out: dict[str, dict[str, float]] = {
+        "_shape": {"users": float(new.n_users), "items": float(new.n_items)}
+    }
+    for name, hyper in methods.items():
+        strategy = make_strategy(
+            name,
+            dim=dim,
+            seed=seed,
+            sml=hp.sml_config(hyper, dim, seed) if name.startswith("sml") else None,
+            baseline=None if name.startswith("sml") else hp.baseline_config(hyper, dim, seed),
+        )
+        # warm start on all but the last past period, then one boundary on it, so that
+        # SML holds a previous model and a fit and runs its whole boundary (meta step too)
+        strategy.warm_start(base, past[:-1] or past)
+        strategy.boundary(past[-1])
         wall, cpu = time.perf_counter(), time.process_time()
         strategy.boundary(new)
         out[name] = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
@@ -54,29 +73,41 @@ def measure(history_periods: int, seed: int = 0) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--history", default="4,20,40", help="history lengths, in periods")
+    parser.add_argument(
+        "--history",
+        default="20000,100000,400000,1000000,2000000",
+        help="history lengths, in interactions (whole periods of 5,000)",
+    )
+    parser.add_argument("--hyper", type=Path, help="the file smlrec tune writes")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    chosen = hp.read_hyper_file(args.hyper, 64).methods if args.hyper else {}
+    methods = {name: hp.for_method(name, chosen) for name in STRATEGIES}
     rows = {}
     print(
-        f"{'history':>16}"
+        f"{'history':>16}{'users':>8}{'items':>8}"
         + "".join(f"{n + ' cpu s':>20}" for n in STRATEGIES)
-        + f"{'sml / full':>12}"
+        + f"{'sml / full':>12}",
+        flush=True,
     )
     for h in (int(x) for x in args.history.split(",")):
-        figures = measure(h)
+        figures = measure(h, methods)
         rows[h] = figures
         ratio = figures["sml"]["cpu_s"] / figures["full_retrain"]["cpu_s"]
+        shape = figures["_shape"]
         print(
-            f"{h * 5000:>9} inter."
+            f"{h:>9,} inter.{int(shape['users']):>8}{int(shape['items']):>8}"
             + "".join(f"{figures[n]['cpu_s']:>20.3f}" for n in STRATEGIES)
-            + f"{ratio:>12.3f}"
+            + f"{ratio:>12.3f}",
+            flush=True,
         )
     if args.json:
         args.json.write_text(
-            json.dumps({"threads": args.threads, "by_history_periods": rows}, indent=2)
+            json.dumps(
+                {"threads": args.threads, "hyper": methods, "by_history": rows}, indent=2
+            )
         )
 
 
