@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.deps import RuntimeDep
+from service.runtime import Runtime
 from service.schemas import ErrorBody, Health, Readiness
 from store import BusUnavailable, StoreUnavailable
 
@@ -51,9 +52,28 @@ def readyz(runtime: RuntimeDep) -> Readiness | JSONResponse:
             {"detail": {"missing": missing, **checks}},
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
+    failed = _failed_periods(runtime)
     return Readiness(
-        database=checks["database"], redis=checks["redis"], model_version=runtime.holder.version
+        database=checks["database"], redis=checks["redis"], model_version=runtime.holder.version,
+        retrain=_retrain_state(failed), failed_periods=failed,
     )
+
+
+def _failed_periods(runtime: Runtime) -> list[int]:
+    try:
+        return runtime.store.failed_periods()
+    except StoreUnavailable:
+        return []
+
+
+def _retrain_state(failed: list[int]) -> str:
+    """'ok', or the periods whose retrain gave up: serving goes on with the
+    model it has, so the service stays ready; an operator retries them."""
+    if not failed:
+        return "ok"
+    listed = ", ".join(str(p) for p in failed[:20]) + (" ..." if len(failed) > 20 else "")
+    return (f"retrain failed for period(s) {listed}: retry with "
+            "POST /v1/admin/periods/{period_id}/retrain")
 
 
 @router.get(
@@ -68,4 +88,9 @@ def readyz(runtime: RuntimeDep) -> Readiness | JSONResponse:
     },
 )
 def metrics(runtime: RuntimeDep) -> Response:
+    try:  # what the worker records in the store, shared by every replica
+        runtime.metrics.periods_failed.set(len(runtime.store.failed_periods()))
+        runtime.metrics.interactions_dropped.set(runtime.store.dropped_total())
+    except StoreUnavailable:
+        pass  # the last values stand
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
