@@ -330,7 +330,8 @@ class PeriodOut(BaseModel):
     start: float | None = Field(description="Earliest event time in the period (Unix seconds)")
     end: float | None = Field(description="Latest event time in the period (Unix seconds)")
     n_dropped: int = Field(
-        default=0, description="Interactions dropped by the caps on new users and items")
+        default=0, description="Interactions dropped by the caps on new users and items "
+        "(present when above 0)")
 
 
 class PeriodList(BaseModel):
@@ -365,7 +366,8 @@ class Readiness(BaseModel):
     redis: str
     model_version: int | None
     retrain: str = Field(
-        default="ok", description="'ok', or which periods' retrains gave up (serving goes on)")
+        default="ok", description="Present when some periods' retrains gave up: which, and "
+        "how to retry them (serving goes on)")
     failed_periods: list[int] = Field(default_factory=list)
 
 

@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line each
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,7 +147,6 @@ SHUTDOWN_GRACE_S = 3  # requests in flight get this long on SIGTERM; then the te
 def serve(settings: Settings, host: str | None, port: int | None, with_worker: bool) -> int:
     import uvicorn
 
-    from service.app import create_app
     from smlrec import preflight
 
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
@@ -156,6 +156,8 @@ def serve(settings: Settings, host: str | None, port: int | None, with_worker: b
     try:
         preflight.check_database(settings)
         preflight.check_redis(settings)
+        from service.app import create_app  # torch and the rest: once the checks pass
+
         app = create_app(settings, run_worker=with_worker)
         server = uvicorn.Server(uvicorn.Config(
             app,

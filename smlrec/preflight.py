@@ -46,16 +46,20 @@ def bind(host: str, port: int) -> socket.socket:
 
 def check_database(settings: Settings) -> None:
     """The database must answer (a few seconds at most)."""
-    from store import Store, StoreUnavailable
+    from sqlalchemy import exc, text
 
-    store = Store.from_url(settings.database_url)
+    from store.db import make_engine
+
+    engine = make_engine(settings.database_url)
     try:
-        store.ping()
-    except StoreUnavailable as error:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except exc.SQLAlchemyError as error:
+        cause = getattr(error, "orig", None) or error
         raise StartupError(f"cannot reach the database at {redacted(settings.database_url)}: "
-                           f"{_first_line(error.__cause__ or error)}") from None
+                           f"{_first_line(cause)}") from None
     finally:
-        store.close()
+        engine.dispose()
 
 
 def check_redis(settings: Settings) -> None:

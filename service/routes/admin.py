@@ -236,7 +236,8 @@ def _set_pin(store: Store, version: int, pinned: bool) -> ModelOut:
     return _model_out(info)
 
 
-@router.get("/periods", response_model=PeriodList, summary="Periods, oldest first")
+@router.get("/periods", response_model=PeriodList, summary="Periods, oldest first",
+            response_model_exclude_defaults=True)  # n_dropped only where rows were dropped
 def list_periods(store: StoreDep) -> PeriodList:
     return PeriodList(
         periods=[

@@ -23,6 +23,7 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
+    response_model_exclude_unset=True,
     summary="Readiness",
     responses={503: {"model": ErrorBody, "description": "The database or Redis does not answer",
                      "content": {"application/json": {"example": {"detail": {
@@ -31,7 +32,8 @@ async def healthz() -> Health:
 )
 def readyz(runtime: RuntimeDep) -> Readiness | JSONResponse:
     """200 when the database (and Redis, where configured) answer; else 503 with
-    what is missing."""
+    what is missing. Periods whose retrain gave up are named in ``retrain`` and
+    ``failed_periods`` (still 200: serving works with the model it has)."""
     checks: dict[str, str] = {}
     try:
         runtime.store.ping()
@@ -53,10 +55,11 @@ def readyz(runtime: RuntimeDep) -> Readiness | JSONResponse:
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
     failed = _failed_periods(runtime)
-    return Readiness(
-        database=checks["database"], redis=checks["redis"], model_version=runtime.holder.version,
-        retrain=_retrain_state(failed), failed_periods=failed,
-    )
+    ready = Readiness(status="ready", database=checks["database"], redis=checks["redis"],
+                      model_version=runtime.holder.version)
+    if failed:  # named only when there is something to say
+        ready.retrain, ready.failed_periods = _retrain_state(failed), failed
+    return ready
 
 
 def _failed_periods(runtime: Runtime) -> list[int]:
