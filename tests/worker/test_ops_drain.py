@@ -29,7 +29,7 @@ from worker_testkit import (
 )
 
 from sml.data import InteractionLog
-from store import ArtifactStore, Cut, RedisBus, Store
+from store import ArtifactStore, RedisBus, Store
 from store._base import _LOCK_NAMESPACE, LOCK_VERSIONS
 from worker.runner import Worker
 
@@ -52,8 +52,10 @@ def test_rows_are_stored_while_a_boundary_runs(
         hold.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, LOCK_VERSIONS))
         worker.start_thread()
         api.append_unseen(rows_of(small_log, 0, 300))
-        job = store.queue_for_open_period()
-        api.append_cut(Cut(job_id=job.job_id))
+        wait_for(lambda: store.count_open() == 300, timeout=60)
+        closed = store.close_period_and_queue()  # as a count rule would
+        assert closed is not None
+        job = closed[1]
         wait_for(lambda: (j := store.get_job(job.job_id)) and j.status == "running", timeout=60)
 
         api.append_unseen(rows_of(small_log, 300, 500))  # while the boundary waits

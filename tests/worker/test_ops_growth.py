@@ -15,7 +15,7 @@ from worker_testkit import REDIS_URL, make_settings, rows_of, wait_for
 
 from service.app import create_app
 from sml.data import InteractionLog
-from store import ArtifactStore, Caps, InProcessBus, NewInteraction, RedisBus, Store
+from store import ArtifactStore, InProcessBus, NewInteraction, RedisBus, Store
 from worker.checkpoint import current_checkpoint
 from worker.ingest import StreamIngestor
 from worker.runner import Worker
@@ -89,6 +89,8 @@ def test_new_users_beyond_the_cap_are_refused_with_nothing_stored(
 def test_the_worker_drops_rows_beyond_the_cap_and_counts_them(
     sqlite_url: str, sqlite_store: Store, tmp_path: Path, redis_prefix: str
 ) -> None:
+    from store import Caps
+
     api = RedisBus(REDIS_URL, prefix=redis_prefix)
     bus = RedisBus(REDIS_URL, prefix=redis_prefix)
     try:
