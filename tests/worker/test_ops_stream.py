@@ -11,7 +11,8 @@ import pytest
 import redis
 from worker_testkit import REDIS_URL
 
-from store import NewInteraction, RedisBus, Store
+from smlrec.settings import Settings
+from store import NewInteraction, RedisBus, Store, make_bus
 from worker.ingest import StreamIngestor
 
 pytestmark = pytest.mark.redis
@@ -22,8 +23,10 @@ WINDOW_S = 90
 def test_stored_entries_leave_the_stream_and_marks_expire_within_the_window(
     sqlite_store: Store, redis_prefix: str, redis_client: redis.Redis
 ) -> None:
-    api = RedisBus(REDIS_URL, prefix=redis_prefix, event_ttl_s=WINDOW_S)
-    worker_bus = RedisBus(REDIS_URL, prefix=redis_prefix, event_ttl_s=WINDOW_S)
+    settings = Settings(redis_url=REDIS_URL, redis_prefix=redis_prefix,
+                        dedup_window_seconds=WINDOW_S)
+    api, worker_bus = make_bus(settings), make_bus(settings)
+    assert isinstance(api, RedisBus) and isinstance(worker_bus, RedisBus)
     try:
         for r in range(30):
             rows = [NewInteraction(f"u{n}", f"i{(n * 3) % 50}", 1.7e9 + n, f"e{r}-{n}")
