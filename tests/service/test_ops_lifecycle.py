@@ -93,8 +93,8 @@ def _worker_child(pid: int) -> int | None:
 
 
 def _rows(tag: str, n: int) -> list[dict[str, object]]:
-    return [{"user_id": f"u{k % 60}", "item_id": f"i{(k * 7) % 200}", "timestamp": 1.7e9 + k,
-             "event_id": f"{tag}{k}"} for k in range(n)]
+    return [{"user_id": f"u{k % 5000}", "item_id": f"i{(k * 7) % 3000}",
+             "timestamp": 1.7e9 + k, "event_id": f"{tag}{k}"} for k in range(n)]
 
 
 def test_sigterm_stops_the_service_and_its_restarted_worker_within_ten_seconds(
@@ -112,8 +112,10 @@ def test_sigterm_stops_the_service_and_its_restarted_worker_within_ten_seconds(
         os.kill(first, signal.SIGKILL)  # the service restarts it
         child = _wait(lambda: (c := _worker_child(service.pid)) not in (None, first) and c)
         with httpx.Client(base_url=url, timeout=30) as http:
-            assert http.post("/v1/interactions",
-                             json={"interactions": _rows("a", 4000)}).status_code == 202
+            for n in range(10):  # a period whose boundary takes a while
+                assert http.post("/v1/interactions",
+                                 json={"interactions": _rows(f"a{n}-", 10_000)}) \
+                    .status_code == 202
             job_id = http.post("/v1/admin/retrain", headers=ADMIN).json()["job_id"]
             _wait(lambda: http.get(f"/v1/admin/jobs/{job_id}", headers=ADMIN)
                   .json()["status"] != "queued")
