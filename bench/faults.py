@@ -48,6 +48,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -161,10 +162,16 @@ class Ledger:
     missing_retry_after: int = 0
 
 
-def _batch(tag: str, size: int) -> tuple[list[str], bytes]:
+def _batch(tag: str, size: int, users: int = 97, items: int = 89,
+           rng: random.Random | None = None) -> tuple[list[str], bytes]:
+    """A request body of ``size`` interactions with unique event ids; users and
+    items cycle through small sets, or are drawn from ``users`` x ``items`` with
+    ``rng``."""
     ids = [f"{tag}-{uuid.uuid4().hex[:12]}-{n}" for n in range(size)]
-    rows = [{"user_id": f"u{n % 97}", "item_id": f"i{n % 89}", "timestamp": 1.7e9 + n,
-             "event_id": e} for n, e in enumerate(ids)]
+    pairs = ([(rng.randrange(users), rng.randrange(items)) for _ in ids] if rng is not None
+             else [(n % users, n % items) for n in range(size)])
+    rows = [{"user_id": f"u{u}", "item_id": f"i{i}", "timestamp": 1.7e9 + n, "event_id": e}
+            for n, (e, (u, i)) in enumerate(zip(ids, pairs, strict=True))]
     return ids, json.dumps({"interactions": rows}).encode()
 
 
@@ -524,11 +531,15 @@ class Poster:
     url: str
     batch: int
     per_second: float
+    users: int = 97
+    items: int = 89
+    seed: int | None = None  # draw users and items at random (else cycle through them)
     accepted: set[str] = field(default_factory=set)
     posted: int = 0
     errors: int = 0
     _stop: Any = None
     _thread: Any = None
+    _rng: random.Random | None = None
 
     def start(self) -> None:
         import threading
@@ -542,7 +553,9 @@ class Poster:
         self._thread.join(timeout=120)
 
     def post_one(self, http: httpx.Client, tag: str) -> None:
-        ids, body = _batch(tag, self.batch)
+        if self.seed is not None and self._rng is None:
+            self._rng = random.Random(self.seed)
+        ids, body = _batch(tag, self.batch, self.users, self.items, self._rng)
         while not self._stop.is_set() if self._stop is not None else True:
             try:
                 response = http.post("/v1/interactions", content=body)

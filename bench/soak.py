@@ -52,6 +52,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="SMLREC_DEDUP_WINDOW_SECONDS")
     parser.add_argument("--keep-versions", type=int, default=5)
     parser.add_argument("--embed-dim", type=int, default=32)
+    parser.add_argument("--users", type=int, default=50_000, help="user ids drawn from")
+    parser.add_argument("--items", type=int, default=10_000, help="item ids drawn from")
     parser.add_argument("--reco-rate", type=float, default=20.0,
                         help="recommendation requests per second")
     parser.add_argument("--drain-timeout", type=float, default=1800.0)
@@ -82,7 +84,7 @@ class Recommendations:
             n = 0
             while not self._stop.wait(self.interval):
                 started = time.perf_counter()
-                response = http.get(f"/v1/users/u{n % 97}/recommendations", params={"k": 20})
+                response = http.get(f"/v1/users/u{n % 1000}/recommendations", params={"k": 20})
                 self.latencies.append(time.perf_counter() - started)
                 self.errors += response.status_code != 200
                 n += 1
@@ -95,7 +97,7 @@ def used_memory(url: str) -> int:
 
 def model_dir_state(folder: Path) -> tuple[int, int, int]:
     """(model files, checkpoint files, bytes) in MODEL_DIR."""
-    files = [p for p in folder.iterdir() if p.is_file()]
+    files = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
     models = sum(p.name.startswith("model-") for p in files)
     states = sum(p.name.startswith("state-") for p in files)
     return models, states, sum(p.stat().st_size for p in files)
@@ -104,7 +106,8 @@ def model_dir_state(folder: Path) -> tuple[int, int, int]:
 def run(args: argparse.Namespace) -> Report:
     period = max(1, args.interactions // args.boundaries)
     report = Report(f"Soak (distributed mode): {args.interactions:,} interactions at "
-                    f"{args.rate:,.0f}/s, count:{period} ({args.boundaries} boundaries)")
+                    f"{args.rate:,.0f}/s, count:{period} ({args.boundaries} boundaries), "
+                    f"{args.users:,} users x {args.items:,} items, dim {args.embed_dim}")
     extra = {"SMLREC_PERIOD": f"count:{period}", "SMLREC_EMBED_DIM": str(args.embed_dim),
              "SMLREC_DEDUP_WINDOW_SECONDS": str(args.dedup_window),
              "SMLREC_KEEP_VERSIONS": str(args.keep_versions),
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> Report:
             Cluster(Path(name), extra) as cluster:
         url = cluster.start_api()
         cluster.start_worker("worker0")
-        poster = Poster(url, args.batch, args.rate)
+        poster = Poster(url, args.batch, args.rate, args.users, args.items, seed=0)
         reco = Recommendations(url, args.reco_rate)
         started = time.monotonic()
         poster.start()

@@ -78,7 +78,7 @@ def test_failed_retrains_are_retried_in_order_surfaced_and_retried_on_request(
             assert api.post("/v1/admin/periods/1/retrain", headers=ADMIN).status_code == 409
             assert api.post("/v1/admin/periods/3/retrain", headers=ADMIN).status_code == 409
             assert api.post("/v1/admin/periods/9/retrain", headers=ADMIN).status_code == 404
-            assert api.get("/readyz").json()["failed_periods"] == []
+            assert "failed_periods" not in api.get("/readyz").json()  # named only when some fail
 
         assert [p.status for p in store.list_periods()] == ["trained"] * 3 + ["open"]
         versions = store.list_versions()
