@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WORKER_STOP_TIMEOUT_S = 4.0  # the whole stop must fit in the 10 s a container is given
+WORKER_STOP_TIMEOUT_S = 3.0  # the whole stop must fit in the 10 s a container is given
 # How long a thread may hold the GIL while another waits for it (CPython's default
 # is 5 ms). Swaps, recent-interaction rebuilds (and the embedded worker in thread
 # mode) run Python on background threads; a shorter slice keeps the event loop

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 ORPHAN_GRACE_S = 3.0  # a child whose parent died leaves within this, whatever it does
 POLL_S = 0.5  # how often the parent's supervisor looks at its child
-STOP_GRACE_S = 4.0  # a stopping child gets this long before it is terminated
+STOP_GRACE_S = 3.0  # a stopping child gets this long before it is terminated
 MAX_RESTART_DELAY_S = 30.0
 
 _spawn = multiprocessing.get_context("spawn")  # no fork of a threaded process
@@ -83,10 +83,10 @@ class WorkerProcess:
             if process.is_alive():
                 log.warning("the worker process did not stop in %s s; terminating it", timeout)
                 process.terminate()
-                process.join(2.0)
+                process.join(1.0)
                 if process.is_alive():
                     process.kill()
-                    process.join(2.0)
+                    process.join(1.0)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(2.0)
             self._thread = None

@@ -103,3 +103,36 @@ def test_a_cut_read_twice_closes_one_period(distributed: tuple[Settings, Store])
     assert store.close_at_cut("1-0", job_id=job.job_id) is None
     assert [p.status for p in store.list_periods()] == ["closed", "open"]
     assert store.count_open() == 1
+
+
+def test_the_time_rule_cuts_the_stream_when_the_window_ends(
+    distributed: tuple[Settings, Store],
+) -> None:
+    """Distributed time rule: at the end of the window the worker appends a cut, so
+    the rows acknowledged by then land in the period, wherever they wait."""
+    from sqlalchemy import update
+
+    from store import NewInteraction
+    from store.models import Period
+
+    settings, store = distributed
+    settings = settings.model_copy(update={"period": "time:1h"})
+    api = RedisBus(REDIS_URL, prefix=settings.redis_prefix)
+    worker = Worker(settings, store, RedisBus(REDIS_URL, prefix=settings.redis_prefix),
+                    ArtifactStore(settings.model_dir))
+    worker.start_thread()
+    try:
+        api.append_unseen([NewInteraction(f"u{n}", f"i{n % 30}", 1.7e9 + n * 9 * 3600, f"e{n}")
+                           for n in range(200)])  # stamps 9 h apart close nothing
+        wait_for(lambda: store.count_open() == 200, timeout=60)
+        assert [p.status for p in store.list_periods()] == ["open"]
+        with store._tx() as session:  # the hour has passed
+            session.execute(update(Period).where(Period.status == "open")
+                            .values(opened_at=Period.opened_at - 3600))
+        wait_for(lambda: store.list_periods()[0].status == "trained", timeout=120)
+        first, latest = store.list_periods()
+        assert first.n_interactions == 200 and latest.status == "open"
+    finally:
+        worker.stop(timeout=60)
+        worker.bus.close()
+        api.close()
