@@ -19,8 +19,10 @@ queued again (every step of a boundary is safe to repeat). The parent talks to
 the child through a pipe whose only writer it holds: a stop is a byte on it,
 and the parent's death (kill -9) closes it, which the child sees at once; it
 then stops, and leaves within :data:`ORPHAN_GRACE_S` whatever it was doing, so
-no orphan keeps leading. (A multiprocessing Event would not do: a child killed
-while waiting on it leaves its lock held, and the parent's next ``set`` hangs.)
+no orphan keeps leading. (A multiprocessing Event is shared state a child
+killed mid-wait can leave inconsistent: its ``set`` waits for every sleeper to
+acknowledge the wake-up, a dead one included. A pipe's end closes with its
+process.)
 """
 
 from __future__ import annotations
