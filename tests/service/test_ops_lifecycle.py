@@ -131,7 +131,7 @@ def test_sigterm_stops_the_service_and_its_restarted_worker_within_ten_seconds(
             assert job is not None and job.status in ("queued", "succeeded")
             service = _start(env, log)
             _wait(lambda: (j := store.get_job(job_id)) is not None and j.status == "succeeded",
-                  timeout=120)
+                  timeout=600)  # a busy machine trains slowly
             assert [p.status for p in store.list_periods()] == ["trained", "open"]
         finally:
             store.close()
