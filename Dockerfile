@@ -1,8 +1,12 @@
 # smlrec: the HTTP service and the retraining worker, CPU only.
 #   docker build -t smlrec .
-#   docker run -p 8000:8000 smlrec                      # embedded mode (SQLite, one process)
+#   docker run -p 127.0.0.1:8000:8000 smlrec            # embedded mode (SQLite, one process)
 #   docker compose up                                   # distributed mode (see docker-compose.yml)
-FROM python:3.11-slim
+# The base image by digest (python:3.11-slim, linux/amd64 and arm64): a rebuild
+# gets the same image. To move on: docker pull python:3.11-slim, then put the
+# digest `docker image inspect --format '{{index .RepoDigests 0}}' python:3.11-slim`
+# shows here.
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -12,11 +16,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # The CPU build of torch first (from the PyTorch index), so that installing the
-# project does not pull the much larger CUDA build from PyPI.
+# project does not pull the much larger CUDA build from PyPI; then every other
+# dependency at the version requirements.lock pins (`make lock` writes it).
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+COPY requirements.lock .
+RUN pip install -r requirements.lock
 
 COPY . .
-RUN pip install . && rm -rf /app/build
+RUN pip install --no-deps . && rm -rf /app/build
 
 RUN useradd --create-home --uid 10001 smlrec \
     && mkdir -p /data/models \

@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint replay bench clean
+.PHONY: install run test lint lock replay bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# requirements.lock: the runtime packages pinned (the container image installs them)
+lock: $(STAMP)
+	$(BIN)/python tools/lock.py > requirements.lock
+
 replay: $(STAMP)
 	$(BIN)/smlrec replay --dataset ml-100k --methods sml,full_retrain,fine_tune,spmf,popularity --out runs/ml-100k
 
@@ -35,6 +39,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.ingestion --distributed
 	$(BIN)/python -m bench.faults
+
+# Hours-long checks of the distributed mode on private Redis/PostgreSQL servers
+# (sizes are flags: see python -m bench.soak --help and python -m bench.faults --help).
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
+	$(BIN)/python -m bench.faults --drills all --repeat 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

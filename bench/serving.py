@@ -325,7 +325,7 @@ def _log_period(client: httpx.Client, args: argparse.Namespace, seed: int) -> No
     """One interaction per user, each with a random item, through the API."""
     rng = random.Random(seed)
     rows = [{"user_id": user_id(u), "item_id": item_id(rng.randrange(args.items)),
-             "timestamp": 1.8e9 + seed * args.users + u} for u in range(args.users)]
+             "timestamp": 1.7e9 + seed * args.users + u} for u in range(args.users)]
     for start in range(0, len(rows), 1000):
         response = client.post("/v1/interactions",
                                json={"interactions": rows[start : start + 1000]})

@@ -39,8 +39,9 @@ from service.routes import admin, interactions, ops, recommendations
 from service.runtime import Runtime
 from service.schemas import InteractionBatch
 from service.sync import VersionSync
+from smlrec.preflight import check_admin_token
 from smlrec.settings import Settings, get_settings
-from store import ArtifactStore, Bus, RedisBus, Store, StoreUnavailable, make_bus
+from store import ArtifactStore, Bus, Caps, RedisBus, Store, StoreUnavailable, make_bus
 from store.migrate import upgrade
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WORKER_STOP_TIMEOUT_S = 30.0
+WORKER_STOP_TIMEOUT_S = 3.0  # the whole stop must fit in the 10 s a container is given
 # How long a thread may hold the GIL while another waits for it (CPython's default
 # is 5 ms). Swaps, recent-interaction rebuilds (and the embedded worker in thread
 # mode) run Python on background threads; a shorter slice keeps the event loop
@@ -165,7 +166,9 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     if app.state.run_worker:
         worker = _worker(settings, store, bus, artifacts)
         worker.start_thread()
-        stack.callback(worker.stop, WORKER_STOP_TIMEOUT_S)
+        # the service stops within seconds: a boundary under way is abandoned (its job
+        # is queued again), never waited for
+        stack.callback(worker.stop, WORKER_STOP_TIMEOUT_S, True)
     # Everything alive now (modules, the loaded model, the framework) lives as
     # long as the service: out of the collector's sight, a full collection walks
     # only what requests made since. Each 1,000-row ingestion body makes 1,000
@@ -251,7 +254,7 @@ def _ranker(settings: Settings, holder: ModelHolder, metrics: ServiceMetrics) ->
 
 def _ingestor(settings: Settings, store: Store, bus: Bus, period: OpenPeriod) -> Ingestor:
     if not settings.redis_url:
-        return DatabaseIngestor(store)
+        return DatabaseIngestor(store, Caps(*settings.caps))
     if not isinstance(bus, RedisBus):
         raise TypeError(f"distributed mode needs the Redis bus, got {type(bus).__name__}")
     return StreamIngestor(bus, period)
@@ -260,6 +263,7 @@ def _ingestor(settings: Settings, store: Store, bus: Bus, period: OpenPeriod) ->
 def _admin_token(settings: Settings) -> str:
     if settings.admin_token:
         return settings.admin_token
+    check_admin_token(settings)  # distributed mode: the replicas must share one
     token = secrets.token_urlsafe(24)
     log.warning("SMLREC_ADMIN_TOKEN is not set; the admin token of this run is: %s", token)
     return token

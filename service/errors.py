@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from service.schemas import TooManyInteractions
 from store import BusUnavailable, StoreUnavailable
@@ -71,7 +72,17 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    """The client closed the connection before its body was complete: nothing was
+    stored; no one reads the answer, but logs and metrics see a 4xx, not a 500."""
+    log.info("%s %s: the client disconnected before the body was complete",
+             request.method, request.url.path)
+    return JSONResponse({"detail": "the request body was not complete: the client "
+                         "disconnected"}, status_code=status.HTTP_400_BAD_REQUEST)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(StoreUnavailable, _unavailable)
     app.add_exception_handler(BusUnavailable, _unavailable)
     app.add_exception_handler(TooManyInteractions, _too_many)

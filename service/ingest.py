@@ -25,7 +25,7 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
-from store import BusUnavailable, NewInteraction, RedisBus, Store, StoreUnavailable
+from store import BusUnavailable, Caps, NewInteraction, RedisBus, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,16 @@ class Ingestor(Protocol):
 
 
 class DatabaseIngestor:
-    """Embedded mode: straight into the database, in one transaction."""
+    """Embedded mode: straight into the database, in one transaction. A batch
+    that would pass a cap on new users or items raises CapExceeded (nothing
+    stored)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, caps: Caps | None = None) -> None:
         self._store = store
+        self._caps = caps
 
     def ingest(self, rows: Sequence[NewInteraction]) -> Ingested:
-        result = self._store.ingest(rows)
+        result = self._store.ingest(rows, self._caps)
         return Ingested(result.accepted, result.duplicates, result.period_id)
 
 

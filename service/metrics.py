@@ -70,6 +70,23 @@ class ServiceMetrics:
             "Users of the served version whose top lists are precomputed so far",
             registry=r,
         )
+        self.periods_failed = Gauge(
+            "smlrec_periods_failed",
+            "Closed periods whose retrain gave up after its retries (see /v1/admin/periods)",
+            registry=r,
+        )
+        self.interactions_dropped = Gauge(
+            "smlrec_interactions_dropped",
+            "Interactions the worker dropped because they would have passed a cap on new "
+            "users or items per period (distributed mode), all periods",
+            registry=r,
+        )
+        self.interactions_refused = Counter(
+            "smlrec_interactions_refused",
+            "Interactions refused with 429 because their batch would have passed a cap on "
+            "new users or items per period (embedded mode)",
+            registry=r,
+        )
         for reason in ("no_model", "unknown_user"):
             self.fallbacks.labels(reason=reason)
 

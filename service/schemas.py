@@ -307,6 +307,9 @@ class ModelOut(BaseModel):
     active: bool
     train_seconds: float
     metrics: ModelMetrics | None
+    pinned: bool = Field(default=False, description="Kept whatever the retention says")
+    artifact_removed: bool = Field(
+        default=False, description="The retention deleted its artifact: it cannot be activated")
 
 
 class ModelList(BaseModel):
@@ -321,10 +324,14 @@ class PeriodOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_PERIOD_EXAMPLE]})
 
     period_id: int
-    status: Literal["open", "closed", "trained"]
+    status: Literal["open", "closed", "trained", "failed"] = Field(
+        description="failed: its retrain gave up (retry: POST /v1/admin/periods/{id}/retrain)")
     n_interactions: int
     start: float | None = Field(description="Earliest event time in the period (Unix seconds)")
     end: float | None = Field(description="Latest event time in the period (Unix seconds)")
+    n_dropped: int = Field(
+        default=0, description="Interactions dropped by the caps on new users and items "
+        "(present when above 0)")
 
 
 class PeriodList(BaseModel):
@@ -349,7 +356,7 @@ class Readiness(BaseModel):
         json_schema_extra={
             "examples": [
                 {"status": "ready", "database": "ok", "redis": "not configured",
-                 "model_version": 5}
+                 "model_version": 5, "retrain": "ok", "failed_periods": []}
             ]
         }
     )
@@ -358,6 +365,10 @@ class Readiness(BaseModel):
     database: str
     redis: str
     model_version: int | None
+    retrain: str = Field(
+        default="ok", description="Present when some periods' retrains gave up: which, and "
+        "how to retry them (serving goes on)")
+    failed_periods: list[int] = Field(default_factory=list)
 
 
 class ErrorBody(BaseModel):

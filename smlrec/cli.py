@@ -1,13 +1,18 @@
-"""The ``smlrec`` command: serve, worker, migrate, bootstrap, replay, tune, load.
+"""The ``smlrec`` command: serve, worker, migrate, bootstrap, import, replay, tune, load.
 
 ``smlrec serve`` runs the HTTP service (with the worker in a child process, or
 on a thread with ``SMLREC_WORKER_MODE=thread``, unless ``--no-worker``);
 ``smlrec worker`` runs the worker alone (distributed mode: one leads, the
 others stand by); ``smlrec migrate`` brings the database schema up to date;
 ``smlrec bootstrap`` warms the SML transfer by an offline replay of the stored
-periods; ``smlrec replay`` runs the paper's experiments (``sml.replay``) and
-``smlrec tune`` chooses their hyper-parameters on validation periods (``sml.tune``);
+periods; ``smlrec import`` backfills history, cut into periods as it says;
+``smlrec replay`` runs the paper's experiments (``sml.replay``) and ``smlrec tune``
+chooses their hyper-parameters on a log's validation periods (``sml.tune``);
 ``smlrec load`` replays a data set against a running service.
+
+A process that cannot start (a bad setting, a taken port, a database or Redis
+that does not answer) says why in one line on stderr and exits with status 1
+(2 for a bad setting or argument).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from smlrec.settings import Settings, get_settings
+from smlrec.preflight import StartupError
+from smlrec.settings import Settings, get_settings, setting_errors
 
 log = logging.getLogger("smlrec")
 
@@ -62,6 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="choose hyper-parameters on a log's validation periods (see --help)",
     )
 
+    backfill = commands.add_parser(
+        "import",
+        help="backfill historical interactions (CSV or NDJSON), cut into periods",
+        description="Backfill history before live traffic: the file's interactions, in "
+        "event-time order, are stored and cut into closed periods (each with its retrain "
+        "queued), as --periods says. The open period must be empty (no live interaction "
+        "yet, or right after a retrain). Timestamps beyond now + SMLREC_MAX_CLOCK_SKEW_SECONDS "
+        "are refused.",
+    )
+    backfill.add_argument("path", help="CSV with a header (user_id,item_id,timestamp"
+                          "[,event_id]) or NDJSON of the same fields")
+    backfill.add_argument(
+        "--periods", default="one", metavar="RULE",
+        help="how the history is cut: 'time:DURATION' (windows of event time, e.g. time:1d), "
+        "'count:N' (N interactions each) or 'one' (a single period; default)")
+
     load = commands.add_parser("load", help="replay a data set against a running service")
     load.add_argument(
         "--dataset", default="ml-100k", help="ml-100k, synthetic, or a data file (default: ml-100k)"
@@ -81,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line each
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,8 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = get_settings()
     except ValidationError as error:
-        parser.exit(2, f"smlrec: invalid configuration:\n{error}\n")
+        parser.exit(2, f"smlrec: invalid configuration: {setting_errors(error)}\n")
     configure_logging(settings.log_level)
+    try:
+        return _run(args, settings)
+    except StartupError as error:
+        parser.exit(1, f"smlrec: {error}\n")
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         return serve(settings, host=args.host, port=args.port, with_worker=not args.no_worker)
     if args.command == "worker":
@@ -102,10 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return migrate(settings)
     if args.command == "bootstrap":
         return run_bootstrap(settings)
+    if args.command == "import":
+        return run_import(settings, args.path, args.periods)
     if args.command == "load":
         return load(settings, args)
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    raise StartupError(f"unknown command {args.command!r}")
 
 
 def _offline(command: str, argv: list[str]) -> int:
@@ -120,22 +151,34 @@ def _offline(command: str, argv: list[str]) -> int:
     return replay.main(argv)
 
 
+SHUTDOWN_GRACE_S = 3  # requests in flight get this long on SIGTERM; then the teardown
+
+
 def serve(settings: Settings, host: str | None, port: int | None, with_worker: bool) -> int:
     import uvicorn
 
-    from service.app import create_app
+    from smlrec import preflight
 
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = settings.model_copy(update=updates)
-    app = create_app(settings, run_worker=with_worker)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # configured once in main()
-        log_level=settings.log_level.lower(),
-        access_log=False,  # the service logs its own access lines
-    )
+    preflight.check_admin_token(settings)
+    sock = preflight.bind(settings.host, settings.port)  # before migrations or a token
+    try:
+        preflight.check_database(settings)
+        preflight.check_redis(settings)
+        from service.app import create_app  # torch and the rest: once the checks pass
+
+        app = create_app(settings, run_worker=with_worker)
+        server = uvicorn.Server(uvicorn.Config(
+            app,
+            log_config=None,  # configured once in main()
+            log_level=settings.log_level.lower(),
+            access_log=False,  # the service logs its own access lines
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        ))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 
@@ -158,9 +201,17 @@ class _StopOnSignal:
 
 
 def run_worker(settings: Settings) -> int:
+    from smlrec import preflight
     from store import ArtifactStore, Store, make_bus
     from worker.runner import Worker
 
+    if not settings.redis_url:
+        raise StartupError(
+            "smlrec worker needs SMLREC_REDIS_URL (distributed mode): without Redis nothing "
+            "keeps a second worker from leading, and embedded mode runs its worker inside "
+            "smlrec serve")
+    preflight.check_database(settings)
+    preflight.check_redis(settings)
     store = Store.from_url(settings.database_url)
     bus = make_bus(settings)
     stop = threading.Event()
@@ -176,8 +227,10 @@ def run_worker(settings: Settings) -> int:
 
 
 def migrate(settings: Settings) -> int:
+    from smlrec import preflight
     from store.migrate import upgrade
 
+    preflight.check_database(settings)
     upgrade(settings.database_url)
     settings.model_dir.mkdir(parents=True, exist_ok=True)
     log.info("database is up to date")
@@ -196,6 +249,17 @@ def run_bootstrap(settings: Settings) -> int:
         log.warning("nothing to bootstrap from: no closed period")
         return 1
     log.info("bootstrap done: version %d is active", version)
+    return 0
+
+
+def run_import(settings: Settings, path: str, periods: str) -> int:
+    from smlrec.backfill import BackfillError, backfill
+
+    try:
+        closed = backfill(settings, path, periods)
+    except (BackfillError, OSError) as error:
+        raise StartupError(str(error)) from None
+    log.info("imported %d periods; their retrains are queued", len(closed))
     return 0
 
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PeriodKind = Literal["count", "time", "manual"]
@@ -51,6 +51,26 @@ def parse_period(spec: str) -> PeriodRule:
         f"invalid period {spec!r}: expected 'count:N' with N >= 1, "
         "'time:DURATION' with a positive duration in s/m/h/d (e.g. 'time:8h'), or 'manual'"
     )
+
+
+SUPPORTED_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres",
+                     "postgresql+psycopg")
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def setting_errors(error: ValidationError) -> str:
+    """A settings validation error in one line, naming the variables
+    (``SMLREC_PERIOD: invalid period 'x': ...; SMLREC_PORT: ...``)."""
+    parts = []
+    for item in error.errors(include_url=False):
+        name = "SMLREC_" + "_".join(str(p) for p in item["loc"]).upper()
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{name}: {message}")
+    return "; ".join(parts)
 
 
 def normalize_database_url(url: str) -> str:
@@ -92,6 +112,24 @@ class Settings(BaseSettings):
     precompute_depth: int = Field(default=50, ge=0, le=1000)  # 0: score every request
     lock_ttl_seconds: float = Field(default=10.0, gt=0)
     seed: int = 0
+    # an interaction stamped later than now + this is refused (422): event time
+    # is the client's word, and a clock far ahead is an error, not the future
+    max_clock_skew_seconds: float = Field(default=300.0, ge=0)
+    # how long an event id is remembered at the API (distributed mode) so that a
+    # repeat is reported as a duplicate; a later repeat is still stored once
+    dedup_window_seconds: float = Field(default=300.0, gt=0, le=7 * 86400)
+    # a failed retrain is tried this many times in all, waiting
+    # retrain_backoff_seconds, then twice as long each time (at most an hour)
+    retrain_attempts: int = Field(default=4, ge=1, le=100)
+    retrain_backoff_seconds: float = Field(default=30.0, gt=0)
+    # model versions kept on disk besides the active and the pinned ones
+    keep_versions: int = Field(default=5, ge=1)
+    # new users / items one period may bring (0: no cap)
+    max_new_users_per_period: int = Field(default=100_000, ge=0)
+    max_new_items_per_period: int = Field(default=100_000, ge=0)
+    # distributed mode: refuse to start (instead of warning) when Redis would
+    # lose acknowledged interactions on a restart (no append-only file)
+    require_redis_persistence: bool = False
 
     @field_validator("period")
     @classmethod
@@ -102,11 +140,21 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
-        if "://" not in value:
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in SUPPORTED_SCHEMES:
             raise ValueError(
-                f"invalid database URL {value!r}: expected e.g. "
-                "'sqlite:///./smlrec-data/smlrec.db' or 'postgresql://user@host:5432/db'"
+                f"unsupported database URL {redacted(value)!r}: expected SQLite or PostgreSQL, "
+                "e.g. 'sqlite:///./smlrec-data/smlrec.db' or 'postgresql://user@host:5432/db'"
             )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("redis://", "rediss://",
+                                                               "unix://")):
+            raise ValueError(f"unsupported Redis URL {redacted(value)!r}: expected "
+                             "'redis://host:6379/0', 'rediss://...' or 'unix://...'")
         return value
 
     @field_validator("log_level")
@@ -123,6 +171,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def caps(self) -> tuple[int | None, int | None]:
+        """The caps on new users and new items per period (None: no cap)."""
+        return (self.max_new_users_per_period or None, self.max_new_items_per_period or None)
 
     @property
     def period_rule(self) -> PeriodRule:

@@ -1,10 +1,13 @@
 """Storage: the database (interactions, periods, jobs, model versions), the
 model-artifact store and the message bus."""
 
+from store._queue import QueueBusy
 from store.artifacts import ArtifactStore, pack_ids, unpack_ids
 from store.bus import Bus, InProcessBus, LeaderLock, RedisBus, make_bus
 from store.dto import (
     ArtifactRef,
+    Caps,
+    Cut,
     IngestResult,
     JobInfo,
     NewInteraction,
@@ -13,7 +16,7 @@ from store.dto import (
     VersionInfo,
 )
 from store.errors import ArtifactCorrupt, BusUnavailable, StoreUnavailable
-from store.repository import Store
+from store.repository import CapExceeded, Store
 
 __all__ = [
     "ArtifactCorrupt",
@@ -21,6 +24,9 @@ __all__ = [
     "ArtifactStore",
     "Bus",
     "BusUnavailable",
+    "CapExceeded",
+    "Caps",
+    "Cut",
     "InProcessBus",
     "IngestResult",
     "JobInfo",
@@ -28,6 +34,7 @@ __all__ = [
     "NewInteraction",
     "PeriodArrays",
     "PeriodInfo",
+    "QueueBusy",
     "RedisBus",
     "Store",
     "StoreUnavailable",

@@ -32,6 +32,7 @@ def job_info(job: Job) -> JobInfo:
         finished_at=job.finished_at,
         attempts=job.attempts,
         heartbeat_at=job.heartbeat_at,
+        not_before=job.not_before,
     )
 
 
@@ -51,6 +52,7 @@ def queued_job(period_id: int, kind: JobKind) -> Job:
         finished_at=None,
         attempts=0,
         heartbeat_at=None,
+        not_before=None,
     )
 
 
@@ -68,6 +70,8 @@ def _version_info(row: ModelVersion, active: int | None) -> VersionInfo:
         n_items=row.n_items,
         metrics=dict(row.metrics) if row.metrics is not None else None,
         active=row.version == active,
+        pinned=bool(row.pinned),
+        removed_at=row.removed_at,
     )
 
 
@@ -227,6 +231,21 @@ class RecordsMixin(StoreBase):
             )
             if not result.rowcount:  # type: ignore[attr-defined]
                 raise KeyError(version)
+
+    def pin_version(self, version: int, pinned: bool = True) -> None:
+        """Keep (or stop keeping) a version whatever the retention says. KeyError
+        if unknown."""
+        with self._tx() as session:
+            result = session.execute(
+                update(ModelVersion).where(ModelVersion.version == version).values(pinned=pinned))
+            if not result.rowcount:  # type: ignore[attr-defined]
+                raise KeyError(version)
+
+    def mark_removed(self, version: int) -> None:
+        """Record that retention deleted the version's artifact (the row stays)."""
+        with self._tx() as session:
+            session.execute(update(ModelVersion).where(ModelVersion.version == version)
+                            .values(removed_at=time.time()))
 
     def latest_version(self) -> int | None:
         """The highest version number, or None before the first model."""

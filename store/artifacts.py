@@ -136,6 +136,21 @@ class ArtifactStore:
     def exists(self, ref_path: str) -> bool:
         return self._resolve(ref_path).is_file()
 
+    def remove(self, ref_path: str) -> bool:
+        """Delete an artifact; False if it was not there."""
+        try:
+            self._resolve(ref_path).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def list_files(self) -> list[str]:
+        """Finished artifacts at the top of the root (no temporary files)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_file() and not p.name.endswith(TEMP_SUFFIX))
+
     def remove_orphans(
         self, keep: set[str], min_age_s: float = 300.0, prune_unreferenced: bool = False
     ) -> list[str]:

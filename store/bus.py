@@ -14,7 +14,7 @@ from typing import Protocol
 from smlrec.settings import Settings
 from store.bus_memory import InProcessBus, InProcessLeaderLock
 from store.bus_redis import RedisBus, RedisLeaderLock
-from store.dto import NewInteraction
+from store.dto import Cut, NewInteraction
 
 __all__ = [
     "Bus",
@@ -26,7 +26,7 @@ __all__ = [
     "make_bus",
 ]
 
-StreamEntry = tuple[str, list[NewInteraction]]
+StreamEntry = tuple[str, list[NewInteraction] | Cut]  # rows, or a period cut
 
 
 class LeaderLock(Protocol):
@@ -69,8 +69,25 @@ class Bus(Protocol):
         """Append, as one entry, the rows whose event id is not marked seen (rows
         without one always), and mark those ids, in one atomic step; returns how
         many rows were appended. ``rows`` must not repeat an event id. Nothing is
-        appended or marked when the call fails. The marks last 7 days; the
-        database stays the authority on duplicates, they only report them early."""
+        appended or marked when the call fails. The marks last the
+        de-duplication window; the database stays the authority on duplicates,
+        they only report them early."""
+        ...
+
+    def append_cut(self, cut: Cut) -> str:
+        """Append a period cut after everything appended so far; returns its id."""
+        ...
+
+    def backlog(self) -> int:
+        """Stream entries the worker has not acknowledged yet (waiting to be stored)."""
+        ...
+
+    def trim(self) -> int:
+        """Delete acknowledged entries; returns how many."""
+        ...
+
+    def persistence_gap(self) -> str | None:
+        """Why acknowledged stream entries could be lost on a restart, or None."""
         ...
 
     def read(self, consumer: str, count: int = 100, block_ms: int = 1000) -> list[StreamEntry]:
@@ -107,5 +124,6 @@ def make_bus(settings: Settings) -> Bus:
     """:class:`RedisBus` (keys under ``settings.redis_prefix``) when
     ``settings.redis_url`` is set, else :class:`InProcessBus`."""
     if settings.redis_url:
-        return RedisBus(settings.redis_url, prefix=settings.redis_prefix)
+        return RedisBus(settings.redis_url, prefix=settings.redis_prefix,
+                        event_ttl_s=settings.dedup_window_seconds)
     return InProcessBus()

@@ -11,19 +11,23 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from store.dto import NewInteraction
+from store.dto import Cut, NewInteraction
 
 log = logging.getLogger(__name__)
 
-EVENT_TTL_S = 7 * 24 * 3600.0
-Entry = tuple[str, list[NewInteraction]]
+EVENT_TTL_S = 300.0
+Entry = tuple[str, list[NewInteraction] | Cut]
 
 
 @dataclass
 class _Pending:
     consumer: str
     delivered_at: float
-    rows: list[NewInteraction]
+    rows: list[NewInteraction] | Cut
+
+
+def _copy(payload: list[NewInteraction] | Cut) -> list[NewInteraction] | Cut:
+    return payload if isinstance(payload, Cut) else list(payload)
 
 
 class InProcessLeaderLock:
@@ -108,6 +112,23 @@ class InProcessBus:
         self._new_entries.notify_all()
         return len(rows)
 
+    def append_cut(self, cut: Cut) -> str:
+        with self._mutex:
+            entry_id = f"{int(time.time() * 1000)}-{next(self._entry_seq)}"
+            self._undelivered.append((entry_id, cut))
+            self._new_entries.notify_all()
+            return entry_id
+
+    def backlog(self) -> int:
+        with self._mutex:
+            return len(self._undelivered) + len(self._pending)
+
+    def trim(self) -> int:
+        return 0  # acknowledged entries are dropped at once
+
+    def persistence_gap(self) -> str | None:
+        return "the in-process bus keeps its stream in memory"
+
     def append_unseen(self, rows: Sequence[NewInteraction]) -> int:
         with self._mutex:
             now = time.time()
@@ -130,7 +151,7 @@ class InProcessBus:
             if mine:
                 for _, pending in mine[:count]:
                     pending.delivered_at = now
-                return [(eid, list(p.rows)) for eid, p in mine[:count]]
+                return [(eid, _copy(p.rows)) for eid, p in mine[:count]]
             while not self._undelivered:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -140,7 +161,7 @@ class InProcessBus:
             now = time.time()
             for entry_id, rows in taken:
                 self._pending[entry_id] = _Pending(consumer, now, rows)
-            return [(eid, list(rows)) for eid, rows in taken]
+            return [(eid, _copy(rows)) for eid, rows in taken]
 
     def ack(self, entry_ids: Sequence[str]) -> int:
         with self._mutex:
@@ -157,7 +178,7 @@ class InProcessBus:
             for entry_id, pending in self._pending.items():
                 if pending.delivered_at <= cutoff:
                     pending.consumer, pending.delivered_at = consumer, now
-                    claimed.append((entry_id, list(pending.rows)))
+                    claimed.append((entry_id, _copy(pending.rows)))
             return claimed
 
     def pending_count(self) -> int:

@@ -2,10 +2,13 @@
 
 Keys (``prefix`` defaults to ``smlrec``):
 - ``{prefix}:interactions``: stream, one entry per API request, field ``rows`` a
-  JSON array of ``[user_id, item_id, ts, event_id]``; consumer group ``workers``.
+  JSON array of ``[user_id, item_id, ts, event_id]``, or a period cut (field
+  ``cut``: ``{"job": ..., "period": ...}``); consumer group ``workers``. The
+  worker trims it to what is not yet acknowledged (:meth:`RedisBus.trim`).
 - ``{prefix}:active``: pub/sub channel carrying "version V is active".
 - ``{prefix}:lock:{name}``: leader leases (value: the owner's random token).
-- ``{prefix}:event:{event_id}``: API-side de-duplication marks, 7 days.
+- ``{prefix}:event:{event_id}``: API-side de-duplication marks, kept for the
+  de-duplication window (``SMLREC_DEDUP_WINDOW_SECONDS``).
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from store.dto import NewInteraction
+from store.dto import Cut, NewInteraction
 from store.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
 
 GROUP = "workers"
-EVENT_TTL_S = 7 * 24 * 3600
-Entry = tuple[str, list[NewInteraction]]
+EVENT_TTL_S = 300.0  # the default de-duplication window
+Entry = tuple[str, list[NewInteraction] | Cut]
 
 _REFRESH_LUA = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -94,6 +97,27 @@ def decode_rows(payload: str | bytes) -> list[NewInteraction]:
     return [NewInteraction(str(u), str(i), float(t), e) for u, i, t, e in orjson.loads(payload)]
 
 
+def encode_cut(cut: Cut) -> bytes:
+    return orjson.dumps({"job": cut.job_id, "period": cut.period_id})
+
+
+def decode_cut(payload: str | bytes) -> Cut:
+    value = orjson.loads(payload)
+    period = value.get("period")
+    return Cut(job_id=value.get("job"), period_id=int(period) if period is not None else None)
+
+
+def _next_id(entry_id: str) -> str:
+    """The stream id right after ``entry_id`` (``ms-seq`` -> ``ms-(seq+1)``)."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class RedisLeaderLock:
     """A lease on ``{prefix}:lock:{name}`` owned through a random token; only the
     owner can refresh or release it, and it lapses ``ttl_s`` after the last
@@ -147,8 +171,10 @@ class RedisBus:
         prefix: str = "smlrec",
         socket_timeout: float = 30.0,
         client_name: str | None = None,
+        event_ttl_s: float = EVENT_TTL_S,
     ) -> None:
         self.prefix = prefix
+        self.event_ttl_s = max(1, int(event_ttl_s))
         self.stream = self.key("interactions")
         self.channel = self.key("active")
         self._socket_timeout = socket_timeout
@@ -258,7 +284,7 @@ class RedisBus:
                     slots.append(len(keys))
             with _guard("append"):
                 appended, detail = self._append_unseen_script(
-                    keys=keys, args=[EVENT_TTL_S, encode_rows(left), *slots])
+                    keys=keys, args=[self.event_ttl_s, encode_rows(left), *slots])
             if appended:
                 if detail:
                     log.warning("%d appended event ids left unmarked (the database still "
@@ -267,6 +293,67 @@ class RedisBus:
             marked = {int(position) - 1 for position in detail}
             left = [row for n, row in enumerate(left) if n not in marked]
         return 0
+
+    def append_cut(self, cut: Cut) -> str:
+        """Append a period cut; returns its entry id."""
+        with _guard("append"):
+            return str(self.client.xadd(self.stream, {"cut": encode_cut(cut)}))
+
+    def backlog(self) -> int:
+        """Entries not yet acknowledged by the worker: not delivered yet, or
+        delivered and not stored yet (at least 1 when some wait and Redis cannot
+        count them)."""
+        with _guard("backlog"):
+            self._ensure_group()
+            info = self._group_info()
+            if info is None:
+                return int(self.client.xlen(self.stream))
+            pending = int(info.get("pending") or 0)
+            lag = info.get("lag")
+            if lag is not None:
+                return pending + int(lag)
+            last = self.client.xinfo_stream(self.stream).get("last-generated-id")
+            return pending + int(last is not None and last != info.get("last-delivered-id"))
+
+    def trim(self) -> int:
+        """Delete the entries every consumer has acknowledged (their rows are
+        committed): the stream keeps what is pending or not yet delivered.
+        Returns how many were deleted."""
+        with _guard("trim"):
+            self._ensure_group()
+            info = self._group_info()
+            if info is None or not info.get("last-delivered-id"):
+                return 0
+            keep_from = _next_id(str(info["last-delivered-id"]))
+            if int(info.get("pending") or 0):
+                oldest = self.client.xpending_range(self.stream, GROUP, "-", "+", 1)
+                if oldest:
+                    keep_from = min(keep_from, str(oldest[0]["message_id"]), key=_id_key)
+            return int(self.client.xtrim(self.stream, minid=keep_from))
+
+    def _group_info(self) -> dict[str, Any] | None:
+        for group in self.client.xinfo_groups(self.stream):
+            if group.get("name") == GROUP:
+                return dict(group)
+        return None
+
+    def persistence_gap(self) -> str | None:
+        """What would lose acknowledged entries if Redis restarted (AOF off, or
+        fsync left to the OS), or None when the append-only file is on."""
+        with _guard("persistence check"):
+            info = self.client.info("persistence")
+        if not int(info.get("aof_enabled", 0)):
+            return ("Redis runs without the append-only file (appendonly no): interactions "
+                    "acknowledged into the stream are lost if it restarts before the worker "
+                    "stores them")
+        try:
+            fsync = self.client.config_get("appendfsync").get("appendfsync")
+        except ResponseError:  # CONFIG may be disabled on a managed Redis
+            fsync = None
+        if fsync == "no":
+            return ("Redis leaves fsync of its append-only file to the OS (appendfsync no): "
+                    "up to ~30 s of acknowledged interactions can be lost in a crash")
+        return None
 
     def _ensure_group(self) -> None:
         if self._group_ready:
@@ -312,10 +399,12 @@ class RedisBus:
         gone: list[str] = []
         for _, messages in response:  # RESP2: [[stream, [(id, fields), ...]], ...]
             for entry_id, fields in messages:
-                if not fields or "rows" not in fields:
+                if fields and "rows" in fields:
+                    found.append((entry_id, decode_rows(fields["rows"])))
+                elif fields and "cut" in fields:
+                    found.append((entry_id, decode_cut(fields["cut"])))
+                else:
                     gone.append(entry_id)  # deleted or foreign entry: nothing to do
-                    continue
-                found.append((entry_id, decode_rows(fields["rows"])))
         if gone:
             self.client.xack(self.stream, GROUP, *gone)
         return found

@@ -7,7 +7,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-PeriodStatus = Literal["open", "closed", "trained"]
+PeriodStatus = Literal["open", "closed", "trained", "failed"]
 JobKind = Literal["retrain", "bootstrap"]
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 FinalJobStatus = Literal["succeeded", "failed"]
@@ -25,6 +25,25 @@ class NewInteraction(NamedTuple):
 
 
 @dataclass(frozen=True)
+class Cut:
+    """A period cut written into the interaction stream (distributed mode): the
+    worker closes the open period where it reads it, after storing every row
+    before it. ``job_id``: the job an admin request queued; ``period_id``: close
+    only that period (a cut of the time rule, void once it is closed)."""
+
+    job_id: str | None = None
+    period_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Caps:
+    """At most this many new users / new items per period (None: no cap)."""
+
+    users: int | None = None
+    items: int | None = None
+
+
+@dataclass(frozen=True)
 class IngestResult:
     """Outcome of one ingest call: rows stored, rows skipped as repeated event ids,
     and the open period they landed in."""
@@ -32,6 +51,7 @@ class IngestResult:
     accepted: int
     duplicates: int
     period_id: int
+    dropped: int = 0  # rows left out because they would have passed a cap
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,7 @@ class PeriodInfo:
     last_id: int | None
     opened_at: float | None = None
     closed_at: float | None = None
+    n_dropped: int = 0  # rows a cap on new users or items refused while it was open
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,6 +103,7 @@ class JobInfo:
     finished_at: float | None
     attempts: int
     heartbeat_at: float | None
+    not_before: float | None = None  # a queued retry waits until then
 
 
 @dataclass(frozen=True)
@@ -101,6 +123,8 @@ class VersionInfo:
     n_items: int
     metrics: dict[str, Any] | None = field(default=None, hash=False)
     active: bool = False
+    pinned: bool = False  # kept whatever the retention says
+    removed_at: float | None = None  # when retention deleted its artifact
 
 
 @dataclass(frozen=True)

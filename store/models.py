@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, Integer, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, MetaData, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -62,7 +62,10 @@ class Interaction(Base):
 
 class Period(Base):
     """Periods 0, 1, 2, ...; exactly one is open. A closed period covers the
-    interaction ids ``first_id..last_id`` (inclusive)."""
+    interaction ids ``first_id..last_id`` (inclusive). ``n_users``/``n_items``:
+    users and items known once it closed; ``cut_key``: the stream entry that
+    closed it (distributed mode); ``n_dropped``: rows refused by a cap while
+    it was open."""
 
     __tablename__ = "periods"
 
@@ -75,6 +78,10 @@ class Period(Base):
     end: Mapped[float | None] = mapped_column(Float)
     opened_at: Mapped[float] = mapped_column(Float)
     closed_at: Mapped[float | None] = mapped_column(Float)
+    cut_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    n_users: Mapped[int | None] = mapped_column(Integer)
+    n_items: Mapped[int | None] = mapped_column(Integer)
+    n_dropped: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class Job(Base):
@@ -93,6 +100,7 @@ class Job(Base):
     finished_at: Mapped[float | None] = mapped_column(Float)
     attempts: Mapped[int] = mapped_column(Integer)
     heartbeat_at: Mapped[float | None] = mapped_column(Float)
+    not_before: Mapped[float | None] = mapped_column(Float)  # the next try waits until then
 
 
 class ModelVersion(Base):
@@ -111,6 +119,8 @@ class ModelVersion(Base):
     n_users: Mapped[int] = mapped_column(Integer)
     n_items: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    pinned: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    removed_at: Mapped[float | None] = mapped_column(Float)  # artifact deleted by retention
 
 
 class State(Base):

@@ -20,10 +20,19 @@ from sqlalchemy import ColumnElement, String, Table, func, select, text, true, u
 from sqlalchemy.orm import Session
 
 from store._base import LOCK_LOG
+from store._queue import QueueBusy, QueueMixin
 from store._records import RecordsMixin, job_info, queued_job
 from store.db import make_engine, make_sessionmaker
-from store.dto import IngestResult, JobInfo, JobKind, NewInteraction, PeriodArrays, PeriodInfo
-from store.models import Interaction, Item, Period, User
+from store.dto import (
+    Caps,
+    IngestResult,
+    JobInfo,
+    JobKind,
+    NewInteraction,
+    PeriodArrays,
+    PeriodInfo,
+)
+from store.models import Interaction, Item, Job, Period, User
 
 _FETCH_ROWS = 5_000  # interactions per fetch when reading periods into arrays
 
@@ -37,7 +46,19 @@ def _table(model: Any) -> Table:
     return table
 
 
-class Store(RecordsMixin):
+class CapExceeded(ValueError):
+    """A batch would give the open period more new users or items than its cap."""
+
+    def __init__(self, what: str, cap: int, new_so_far: int, wanted: int) -> None:
+        super().__init__(
+            f"the open period may bring at most {cap:,} new {what}: it has {new_so_far:,}, "
+            f"this batch would add {wanted:,}"
+        )
+        self.what = what
+        self.cap = cap
+
+
+class Store(QueueMixin, RecordsMixin):
     """Interactions, periods, jobs, model versions and state in one database."""
 
     @classmethod
@@ -64,13 +85,46 @@ class Store(RecordsMixin):
 
     # ---- ingestion --------------------------------------------------------
 
-    def ingest(self, rows: Sequence[NewInteraction]) -> IngestResult:
+    def ingest(
+        self, rows: Sequence[NewInteraction], caps: Caps | None = None, drop_over_cap: bool = False
+    ) -> IngestResult:
         """Store a batch of interactions in one transaction (all or nothing).
 
         Users and items get the next dense indices on first sight; a row whose
         ``event_id`` is already stored, or repeated earlier in the batch, is
         skipped and counted as a duplicate. Raises ValueError (before touching
-        the database) for an empty or over-long external id or event id."""
+        the database) for an empty or over-long external id or event id.
+
+        ``caps`` bound the new users and items of the open period: a batch that
+        would pass one raises :class:`CapExceeded` and stores nothing, or, with
+        ``drop_over_cap``, leaves out the rows of the new users and items beyond
+        the cap (counted in ``dropped`` and on the open period)."""
+        with self._tx(write=True) as session:
+            return self._ingest_in(session, rows, caps, drop_over_cap)
+
+    def import_period(
+        self, rows: Sequence[NewInteraction]
+    ) -> tuple[PeriodInfo, JobInfo, IngestResult] | None:
+        """Backfill: store ``rows`` as one closed period with its retrain queued,
+        in one transaction (no live row can slip in). ValueError when the open
+        period already holds interactions; None when every row was a duplicate."""
+        with self._tx(write=True) as session:
+            self._lock(session, LOCK_LOG)
+            held = session.scalar(
+                select(func.count(Interaction.id)).where(self._after_closed(session)))
+            if held:
+                raise ValueError(f"the open period already holds {held:,} interactions: "
+                                 "import history before live traffic, or retrain first")
+            result = self._ingest_in(session, rows, None, False)
+            closed = self._close_in(session, None, None)
+            if closed is None:
+                return None
+            return self._period_info(session, closed), self._job_for(session, closed.id), result
+
+    def _ingest_in(
+        self, session: Session, rows: Sequence[NewInteraction], caps: Caps | None,
+        drop_over_cap: bool,
+    ) -> IngestResult:
         batch_seen: set[str] = set()
         kept: list[NewInteraction] = []
         for row in rows:
@@ -82,32 +136,102 @@ class Store(RecordsMixin):
             kept.append(row)
         duplicates = len(rows) - len(kept)
         now = time.time()
-        with self._tx(write=True) as session:
-            self._lock(session, LOCK_LOG)
-            period_id = self._open_period_id(session, now)
-            if batch_seen:
-                stored = self._stored_event_ids(session, list(batch_seen))
-                if stored:
-                    before = len(kept)
-                    kept = [r for r in kept if r.event_id is None or r.event_id not in stored]
-                    duplicates += before - len(kept)
+        self._lock(session, LOCK_LOG)
+        period_id = self._open_period_id(session, now)
+        if batch_seen:
+            stored = self._stored_event_ids(session, list(batch_seen))
+            if stored:
+                before = len(kept)
+                kept = [r for r in kept if r.event_id is None or r.event_id not in stored]
+                duplicates += before - len(kept)
+        if not kept:
+            return IngestResult(accepted=0, duplicates=duplicates, period_id=period_id)
+        known_users = self._lookup(session, User, list(dict.fromkeys(r.user_id for r in kept)))
+        known_items = self._lookup(session, Item, list(dict.fromkeys(r.item_id for r in kept)))
+        dropped = 0
+        if caps is not None and (caps.users is not None or caps.items is not None):
+            before = len(kept)
+            kept = self._within_caps(session, kept, caps, known_users, known_items,
+                                     drop_over_cap)
+            dropped = before - len(kept)
+            if dropped:
+                session.execute(update(Period).where(Period.id == period_id)
+                                .values(n_dropped=Period.n_dropped + dropped))
+                log.warning("dropped %d interactions over the caps on new users/items "
+                            "of period %d", dropped, period_id)
             if not kept:
-                return IngestResult(accepted=0, duplicates=duplicates, period_id=period_id)
-            users = self._dense_ids(session, User, [r.user_id for r in kept])
-            items = self._dense_ids(session, Item, [r.item_id for r in kept])
-            params = [
-                {
-                    "user_idx": users[r.user_id],
-                    "item_idx": items[r.item_id],
-                    "ts": float(r.ts),
-                    "event_id": r.event_id,
-                    "received_at": now,
-                }
-                for r in kept
-            ]
-            inserted = self._insert_interactions(session, params)
+                return IngestResult(0, duplicates, period_id, dropped)
+        users = self._dense_ids(session, User, [r.user_id for r in kept], known_users)
+        items = self._dense_ids(session, Item, [r.item_id for r in kept], known_items)
+        params = [
+            {
+                "user_idx": users[r.user_id],
+                "item_idx": items[r.item_id],
+                "ts": float(r.ts),
+                "event_id": r.event_id,
+                "received_at": now,
+            }
+            for r in kept
+        ]
+        inserted = self._insert_interactions(session, params)
         duplicates += len(kept) - inserted
-        return IngestResult(accepted=inserted, duplicates=duplicates, period_id=period_id)
+        return IngestResult(inserted, duplicates, period_id, dropped)
+
+    def _within_caps(
+        self,
+        session: Session,
+        rows: list[NewInteraction],
+        caps: Caps,
+        known_users: dict[str, int],
+        known_items: dict[str, int],
+        drop: bool,
+    ) -> list[NewInteraction]:
+        """``rows`` if their new users and items fit the open period's caps; else
+        CapExceeded, or (``drop``) the rows whose new user and new item are among
+        the first that fit."""
+        base_users, base_items = self._known_at_last_close(session)
+        allowed: list[set[str] | None] = []
+        for what, cap, known, model, base, ids in (
+            ("users", caps.users, known_users, User, base_users, [r.user_id for r in rows]),
+            ("items", caps.items, known_items, Item, base_items, [r.item_id for r in rows]),
+        ):
+            if cap is None:
+                allowed.append(None)
+                continue
+            new = list(dict.fromkeys(i for i in ids if i not in known))
+            so_far = self._scalar_int(
+                session, select(func.coalesce(func.max(model.idx), -1))) + 1 - base
+            room = max(cap - so_far, 0)
+            if len(new) > room and not drop:
+                raise CapExceeded(what, cap, so_far, len(new))
+            allowed.append(set(new[:room]))
+        users_ok, items_ok = allowed
+        return [
+            r for r in rows
+            if (users_ok is None or r.user_id in known_users or r.user_id in users_ok)
+            and (items_ok is None or r.item_id in known_items or r.item_id in items_ok)
+        ]
+
+    def _known_at_last_close(self, session: Session) -> tuple[int, int]:
+        """Users and items known when the last closed period closed (0, 0 before)."""
+        last = session.execute(
+            select(Period.n_users, Period.n_items, Period.last_id)
+            .where(Period.status != "open").order_by(Period.id.desc()).limit(1)
+        ).first()
+        if last is None:
+            return 0, 0
+        if last.n_users is not None and last.n_items is not None:
+            return int(last.n_users), int(last.n_items)
+        return self._known_through(session, int(last.last_id))  # closed before the count
+
+    @staticmethod
+    def _known_through(session: Session, last_id: int) -> tuple[int, int]:
+        users, items = session.execute(
+            select(func.max(Interaction.user_idx), func.max(Interaction.item_idx))
+            .where(Interaction.id <= last_id)
+        ).one()
+        return (int(users) + 1 if users is not None else 0,
+                int(items) + 1 if items is not None else 0)
 
     def _insert_interactions(self, session: Session, params: list[dict[str, Any]]) -> int:
         """Insert rows in order (ids follow the batch order); returns how many went in."""
@@ -154,12 +278,17 @@ class Store(RecordsMixin):
         return stored
 
     def _dense_ids(
-        self, session: Session, model: type[User] | type[Item], external_ids: list[str]
+        self,
+        session: Session,
+        model: type[User] | type[Item],
+        external_ids: list[str],
+        found: dict[str, int],
     ) -> dict[str, int]:
         """Map external ids to dense indices, allocating max(idx)+1, +2, ... to new
-        ones in order of first appearance. Runs under the log lock."""
+        ones in order of first appearance; ``found``: those already known (looked
+        up in this transaction). Runs under the log lock."""
         wanted = list(dict.fromkeys(external_ids))
-        found = self._lookup(session, model, wanted)
+        found = dict(found)
         missing = [e for e in wanted if e not in found]
         if missing:
             start = self._scalar_int(session, select(func.coalesce(func.max(model.idx), -1))) + 1
@@ -258,21 +387,91 @@ class Store(RecordsMixin):
         self, max_rows: int | None = None, until_ts: float | None = None,
         kind: JobKind = "retrain",
     ) -> tuple[PeriodInfo, JobInfo] | None:
-        """:meth:`close_period` and a queued ``kind`` job for the period it
-        closed, in one transaction: a process dying in between cannot leave a
-        closed period that no job will ever train. None, changing nothing, when
+        """:meth:`close_period` and its ``kind`` job, in one transaction: a
+        process dying in between cannot leave a closed period that no job will
+        ever train. The job is the one already queued for that period (an admin
+        request waiting for its cut) or a new one. None, changing nothing, when
         the period would be empty."""
         with self._tx(write=True) as session:
             closed = self._close_in(session, max_rows, until_ts)
             if closed is None:
                 return None
-            job = queued_job(closed.id, kind)
+            return self._period_info(session, closed), self._job_for(session, closed.id, kind)
+
+    def close_at_cut(
+        self, cut_key: str, job_id: str | None = None, period_id: int | None = None
+    ) -> tuple[PeriodInfo, JobInfo] | None:
+        """Close the open period at a cut read from the interaction stream (every
+        row before it is stored), once per ``cut_key``: a cut delivered again
+        changes nothing. ``period_id``: close only that period (a cut of the
+        time rule). ``job_id``: the job an admin request queued for the period
+        that was open then; it trains the period this cut closes if that is
+        still its period, and fails when that period turns out empty. None when
+        nothing was closed."""
+        now = time.time()
+        with self._tx(write=True) as session:
+            self._lock(session, LOCK_LOG)
+            if session.scalar(select(Period.id).where(Period.cut_key == cut_key)) is not None:
+                return None  # this cut was made before (delivered again)
+            open_id = self._open_period_id(session, now)
+            if period_id is not None and period_id != open_id:
+                return None  # that period is closed already
+            closed = self._close_in(session, None, None, cut_key)
+            if closed is None:
+                if period_id is not None:
+                    self._touch_open(session, now)  # an empty window: the next one starts now
+                if job_id is not None:
+                    session.execute(
+                        update(Job).where(Job.id == job_id, Job.status == "queued",
+                                          Job.period_id == open_id)
+                        .values(status="failed", finished_at=now,
+                                error="nothing to train: the period was empty at the cut"))
+                return None
+            return self._period_info(session, closed), self._job_for(session, closed.id)
+
+    def queue_for_open_period(self) -> JobInfo:
+        """A retrain job for the open period, to run once a cut closes it (an admin
+        request in distributed mode, where the rows before the request may still
+        wait in the stream). Raises :class:`QueueBusy` when a retrain is queued or
+        running."""
+        with self._tx(write=True) as session:
+            self._lock(session, LOCK_LOG)
+            busy = session.scalars(
+                select(Job).where(Job.kind == "retrain", Job.status.in_(("queued", "running")))
+                .order_by(Job.created_at).limit(1)
+            ).first()
+            if busy is not None:
+                raise QueueBusy(job_info(busy))
+            job = queued_job(self._open_period_id(session, time.time()), "retrain")
             session.add(job)
             session.flush()
-            return self._period_info(session, closed), job_info(job)
+            return job_info(job)
+
+    def touch_open_period(self) -> None:
+        """Restart the open period's clock (``opened_at`` = now): the time rule
+        found it empty at the end of its window."""
+        with self._tx(write=True) as session:
+            self._lock(session, LOCK_LOG)
+            self._touch_open(session, time.time())
+
+    def _touch_open(self, session: Session, now: float) -> None:
+        session.execute(update(Period).where(Period.status == "open").values(opened_at=now))
+
+    def _job_for(self, session: Session, period_id: int, kind: JobKind = "retrain") -> JobInfo:
+        """The queued ``kind`` job of ``period_id``, made if there is none."""
+        job = session.scalars(
+            select(Job).where(Job.period_id == period_id, Job.kind == kind,
+                              Job.status == "queued").order_by(Job.created_at).limit(1)
+        ).first()
+        if job is None:
+            job = queued_job(period_id, kind)
+            session.add(job)
+            session.flush()
+        return job_info(job)
 
     def _close_in(
-        self, session: Session, max_rows: int | None, until_ts: float | None
+        self, session: Session, max_rows: int | None, until_ts: float | None,
+        cut_key: str | None = None,
     ) -> Period | None:
         """The closing itself, in the caller's writing transaction: the closed
         period's row, or None when it would be empty."""
@@ -291,14 +490,17 @@ class Store(RecordsMixin):
         last_id = session.scalar(cut)
         if last_id is None:
             return None
-        count, first_id, start, end = session.execute(
+        count, first_id, start, end, max_user, max_item = session.execute(
             select(
                 func.count(Interaction.id),
                 func.min(Interaction.id),
                 func.min(Interaction.ts),
                 func.max(Interaction.ts),
+                func.max(Interaction.user_idx),
+                func.max(Interaction.item_idx),
             ).where(after, Interaction.id <= last_id)
         ).one()
+        known_users, known_items = self._known_at_last_close(session)
         period_id = self._open_period_id(session, now)
         session.execute(
             update(Period)
@@ -311,6 +513,9 @@ class Store(RecordsMixin):
                 start=float(start),
                 end=float(end),
                 closed_at=now,
+                cut_key=cut_key,
+                n_users=max(known_users, int(max_user) + 1),
+                n_items=max(known_items, int(max_item) + 1),
             )
         )
         self._new_period(session, period_id + 1, now)
@@ -320,7 +525,8 @@ class Store(RecordsMixin):
         return closed
 
     def mark_trained(self, period_id: int) -> None:
-        """Mark a closed period as trained. KeyError if unknown, ValueError if open."""
+        """Mark a closed (or failed) period as trained. KeyError if unknown,
+        ValueError if open."""
         with self._tx(write=True) as session:  # reads, then writes: begin as a writer
             period = session.get(Period, period_id)
             if period is None:
@@ -358,6 +564,7 @@ class Store(RecordsMixin):
             last_id=period.last_id,
             opened_at=period.opened_at,
             closed_at=period.closed_at,
+            n_dropped=int(period.n_dropped or 0),
         )
 
     @staticmethod

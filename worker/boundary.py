@@ -12,8 +12,13 @@ When period t has closed, :meth:`PeriodTrainer.run`:
 
 Every step is safe to repeat, so a boundary interrupted anywhere can be run again:
 a period that already has a version is only finished off (activated, marked,
-published); a strategy checkpoint that already covers the period (written just
+published); a strategy checkpoint taken after the period's boundary (written just
 before an interruption) is reused instead of training D_t a second time.
+
+A period is never refused because the strategy has moved past it (a retry of a
+period that gave up while later ones trained): the strategy learns it from where
+it stands, as a late period, and its version is recorded; it is served only if
+no version of a later period is active.
 """
 
 from __future__ import annotations
@@ -146,7 +151,7 @@ class PeriodTrainer:
         )
         self._seen = None
         trained = [p.period_id for p in self.store.list_periods() if p.status == "trained"]
-        done = self.checkpoint.period_id if self.checkpoint else None
+        done = self.checkpoint.through_period if self.checkpoint else None
         if trained and (done is None or done < max(trained)):
             log.warning(
                 "strategy checkpoint is behind the last trained period %d (checkpoint: %s); "
@@ -181,30 +186,36 @@ class PeriodTrainer:
         arrays = self.store.period_arrays(period_id)
         seen = self._seen_through(period_id, arrays)
         self._score_served(period_id, arrays, seen)
-        if self.checkpoint is not None and self.checkpoint.period_id >= period_id:
-            if self.checkpoint.period_id > period_id:
-                raise ValueError(
-                    f"the strategy state is already past period {period_id} "
-                    f"(checkpoint of period {self.checkpoint.period_id})"
-                )
+        checkpoint = self.checkpoint
+        through = checkpoint.through_period if checkpoint is not None else -1
+        if checkpoint is not None and checkpoint.period_id == period_id:
             # The state after this period was saved just before an interruption.
-            weights, train_seconds = self._current_model(), self.checkpoint.train_seconds
+            weights, train_seconds = self._current_model(), checkpoint.train_seconds
             trained = False
         else:
+            if through > period_id:
+                log.warning("period %d: the strategy has learnt up to period %d; it learns "
+                            "this one late, from where it stands", period_id, through)
             self.check_leader()
             started = time.perf_counter()
-            weights = self.strategy.boundary(
-                PeriodData(arrays.users, arrays.items, arrays.n_users, arrays.n_items)
-            )
+            weights = self.strategy.boundary(self._period_data(arrays))
             train_seconds = time.perf_counter() - started
             log.info(
                 "period %d: %s boundary took %.2f s", period_id, self.strategy.name, train_seconds
             )
             self.check_leader()
-            self.checkpoint = self._checkpoint(period_id, train_seconds)
+            self.checkpoint = self._checkpoint(period_id, train_seconds, through=through)
             trained = True
         version = self._write_version(period_id, weights, arrays, seen, train_seconds)
         return BoundaryResult(period_id, version, trained)
+
+    def _period_data(self, arrays: PeriodArrays) -> PeriodData:
+        """The period as the strategy takes it: its tables never shrink (a late
+        period knows fewer users and items than the model already has)."""
+        model = self.strategy.model
+        n_users = max(arrays.n_users, model.n_users if model is not None else 0)
+        n_items = max(arrays.n_items, model.n_items if model is not None else 0)
+        return PeriodData(arrays.users, arrays.items, n_users, n_items)
 
     def commit(self, period_id: int, strategy: Strategy, train_seconds: float, tag: str) -> int:
         """Adopt ``strategy``, already trained through closed period ``period_id``
@@ -223,8 +234,11 @@ class PeriodTrainer:
             raise ValueError("the restored strategy holds no model")
         return model
 
-    def _checkpoint(self, period_id: int, train_seconds: float, tag: str = "") -> CheckpointRef:
-        ref = save_checkpoint(self.artifacts, self.strategy, period_id, train_seconds, tag)
+    def _checkpoint(
+        self, period_id: int, train_seconds: float, tag: str = "", through: int = -1
+    ) -> CheckpointRef:
+        ref = save_checkpoint(self.artifacts, self.strategy, period_id, train_seconds, tag,
+                              through)
         self.check_leader()
         point_at(self.store, ref)
         return ref
@@ -268,6 +282,15 @@ class PeriodTrainer:
         return version
 
     def _activate(self, version: int, period_id: int) -> None:
+        """Serve ``version`` (unless a version of a later period is active: a late
+        period's) and mark its period trained."""
+        active = self.store.active_version()
+        info = self.store.get_version(active) if active is not None else None
+        if info is not None and info.period_id > period_id:
+            self.store.mark_trained(period_id)
+            log.info("version %d (late period %d) recorded; version %d of period %d "
+                     "stays active", version, period_id, info.version, info.period_id)
+            return
         self.store.set_active_version(version)
         self.store.mark_trained(period_id)
         try:

@@ -29,8 +29,10 @@ def checkpoint_name(period_id: int, tag: str = "") -> str:
 
 @dataclass(frozen=True)
 class CheckpointRef:
-    """Where the checkpoint taken after ``period_id`` lies, and its checksum.
-    ``train_seconds`` is the duration of that period's boundary."""
+    """Where the checkpoint taken after ``period_id``'s boundary lies, and its
+    checksum. ``train_seconds`` is the duration of that boundary; ``through`` the
+    latest period the state has learnt (above ``period_id`` after a late period:
+    a retry of a period whose later ones trained first)."""
 
     path: str
     sha256: str
@@ -38,6 +40,11 @@ class CheckpointRef:
     period_id: int
     strategy: str
     train_seconds: float
+    through: int = -1
+
+    @property
+    def through_period(self) -> int:
+        return max(self.period_id, self.through)
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -47,6 +54,7 @@ class CheckpointRef:
             "period_id": self.period_id,
             "strategy": self.strategy,
             "train_seconds": self.train_seconds,
+            "through": self.through_period,
         }
 
     @classmethod
@@ -61,6 +69,7 @@ class CheckpointRef:
                 period_id=int(value["period_id"]),
                 strategy=str(value["strategy"]),
                 train_seconds=float(value.get("train_seconds", 0.0)),
+                through=int(value.get("through") or value["period_id"]),
             )
         except (KeyError, TypeError, ValueError):
             log.warning("ignoring malformed strategy checkpoint pointer %r", value)
@@ -78,8 +87,10 @@ def save_checkpoint(
     period_id: int,
     train_seconds: float,
     tag: str = "",
+    through: int = -1,
 ) -> CheckpointRef:
-    """Write the strategy's state after ``period_id`` atomically (not yet pointed at)."""
+    """Write the strategy's state after ``period_id`` atomically (not yet pointed at);
+    ``through``: the latest period it has learnt, if later."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "period_id": int(period_id),
@@ -96,6 +107,7 @@ def save_checkpoint(
         period_id=int(period_id),
         strategy=strategy.name,
         train_seconds=float(train_seconds),
+        through=max(int(period_id), int(through)),
     )
 
 

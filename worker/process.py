@@ -14,16 +14,22 @@ process, so announcements do not cross; the sync polls every
 ``SMLREC_SWAP_POLL_SECONDS``).
 
 The parent restarts a child that died (with bounded backoff) and stops it with
-the service. A child whose parent died (kill -9) stops within
-:data:`ORPHAN_GRACE_S`: an interrupted boundary is safe to repeat, and its job is
-retrained by the next worker once stale, so no two workers lead at once.
+the service, within seconds: a boundary under way is abandoned and its job
+queued again (every step of a boundary is safe to repeat). The parent talks to
+the child through a pipe whose only writer it holds: a stop is a byte on it,
+and the parent's death (kill -9) closes it, which the child sees at once; it
+then stops, and leaves within :data:`ORPHAN_GRACE_S` whatever it was doing, so
+no orphan keeps leading. (A multiprocessing Event is shared state a child
+killed mid-wait can leave inconsistent: its ``set`` waits for every sleeper to
+acknowledge the wake-up, a dead one included. A pipe's end closes with its
+process.)
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
-import multiprocessing.synchronize
+import multiprocessing.connection
 import os
 import signal
 import threading
@@ -33,8 +39,9 @@ from smlrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ORPHAN_GRACE_S = 5.0  # a warm stop gets this long after the parent died
-POLL_S = 0.5  # how often the child checks its parent and the stop event
+ORPHAN_GRACE_S = 3.0  # a child whose parent died leaves within this, whatever it does
+POLL_S = 0.5  # how often the parent's supervisor looks at its child
+STOP_GRACE_S = 3.0  # a stopping child gets this long before it is terminated
 MAX_RESTART_DELAY_S = 30.0
 
 _spawn = multiprocessing.get_context("spawn")  # no fork of a threaded process
@@ -49,53 +56,70 @@ class WorkerProcess:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._stop = threading.Event()
-        self._child_stop = _spawn.Event()
         self._process: multiprocessing.process.BaseProcess | None = None
+        self._to_child: multiprocessing.connection.Connection | None = None
         self._thread: threading.Thread | None = None
+        self._mutex = threading.Lock()
 
     def start_thread(self) -> threading.Thread:
         if self._thread is not None and self._thread.is_alive():
             return self._thread
         self._stop.clear()
-        self._child_stop.clear()
         self._thread = threading.Thread(target=self._supervise, name="smlrec-worker", daemon=True)
         self._thread.start()
         return self._thread
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Ask the child to stop after its current step; after ``timeout`` s, end it."""
+    def stop(self, timeout: float | None = None, abandon: bool = True) -> None:
+        """Ask the child to stop now (a boundary under way is abandoned and its
+        job queued again: ``abandon`` is always so here); after ``timeout`` s
+        (default :data:`STOP_GRACE_S`), end it."""
+        timeout = STOP_GRACE_S if timeout is None else min(timeout, STOP_GRACE_S)
         self._stop.set()
-        self._child_stop.set()
-        process = self._process
+        with self._mutex:
+            process, pipe = self._process, self._to_child
+            self._to_child = None
+        if pipe is not None:
+            _tell_stop(pipe)
         if process is not None:
             process.join(timeout)
             if process.is_alive():
                 log.warning("the worker process did not stop in %s s; terminating it", timeout)
                 process.terminate()
-                process.join(5.0)
+                process.join(1.0)
                 if process.is_alive():
                     process.kill()
-                    process.join(5.0)
+                    process.join(1.0)
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(10.0)
+            self._thread.join(2.0)
             self._thread = None
 
     def _supervise(self) -> None:
         delay = 1.0
         while not self._stop.is_set():
+            from_parent, to_child = _spawn.Pipe(duplex=False)
             process = _spawn.Process(
                 target=child_main,
-                args=(self.settings, self._child_stop, os.getpid()),
+                args=(self.settings, from_parent),
                 name="smlrec-worker",
                 daemon=True,
             )
             started = time.monotonic()
-            process.start()
-            self._process = process
+            with self._mutex:
+                if self._stop.is_set():
+                    to_child.close()
+                    from_parent.close()
+                    return
+                process.start()
+                self._process, self._to_child = process, to_child
+            from_parent.close()  # the child has its own copy; ours would hide nothing
             log.info("worker process %d started", process.pid)
-            process.join()
+            while process.is_alive() and not self._stop.is_set():
+                process.join(POLL_S)
             if self._stop.is_set():
                 return
+            with self._mutex:
+                self._to_child = None
+            to_child.close()
             if time.monotonic() - started > 10 * MAX_RESTART_DELAY_S:
                 delay = 1.0  # it ran a good while: a fresh failure, not a crash loop
             log.error(
@@ -109,22 +133,30 @@ class WorkerProcess:
             delay = min(MAX_RESTART_DELAY_S, delay * 2)
 
 
-def child_main(
-    settings: Settings, parent_stop: multiprocessing.synchronize.Event, parent_pid: int
-) -> None:
+def _tell_stop(pipe: multiprocessing.connection.Connection) -> None:
+    try:
+        pipe.send_bytes(b"stop")
+    except OSError:  # the child is gone already
+        pass
+    finally:
+        pipe.close()
+
+
+def child_main(settings: Settings, from_parent: multiprocessing.connection.Connection) -> None:
     """The child's entry point: the worker loop until the parent says stop or dies."""
     from smlrec.cli import configure_logging  # the child configures its own logging
 
     # Ctrl-C in a terminal reaches the whole process group: the parent handles it
-    # and stops the child through ``parent_stop``. SIGTERM on its own: warm stop.
+    # and stops the child through the pipe. SIGTERM on its own: warm stop.
     stop = threading.Event()
+    abandon = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     configure_logging(settings.log_level)
     if settings.worker_nice:
         os.nice(settings.worker_nice)
     watcher = threading.Thread(
-        target=_watch, args=(parent_stop, parent_pid, stop), name="smlrec-parent-watch", daemon=True
+        target=_watch, args=(from_parent, stop, abandon), name="smlrec-parent-watch", daemon=True
     )
     watcher.start()
 
@@ -134,23 +166,28 @@ def child_main(
     store = Store.from_url(settings.database_url)
     bus = make_bus(settings)
     try:
-        Worker(settings, store, bus, ArtifactStore(settings.model_dir)).run(stop)
+        Worker(settings, store, bus, ArtifactStore(settings.model_dir)).run(stop, abandon)
     finally:
         bus.close()
         store.close()
 
 
 def _watch(
-    parent_stop: multiprocessing.synchronize.Event, parent_pid: int, stop: threading.Event
+    from_parent: multiprocessing.connection.Connection,
+    stop: threading.Event,
+    abandon: threading.Event,
 ) -> None:
-    """Set ``stop`` when the parent asks or is gone; leave at once if the parent
-    is gone and the warm stop takes longer than :data:`ORPHAN_GRACE_S`."""
-    while not stop.is_set():
-        if parent_stop.wait(POLL_S):
-            stop.set()
-            return
-        if os.getppid() != parent_pid:
-            log.warning("the service process %d is gone; the worker stops", parent_pid)
-            stop.set()
-            time.sleep(ORPHAN_GRACE_S)
-            os._exit(1)
+    """Stop (abandoning a boundary under way) when the parent asks or is gone;
+    leave at once if the parent is gone and stopping takes longer than
+    :data:`ORPHAN_GRACE_S`."""
+    try:
+        from_parent.recv_bytes()
+        gone = False
+    except (EOFError, OSError):
+        gone = True
+    abandon.set()
+    stop.set()
+    if gone:
+        log.warning("the service process is gone; the worker stops")
+        time.sleep(ORPHAN_GRACE_S)
+        os._exit(1)

@@ -2,16 +2,27 @@
 
 One iteration, as the leader:
 
-1. (distributed mode) drain the interaction stream into the database;
-2. apply the period rule: close complete periods and queue their retrain;
+1. (distributed mode) drain the interaction stream into the database, making
+   the period cuts written into it where they stand;
+2. apply the period rule: close complete periods and queue their retrain (the
+   time rule in distributed mode appends a cut to the stream instead);
 3. every few seconds, fail jobs whose worker died (heartbeat older than three
-   lease TTLs) and queue a fresh job for their period, run next;
-4. claim the oldest queued job and run the period boundary (``worker.boundary``).
+   lease TTLs) and queue a fresh job for their period;
+4. when no boundary is training, start the next job (``worker.boundary``) on a
+   training thread: jobs run in period order, and the loop goes on draining
+   and cutting while it trains.
 
-A database or Redis outage pauses the loop with bounded exponential backoff
-(0.5 s doubling up to 30 s) and it resumes where it stopped: a job interrupted
-by an outage is run again, and every step of the boundary is safe to repeat.
-``stop`` is honoured between steps (a warm stop): a boundary under way finishes.
+A retrain that fails is tried again after ``SMLREC_RETRAIN_BACKOFF_SECONDS``,
+then twice as long each time (at most an hour), ``SMLREC_RETRAIN_ATTEMPTS``
+tries in all; then its job fails and its period is ``failed`` (later periods go
+on) until an admin asks again (``POST /v1/admin/periods/{id}/retrain``). A
+database or Redis outage is not a failed try: the loop pauses with bounded
+exponential backoff (0.5 s doubling up to 30 s) and resumes where it stopped.
+
+``stop`` is honoured between steps (a warm stop): a boundary under way
+finishes. ``abandon`` (the embedded worker stopping with its service) does not
+wait for it: the job is queued again as it was and the next worker runs it
+(every step of a boundary is safe to repeat).
 """
 
 from __future__ import annotations
@@ -21,21 +32,34 @@ import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 
 import torch
 
 from smlrec.settings import Settings
-from store import ArtifactStore, Bus, BusUnavailable, JobInfo, Store, StoreUnavailable
-from worker.boundary import LeadershipLost, PeriodTrainer
+from store import (
+    ArtifactStore,
+    Bus,
+    BusUnavailable,
+    Caps,
+    Cut,
+    JobInfo,
+    Store,
+    StoreUnavailable,
+)
+from worker.boundary import BoundaryResult, LeadershipLost, PeriodTrainer
 from worker.ingest import StreamIngestor
 from worker.leader import Heartbeat
-from worker.periods import close_due_periods
+from worker.periods import close_due_periods, time_cut_due
+from worker.retention import prune
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "worker"
 STALE_TTLS = 3.0  # a running job is stale once its heartbeat is this many lease TTLs old
 MAX_BACKOFF_S = 30.0
+MAX_RETRY_DELAY_S = 3600.0
+ABANDON_WAIT_S = 2.0  # how long an abandoning worker waits for its training thread
 
 
 def backoff_seconds(failures: int) -> float:
@@ -43,8 +67,28 @@ def backoff_seconds(failures: int) -> float:
     return float(min(MAX_BACKOFF_S, 0.5 * 2 ** max(failures - 1, 0)))
 
 
+def retry_delay(settings: Settings, attempts: int) -> float:
+    """Wait before the next try of a retrain that failed ``attempts`` times."""
+    return float(min(MAX_RETRY_DELAY_S,
+                     settings.retrain_backoff_seconds * 2 ** max(attempts - 1, 0)))
+
+
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Abandoned(LeadershipLost):
+    """The worker is stopping without waiting for the boundary under way."""
+
+
+@dataclass
+class _Training:
+    """A boundary running on its thread, and how it ended."""
+
+    job: JobInfo
+    thread: threading.Thread
+    result: BoundaryResult | None = None
+    error: BaseException | None = None
 
 
 class Worker:
@@ -61,17 +105,25 @@ class Worker:
         self.distributed = bool(settings.redis_url)
         self.stale_after_s = STALE_TTLS * settings.lock_ttl_seconds
         self._stop = threading.Event()
+        self._abandon = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = bus.leader_lock(LOCK_NAME, settings.lock_ttl_seconds)
         self._heartbeat = Heartbeat(self._lock, store, settings.lock_ttl_seconds / 3)
         self._trainer = PeriodTrainer(settings, store, bus, artifacts, self._check_leader)
-        self._ingestor = StreamIngestor(store, bus, consumer_name()) if self.distributed else None
+        self._rule = settings.period_rule
+        users, items = settings.caps
+        self._ingestor = (
+            StreamIngestor(store, bus, consumer_name(), caps=Caps(users, items),
+                           before_cut=self._close_by_count)
+            if self.distributed else None
+        )
         self._leading = False
         self._ready = False  # state restored since taking the lead
-        self._job: JobInfo | None = None  # claimed and not finished
-        self._next_job: JobInfo | None = None  # re-queued after a stale one: runs first
+        self._training: _Training | None = None
+        self._time_cut_sent: tuple[int, float | None] | None = None  # (period, opened_at)
         self._next_stale_check = 0.0
         self._stopping = self._stop  # the event run() was given: no new job once it is set
+        self._abandoning = self._abandon
 
     # ---- lifecycle ------------------------------------------------------------
 
@@ -84,23 +136,28 @@ class Worker:
         if self._thread is not None and self._thread.is_alive():
             return self._thread
         self._stop.clear()
+        self._abandon.clear()
         self._thread = threading.Thread(
-            target=self.run, args=(self._stop,), name="smlrec-worker", daemon=True
+            target=self.run, args=(self._stop, self._abandon), name="smlrec-worker", daemon=True
         )
         self._thread.start()
         return self._thread
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Ask the loop to stop after its current step and wait up to ``timeout`` s."""
+    def stop(self, timeout: float | None = None, abandon: bool = False) -> None:
+        """Ask the loop to stop and wait up to ``timeout`` s; with ``abandon`` it
+        does not wait for a boundary under way (its job is queued again)."""
         self._stop.set()
+        if abandon:
+            self._abandon.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
-    def run(self, stop: threading.Event) -> None:
-        """Work until ``stop`` is set; always gives the lease up on the way out."""
-        torch.set_num_threads(self.settings.train_threads)
+    def run(self, stop: threading.Event, abandon: threading.Event | None = None) -> None:
+        """Work until ``stop`` is set (and the boundary under way has finished,
+        unless ``abandon`` is set too); always gives the lease up on the way out."""
         self._stopping = stop
+        self._abandoning = abandon if abandon is not None else threading.Event()
         failures = 0
         log.info(
             "worker started (%s mode, period rule %s, strategy %s)",
@@ -109,7 +166,8 @@ class Worker:
             self.settings.strategy,
         )
         try:
-            while not stop.is_set():
+            while not (stop.is_set() and self._training is None) \
+                    and not self._abandoning.is_set():
                 try:
                     if not self._leading and not self._take_lead():
                         stop.wait(min(self.settings.worker_poll_seconds, self._lock.ttl_s / 2))
@@ -123,25 +181,36 @@ class Worker:
                     failures += 1
                     delay = backoff_seconds(failures)
                     log.warning("%s; retrying in %.1f s", error, delay)
-                    stop.wait(delay)
+                    self._abandoning.wait(delay)
                     continue
                 except Exception:
                     failures += 1
                     delay = backoff_seconds(failures)
                     log.exception("unexpected error in the worker loop; retrying in %.1f s", delay)
-                    stop.wait(delay)
+                    self._abandoning.wait(delay)
                     continue
                 if self._heartbeat.lost.is_set():
                     self._step_down()
                 elif idle:
-                    stop.wait(self.settings.worker_poll_seconds)
+                    self._wait_idle()
         finally:
-            self._step_down()
+            self._leave()
             log.info("worker stopped")
+
+    def _wait_idle(self) -> None:
+        training = self._training
+        if training is not None:
+            training.thread.join(self.settings.worker_poll_seconds)
+        else:
+            self._abandoning.wait(self.settings.worker_poll_seconds)
 
     # ---- leadership -----------------------------------------------------------
 
     def _take_lead(self) -> bool:
+        if self._training is not None:  # a lost lead's boundary is still stopping
+            self._training.thread.join(self.settings.worker_poll_seconds)
+            self._collect_lost()
+            return False
         if not self._lock.acquire(blocking=False):
             return False
         self._leading, self._ready = True, False
@@ -156,10 +225,33 @@ class Worker:
         self._heartbeat.job_id = None
         self._lock.release()
         self._leading = self._ready = False
-        self._job = self._next_job = None
         log.info("this worker gave up the lead")
 
+    def _leave(self) -> None:
+        """On the way out: an abandoned boundary's job goes back to the queue."""
+        training = self._training
+        if training is not None:
+            self._abandoning.set()
+            training.thread.join(ABANDON_WAIT_S)
+            if training.thread.is_alive() or training.error is not None \
+                    or training.result is None:
+                self._requeue(training.job)
+            else:
+                self._settle(training)
+            self._training = None
+        self._step_down()
+
+    def _requeue(self, job: JobInfo) -> None:
+        try:
+            self.store.retry_later(job.job_id, "interrupted: the worker stopped", time.time())
+            log.info("job %s (period %d) queued again for the next worker",
+                     job.job_id, job.period_id)
+        except StoreUnavailable:
+            log.warning("could not queue job %s again; it is retried once stale", job.job_id)
+
     def _check_leader(self) -> None:
+        if self._abandoning.is_set():
+            raise Abandoned("the worker is stopping")
         if self._heartbeat.lost.is_set():
             raise LeadershipLost("the worker lease was lost")
 
@@ -179,20 +271,36 @@ class Worker:
         if not self._ready:
             self._on_lead()
         stored = self._ingestor.drain() if self._ingestor is not None else 0
-        closed = close_due_periods(self.store, self.settings.period_rule)
+        closed = close_due_periods(self.store, self._rule, by_time=not self.distributed)
+        if self.distributed:
+            self._append_time_cut()
         if time.monotonic() >= self._next_stale_check:
             self._recover_stale_jobs()
             self._next_stale_check = time.monotonic() + self.settings.lock_ttl_seconds
-        job = self._job or (None if self._stopping.is_set() else self._claim_next())
-        if job is not None:
-            self._run_job(job)
-            return False
-        if stored or closed:
+        started = self._advance_training()
+        if stored or closed or started:
             return False
         if self._ingestor is not None:  # idle: wait on the stream instead of sleeping
             self._ingestor.drain(block_ms=int(self.settings.worker_poll_seconds * 1000))
             return False
         return True
+
+    def _close_by_count(self) -> None:
+        if self._rule.kind == "count":
+            close_due_periods(self.store, self._rule)
+
+    def _append_time_cut(self) -> None:
+        """Distributed time rule: a cut at the end of the open period's window,
+        appended once per window (a repeat would be void anyway)."""
+        period = time_cut_due(self.store, self._rule)
+        if period is None:
+            return
+        key = (period.period_id, period.opened_at)
+        if self._time_cut_sent == key:
+            return
+        entry = self.bus.append_cut(Cut(period_id=period.period_id))
+        self._time_cut_sent = key
+        log.info("period %d: its window ended; cut %s appended", period.period_id, entry)
 
     def _recover_stale_jobs(self) -> None:
         """Fail a running job whose worker died (error "interrupted") and queue a
@@ -202,7 +310,7 @@ class Worker:
             job = self.store.running_or_queued_job()
             if job is None or job.status != "running":
                 return
-            if self._job is not None and job.job_id == self._job.job_id:
+            if self._training is not None and job.job_id == self._training.job.job_id:
                 return
             last = job.heartbeat_at or job.started_at or job.created_at
             if time.time() - last <= self.stale_after_s:
@@ -212,66 +320,109 @@ class Worker:
             if job.kind != "retrain":
                 log.warning("%s job %s was interrupted", job.kind, job.job_id)
                 continue
-            self._next_job = self.store.create_job(job.period_id, job.kind)
+            queued = self.store.create_job(job.period_id, job.kind)
             log.warning(
                 "job %s (period %d) was interrupted; queued job %s",
                 job.job_id,
                 job.period_id,
-                self._next_job.job_id,
+                queued.job_id,
             )
 
-    def _claim_next(self) -> JobInfo | None:
-        job = self._next_job
-        self._next_job = None
-        if job is None:
-            job = self.store.running_or_queued_job()
-            if job is None or job.status != "queued":
-                return None  # idle, or another worker's job not stale yet
-        if not self.store.claim_job(job.job_id):
-            return None
-        self._job = job
-        return job
+    # ---- training -------------------------------------------------------------
 
-    def _run_job(self, job: JobInfo) -> None:
+    def _advance_training(self) -> bool:
+        """Settle a finished boundary; start the next job when none runs. True
+        when something happened."""
+        training = self._training
+        if training is not None:
+            if training.thread.is_alive():
+                return False
+            self._training = None
+            self._settle(training)
+            return True
+        if self._stopping.is_set():
+            return False
+        job = self.store.next_job()
+        if job is None or not self.store.claim_job(job.job_id):
+            return False
+        self._start(job)
+        return True
+
+    def _start(self, job: JobInfo) -> None:
         self._heartbeat.job_id = job.job_id
         log.info("running job %s (%s, period %d)", job.job_id, job.kind, job.period_id)
+        thread = threading.Thread(target=self._train, name="smlrec-training", daemon=True)
+        self._training = _Training(job, thread)
+        thread.start()
+
+    def _train(self) -> None:
+        training = self._training
+        assert training is not None
+        torch.set_num_threads(self.settings.train_threads)
         try:
-            if job.kind != "retrain":
-                raise ValueError(f"the worker runs retrain jobs, not {job.kind!r} jobs")
-            result = self._trainer.run(job.period_id)
-        except (StoreUnavailable, BusUnavailable):
-            self._trainer.reset()  # the job stays claimed: retried after the backoff
-            raise
-        except LeadershipLost:
-            self._trainer.reset()
-            self._hand_over(job)
-            raise
-        except Exception as error:
-            log.exception("job %s failed", job.job_id)
-            self._trainer.reset()
-            self._finish(job, "failed", error=f"{type(error).__name__}: {error}")
+            training.result = self._trainer.run(training.job.period_id)
+        except BaseException as error:  # settled on the loop's thread
+            training.error = error
             return
-        self._finish(job, "succeeded", version=result.version)
+        try:
+            prune(self.store, self.artifacts, self.settings.keep_versions)
+        except (StoreUnavailable, OSError) as error:
+            log.warning("retention skipped this time: %s", error)
+
+    def _collect_lost(self) -> None:
+        """A boundary that ran on when the lead was lost: hand its job over."""
+        training = self._training
+        if training is None or training.thread.is_alive():
+            return
+        self._training = None
+        try:
+            if training.error is None and training.result is not None:
+                self._settle(training)
+                return
+            self._trainer.reset()
+            self._hand_over(training.job)
+        except StoreUnavailable:
+            log.warning("could not settle job %s; it is retried once stale", training.job.job_id)
+
+    def _settle(self, training: _Training) -> None:
+        job, error = training.job, training.error
+        self._heartbeat.job_id = None
+        if error is None and training.result is not None:
+            self.store.finish_job(job.job_id, "succeeded", model_version=training.result.version)
+            log.info("job %s succeeded (version %s)", job.job_id, training.result.version)
+            return
+        self._trainer.reset()
+        if isinstance(error, Abandoned):
+            self._requeue(job)
+            return
+        if isinstance(error, LeadershipLost):
+            self._hand_over(job)
+            raise error
+        if isinstance(error, StoreUnavailable | BusUnavailable):
+            self.store.retry_later(job.job_id, str(error), time.time())  # not a failed try
+            raise error
+        text = f"{type(error).__name__}: {error}"
+        attempts = job.attempts + 1  # claiming counted this try
+        log.error("job %s (period %d) failed on try %d of %d: %s", job.job_id, job.period_id,
+                  attempts, self.settings.retrain_attempts, text, exc_info=error)
+        if attempts < self.settings.retrain_attempts:
+            delay = retry_delay(self.settings, attempts)
+            self.store.retry_later(job.job_id, text, time.time() + delay)
+            log.warning("job %s: next try in %.0f s", job.job_id, delay)
+        else:
+            self.store.give_up(job.job_id, text)
+            log.error("period %d: retrain gave up after %d tries; retry it with POST "
+                      "/v1/admin/periods/%d/retrain", job.period_id, attempts, job.period_id)
 
     def _hand_over(self, job: JobInfo) -> None:
         """Leadership was lost mid-job: fail the job and queue its period again for
         whoever leads next (if the database answers; else the job goes stale)."""
         try:
-            self._finish(job, "failed", error="interrupted: the worker lost its lease")
+            self.store.finish_job(job.job_id, "failed",
+                                  error="interrupted: the worker lost its lease")
             queued = self.store.create_job(job.period_id, job.kind)
             log.warning(
                 "queued job %s for period %d for the next leader", queued.job_id, job.period_id
             )
         except StoreUnavailable:
             log.warning("could not hand job %s over; it is failed once stale", job.job_id)
-
-    def _finish(
-        self, job: JobInfo, status: str, version: int | None = None, error: str | None = None
-    ) -> None:
-        if status == "succeeded":
-            self.store.finish_job(job.job_id, "succeeded", model_version=version)
-        else:
-            self.store.finish_job(job.job_id, "failed", error=error)
-        self._heartbeat.job_id = None
-        self._job = None
-        log.info("job %s %s (version %s)", job.job_id, status, version)

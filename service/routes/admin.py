@@ -1,5 +1,6 @@
 """Admin endpoints (``Authorization: Bearer <SMLREC_ADMIN_TOKEN>``): retrain now,
-follow jobs, list and activate model versions, list periods."""
+retry a failed period, follow jobs, list, activate and pin model versions, list
+periods."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from service.schemas import (
     PeriodOut,
     RetrainAccepted,
 )
-from store import BusUnavailable, JobInfo, VersionInfo
+from store import Bus, BusUnavailable, Cut, JobInfo, QueueBusy, Store, VersionInfo
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ def _model_out(info: VersionInfo, active: bool | None = None) -> ModelOut:
         active=info.active if active is None else active,
         train_seconds=info.train_seconds,
         metrics=ModelMetrics.model_validate(info.metrics) if info.metrics is not None else None,
+        pinned=info.pinned,
+        artifact_removed=info.removed_at is not None,
     )
 
 
@@ -72,10 +75,18 @@ def _model_out(info: VersionInfo, active: bool | None = None) -> ModelOut:
     responses={409: {"model": ErrorBody,
                      "description": "A retrain is queued or running, or the open period is empty"}},
 )
-def retrain(runtime: RuntimeDep, store: StoreDep) -> RetrainAccepted:
+def retrain(runtime: RuntimeDep, store: StoreDep, bus: BusDep) -> RetrainAccepted:
     """Close the open period (it must hold at least one interaction) and queue its
-    period-boundary retrain; the worker runs it. Follow it at /v1/admin/jobs/{job_id}."""
+    period-boundary retrain; the worker runs it. Follow it at /v1/admin/jobs/{job_id}.
+
+    Every interaction acknowledged before this request lands in the period it
+    closes. In distributed mode some may still wait in the stream: the request
+    appends a cut there, and the worker closes the period when it reaches it
+    (``period_id`` is the period open now; should a count rule close it first,
+    the cut closes the next one too)."""
     with runtime.retrain_lock:
+        if runtime.distributed:
+            return _retrain_at_cut(store, bus)
         busy = store.running_or_queued_job()
         if busy is not None:
             raise HTTPException(
@@ -88,6 +99,51 @@ def retrain(runtime: RuntimeDep, store: StoreDep) -> RetrainAccepted:
         period, job = closed
     log.info("retrain job %s queued for period %d", job.job_id, period.period_id)
     return RetrainAccepted(job_id=job.job_id, period_id=period.period_id)
+
+
+def _retrain_at_cut(store: Store, bus: Bus) -> RetrainAccepted:
+    if store.count_open() == 0 and bus.backlog() == 0:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="the open period is empty")
+    try:
+        job = store.queue_for_open_period()
+    except QueueBusy as busy:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(busy)) from None
+    try:
+        entry = bus.append_cut(Cut(job_id=job.job_id))
+    except BusUnavailable:
+        store.finish_job(job.job_id, "failed", error="the cut could not be appended: "
+                         "the message bus is unavailable")
+        raise
+    log.info("retrain job %s queued for period %d at stream cut %s", job.job_id,
+             job.period_id, entry)
+    return RetrainAccepted(job_id=job.job_id, period_id=job.period_id)
+
+
+@router.post(
+    "/periods/{period_id}/retrain",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RetrainAccepted,
+    summary="Retry the retrain of a period that failed",
+    responses={404: {"model": ErrorBody, "description": "Unknown period"},
+               409: {"model": ErrorBody,
+                     "description": "The period is open or trained, or its retrain is queued "
+                                    "or running"}},
+)
+def retry_period(period_id: int, store: StoreDep) -> RetrainAccepted:
+    """Queue a new retrain of a closed period whose retrain gave up (status
+    ``failed``). Retrains run in period order; a period whose later periods have
+    trained meanwhile is learnt late, from the strategy's current state."""
+    if not 0 <= period_id <= MAX_VERSION:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown period {period_id}")
+    try:
+        job = store.retry_period(period_id)
+    except KeyError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            detail=f"unknown period {period_id}") from None
+    except ValueError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from None
+    log.info("retrain job %s queued again for period %d", job.job_id, period_id)
+    return RetrainAccepted(job_id=job.job_id, period_id=period_id)
 
 
 @router.get(
@@ -125,6 +181,9 @@ def activate(
     info = store.get_version(version) if 0 <= version <= MAX_VERSION else None
     if info is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown model version {version}")
+    if info.removed_at is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"version {version}'s artifact "
+                            "was removed by the retention (SMLREC_KEEP_VERSIONS)")
     try:
         holder.activate(version, lambda: store.set_active_version(version))
     except ModelLoadError as error:
@@ -143,12 +202,47 @@ def activate(
     return _model_out(info, active=True)
 
 
-@router.get("/periods", response_model=PeriodList, summary="Periods, oldest first")
+@router.put(
+    "/models/{version}/pin",
+    response_model=ModelOut,
+    summary="Keep this version whatever the retention says",
+    responses={404: {"model": ErrorBody, "description": "Unknown version"}},
+)
+def pin(version: int, store: StoreDep) -> ModelOut:
+    return _set_pin(store, version, True)
+
+
+@router.delete(
+    "/models/{version}/pin",
+    response_model=ModelOut,
+    summary="Let the retention delete this version again",
+    responses={404: {"model": ErrorBody, "description": "Unknown version"}},
+)
+def unpin(version: int, store: StoreDep) -> ModelOut:
+    return _set_pin(store, version, False)
+
+
+def _set_pin(store: Store, version: int, pinned: bool) -> ModelOut:
+    try:
+        if not 0 <= version <= MAX_VERSION:
+            raise KeyError(version)
+        store.pin_version(version, pinned)
+    except KeyError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            detail=f"unknown model version {version}") from None
+    info = store.get_version(version)
+    if info is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown model version {version}")
+    return _model_out(info)
+
+
+@router.get("/periods", response_model=PeriodList, summary="Periods, oldest first",
+            response_model_exclude_defaults=True)  # n_dropped only where rows were dropped
 def list_periods(store: StoreDep) -> PeriodList:
     return PeriodList(
         periods=[
             PeriodOut(period_id=p.period_id, status=p.status, n_interactions=p.n_interactions,
-                      start=p.start, end=p.end)
+                      start=p.start, end=p.end, n_dropped=p.n_dropped)
             for p in store.list_periods()
         ]
     )

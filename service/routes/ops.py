@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.deps import RuntimeDep
+from service.runtime import Runtime
 from service.schemas import ErrorBody, Health, Readiness
 from store import BusUnavailable, StoreUnavailable
 
@@ -22,6 +23,7 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
+    response_model_exclude_unset=True,
     summary="Readiness",
     responses={503: {"model": ErrorBody, "description": "The database or Redis does not answer",
                      "content": {"application/json": {"example": {"detail": {
@@ -30,7 +32,8 @@ async def healthz() -> Health:
 )
 def readyz(runtime: RuntimeDep) -> Readiness | JSONResponse:
     """200 when the database (and Redis, where configured) answer; else 503 with
-    what is missing."""
+    what is missing. Periods whose retrain gave up are named in ``retrain`` and
+    ``failed_periods`` (still 200: serving works with the model it has)."""
     checks: dict[str, str] = {}
     try:
         runtime.store.ping()
@@ -51,9 +54,29 @@ def readyz(runtime: RuntimeDep) -> Readiness | JSONResponse:
             {"detail": {"missing": missing, **checks}},
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
-    return Readiness(
-        database=checks["database"], redis=checks["redis"], model_version=runtime.holder.version
-    )
+    failed = _failed_periods(runtime)
+    ready = Readiness(status="ready", database=checks["database"], redis=checks["redis"],
+                      model_version=runtime.holder.version)
+    if failed:  # named only when there is something to say
+        ready.retrain, ready.failed_periods = _retrain_state(failed), failed
+    return ready
+
+
+def _failed_periods(runtime: Runtime) -> list[int]:
+    try:
+        return runtime.store.failed_periods()
+    except StoreUnavailable:
+        return []
+
+
+def _retrain_state(failed: list[int]) -> str:
+    """'ok', or the periods whose retrain gave up: serving goes on with the
+    model it has, so the service stays ready; an operator retries them."""
+    if not failed:
+        return "ok"
+    listed = ", ".join(str(p) for p in failed[:20]) + (" ..." if len(failed) > 20 else "")
+    return (f"retrain failed for period(s) {listed}: retry with "
+            "POST /v1/admin/periods/{period_id}/retrain")
 
 
 @router.get(
@@ -68,4 +91,9 @@ def readyz(runtime: RuntimeDep) -> Readiness | JSONResponse:
     },
 )
 def metrics(runtime: RuntimeDep) -> Response:
+    try:  # what the worker records in the store, shared by every replica
+        runtime.metrics.periods_failed.set(len(runtime.store.failed_periods()))
+        runtime.metrics.interactions_dropped.set(runtime.store.dropped_total())
+    except StoreUnavailable:
+        pass  # the last values stand
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -14,11 +14,24 @@ from service.app import create_app
 from sml.data import InteractionLog
 from sml.model import MFWeights, score_all
 from sml.registry import transfer_state
+from smlrec.settings import Settings
 from store import ArtifactStore, Store, unpack_ids
-from worker.checkpoint import checkpoint_name, new_strategy
+from worker.checkpoint import checkpoint_name, current_checkpoint, new_strategy
 
 PERIOD = 300
 ADMIN = {"Authorization": "Bearer admin-secret"}
+
+
+def theta_now(settings: Settings, store: Store, period: int) -> dict[str, torch.Tensor]:
+    """Theta in the checkpoint the store points at, taken after ``period``."""
+    pointer = current_checkpoint(store)
+    assert pointer is not None and pointer.path == checkpoint_name(period)
+    payload = torch.load(settings.model_dir / pointer.path, weights_only=True)
+    strategy = new_strategy(settings, payload["strategy"])
+    strategy.load_state_dict(payload["state"])
+    theta = transfer_state(strategy)
+    assert theta is not None
+    return theta
 
 
 def expected_top(store: Store, artifacts: ArtifactStore, version: int, user: str) -> list[str]:
@@ -40,6 +53,7 @@ def test_embedded_retrains_swaps_and_scores(
     store = Store.from_url(sqlite_url)
     artifacts = ArtifactStore(settings.model_dir)
     user = small_log.user_ids[int(small_log.users[0])]
+    thetas: list[dict[str, torch.Tensor]] = []
     try:
         with TestClient(create_app(settings, run_worker=True)) as client:
             for p in range(3):
@@ -62,6 +76,7 @@ def test_embedded_retrains_swaps_and_scores(
                 job = wait_for(finished, timeout=30)
                 assert job["status"] == "succeeded", job["error"]
                 assert job["model_version"] == p + 1
+                thetas.append(theta_now(settings, store, p))  # retention keeps only the last
 
                 def served(version: int = p + 1) -> dict[str, Any] | None:
                     result: dict[str, Any] = client.get(
@@ -89,15 +104,6 @@ def test_embedded_retrains_swaps_and_scores(
             assert [p["status"] for p in periods] == ["trained"] * 3 + ["open"]
     finally:
         store.close()
-
-    thetas = []
-    for p in range(3):
-        payload = torch.load(settings.model_dir / checkpoint_name(p), weights_only=True)
-        strategy = new_strategy(settings, payload["strategy"])
-        strategy.load_state_dict(payload["state"])
-        theta = transfer_state(strategy)
-        assert theta is not None
-        thetas.append(theta)
 
     def changed(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
         return any(not torch.equal(a[k], b[k]) for k in a)

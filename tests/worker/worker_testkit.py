@@ -92,6 +92,7 @@ def make_settings(database_url: str, model_dir: Path, **overrides: Any) -> Setti
         "admin_token": "admin-secret",
         "api_key": None,
         "log_level": "INFO",
+        "retrain_attempts": 1,  # a failed retrain fails its job at once unless a test retries
     }
     values.update(overrides)
     return Settings(**values)
