@@ -46,6 +46,7 @@ from sml.metrics import Candidates, PeriodEvaluation, TooFewNegatives, aggregate
 from sml.model import MFConfig, MFWeights, numpy_scorer
 from sml.registry import ALL_METHODS, make_strategy
 from sml.strategy import Strategy, concat_periods
+from sml.trainer import SMLStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,9 @@ class MethodRun:
     seconds: dict[int, float] = field(default_factory=dict)  # wall clock
     cpu_seconds: dict[int, float] = field(default_factory=dict)  # this process's CPU time
     offline_seconds: float = 0.0
+    # SML with its check: over the whole walk, how often the learner's Theta was adopted
+    # ("promotions") and how often the served lineage kept its own ("rejections")
+    lineages: dict[str, int] = field(default_factory=dict)
 
     def summary(self, periods: Sequence[int], group: str = "all") -> dict[str, float]:
         return aggregate([self.evaluations[p] for p in periods], group)  # type: ignore[arg-type]
@@ -221,6 +225,8 @@ def run_method(
         strategy.boundary(data.periods[p])
         run.seconds[p] = time.perf_counter() - start
         run.cpu_seconds[p] = time.process_time() - cpu
+    if isinstance(strategy, SMLStrategy) and strategy.learner is not None:
+        run.lineages = {"promotions": strategy.promotions, "rejections": strategy.rejections}
     return run
 
 

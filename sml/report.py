@@ -293,12 +293,23 @@ def significance_table(result: Replay) -> str:
 
 
 def contribution_table(result: Replay) -> str:
-    """The merge's own effect: each merging method's served W_t minus its W-hat_t."""
+    """The merge's own effect: each merging method's served W_t minus its W-hat_t, and
+    how often a learned Theta was adopted."""
     title = (
         "The transfer's own contribution: the served W_t minus the W-hat_t it was merged "
         "from, on the test interactions;"
     )
-    return _interval_table(result, title, "method", result.contributions)
+    lines = [_interval_table(result, title, "method", result.contributions)]
+    for name in result.contributions:
+        counts = [run.lineages for run in result.of(name) if run.lineages]
+        if counts:
+            total = _sum_counts(counts)
+            compared = total["promotions"] + total["rejections"]
+            lines.append(
+                f"{name}: the learner's Theta was adopted at {total['promotions']} of "
+                f"{compared} boundaries where the two lineages differed (all seeds)"
+            )
+    return "\n".join(lines)
 
 
 def _interval_table(
@@ -364,6 +375,10 @@ def _mean_seconds(runs: Sequence[MethodRun], attr: str) -> dict[int, float]:
     return {p: float(np.mean([getattr(run, attr)[p] for run in runs])) for p in periods}
 
 
+def _sum_counts(counts: Sequence[dict[str, int]]) -> dict[str, int]:
+    return {key: sum(c.get(key, 0) for c in counts) for key in counts[0]}
+
+
 def _per_period(runs: Sequence[MethodRun], key: str) -> dict[int, float]:
     """The figure of each evaluated period."""
     return {
@@ -398,6 +413,7 @@ def _run_figures(runs: Sequence[MethodRun], roles: Roles) -> dict[str, Any]:
         "test_train_seconds": {str(p): seconds[p] for p in roles.test},
         "test_train_cpu_seconds": {str(p): cpu[p] for p in roles.test},
         "offline_extra_seconds": float(np.mean([run.offline_seconds for run in runs])),
+        **({"lineages": _sum_counts([run.lineages for run in runs])} if runs[0].lineages else {}),
     }
 
 
