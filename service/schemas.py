@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (v1), as API.md fixes them.
+"""Request and response bodies of the HTTP API (v1): the contract clients are written against.
 
 Every model carries an OpenAPI example. An interaction batch longer than
 ``MAX_INTERACTIONS`` fails on its length before its items are looked at, so the
@@ -283,7 +283,7 @@ _PERIOD_EXAMPLE: JsonDict = {"period_id": 3, "status": "trained", "n_interaction
 
 
 class ModelMetrics(BaseModel):
-    """The version scored on the period after it (sampled metric of PROTOCOL.md)."""
+    """The version scored on the period after it (the sampled metric of docs/protocol.md)."""
 
     model_config = ConfigDict(
         populate_by_name=True,

@@ -1,4 +1,4 @@
-"""The period boundary, in the order DESIGN.md fixes.
+"""The period boundary, in the order docs/design.md gives.
 
 When period t has closed, :meth:`PeriodTrainer.run`:
 
