@@ -19,7 +19,7 @@ from typing import Any
 from sml.baselines import BaselineConfig
 from sml.fit import FitConfig
 from sml.model import MFConfig
-from sml.trainer import MetaConfig, SMLConfig
+from sml.trainer import VARIANT_NAMES, MetaConfig, SMLConfig
 from sml.transfer import TransferConfig
 
 Hyper = dict[str, Any]
@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Hyper] = {
     "fine_tune": _FINE_TUNE,
     "spmf": _SPMF,
     "popularity": {},
-    **{name: _SML for name in ("sml", "sml_s", "sml_n", "sml_cnn", "sml_fc", "sml_fp")},
+    **{name: _SML for name in VARIANT_NAMES},
 }
 
 

@@ -10,9 +10,9 @@ from torch import Tensor
 from sml import hyperparameters as hp
 from sml.baselines import SPMF, BaselineConfig, FineTune, FullRetrain, Popularity
 from sml.strategy import Strategy
-from sml.trainer import SMLConfig, SMLStrategy
+from sml.trainer import VARIANT_NAMES, SMLConfig, SMLStrategy
 
-SML_VARIANTS = ("sml", "sml_s", "sml_n", "sml_cnn", "sml_fc", "sml_fp")
+SML_VARIANTS = VARIANT_NAMES
 BASELINES = ("full_retrain", "fine_tune", "spmf", "popularity")
 ALL_METHODS = SML_VARIANTS + BASELINES
 
@@ -29,7 +29,10 @@ def make_strategy(
     ``sml``/``baseline`` replace them."""
     if name in SML_VARIANTS:
         base = sml or hp.sml_config(hp.DEFAULTS[name], dim, seed)
-        return SMLStrategy(replace(base.for_variant(name), seed=seed), name=name)
+        sml_strategy = SMLStrategy(replace(base.for_variant(name), seed=seed), name=name)
+        if name == "sml_frozen":  # Theta stays the fine-tune start: what learning it adds
+            sml_strategy.set_update_transfer(False)
+        return sml_strategy
     default = hp.baseline_config(hp.DEFAULTS.get(name, {}), dim, seed)
     config = replace(baseline or default, seed=seed)
     classes: dict[str, Any] = {

@@ -38,7 +38,8 @@ How this implementation reads the paper where it leaves room:
 
 Variants: ``sml_n`` trains Theta on D_{t-1} itself (no next-period objective);
 ``sml_fp`` fits W-hat_t on its own MF loss instead of through the transfer;
-SML-S is this strategy with ``set_update_transfer(False)`` in test periods;
+SML-S is this strategy with ``set_update_transfer(False)`` in test periods, and
+``sml_frozen`` with it from the start (Theta never trained: what learning it adds);
 SML-CNN and SML-FC are transfer kinds (see ``sml.transfer``).
 """
 
@@ -59,6 +60,8 @@ from sml.strategy import PeriodData, PeriodLike, concat_periods
 from sml.transfer import Transfer, TransferConfig, TransferPair, column_scale
 
 Variant = Literal["sml", "sml_n", "sml_fp"]
+# every name SMLConfig.for_variant and the registry accept
+VARIANT_NAMES = ("sml", "sml_s", "sml_n", "sml_cnn", "sml_fc", "sml_fp", "sml_frozen")
 Scope = Literal["touched", "all"]
 FirstSeen = Literal["include", "skip"]
 WarmAnchor = Literal["none", "init"]
@@ -96,7 +99,7 @@ class SMLConfig:
     def for_variant(self, name: str) -> SMLConfig:
         """This configuration as one of the paper's variants (SML-S differs only in how
         it is driven: no transfer update in test periods)."""
-        if name in ("sml", "sml_s"):
+        if name in ("sml", "sml_s", "sml_frozen"):
             return self
         if name == "sml_n":
             return replace(self, variant="sml_n")

@@ -235,3 +235,13 @@ def test_popularity_scores_follow_counts() -> None:
         PeriodData(np.zeros(6, dtype=np.int64), np.array([2, 2, 2, 0, 0, 1]), 1, 3)
     )
     assert torch.argsort(model.item[:, -1], descending=True).tolist() == [2, 0, 1]
+
+
+def test_sml_frozen_never_trains_theta(periods: list) -> None:
+    frozen = make_strategy("sml_frozen", dim=8, seed=2)
+    start = _theta(frozen)  # type: ignore[arg-type]
+    for period in periods:
+        frozen.boundary(period)
+    assert isinstance(frozen, SMLStrategy) and frozen.theta_updates == 0
+    assert all(torch.equal(start[k], v) for k, v in _theta(frozen).items())
+    assert frozen.fitted is not None and torch.equal(frozen.fitted.item, frozen.model.item)  # type: ignore[union-attr]
