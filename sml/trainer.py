@@ -134,6 +134,8 @@ class Side:
         """Merged rows at ``index`` (K,) -> (K, D), with gradients to Theta (and to
         ``hat``, W-hat's rows at ``index``, when given)."""
         new = self.hat[index] if hat is None else hat
+        if transfer.skippable():  # f(prev, new) = new; untouched rows have new == prev
+            return new
         prev = self.prev[index]
         through = self.merged[index]
         if bool(through.all()):
@@ -146,6 +148,8 @@ class Side:
 
     def table(self, transfer: Transfer, chunk: int = 65536) -> Tensor:
         """The whole merged table, without autograd: (N, D)."""
+        if transfer.skippable():
+            return self.hat.detach().clone()
         out = self.prev.clone()
         at = self.merged.nonzero().squeeze(1)
         with torch.no_grad():

@@ -111,6 +111,24 @@ class Transfer(nn.Module):
     def residual(self) -> bool:
         return self.config.init == "fine_tune" and self.config.kind != "alpha"
 
+    def skippable(self) -> bool:
+        """Whether a caller may use w-hat_t instead of evaluating the transfer: it is the
+        identity and nothing is to be learned from it (Theta takes no gradient now). A
+        lineage whose Theta was never adopted then pays what fine-tuning pays."""
+        learning = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        return not learning and self.is_identity()
+
+    def is_identity(self) -> bool:
+        """Whether the transfer returns w-hat_t exactly, as it does at the fine-tune start."""
+        if self.config.kind == "alpha":
+            return not bool(self.alpha.detach().any())
+        if not self.residual or not isinstance(self.out, nn.Linear):
+            return False
+        bias = self.out.bias
+        return not bool(self.out.weight.detach().any()) and (
+            bias is None or not bool(bias.detach().any())
+        )
+
     def _start_as_fine_tune(self) -> None:
         if isinstance(self.out, nn.Linear):
             nn.init.zeros_(self.out.weight)

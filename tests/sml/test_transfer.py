@@ -84,3 +84,29 @@ def test_the_transfer_reads_rows_in_units_of_their_columns(kind: str) -> None:
 def test_column_scale_is_each_columns_rms() -> None:
     table = torch.tensor([[3.0, 0.0, 1.0], [4.0, 0.0, -1.0]])
     assert torch.allclose(column_scale(table, eps=1e-3), torch.tensor([12.5**0.5, 1e-3, 1.0]))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_is_identity_exactly_while_the_transfer_returns_w_hat(kind: str) -> None:
+    transfer = Transfer(9, TransferConfig(kind=kind, hidden=16))  # type: ignore[arg-type]
+    assert transfer.is_identity()
+    with torch.no_grad():
+        next(p for name, p in transfer.named_parameters() if name.startswith(("out", "alpha")))[
+            0
+        ] += 0.5
+    assert not transfer.is_identity()
+    prev, new = torch.randn(4, 9), torch.randn(4, 9)
+    assert not torch.allclose(transfer(prev, new), new)
+    assert not Transfer(9, TransferConfig(kind=kind, init="paper", hidden=16)).is_identity() or (
+        kind == "alpha"
+    )
+
+
+def test_a_transfer_is_skippable_only_while_it_does_not_learn() -> None:
+    transfer = Transfer(9, TransferConfig(hidden=16))
+    assert not transfer.skippable()  # its parameters take gradients: it is being trained
+    transfer.requires_grad_(False)
+    assert transfer.skippable()  # fixed, and the identity
+    transfer.requires_grad_(True)
+    with torch.no_grad():
+        assert transfer.skippable()
