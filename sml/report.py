@@ -300,11 +300,15 @@ def contribution_table(result: Replay) -> str:
         "from, on the test interactions;"
     )
     lines = [_interval_table(result, title, "method", result.contributions)]
+    lines.append(
+        "(W-hat is fit through the transfer, so Theta shapes it too: SML against sml_frozen, "
+        "where Theta is never trained, measures all that learning the transfer adds)"
+    )
     for name in result.contributions:
         counts = [run.lineages for run in result.of(name) if run.lineages]
-        if counts:
-            total = _sum_counts(counts)
-            compared = total["promotions"] + total["rejections"]
+        total = _sum_counts(counts) if counts else {}
+        compared = total.get("promotions", 0) + total.get("rejections", 0)
+        if compared:
             lines.append(
                 f"{name}: the learner's Theta was adopted at {total['promotions']} of "
                 f"{compared} boundaries where the two lineages differed (all seeds)"
