@@ -47,8 +47,10 @@ def make_strategy(
     return strategy
 
 
-def transfer_state(strategy: Strategy) -> dict[str, Tensor] | None:
-    """Theta alone (None for strategies without a transfer)."""
+def transfer_state(strategy: Strategy, *, learner: bool = False) -> dict[str, Tensor] | None:
+    """Theta alone (None for strategies without a transfer): the served lineage's, or with
+    ``learner`` the one trained at every boundary (the served one without the check)."""
     if isinstance(strategy, SMLStrategy):
-        return {k: v.detach().clone() for k, v in strategy.transfers.state_dict().items()}
+        lineage = (strategy.learner or strategy.served) if learner else strategy.served
+        return {k: v.detach().clone() for k, v in lineage.transfers.state_dict().items()}
     return None

@@ -22,6 +22,7 @@ from service_testkit import (
     interactions,
     make_settings,
     metric_value,
+    wait_for,
 )
 
 from service.fastpath import RecommendationsFastPath
@@ -53,6 +54,11 @@ def _serve_model(client: TestClient, store: Store, tmp_path: Path) -> None:
                            item=torch.randn(6, 5, generator=generator),
                            seen={"u0": ["i0"]}, popular=["i3", "i0", "i5"])
     assert client.post(f"/v1/admin/models/{version}/activate", headers=ADMIN).status_code == 200
+    # Scores from the precomputed lists and from the batcher agree only to float
+    # rounding (products of different batch sizes); wait until every user is
+    # listed, so both forms of a request read the same lists.
+    assert wait_for(lambda: metric_value(client.get("/metrics").text, "smlrec_ranked_users") == 5,
+                    timeout=30)
 
 
 @pytest.fixture
