@@ -14,12 +14,12 @@ import copy
 import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from sml.baselines import BaselineConfig
 from sml.fit import FitConfig
 from sml.model import MFConfig
-from sml.trainer import VARIANT_NAMES, MetaConfig, SMLConfig
+from sml.trainer import VARIANT_NAMES, MetaConfig, Scope, SMLConfig, StepOne, WarmAnchor
 from sml.transfer import TransferConfig
 
 Hyper = dict[str, Any]
@@ -75,14 +75,23 @@ def fit_config(values: dict[str, Any]) -> FitConfig:
     return config
 
 
+def _one_of(hyper: Hyper, key: str, kind: Any) -> Any:
+    allowed = get_args(kind)
+    value = hyper.get(key, allowed[0])
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+    return value
+
+
 def sml_config(hyper: Hyper, dim: int, seed: int) -> SMLConfig:
     return SMLConfig(
         mf=MFConfig(dim=dim),
         fit=fit_config(hyper.get("fit", {})),
         meta=_build(MetaConfig, hyper.get("meta", {})),
         transfer=_build(TransferConfig, hyper.get("transfer", {})),
-        scope=hyper.get("scope", "touched"),
-        warm_anchor=hyper.get("warm_anchor", "none"),
+        scope=_one_of(hyper, "scope", Scope),
+        warm_anchor=_one_of(hyper, "warm_anchor", WarmAnchor),
+        step_one=_one_of(hyper, "step_one", StepOne),
         seed=seed,
     )
 

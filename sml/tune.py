@@ -107,6 +107,7 @@ SML_SPACE: Space = {
     "meta.first_seen": Choice(("include", "skip")),
     "transfer.hidden": Choice((64, 128, 512)),
     "offline_passes": Choice((1, 2)),
+    "step_one": Choice(("transfer", "own")),
 }
 SPACES: dict[str, Space] = {
     "fine_tune": FIT_SPACE,

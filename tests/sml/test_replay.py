@@ -240,6 +240,7 @@ ERRORS = [
     (["--dataset", "synthetic", "--columns", "user=a"], "synthetic is no .csv file"),
     (["--hyper", "{tmp}/hyper.json"], "--hyper {tmp}/hyper.json: fine_tune: unknown FitConfig"),
     (["--hyper", "{tmp}/nothere.json"], "--hyper {tmp}/nothere.json: No such file"),
+    (["--hyper", "{tmp}/sml.json"], "sml.json: sml: step_one must be one of 'transfer', 'own'"),
     (["--out", "{csv}/inside"], "plays.csv/inside: Not a directory"),
 ]
 
@@ -254,6 +255,7 @@ def test_bad_input_is_one_line_and_exit_2(
 ) -> None:
     (tmp_path / "bad.dat").write_text("1::2::5::100\n1::2::5\n")
     (tmp_path / "hyper.json").write_text(json.dumps({"fine_tune": {"fit": {"epoch": 1}}}))
+    (tmp_path / "sml.json").write_text(json.dumps({"sml": {"step_one": "both"}}))
     fill = {"{tmp}": str(tmp_path), "{csv}": str(files.csv)}
     argv = ["--methods", "fine_tune", "--out", str(tmp_path / "run")]
     if "--dataset" not in flags:

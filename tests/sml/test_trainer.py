@@ -245,3 +245,37 @@ def test_sml_frozen_never_trains_theta(periods: list) -> None:
     assert isinstance(frozen, SMLStrategy) and frozen.theta_updates == 0
     assert all(torch.equal(start[k], v) for k, v in _theta(frozen).items())
     assert frozen.fitted is not None and torch.equal(frozen.fitted.item, frozen.model.item)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("step_one", ["transfer", "own"])
+def test_step_one_goes_through_the_transfer_only_when_asked(periods: list, step_one: str) -> None:
+    """``step_one="own"`` (SML-FP) fits W-hat on its own MF loss: the transfer is not run
+    while W-hat is fit, only to merge; through the transfer it runs on every batch."""
+    sml = SMLStrategy(replace(UNCHECKED, step_one=step_one))  # type: ignore[arg-type]
+    calls = {"fit": 0, "other": 0}
+    fitting = [False]
+    original = sml._fit_hat
+
+    def fit_hat(*args, **kwargs):  # type: ignore[no-untyped-def]
+        fitting[0] = True
+        try:
+            return original(*args, **kwargs)
+        finally:
+            fitting[0] = False
+
+    def count(*_: object) -> None:
+        calls["fit" if fitting[0] else "other"] += 1
+
+    sml._fit_hat = fit_hat  # type: ignore[method-assign]
+    for module in (sml.transfers.user, sml.transfers.item):
+        module.register_forward_hook(count)
+    for period in periods[:4]:
+        sml.boundary(period)
+    assert sml.theta_updates == 2  # Theta was trained either way
+    assert calls["other"] > 0  # merges and step 2 use the transfer either way
+    assert (calls["fit"] > 0) == (step_one == "transfer")
+
+
+def test_sml_fp_is_step_one_on_its_own_loss() -> None:
+    assert SMALL.for_variant("sml_fp").step_one == "own"
+    assert SMALL.for_variant("sml").step_one == "transfer"
