@@ -7,8 +7,14 @@ Nothing here trains on or scores a test period. First the shared pretraining: a 
 settings of the base MF, each fit on the pretraining periods and scored on the first
 offline period (the period every method serves with that base). Then, for each method
 and with that base, the same number of trials: the method's defaults first, then
-settings drawn at random from its search space, every parameter at once (a joint
-random search, not one knob at a time). A trial walks the method through the offline
+half of the rest drawn at random from its search space, every parameter at once (a
+joint random search, not one knob at a time), then the other half a local search:
+each trial is the best setting so far with one or two parameters drawn afresh, so a
+good region found by either stage (the defaults included) is explored around. SML's
+search also starts from fine-tune's choice, when fine-tune is tuned in the same file:
+with Theta frozen and W-hat fit on its own loss SML is fine-tuning, so that point lets
+the search learn a transfer on top of the best fine-tuning instead of finding it again
+by chance. Baselines are therefore tuned first. A trial walks the method through the offline
 and validation periods exactly as the replay does and stops after the last
 validation period; the winner has the best validation Recall@20 (NDCG@20 breaks
 ties). Every trial is logged and kept in the output file, which ``smlrec replay
@@ -17,10 +23,11 @@ on the same data with the same base, keeps those.
 
 For SML the search covers step 1 (the fit of W-hat), step 2 (Theta's learning rate,
 epochs, batch, negatives, rounds, regularisation, Adam's state, first-seen users),
-whether a new Theta must first prove itself, the transfer's width and the offline
-passes. Its learning rate may come out at 0, a frozen transfer: on a log
-where learning the merge does not pay on the validation periods, SML falls back to
-what it starts as, fine-tuning.
+whether a new Theta must first prove itself, whether W-hat is fit through the
+transfer or on its own loss, the transfer's width and the offline passes. Its
+learning rate may come out at 0, a frozen transfer: on a log where learning the
+merge does not pay on the validation periods, SML falls back to what it starts as,
+fine-tuning.
 """
 
 from __future__ import annotations
@@ -95,7 +102,6 @@ PRETRAIN_SPACE: Space = {
 }
 SML_SPACE: Space = {
     **FIT_SPACE,
-    "fit.epochs": Choice((1, 2, 3, 5)),
     "meta.lr": LogUniform(1e-5, 3e-3, zero=0.1),
     "meta.epochs": Choice((1, 2, 3)),
     "meta.rounds": Choice((1, 2, 3)),
@@ -122,13 +128,45 @@ SPACES: dict[str, Space] = {
 }
 
 
-def draw(space: Space, rng: np.random.Generator) -> hp.Hyper:
-    """One setting of every parameter of ``space``, as a nested hyper-parameter dict."""
+def nest(flat: dict[str, Any]) -> hp.Hyper:
+    """``{"section.field": value}`` -> ``{"section": {"field": value}}``."""
     out: hp.Hyper = {}
-    for path, dimension in space.items():
+    for path, value in flat.items():
         section, _, name = path.rpartition(".")
         target = out.setdefault(section, {}) if section else out
-        target[name] = dimension.draw(rng)
+        target[name] = value
+    return out
+
+
+def draw(space: Space, rng: np.random.Generator) -> hp.Hyper:
+    """One setting of every parameter of ``space``, as a nested hyper-parameter dict."""
+    return nest({path: dimension.draw(rng) for path, dimension in space.items()})
+
+
+def neighbour(space: Space, best: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """``best`` (the overrides of the best trial so far, flat; {} for the defaults) with
+    one or two parameters of ``space`` drawn afresh, each to a value other than the one
+    it has (where the space has another): a step of the local search."""
+    changed = rng.choice(len(space), size=min(len(space), int(rng.integers(1, 3))),
+                         replace=False)
+    paths = list(space)
+    out = dict(best)
+    for path in (paths[i] for i in sorted(changed)):
+        for _ in range(20):
+            out[path] = space[path].draw(rng)
+            if out[path] != best.get(path):
+                break
+    return out
+
+
+def flat(hyper: hp.Hyper) -> dict[str, Any]:
+    """The inverse of :func:`nest`."""
+    out: dict[str, Any] = {}
+    for key, value in hyper.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{name}": v for name, v in value.items()})
+        else:
+            out[key] = value
     return out
 
 
@@ -180,25 +218,54 @@ def tune_method(
     dim: int,
     seed: int,
     rng: np.random.Generator,
+    starts: Sequence[dict[str, Any]] = (),
 ) -> list[Trial]:
-    """``trials`` settings of one method (its defaults first), each walked through the
-    validation periods from the same base; best first."""
+    """``trials`` settings of one method (its defaults first, then ``starts``, flat
+    overrides to try before the random draws), each walked through the validation
+    periods from the same base; best first."""
     base = pretrain(data, dim, seed, base_hyper)
     last = data.roles.validation[-1]
     space = SPACES[name]
-    out = []
+    out: list[Trial] = []
     trials = trials if space else 1  # nothing to choose: the defaults only
+    n_global = 1 + (trials - 1) // 2
+    best: tuple[tuple[float, float], dict[str, Any]] | None = None  # (key, flat overrides)
     for k in range(trials):
-        overrides = {} if k == 0 else draw(space, rng)
-        hyper = hp.for_method(name, {name: overrides})
+        if k == 0:
+            overrides: dict[str, Any] = {}
+        elif k <= len(starts):
+            overrides = dict(starts[k - 1])
+        elif k < n_global:
+            overrides = flat(draw(space, rng))
+        else:
+            assert best is not None
+            overrides = neighbour(space, best[1], rng)
+        hyper = hp.for_method(name, {name: nest(overrides)})
         start = time.perf_counter()
         run = run_method(name, data, base, hyper=hyper, dim=dim, seed=seed, last_period=last)
         m = run.summary(data.roles.validation)
         out.append(Trial(hyper, m["recall@20"], m["ndcg@20"], time.perf_counter() - start))
-        logger.info("%s %d/%d %s: recall@20 %.4f ndcg@20 %.4f (%.0f s)", name, k + 1, trials,
-                    json.dumps(overrides) if k else "defaults", m["recall@20"], m["ndcg@20"],
+        if best is None or out[-1].key > best[0]:
+            best = (out[-1].key, overrides)
+        stage = ("defaults" if k == 0 else "start" if k <= len(starts)
+                 else "global" if k < n_global else "local")
+        logger.info("%s %d/%d %s %s: recall@20 %.4f ndcg@20 %.4f (%.0f s)", name, k + 1,
+                    trials, stage, json.dumps(nest(overrides)), m["recall@20"], m["ndcg@20"],
                     out[-1].seconds)
     return sorted(out, key=lambda t: t.key, reverse=True)
+
+
+def _starts(name: str, chosen: dict[str, hp.Hyper]) -> list[dict[str, Any]]:
+    """Where SML's search starts besides its defaults: with Theta frozen and W-hat fit on
+    its own loss, SML is fine-tuning, so fine-tune's chosen fit (when it was tuned on the
+    same data and base) is a point SML can start from and learn the transfer on top of;
+    with the check on, a Theta that does not pay is not served."""
+    if name not in SML_VARIANTS or "fine_tune" not in chosen:
+        return []
+    fit = chosen["fine_tune"].get("fit", {})
+    space = SPACES[name]
+    start = {f"fit.{k}": v for k, v in fit.items() if f"fit.{k}" in space}
+    return [{**start, "step_one": "own"}] if "step_one" in space else [start]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -262,9 +329,10 @@ def _tune(args: argparse.Namespace) -> int:
             if name not in args.methods:
                 result["methods"][name] = hyper
                 result["tuning"]["trials"][name] = earlier["tuning"]["trials"].get(name, [])
-    for name in args.methods:
+    # baselines first: SML's search then starts from fine-tune's choice too
+    for name in sorted(args.methods, key=lambda n: n in SML_VARIANTS):
         trials = tune_method(name, data, bases[0].hyper, trials=args.trials, dim=args.dim,
-                             seed=args.seed, rng=rng)
+                             seed=args.seed, rng=rng, starts=_starts(name, result["methods"]))
         result["methods"][name] = trials[0].hyper
         result["tuning"]["trials"][name] = [t.to_json() for t in trials]
         result["tuning"]["seconds"] = round(time.perf_counter() - started, 1)

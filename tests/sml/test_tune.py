@@ -12,7 +12,7 @@ import pytest
 
 from sml import hyperparameters as hp
 from sml import replay, tune
-from sml.tune import SPACES, Choice, LogUniform, draw
+from sml.tune import SPACES, Choice, LogUniform, draw, flat, neighbour, nest
 
 TINY = ["--dataset", "synthetic", "--dim", "8", "--trials", "2", "--pretrain-trials", "2"]
 
@@ -58,6 +58,61 @@ def test_a_log_uniform_range_draws_zero_only_when_asked() -> None:
     assert 0.0 in {LogUniform(1e-3, 1e-2, zero=0.5).draw(rng) for _ in range(50)}
 
 
+def test_a_local_step_redraws_one_or_two_parameters_of_the_best() -> None:
+    rng = np.random.default_rng(2)
+    space = SPACES["sml"]
+    best = flat(draw(space, rng))
+    assert nest(best) == draw(space, np.random.default_rng(2))  # flat and nest invert
+    for _ in range(50):
+        step = neighbour(space, best, rng)
+        assert step.keys() == best.keys()
+        assert 1 <= sum(step[k] != best[k] for k in best) <= 2
+        hp.resolved("sml", hp.for_method("sml", {"sml": nest(step)}), 8, 0)
+    # from the defaults ({}), a step sets only the one or two parameters it drew
+    assert all(1 <= len(neighbour(space, {}, rng)) <= 2 for _ in range(20))
+
+
+def test_the_second_half_of_the_trials_searches_around_the_best(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Trials 1..n/2 are global draws; the rest are steps from the best trial so far."""
+    space = {"fit.lr": LogUniform(1e-3, 1e-2), "fit.l2": LogUniform(1e-4, 1e-2),
+             "fit.epochs": Choice((1, 2, 3))}
+    monkeypatch.setitem(tune.SPACES, "fine_tune", space)
+    monkeypatch.setattr(tune, "pretrain", lambda *a, **k: None)
+    tried: list[dict[str, Any]] = []
+
+    class Run:
+        def __init__(self, score: float) -> None:
+            self.score = score
+
+        def summary(self, periods: Any) -> dict[str, float]:
+            return {"recall@20": self.score, "ndcg@20": 0.0}
+
+    def walk(name: str, data: Any, base: Any, *, hyper: hp.Hyper, **_: Any) -> Run:
+        tried.append(hyper["fit"])
+        return Run(hyper["fit"]["lr"] if len(tried) == 2 else 0.0)  # trial 2 is the best
+
+    monkeypatch.setattr(tune, "run_method", walk)
+    data = type("Data", (), {"roles": replay.roles_for(12_000)})()
+    trials = tune.tune_method("fine_tune", data, {}, trials=9, dim=8, seed=0,  # type: ignore[arg-type]
+                              rng=np.random.default_rng(3))
+    assert len(trials) == 9 and trials[0].hyper["fit"] == tried[1]
+    best = tried[1]
+    for local in tried[5:]:  # 1 defaults + 4 global, then 4 local steps from trial 2
+        assert 1 <= sum(local[k] != best[k] for k in ("lr", "l2", "epochs")) <= 2
+
+
+def test_sml_starts_from_fine_tunes_choice() -> None:
+    chosen = {"fine_tune": {"fit": {"epochs": 10, "lr": 0.02, "l2": 1e-3, "n_negatives": 2,
+                                    "batch_size": 1024}}}
+    [start] = tune._starts("sml", chosen)
+    assert start == {"fit.epochs": 10, "fit.lr": 0.02, "fit.l2": 1e-3, "fit.n_negatives": 2,
+                     "step_one": "own"}
+    hp.resolved("sml", hp.for_method("sml", {"sml": nest(start)}), 8, 0)  # a valid config
+    assert tune._starts("sml", {}) == [] and tune._starts("spmf", chosen) == []
+
+
 @pytest.mark.usefixtures("quick_methods")
 def test_tune_then_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stops: list[tuple[str, int | None]] = []
@@ -69,7 +124,7 @@ def test_tune_then_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(tune, "run_method", spy)
     out = tmp_path / "hyper.json"
-    assert tune.main([*TINY, "--methods", "fine_tune,sml", "--out", str(out)]) == 0
+    assert tune.main([*TINY, "--methods", "sml,fine_tune", "--out", str(out)]) == 0
     written = json.loads(out.read_text())
     # every trial stopped at the last validation period: no test period trained or scored
     validation_end = replay.roles_for(12_000).validation[-1]
