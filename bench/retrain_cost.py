@@ -1,4 +1,4 @@
-"""What one retrain costs as history grows: SML against full-retrain and fine-tune.
+"""What one retrain costs as history grows: SML (and SML-FP) against full-retrain and fine-tune.
 
 SML trains on the new period (and, for Theta, the one before it) whatever the
 history; full-retrain trains on all of it. On MovieLens-100K the history at a
@@ -31,7 +31,7 @@ from sml.model import MFConfig, MFWeights
 from sml.registry import make_strategy
 from sml.strategy import concat_periods
 
-STRATEGIES = ("sml", "full_retrain", "fine_tune")
+STRATEGIES = ("sml", "sml_fp", "full_retrain", "fine_tune")
 PERIOD = 5000
 
 
