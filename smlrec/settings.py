@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PeriodKind = Literal["count", "time", "manual"]
@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     api_key: str | None = None
     period: str = "count:5000"
     strategy: Strategy = "sml"
+    # the file `smlrec tune` writes for this log (its methods' hyper-parameters; None:
+    # the defaults, chosen on MovieLens-100K)
+    hyper_file: Path | None = None
     embed_dim: int = Field(default=64, ge=1, le=1024)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -167,10 +170,21 @@ class Settings(BaseSettings):
             )
         return level
 
-    @field_validator("redis_url", "admin_token", "api_key", mode="before")
+    @field_validator("redis_url", "admin_token", "api_key", "hyper_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_hyper_file(self) -> Settings:
+        if self.hyper_file is not None:  # read and built once now: a bad file fails start-up
+            from sml.hyperparameters import read_hyper_file
+
+            try:
+                read_hyper_file(self.hyper_file, self.embed_dim)
+            except ValueError as error:
+                raise ValueError(f"SMLREC_HYPER_FILE: {error}") from None
+        return self
 
     @property
     def caps(self) -> tuple[int | None, int | None]:

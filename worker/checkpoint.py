@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sml.registry import make_strategy
+from sml import hyperparameters as hp
+from sml.registry import SML_VARIANTS, make_strategy
 from sml.strategy import Strategy
 from smlrec.settings import Settings
 from store import ArtifactCorrupt, ArtifactStore, Store
@@ -77,8 +78,16 @@ class CheckpointRef:
 
 
 def new_strategy(settings: Settings, name: str | None = None) -> Strategy:
-    """A fresh strategy as the settings configure it."""
-    return make_strategy(name or settings.strategy, dim=settings.embed_dim, seed=settings.seed)
+    """A fresh strategy as the settings configure it: the defaults, or the log's own
+    hyper-parameters from ``SMLREC_HYPER_FILE``."""
+    name = name or settings.strategy
+    dim, seed = settings.embed_dim, settings.seed
+    if settings.hyper_file is None:
+        return make_strategy(name, dim=dim, seed=seed)
+    hyper = hp.for_method(name, hp.read_hyper_file(settings.hyper_file, dim).methods)
+    if name in SML_VARIANTS:
+        return make_strategy(name, dim=dim, seed=seed, sml=hp.sml_config(hyper, dim, seed))
+    return make_strategy(name, dim=dim, seed=seed, baseline=hp.baseline_config(hyper, dim, seed))
 
 
 def save_checkpoint(

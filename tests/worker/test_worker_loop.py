@@ -3,6 +3,7 @@ evaluation, checkpoints, period rules, recovery from interruptions."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -357,3 +358,24 @@ def test_warm_stop_finishes_the_running_boundary(
     stopper.join(30)
     finished = store.get_job(job.job_id)
     assert finished is not None and finished.status == "succeeded"
+
+
+def test_a_retrain_runs_with_the_files_settings(
+    sqlite_url: str, sqlite_store: Store, tmp_path: Path, small_log: InteractionLog,
+) -> None:
+    hyper_file = tmp_path / "hyper.json"  # what smlrec tune writes for a log
+    hyper_file.write_text(json.dumps({"methods": {"sml": {
+        "transfer": {"hidden": 16}, "step_one": "own", "meta": {"check": False}}}}))
+    settings = make_settings(sqlite_url, tmp_path / "models", hyper_file=hyper_file)
+    run = Running(settings, sqlite_store)
+    try:
+        sqlite_store.ingest(rows_of(small_log, 0, PERIOD))
+        job = run.retrain()
+        assert job.status == "succeeded", job.error
+    finally:
+        run.stop()
+    pointer = current_checkpoint(sqlite_store)
+    assert pointer is not None
+    state = torch.load(settings.model_dir / pointer.path, weights_only=True)["state"]
+    assert state["config"]["transfer"]["hidden"] == 16
+    assert state["config"]["step_one"] == "own" and state["learner"] is None

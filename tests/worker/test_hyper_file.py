@@ -1,0 +1,70 @@
+"""SMLREC_HYPER_FILE: the worker builds its strategy from the file ``smlrec tune`` wrote
+for the log, falls back to the defaults without one, and a bad file stops start-up (a
+retrain with the file's settings: test_worker_loop.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from worker_testkit import make_settings
+
+from sml.baselines import FineTune
+from sml.trainer import SMLStrategy
+from worker.checkpoint import new_strategy
+
+TUNED = {
+    "pretrain": {"epochs": 2, "lr": 0.01},
+    "methods": {
+        "sml": {"fit": {"epochs": 1, "lr": 0.02}, "transfer": {"hidden": 16},
+                "step_one": "own", "meta": {"check": False}},
+        "fine_tune": {"fit": {"epochs": 2, "lr": 0.03}},
+    },
+}
+
+
+@pytest.fixture
+def hyper_file(tmp_path: Path) -> Path:
+    path = tmp_path / "hyper.json"
+    path.write_text(json.dumps(TUNED))
+    return path
+
+
+def test_the_strategy_follows_the_file(sqlite_url: str, tmp_path: Path, hyper_file: Path) -> None:
+    settings = make_settings(sqlite_url, tmp_path / "models", hyper_file=hyper_file)
+    sml = new_strategy(settings)
+    assert isinstance(sml, SMLStrategy)
+    assert (sml.config.fit.epochs, sml.config.fit.lr) == (1, 0.02)
+    assert sml.config.transfer.hidden == 16 and sml.config.step_one == "own"
+    assert sml.learner is None  # check off: one lineage
+    # what the file leaves out keeps its default, and the seed and dimension are the settings'
+    assert sml.config.meta.lr == new_strategy(make_settings(sqlite_url, tmp_path)).config.meta.lr  # type: ignore[attr-defined]
+    assert sml.config.mf.dim == 8 and sml.config.seed == settings.seed
+    tune = new_strategy(settings, "fine_tune")
+    assert isinstance(tune, FineTune)
+    assert (tune.config.fit.epochs, tune.config.fit.lr) == (2, 0.03)
+    # a method the file does not name runs on its defaults
+    default = new_strategy(make_settings(sqlite_url, tmp_path), "spmf")
+    assert new_strategy(settings, "spmf").config == default.config  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("content", "fault"),
+    [
+        ("{not json", "not JSON"),
+        (json.dumps({"sml": {"step_one": "both"}}), "step_one must be one of"),
+        (json.dumps({"nope": {}}), "unknown methods nope"),
+    ],
+)
+def test_a_bad_file_fails_start_up_naming_the_variable(
+    sqlite_url: str, tmp_path: Path, content: str, fault: str
+) -> None:
+    path = tmp_path / "hyper.json"
+    path.write_text(content)
+    with pytest.raises(ValidationError) as error:
+        make_settings(sqlite_url, tmp_path / "models", hyper_file=path)
+    assert "SMLREC_HYPER_FILE" in str(error.value) and fault in str(error.value)
+    with pytest.raises(ValidationError, match="No such file"):
+        make_settings(sqlite_url, tmp_path / "models", hyper_file=tmp_path / "missing.json")
