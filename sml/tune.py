@@ -14,8 +14,8 @@ good region found by either stage (the defaults included) is explored around. SM
 search also starts from fine-tune's choice, when fine-tune is tuned in the same file:
 with Theta frozen and W-hat fit on its own loss SML is fine-tuning, so that point lets
 the search learn a transfer on top of the best fine-tuning instead of finding it again
-by chance. Baselines are therefore tuned first. A trial walks the method through the offline
-and validation periods exactly as the replay does and stops after the last
+by chance; baselines are therefore tuned first. A trial walks the method through the
+offline and validation periods exactly as the replay does and stops after the last
 validation period; the winner has the best validation Recall@20 (NDCG@20 breaks
 ties). Every trial is logged and kept in the output file, which ``smlrec replay
 --hyper`` reads. Tuning some methods into a file that already holds others, tuned

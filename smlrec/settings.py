@@ -178,6 +178,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_hyper_file(self) -> Settings:
         if self.hyper_file is not None:  # read and built once now: a bad file fails start-up
+            # imported here: settings without a file do not pull in torch
             from sml.hyperparameters import read_hyper_file
 
             try:
