@@ -106,9 +106,13 @@ def baseline_config(hyper: Hyper, dim: int, seed: int) -> BaselineConfig:
 
 def for_method(name: str, overrides: dict[str, Hyper] | None = None) -> Hyper:
     """The method's defaults with ``overrides[name]`` laid over them; a nested section
-    (``fit``, ``meta``, ``transfer``) is merged key by key, not replaced whole."""
+    (``fit``, ``meta``, ``transfer``) is merged key by key, not replaced whole. An SML
+    variant the overrides do not name takes SML's: an ablation (or SML-0) differs from
+    SML in what it names, not in settings tuned for SML alone."""
+    overrides = overrides or {}
+    source = "sml" if name not in overrides and name in VARIANT_NAMES else name
     out = copy.deepcopy(DEFAULTS[name])
-    for key, value in (overrides or {}).get(name, {}).items():
+    for key, value in overrides.get(source, {}).items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = {**out[key], **value}
         else:
