@@ -38,7 +38,7 @@ def live_server(sqlite_url: str, tmp_path: Path) -> Iterator[str]:
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
-        wait_for(functools.partial(_settled, server, thread), timeout=30)
+        wait_for(functools.partial(_settled, server, thread), timeout=60)
         if server.started:
             break
     else:

@@ -197,7 +197,7 @@ def test_killed_workers_lose_nothing_and_leave_nothing_stuck(
         # 2. SIGKILL in the middle of a boundary.
         second = (len(data) - first_period) // 2
         post(api, bodies[first_period : first_period + second])
-        wait_for(lambda: store.count_open() == second, timeout=30)
+        wait_for(lambda: store.count_open() == second, timeout=60)
         doomed = retrain(api)
         wait_for(
             lambda: (j := store.get_job(doomed)) and j.status == "running", timeout=30, every=0.01
@@ -206,14 +206,14 @@ def test_killed_workers_lose_nothing_and_leave_nothing_stuck(
         processes.kill(wait_for(leader))
         job = store.get_job(doomed)
         assert job is not None and job.status == "running"
-        wait_for(lambda: (j := store.get_job(doomed)) and j.status == "failed", timeout=30)
+        wait_for(lambda: (j := store.get_job(doomed)) and j.status == "failed", timeout=60)
         failed = store.get_job(doomed)
         assert failed is not None and failed.error == "interrupted"
         wait_for(lambda: store.active_version() == 2, timeout=60)
 
         # 3. SIGTERM in the middle of a boundary: it finishes, then the worker exits.
         post(api, bodies[first_period + second :])
-        wait_for(lambda: store.count_open() == len(data) - first_period - second, timeout=30)
+        wait_for(lambda: store.count_open() == len(data) - first_period - second, timeout=60)
         last = retrain(api)
         wait_for(
             lambda: (j := store.get_job(last)) and j.status == "running", timeout=30, every=0.01

@@ -304,7 +304,7 @@ def test_one_leader_and_takeover(
         assert first.worker.is_leader != second.worker.is_leader
         leader, standby = (first, second) if first.worker.is_leader else (second, first)
         leader.stop()
-        wait_for(lambda: standby.worker.is_leader, timeout=5)
+        wait_for(lambda: standby.worker.is_leader, timeout=60)
         sqlite_store.ingest(rows_of(small_log, 0, PERIOD))
         assert standby.retrain().status == "succeeded"
     finally:

@@ -100,8 +100,8 @@ def test_worker_process_trains_is_restarted_and_dies_with_the_service(
     }
     service = processes.start("serve", ["serve"], env)
     wait_healthy(base, service)
-    worker = wait_for(lambda: _worker_child(service.pid), timeout=30.0)
-    assert wait_for(lambda: _nice(worker) == 10, timeout=30.0)  # SMLREC_WORKER_NICE's default
+    worker = wait_for(lambda: _worker_child(service.pid), timeout=60)
+    assert wait_for(lambda: _nice(worker) == 10, timeout=60)  # SMLREC_WORKER_NICE's default
 
     with httpx.Client(base_url=base, timeout=30.0) as client:
         first = _retrain(client, small_log, 0)

@@ -67,7 +67,7 @@ def bodies_of(log: InteractionLog, start: int, stop: int, tag: str = "e") -> lis
     ]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, every: float = 0.05) -> Any:
     """Poll until ``predicate()`` is truthy; returns its value or fails the test."""
     deadline = time.monotonic() + timeout
     while True:
