@@ -101,12 +101,15 @@ def test_worker_process_trains_is_restarted_and_dies_with_the_service(
     service = processes.start("serve", ["serve"], env)
     wait_healthy(base, service)
     worker = wait_for(lambda: _worker_child(service.pid), timeout=60)
-    assert wait_for(lambda: _nice(worker) == 10, timeout=60)  # SMLREC_WORKER_NICE's default
+    # SMLREC_WORKER_NICE's default (10) on top of the service's own niceness,
+    # which is whatever the suite runs under (``nice -n 10 pytest`` included)
+    expected = min(_nice(service.pid) + 10, 19)  # type: ignore[operator]
+    assert wait_for(lambda: _nice(worker) == expected, timeout=60)
 
     with httpx.Client(base_url=base, timeout=30.0) as client:
         first = _retrain(client, small_log, 0)
         wait_for(lambda: client.get("/readyz").json()["model_version"] == first["model_version"],
-                 timeout=10.0)
+                 timeout=60.0)
 
         os.kill(worker, signal.SIGKILL)
         restarted = wait_for(
@@ -115,9 +118,9 @@ def test_worker_process_trains_is_restarted_and_dies_with_the_service(
         second = _retrain(client, small_log, 1)
         assert second["model_version"] == first["model_version"] + 1
         wait_for(lambda: client.get("/readyz").json()["model_version"] == second["model_version"],
-                 timeout=10.0)
+                 timeout=60.0)
         assert "worker process" in processes.log("serve")  # the restart was logged
 
     service.send_signal(signal.SIGKILL)
     service.wait(timeout=10)
-    assert wait_for(lambda: not _alive(restarted), timeout=ORPHAN_GRACE_S + 4 * POLL_S + 10.0)
+    assert wait_for(lambda: not _alive(restarted), timeout=ORPHAN_GRACE_S + 4 * POLL_S + 60.0)

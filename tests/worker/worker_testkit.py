@@ -172,7 +172,7 @@ class Processes:
             self.kill(name)
 
 
-def wait_healthy(base_url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_healthy(base_url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
