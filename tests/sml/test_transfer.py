@@ -63,8 +63,31 @@ def test_ablations_differ_in_structure() -> None:
 
 
 def test_pair_has_one_transfer_per_side() -> None:
-    pair = TransferPair(5, TransferConfig())
-    assert pair.user is not pair.item
+    """Two transfers with parameters of their own: training the user side leaves
+    the item side as it was, and Theta holds both sides' parameters."""
+    pair = TransferPair(5, TransferConfig(kind="cnn", init="paper", hidden=8))
+    assert isinstance(pair.user, Transfer) and isinstance(pair.item, Transfer)
+    user_ids = {id(p) for p in pair.user.parameters()}
+    assert user_ids.isdisjoint(id(p) for p in pair.item.parameters())
+    assert len(list(pair.parameters())) == 2 * len(list(pair.user.parameters()))
+    before = {k: v.clone() for k, v in pair.item.state_dict().items()}
+    optimizer = torch.optim.SGD(pair.user.parameters(), lr=0.1)
+    pair.user(torch.randn(3, 5), torch.randn(3, 5)).square().sum().backward()
+    optimizer.step()
+    assert all(torch.equal(before[k], v) for k, v in pair.item.state_dict().items())
+
+
+@pytest.mark.parametrize("kind", ["cnn", "no_cnn", "no_fc", "mlp"])
+def test_the_correction_is_added_to_w_hat_not_to_the_previous_rows(kind: str) -> None:
+    """Fine-tune start with only the output bias set: the transfer returns
+    W-hat plus that bias (in units of the columns' scale), whatever the previous rows."""
+    transfer = Transfer(4, TransferConfig(kind=kind, hidden=8))  # type: ignore[arg-type]
+    with torch.no_grad():
+        transfer.out.bias.fill_(0.25)  # type: ignore[union-attr]
+    prev, new = torch.randn(3, 4), torch.randn(3, 4)
+    scale = torch.tensor([1.0, 2.0, 0.5, 4.0])
+    assert torch.allclose(transfer(prev, new, scale), new + 0.25 * scale)
+    assert torch.allclose(transfer(prev, new), new + 0.25)
 
 
 @pytest.mark.parametrize("kind", ["cnn", "no_cnn", "no_fc", "mlp"])
