@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from smlrec.settings import parse_period
+from smlrec.settings import PeriodRule, parse_period
 from store import NewInteraction, PeriodInfo, Store
 from worker.periods import close_due_periods, time_cut_due, window_over
 
@@ -33,6 +33,10 @@ def test_only_the_time_rule_has_windows() -> None:
     for spec in ("count:5", "manual"):
         assert not window_over(period, parse_period(spec), now=1e12)
     assert not window_over(_period(opened_at=None), parse_period("time:1s"), now=1e12)
+    # the kind decides, not which fields happen to be set
+    for kind in ("count", "manual"):
+        rule = PeriodRule(kind=kind, count=5, seconds=1.0)  # type: ignore[arg-type]
+        assert not window_over(period, rule, now=1e12)
 
 
 def _rows(n: int, tag: str) -> list[NewInteraction]:
@@ -49,19 +53,25 @@ def _age(store: Store, seconds: float) -> None:
                         .values(opened_at=Period.opened_at - seconds))
 
 
-def test_count_rule_closes_at_exactly_n(sqlite_store: Store) -> None:
+def test_count_rule_closes_at_exactly_n(
+    sqlite_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     rule = parse_period("count:10")
     sqlite_store.ingest(_rows(9, "a"))
     assert close_due_periods(sqlite_store, rule) == []  # one short
     sqlite_store.ingest(_rows(1, "b"))
-    closed = close_due_periods(sqlite_store, rule)  # exactly N: closes
+    with caplog.at_level("INFO", logger="worker.periods"):
+        closed = close_due_periods(sqlite_store, rule)  # exactly N: closes
     assert [(p.period_id, p.n_interactions) for p in closed] == [(0, 10)]
+    job = sqlite_store.next_job()
+    assert job is not None
+    assert [r.getMessage() for r in caplog.records if r.name == "worker.periods"] == [
+        f"period 0 closed by rule count (10 interactions): job {job.job_id}"]
     sqlite_store.ingest(_rows(25, "c"))
     closed = close_due_periods(sqlite_store, rule)  # as many whole periods as are due
     assert [(p.period_id, p.n_interactions) for p in closed] == [(1, 10), (2, 10)]
     assert sqlite_store.count_open() == 5
-    jobs = [sqlite_store.next_job()]
-    assert jobs[0] is not None and jobs[0].period_id == 0  # each closed period queues a retrain
+    assert job.period_id == 0  # each closed period queues a retrain
 
 
 def test_time_rule_closes_one_period_per_window(sqlite_store: Store) -> None:
@@ -96,3 +106,11 @@ def test_other_rules_never_close_by_time(sqlite_store: Store, spec: str) -> None
     _age(sqlite_store, 100 * HOUR)
     assert close_due_periods(sqlite_store, parse_period(spec)) == []
     assert time_cut_due(sqlite_store, parse_period(spec)) is None
+
+
+def test_only_the_count_rule_closes_by_count(sqlite_store: Store) -> None:
+    sqlite_store.ingest(_rows(4, "a"))
+    for kind in ("manual", "time"):  # a count set beside another kind is not a count rule
+        rule = PeriodRule(kind=kind, count=1, seconds=HOUR)  # type: ignore[arg-type]
+        assert close_due_periods(sqlite_store, rule) == []
+    assert [p.status for p in sqlite_store.list_periods()] == ["open"]
