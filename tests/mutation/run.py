@@ -28,7 +28,12 @@ WORK = Path(os.environ.get("MUTATION_DIR", Path(tempfile.gettempdir()) / "smlrec
 PACKAGES = ["sml", "store", "service", "worker", "smlrec", "bench", "migrations"]
 
 TARGETS: dict[str, tuple[str, list[str]]] = {
-    "transfer": ("sml/transfer.py", ["tests/sml/test_transfer.py", "tests/sml/test_trainer.py"]),
+    "transfer": ("sml/transfer.py", [
+        "tests/sml/test_transfer.py",
+        "tests/sml/test_trainer.py::test_an_untrained_transfer_serves_w_hat_at_every_merge",
+        "tests/sml/test_trainer.py::test_a_merge_adds_the_learned_correction_to_w_hat",
+        "tests/sml/test_trainer.py::test_a_frozen_transfer_serves_what_fine_tuning_serves",
+    ]),
     "trainer": ("sml/trainer.py", ["tests/sml/test_trainer.py"]),
     "periods": ("worker/periods.py", ["tests/worker/test_periods.py",
                                       "tests/worker/test_ops_time.py",
@@ -68,7 +73,9 @@ def run(target: str) -> dict[str, int]:
     with open(root / "pyproject.toml", "a") as out:
         out.write(section)
     mutmut = Path(sys.executable).with_name("mutmut")
-    env = {**os.environ, "CI": "true"}
+    # one thread per process: mutmut forks a child per mutant, and an OpenMP pool
+    # inherited through fork can stall it until the mutant times out
+    env = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     subprocess.run([str(mutmut), "run", "--max-children", os.environ.get("MUTANT_JOBS", "2")],
                    cwd=root, env=env, check=False)
     results = subprocess.run([str(mutmut), "results", "--all", "true"], cwd=root, env=env,
