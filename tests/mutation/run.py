@@ -39,11 +39,11 @@ TARGETS: dict[str, tuple[str, list[str]]] = {
                                       "tests/worker/test_ops_time.py",
                                       "tests/store/test_store_periods.py"]),
     "repository": ("store/repository.py", ["tests/store"]),
-    "recommender": ("service/recommender.py", ["tests/service/test_recommendations.py",
-                                               "tests/service/test_fastpath.py"]),
-    "scorer": ("service/scorer.py", ["tests/service/test_scorer.py",
-                                     "tests/service/test_batching.py",
-                                     "tests/service/test_recommendations.py"]),
+    "recommender": ("service/recommender.py", [f"tests/service/test_{name}.py" for name in (
+        "recommendations", "recommender_paths", "fastpath", "ops", "ranked", "quantized",
+        "swap", "distributed", "end_to_end")]),
+    "scorer": ("service/scorer.py", [f"tests/service/test_{name}.py" for name in (
+        "scorer", "batching", "recommendations", "fastpath", "quantized")]),
 }
 
 
