@@ -146,6 +146,9 @@ def test_picture_rows_are_scaled_by_each_rows_own_norm() -> None:
 def test_column_scale_of_an_empty_or_single_row_table() -> None:
     empty = column_scale(torch.empty(0, 3, dtype=torch.float64))
     assert torch.equal(empty, torch.ones(3, dtype=torch.float64))
+    assert empty.dtype == torch.float64  # the table's own dtype
+    small = column_scale(torch.tensor([[0.1, 0.0], [-0.1, 0.0]]))  # the default floor is tiny
+    assert torch.allclose(small, torch.tensor([0.1, 1e-8]), rtol=1e-6, atol=0.0)
     one = column_scale(torch.tensor([[3.0, -4.0, 0.0]]), eps=1e-3)
     assert torch.allclose(one, torch.tensor([3.0, 4.0, 1e-3]))
 
