@@ -189,5 +189,16 @@ def test_a_single_request_is_scored_through_the_batcher_from_memory(
         client.get("/v1/users/u1/recommendations?k=3&exclude_seen=false")
         assert runtime.batcher.batches == batches + 2
         client.post("/v1/recommendations", json={"user_ids": ["u1", "u2"], "k": 3})
-        client.get("/v1/users/nobody/recommendations?k=3")
+        nobody = client.get("/v1/users/nobody/recommendations?k=3").json()
         assert runtime.batcher.batches == batches + 2 and asked == []
+        # the model lists no popular items: the store's, under the model's version
+        assert (nobody["user_id"], nobody["fallback"]) == ("nobody", "popularity")
+        assert nobody["model_version"] == version and len(nobody["items"]) == 3
+
+        # a user the model does not know, logged since: exclude_seen is honoured
+        client.post("/v1/interactions", json=interactions(("late", "i11")))
+        everything = client.get("/v1/users/late/recommendations?k=12&exclude_seen=false").json()
+        assert "i11" in [e["item_id"] for e in everything["items"]]
+        unseen = client.get("/v1/users/late/recommendations?k=12").json()
+        assert "i11" not in [e["item_id"] for e in unseen["items"]]
+        assert len(unseen["items"]) == len(everything["items"]) - 1
