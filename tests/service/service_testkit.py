@@ -66,7 +66,7 @@ def served_version(client: TestClient) -> int | None:
     return version
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+def wait_for(condition: Callable[[], bool], timeout: float = 600.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

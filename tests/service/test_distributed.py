@@ -156,7 +156,7 @@ def test_activation_reaches_another_replica_through_redis(
         response = first.post(f"/v1/admin/models/{old}/activate", headers=ADMIN)
         assert response.status_code == 200
         assert served_version(first) == old
-        assert wait_for(lambda: served_version(second) == old, timeout=60)
+        assert wait_for(lambda: served_version(second) == old, timeout=600)
         assert second.get("/v1/users/u1/recommendations").json()["model_version"] == old
 
 

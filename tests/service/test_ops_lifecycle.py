@@ -53,7 +53,7 @@ def _start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _wait(predicate: object, timeout: float = 60.0) -> object:
+def _wait(predicate: object, timeout: float = 600.0) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()  # type: ignore[operator]

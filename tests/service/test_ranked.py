@@ -37,7 +37,7 @@ def _rank(ranker: Ranker, model: ServingModel) -> Rankings:
 
 def _ranked(ranker: Ranker, model: ServingModel) -> Rankings:
     """``model``'s lists once every user is ranked."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         rankings = ranker.rankings(model)
         if rankings is not None and rankings.ready == model.n_users:

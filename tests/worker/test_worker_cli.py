@@ -37,7 +37,7 @@ def live_server(sqlite_url: str, tmp_path: Path) -> Iterator[str]:
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
-        wait_for(functools.partial(_settled, server, thread), timeout=60)
+        wait_for(functools.partial(_settled, server, thread), timeout=600)
         if server.started:
             break
     else:

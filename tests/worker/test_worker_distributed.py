@@ -54,7 +54,7 @@ def retrain(api: str, other: str) -> dict[str, Any]:
         ).json()
         return job if job["status"] in ("succeeded", "failed") else None
 
-    job: dict[str, Any] = wait_for(finished, timeout=60)
+    job: dict[str, Any] = wait_for(finished, timeout=600)
     assert job["status"] == "succeeded", job["error"]
     return job
 
@@ -101,7 +101,7 @@ def test_replicas_follow_versions_and_the_standby_takes_over(
     processes.start("worker1", ["worker"], env)
     for api, server in zip(apis, servers, strict=True):
         wait_healthy(api, server)
-    wait_for(lambda: "is the leader" in processes.log("worker1"), timeout=60)
+    wait_for(lambda: "is the leader" in processes.log("worker1"), timeout=600)
     processes.start("worker2", ["worker"], env)
 
     store = Store.from_url(url)
@@ -109,11 +109,11 @@ def test_replicas_follow_versions_and_the_standby_takes_over(
         user = small_log.user_ids[int(small_log.users[0])]
         for period in range(2):
             post_period(apis, small_log, period)
-            wait_for(lambda: store.count_open() == PERIOD, timeout=60)
+            wait_for(lambda: store.count_open() == PERIOD, timeout=600)
             job = retrain(apis[period % 2], apis[(period + 1) % 2])
             assert job["model_version"] == period + 1
             serves_within(apis, user, period + 1)
-        wait_for(lambda: "worker started" in processes.log("worker2"), timeout=60)
+        wait_for(lambda: "worker started" in processes.log("worker2"), timeout=600)
         assert "is the leader" not in processes.log("worker2")
 
         # Rollback through one replica reaches both.
@@ -125,7 +125,7 @@ def test_replicas_follow_versions_and_the_standby_takes_over(
         processes.kill("worker1")
         wait_for(lambda: "is the leader" in processes.log("worker2"), every=0.02)
         post_period(apis, small_log, 2)
-        wait_for(lambda: store.count_open() == PERIOD, timeout=60)
+        wait_for(lambda: store.count_open() == PERIOD, timeout=600)
         job = retrain(apis[0], apis[1])
         assert job["model_version"] == 3
         serves_within(apis, user, 3)

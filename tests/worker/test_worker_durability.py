@@ -188,7 +188,7 @@ def test_killed_workers_lose_nothing_and_leave_nothing_stuck(
     store = Store.from_url(url)
     try:
         wait_healthy(api, server)
-        wait_for(lambda: all("worker started" in processes.log(w) for w in workers), timeout=60)
+        wait_for(lambda: all("worker started" in processes.log(w) for w in workers), timeout=600)
         first = wait_for(leader)
 
         # 1. SIGKILL while the leader holds a stream entry it has not acknowledged.
@@ -213,7 +213,7 @@ def test_killed_workers_lose_nothing_and_leave_nothing_stuck(
         accepted += post(api, bodies[split:first_period])
         assert accepted == first_period
         wait_for(
-            lambda: store.count_open() >= first_period and bus.pending_count() == 0, timeout=60
+            lambda: store.count_open() >= first_period and bus.pending_count() == 0, timeout=600
         )
         # a last row, stored in stream order: once it is in, nothing before it is pending
         post(api, [{"user_id": "marker", "item_id": "marker", "event_id": "marker"}])
@@ -223,26 +223,26 @@ def test_killed_workers_lose_nothing_and_leave_nothing_stuck(
         assert derived == split // 2  # rows sent without an event id got the stream entry's
 
         job0 = retrain(api)
-        wait_for(lambda: (j := store.get_job(job0)) and j.status == "succeeded", timeout=60)
+        wait_for(lambda: (j := store.get_job(job0)) and j.status == "succeeded", timeout=600)
 
         # 2. SIGKILL in the middle of a boundary.
         second = (len(data) - first_period) // 2
         post(api, bodies[first_period : first_period + second])
-        wait_for(lambda: store.count_open() == second, timeout=60)
+        wait_for(lambda: store.count_open() == second, timeout=600)
         with versions_held(url) as held:
             doomed = retrain(api)
             wait_for(lambda: waiting_to_record(held))  # trained, artifact written, not recorded
             job = store.get_job(doomed)
             assert job is not None and job.status == "running"
             processes.kill(wait_for(leader))
-        wait_for(lambda: (j := store.get_job(doomed)) and j.status == "failed", timeout=60)
+        wait_for(lambda: (j := store.get_job(doomed)) and j.status == "failed", timeout=600)
         failed = store.get_job(doomed)
         assert failed is not None and failed.error == "interrupted"
-        wait_for(lambda: store.active_version() == 2, timeout=60)
+        wait_for(lambda: store.active_version() == 2, timeout=600)
 
         # 3. SIGTERM in the middle of a boundary: it finishes, then the worker exits.
         post(api, bodies[first_period + second :])
-        wait_for(lambda: store.count_open() == len(data) - first_period - second, timeout=60)
+        wait_for(lambda: store.count_open() == len(data) - first_period - second, timeout=600)
         with versions_held(url) as held:
             last = retrain(api)
             wait_for(lambda: waiting_to_record(held))  # the boundary is under way

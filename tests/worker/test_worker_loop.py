@@ -51,7 +51,7 @@ class Running:
         job = self.store.create_job(period.period_id)
         return self.wait_job(job.job_id)
 
-    def wait_job(self, job_id: str, timeout: float = 60.0) -> JobInfo:
+    def wait_job(self, job_id: str, timeout: float = 600.0) -> JobInfo:
         def done() -> JobInfo | None:
             job = self.store.get_job(job_id)
             return job if job is not None and job.status in ("succeeded", "failed") else None
@@ -324,7 +324,7 @@ def test_one_leader_and_takeover(
         assert first.worker.is_leader != second.worker.is_leader
         leader, standby = (first, second) if first.worker.is_leader else (second, first)
         leader.stop()
-        wait_for(lambda: standby.worker.is_leader, timeout=60)
+        wait_for(lambda: standby.worker.is_leader, timeout=600)
         sqlite_store.ingest(rows_of(small_log, 0, PERIOD))
         assert standby.retrain().status == "succeeded"
     finally:
