@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint lock replay bench soak clean
+.PHONY: install run test lint lock replay bench soak mutants clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak
 	$(BIN)/python -m bench.faults --drills all --repeat 3
+
+# Mutation testing (mutmut), one module at a time with the tests that exercise it:
+# `make mutants` runs every target, `make mutants TARGETS="periods transfer"` some.
+# CPU-heavy (minutes to an hour per module); scores and survivors: tests/mutation/REPORT.md.
+mutants: $(STAMP)
+	$(BIN)/python tests/mutation/run.py $(TARGETS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

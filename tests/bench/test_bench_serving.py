@@ -13,7 +13,7 @@ def test_serving_benchmark_runs_at_a_tiny_size() -> None:
     args = serving.parse_args([
         "--users", "300", "--items", "500", "--dim", "8", "--seconds", "1",
         "--connections", "4", "--batch-users", "50", "--swaps", "3",
-        "--retrain-connections", "2", "--retrain-timeout", "60", "--retrains", "2",
+        "--retrain-connections", "2", "--retrain-timeout", "600", "--retrains", "2",
         "--retrain-window", "1", "--tool", "python",
     ])
     report = serving.run(args)

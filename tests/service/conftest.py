@@ -116,28 +116,34 @@ def pg_url(pg_schemas: PostgresSchemas) -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    """The service tests' Redis database; the service's keys are deleted before
-    and after the test."""
+def redis_prefix() -> str:
+    """The service's Redis keys for this test (``SMLREC_REDIS_PREFIX``): its own,
+    so test runs sharing the Redis server never touch each other's keys."""
+    return f"smlrec-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def redis_client(redis_prefix: str) -> Iterator[redis.Redis]:
+    """The service tests' Redis database; this test's keys (``redis_prefix``)
+    are deleted afterwards, no one else's."""
     client = redis.Redis.from_url(SERVICE_REDIS_URL, socket_connect_timeout=3,
                                   decode_responses=True)
     try:
         client.ping()
     except redis.exceptions.ConnectionError as error:
         pytest.skip(f"Redis not reachable at {SERVICE_REDIS_URL}: {error}")
-    _delete_service_keys(client)
     yield client
-    _delete_service_keys(client)
+    keys = list(client.scan_iter(match=f"{redis_prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
     client.close()
 
 
-def _delete_service_keys(client: redis.Redis) -> None:
-    keys = list(client.scan_iter(match="smlrec:*", count=1000))
-    if keys:
-        client.delete(*keys)
-
-
 @pytest.fixture
-def distributed_settings(tmp_path: Path, pg_url: str, redis_client: redis.Redis) -> Settings:
-    """Distributed mode: this test's PostgreSQL database and the test Redis."""
-    return make_settings(tmp_path, pg_url, redis_url=SERVICE_REDIS_URL)
+def distributed_settings(
+    tmp_path: Path, pg_url: str, redis_client: redis.Redis, redis_prefix: str
+) -> Settings:
+    """Distributed mode: this test's PostgreSQL database, and the test Redis
+    under this test's key prefix."""
+    return make_settings(tmp_path, pg_url, redis_url=SERVICE_REDIS_URL,
+                         redis_prefix=redis_prefix)

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 
 from smlrec.settings import Settings
-from store import ArtifactStore, Store, pack_ids
+from store import ArtifactStore, Store
 
 with warnings.catch_warnings():  # starlette's notice about its httpx-based client
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -31,8 +31,8 @@ ClientFactory = Callable[..., AbstractContextManager[TestClient]]
 POSTGRES_URL = os.environ.get(
     "SMLREC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
-# The service's Redis bus uses fixed key names, so its tests get a database
-# number of their own and delete their keys afterwards.
+# The service tests' Redis database; each test's keys sit under a prefix of its
+# own (the ``redis_prefix`` fixture), so concurrent runs never meet.
 SERVICE_REDIS_URL = os.environ.get("SMLREC_TEST_SERVICE_REDIS_URL", "redis://127.0.0.1:6379/13")
 CLOSED_PORT_PG = "postgresql://postgres@127.0.0.1:1/test"
 CLOSED_PORT_REDIS = "redis://127.0.0.1:1/0"
@@ -66,7 +66,7 @@ def served_version(client: TestClient) -> int | None:
     return version
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+def wait_for(condition: Callable[[], bool], timeout: float = 600.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -126,9 +126,13 @@ def random_payload(n_users: int, n_items: int, dim: int, seen: Sequence[Sequence
 
 
 class ModelWriter:
-    """Writes model versions as the worker does: artifact (ArtifactStore.save),
-    then ``record_version``, then (optionally) ``set_active_version``. Users and
-    items are the store's, in its dense order."""
+    """Writes model versions with the worker's own writer: the payload is
+    ``worker.boundary.model_payload`` (the function a boundary writes with, so a
+    change of the worker's format reaches every service test), saved with
+    ``ArtifactStore.save``, then ``record_version``, then (optionally)
+    ``set_active_version``, in the order ``PeriodTrainer._write_version`` keeps.
+    Users and items are the store's, in its dense order; the weights are random
+    (from ``seed``) unless given."""
 
     def __init__(self, store: Store, model_dir: Path) -> None:
         self.store = store
@@ -145,38 +149,38 @@ class ModelWriter:
         popular: Sequence[str] | None = None,
         activate: bool = True,
         period_id: int = 0,
+        train_seconds: float = 1.5,
     ) -> int:
+        from sml.model import MFWeights
+        from worker.boundary import model_name, model_payload
+        from worker.evaluate import SeenIndex
+
         user_ids, item_ids = self.store.user_ids(), self.store.item_ids()
         generator = torch.Generator().manual_seed(seed)
         if user is None:
             user = torch.randn(len(user_ids), dim + 1, generator=generator)
         if item is None:
             item = torch.randn(len(item_ids), dim + 1, generator=generator)
-        user_ids, item_ids = user_ids[: user.shape[0]], item_ids[: item.shape[0]]
-        indptr, seen_items = csr(user_ids, item_ids, seen or {})
-        item_pos = {e: i for i, e in enumerate(item_ids)}
-        version = (self.store.latest_version() or 0) + 1
-        payload = {
-            "format": "smlrec-model/2",
-            "version": version,
-            "period_id": period_id,
-            "strategy": "sml",
-            "created_at": time.time(),
-            "user": user.to(torch.float32).contiguous(),
-            "item": item.to(torch.float32).contiguous(),
-            "user_ids": pack_ids(list(user_ids)),
-            "item_ids": pack_ids(list(item_ids)),
-            "seen_indptr": torch.from_numpy(indptr),
-            "seen_items": torch.from_numpy(seen_items),
-            "popular": torch.tensor([item_pos[i] for i in popular or []], dtype=torch.int64),
-        }
-        ref = self.artifacts.save(f"model-v{version:06d}.pt", payload)
-        recorded = self.store.record_version(
-            period_id=period_id, strategy="sml", path=ref.path, sha256=ref.sha256,
-            size_bytes=ref.size_bytes, train_seconds=1.5, n_users=user.shape[0],
-            n_items=item.shape[0],
+        n_users, n_items = user.shape[0], item.shape[0]
+        item_pos = {e: i for i, e in enumerate(item_ids[:n_items])}
+        pairs = [(u, item_pos[i]) for u, uid in enumerate(user_ids[:n_users])
+                 for i in (seen or {}).get(uid, ())]
+        index = SeenIndex.build(np.array([u for u, _ in pairs], dtype=np.int64),
+                                np.array([i for _, i in pairs], dtype=np.int64), n_users)
+        expected = (self.store.latest_version() or 0) + 1
+        payload = model_payload(
+            version=expected, period_id=period_id, strategy="sml",
+            weights=MFWeights(user.to(torch.float32), item.to(torch.float32)),
+            user_ids=user_ids, item_ids=item_ids, seen=index,
+            popular=np.array([item_pos[i] for i in popular or []], dtype=np.int64),
         )
-        assert recorded == version
+        ref = self.artifacts.save(model_name(expected), payload)
+        version = self.store.record_version(
+            period_id=period_id, strategy="sml", path=ref.path, sha256=ref.sha256,
+            size_bytes=ref.size_bytes, train_seconds=train_seconds, n_users=n_users,
+            n_items=n_items,
+        )
+        assert version == expected
         if activate:
             self.store.set_active_version(version)
         return version

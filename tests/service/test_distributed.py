@@ -30,11 +30,14 @@ from store.bus_redis import decode_rows
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
-STREAM = "smlrec:interactions"
+@pytest.fixture
+def stream(redis_prefix: str) -> str:
+    """The key of this test's interaction stream."""
+    return f"{redis_prefix}:interactions"
 
 
-def _stream(client: redis.Redis) -> list[NewInteraction]:
-    entries: list[tuple[str, dict[str, str]]] = client.xrange(STREAM)  # type: ignore[assignment]
+def _stream(client: redis.Redis, key: str) -> list[NewInteraction]:
+    entries: list[tuple[str, dict[str, str]]] = client.xrange(key)  # type: ignore[assignment]
     return [row for _, fields in entries for row in decode_rows(fields["rows"])]
 
 
@@ -52,7 +55,7 @@ def dstore(distributed_settings: Settings) -> Iterator[Store]:
 
 
 def test_accepted_means_on_the_stream(
-    dclient: TestClient, dstore: Store, redis_client: redis.Redis
+    dclient: TestClient, dstore: Store, redis_client: redis.Redis, stream: str
 ) -> None:
     body = {"interactions": [
         {"user_id": "u1", "item_id": "i1", "timestamp": 881250949, "event_id": "e1"},
@@ -61,16 +64,16 @@ def test_accepted_means_on_the_stream(
     response = dclient.post("/v1/interactions", json=body)
     assert response.status_code == 202
     assert response.json() == {"accepted": 2, "duplicates": 0, "period_id": 0}
-    assert _stream(redis_client) == [
+    assert _stream(redis_client, stream) == [
         NewInteraction("u1", "i1", 881250949.0, "e1"),
         NewInteraction("u2", "i2", 881250949.0, None),
     ]
-    assert redis_client.xlen(STREAM) == 1  # one entry per request
+    assert redis_client.xlen(stream) == 1  # one entry per request
     assert row_counts(dstore) == (0, 0, 0)  # the worker moves them into the database
 
 
 def test_duplicates_in_and_across_requests(
-    dclient: TestClient, redis_client: redis.Redis
+    dclient: TestClient, redis_client: redis.Redis, stream: str
 ) -> None:
     first = dclient.post("/v1/interactions", json={"interactions": [
         {"user_id": "u1", "item_id": "i1", "event_id": "e1"},
@@ -87,25 +90,25 @@ def test_duplicates_in_and_across_requests(
     only_repeats = dclient.post("/v1/interactions", json=interactions(("u1", "i1"),
                                                                      event_id="e1"))
     assert only_repeats.json() == {"accepted": 0, "duplicates": 1, "period_id": 0}
-    assert [r.event_id for r in _stream(redis_client)] == ["e1", "e2", None, "e4"]
+    assert [r.event_id for r in _stream(redis_client, stream)] == ["e1", "e2", None, "e4"]
 
 
 def test_failed_append_leaves_no_marks(
-    dclient: TestClient, dstore: Store, redis_client: redis.Redis
+    dclient: TestClient, dstore: Store, redis_client: redis.Redis, stream: str, redis_prefix: str
 ) -> None:
-    redis_client.set(STREAM, "not a stream")  # every XADD now fails (WRONGTYPE)
+    redis_client.set(stream, "not a stream")  # every XADD now fails (WRONGTYPE)
     body = interactions(("u1", "i1"), ("u2", "i2"), event_id=None)
     body["interactions"][0]["event_id"] = "e1"
     response = dclient.post("/v1/interactions", json=body)
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) > 0
-    assert redis_client.get(STREAM) == "not a stream"
-    assert not redis_client.exists("smlrec:event:e1")
+    assert redis_client.get(stream) == "not a stream"
+    assert not redis_client.exists(f"{redis_prefix}:event:e1")
 
-    redis_client.delete(STREAM)
+    redis_client.delete(stream)
     retry = dclient.post("/v1/interactions", json=body)  # the client's retry is not a repeat
     assert retry.json() == {"accepted": 2, "duplicates": 0, "period_id": 0}
-    assert len(_stream(redis_client)) == 2
+    assert len(_stream(redis_client, stream)) == 2
     assert row_counts(dstore) == (0, 0, 0)
 
 
@@ -147,23 +150,25 @@ def test_activation_reaches_another_replica_through_redis(
     old = models.write(seed=1, activate=False)
     new = models.write(seed=2)
     # the second replica polls rarely: only the announcement can move it quickly
-    quiet = distributed_settings.model_copy(update={"swap_poll_seconds": 60.0})
+    quiet = distributed_settings.model_copy(update={"swap_poll_seconds": 3600.0})
     with make_client(distributed_settings) as first, make_client(quiet) as second:
         assert served_version(first) == new and served_version(second) == new
         response = first.post(f"/v1/admin/models/{old}/activate", headers=ADMIN)
         assert response.status_code == 200
         assert served_version(first) == old
-        assert wait_for(lambda: served_version(second) == old, timeout=2.0)
+        assert wait_for(lambda: served_version(second) == old, timeout=600)
         assert second.get("/v1/users/u1/recommendations").json()["model_version"] == old
 
 
 def test_database_down_still_accepts_onto_the_stream(
-    tmp_path: Path, make_client: ClientFactory, redis_client: redis.Redis
+    tmp_path: Path, make_client: ClientFactory, redis_client: redis.Redis, stream: str,
+    redis_prefix: str,
 ) -> None:
-    settings = make_settings(tmp_path, CLOSED_PORT_PG, redis_url=SERVICE_REDIS_URL)
+    settings = make_settings(tmp_path, CLOSED_PORT_PG, redis_url=SERVICE_REDIS_URL,
+                             redis_prefix=redis_prefix)
     with make_client(settings) as client:
         response = client.post("/v1/interactions", json=interactions(("u1", "i1")))
         assert response.status_code == 202
         assert response.json() == {"accepted": 1, "duplicates": 0, "period_id": None}
         assert client.get("/readyz").json()["detail"]["missing"] == ["database"]
-    assert [(r.user_id, r.item_id) for r in _stream(redis_client)] == [("u1", "i1")]
+    assert [(r.user_id, r.item_id) for r in _stream(redis_client, stream)] == [("u1", "i1")]

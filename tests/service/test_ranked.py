@@ -37,7 +37,7 @@ def _rank(ranker: Ranker, model: ServingModel) -> Rankings:
 
 def _ranked(ranker: Ranker, model: ServingModel) -> Rankings:
     """``model``'s lists once every user is ranked."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         rankings = ranker.rankings(model)
         if rankings is not None and rankings.ready == model.n_users:
@@ -133,7 +133,7 @@ def test_a_newer_version_replaces_the_lists_at_once(monkeypatch: pytest.MonkeyPa
     def scoring(model: ServingModel, users: range, k: int) -> list[TopK]:
         if model is first and users.start == 10:  # the first version's second chunk
             paused.set()
-            resume.wait(5)
+            resume.wait(60)
         return score(model, users, k)
 
     monkeypatch.setattr(service.ranked, "top_k", scoring)
@@ -141,7 +141,7 @@ def test_a_newer_version_replaces_the_lists_at_once(monkeypatch: pytest.MonkeyPa
     ranker.start()
     try:
         ranker.submit(first)
-        assert paused.wait(5)  # ranking users 10-19 of the first version
+        assert paused.wait(60)  # ranking users 10-19 of the first version
         assert ranker.rankings(first) is not None and ranker.rankings(first).ready == 10
         ranker.submit(second)
         assert ranker.rankings(first) is None and ranker.rankings(second) is None

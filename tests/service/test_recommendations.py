@@ -104,16 +104,74 @@ def test_exclude_seen_false_ranks_every_item(
     assert len(body["items"]) == 10
 
 
-def test_k_bounds_the_list(client: TestClient, trained: tuple[torch.Tensor, ...]) -> None:
-    assert len(client.get("/v1/users/u1/recommendations?k=1").json()["items"]) == 1
-    default = client.get("/v1/users/u1/recommendations").json()["items"]
-    assert len(default) == 8  # 10 items, 2 seen, default k 20
+def test_k_bounds_the_list(
+    client: TestClient, store: Store, trained: tuple[torch.Tensor, ...]
+) -> None:
+    user, item = trained
+    ranking = _expected(store, user, item, "u1", {"i3", "i4"}, 10)
+    one = client.get("/v1/users/u1/recommendations?k=1").json()
+    assert _check_shape(one, 1) == ranking[:1]
+    default = client.get("/v1/users/u1/recommendations").json()
+    assert _check_shape(default, 20) == ranking  # 10 items, 2 seen, default k 20
+
+
+def _wide(client: TestClient, models: ModelWriter, settings: Settings) -> tuple[torch.Tensor, ...]:
+    """30 items (more than the default k), users w0..w4 each seen 2 of them;
+    version 1 served (with precomputed lists: once all 5 users are ranked)."""
+    pairs = [(f"w{u}", f"j{(u * 2 + s) % 30}") for u in range(5) for s in range(2)]
+    pairs += [(f"x{n}", f"j{n}") for n in range(30)]  # every item known to the store
+    assert client.post("/v1/interactions", json=interactions(*pairs)).status_code == 202
+    generator = torch.Generator().manual_seed(11)
+    user, item = torch.randn(5, 5, generator=generator), torch.randn(30, 5, generator=generator)
+    seen = {f"w{u}": [f"j{(u * 2 + s) % 30}" for s in range(2)] for u in range(5)}
+    version = models.write(user=user, item=item, seen=seen)
+    assert client.post(f"/v1/admin/models/{version}/activate", headers=ADMIN).status_code == 200
+    if settings.precompute_depth:
+        assert wait_for(lambda: _counted(client, "smlrec_ranked_users") == 5)
+    return user, item
+
+
+def test_default_k_is_20_on_both_endpoints(
+    client: TestClient, store: Store, models: ModelWriter, settings: Settings
+) -> None:
+    user, item = _wide(client, models, settings)
+    seen = {"w1": {"j2", "j3"}, "w3": {"j6", "j7"}}
+    for uid, exclude in seen.items():
+        body = client.get(f"/v1/users/{uid}/recommendations").json()
+        assert _check_shape(body, 20) == _expected(store, user, item, uid, exclude, 20)
+        assert len(body["items"]) == 20
+    batch = client.post("/v1/recommendations", json={"user_ids": list(seen)}).json()["results"]
+    for (uid, exclude), result in zip(seen.items(), batch, strict=True):
+        assert result["user_id"] == uid and len(result["items"]) == 20
+        assert _check_shape(result, 20) == _expected(store, user, item, uid, exclude, 20)
+
+
+def test_batch_exclude_seen_false_ranks_seen_items_too(
+    client: TestClient, store: Store, models: ModelWriter, settings: Settings
+) -> None:
+    user, item = _wide(client, models, settings)
+    ids = ["w1", "w3", "stranger"]
+    results = client.post("/v1/recommendations", json={
+        "user_ids": ids, "k": 30, "exclude_seen": False}).json()["results"]
+    assert [r["user_id"] for r in results] == ids
+    for uid, result in zip(ids[:2], results, strict=False):
+        assert _check_shape(result, 30) == _expected(store, user, item, uid, set(), 30)
+        single = client.get(f"/v1/users/{uid}/recommendations",
+                            params={"k": 30, "exclude_seen": "false"}).json()
+        assert [e["item_id"] for e in result["items"]] == [e["item_id"] for e in single["items"]]
+        assert [e["score"] for e in result["items"]] == pytest.approx(
+            [e["score"] for e in single["items"]], rel=1e-5)
+    excluded = client.post("/v1/recommendations", json={
+        "user_ids": ["w1"], "k": 30}).json()["results"][0]  # exclude_seen defaults to true
+    assert _check_shape(excluded, 30) == _expected(store, user, item, "w1", {"j2", "j3"}, 30)
+    assert results[2]["fallback"] == "popularity"
 
 
 def test_unknown_user_gets_the_models_popular_items(
     client: TestClient, trained: tuple[torch.Tensor, ...]
 ) -> None:
     body = client.get("/v1/users/stranger/recommendations?k=3").json()
+    assert body["user_id"] == "stranger"
     assert body["fallback"] == "popularity"
     assert body["model_version"] == 1
     assert _check_shape(body, 3) == ["i3", "i0", "i5"]
@@ -133,7 +191,8 @@ def test_no_model_popularity_of_the_open_period(client: TestClient) -> None:
     body = client.get("/v1/users/nobody/recommendations").json()
     assert body["fallback"] == "popularity" and body["model_version"] is None
     assert _check_shape(body, 20) == ["i3", "i1", "i0"]
-    assert client.get("/v1/users/c/recommendations?k=1").json()["items"][0]["item_id"] == "i1"
+    body = client.get("/v1/users/c/recommendations?k=1").json()  # c saw i3
+    assert [e["item_id"] for e in body["items"]] == ["i1"]
 
 
 def test_batch_keeps_request_order(
@@ -157,10 +216,18 @@ def test_batch_keeps_request_order(
 
 
 def test_batch_defaults_and_maximum(client: TestClient, trained: tuple[torch.Tensor, ...]) -> None:
-    ids = [f"u{n % 7}" for n in range(1000)]
+    ids = [f"u{n % 7}" for n in range(1000)]  # u5 and u6 unknown
     response = client.post("/v1/recommendations", json={"user_ids": ids})
     assert response.status_code == 200
-    assert len(response.json()["results"]) == 1000
+    results = response.json()["results"]
+    assert [r["user_id"] for r in results] == ids
+    singles = {uid: client.get(f"/v1/users/{uid}/recommendations").json() for uid in set(ids)}
+    for result in results:  # the defaults (k 20, exclude_seen true) of the single endpoint
+        single = singles[result["user_id"]]
+        assert [e["item_id"] for e in result["items"]] == [e["item_id"] for e in single["items"]]
+        assert (result["fallback"], result["model_version"]) == (
+            single["fallback"], single["model_version"])
+    assert [len(results[n]["items"]) for n in range(7)] == [7, 8, 9, 8, 7, 4, 4]
 
 
 @pytest.mark.parametrize("settings", [3], indirect=True)
@@ -233,9 +300,18 @@ def test_k_out_of_range_is_422(client: TestClient, k: str) -> None:
     assert response.status_code == 422
 
 
-def test_k_limits_are_inclusive(client: TestClient) -> None:
+def test_k_limits_are_inclusive(
+    client: TestClient, store: Store, trained: tuple[torch.Tensor, ...]
+) -> None:
+    user, item = trained
     for k in (1, 1000):
-        assert client.get(f"/v1/users/u0/recommendations?k={k}").status_code == 200
+        response = client.get(f"/v1/users/u2/recommendations?k={k}")
+        assert response.status_code == 200
+        assert _check_shape(response.json(), k) == _expected(store, user, item, "u2", {"i5"}, k)
+        batch = client.post("/v1/recommendations", json={"user_ids": ["u2"], "k": k})
+        assert batch.status_code == 200
+        assert [e["item_id"] for e in batch.json()["results"][0]["items"]] == [
+            e["item_id"] for e in response.json()["items"]]
 
 
 @pytest.mark.parametrize(

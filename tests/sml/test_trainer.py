@@ -279,3 +279,46 @@ def test_step_one_goes_through_the_transfer_only_when_asked(periods: list, step_
 def test_sml_fp_is_step_one_on_its_own_loss() -> None:
     assert SMALL.for_variant("sml_fp").step_one == "own"
     assert SMALL.for_variant("sml").step_one == "transfer"
+
+
+def test_an_untrained_transfer_serves_w_hat_at_every_merge(periods: list) -> None:
+    """With Theta at its fine-tune start, each boundary's served model is exactly the
+    W-hat it fitted (the rows the period touched) and the previous model elsewhere:
+    f(W_{t-1}, W-hat_t) = W-hat_t, not W_{t-1}."""
+    sml = SMLStrategy(UNCHECKED)
+    sml.set_update_transfer(False)
+    previous = sml.boundary(periods[0])
+    for period in periods[1:3]:
+        served = sml.boundary(period)
+        hat = sml.fitted
+        assert hat is not None
+        assert torch.equal(served.user, hat.user) and torch.equal(served.item, hat.item)
+        # and the period moved them: the served rows are not the previous model's
+        grown = previous.user.shape[0]
+        assert not torch.equal(served.user[:grown], previous.user)
+        previous = served
+
+
+def test_a_merge_adds_the_learned_correction_to_w_hat(periods: list) -> None:
+    """A transfer whose output layer holds only a bias b: every merged row is
+    W-hat's row plus b times the column's scale (the previous model's RMS), and
+    every row the period did not touch keeps W_{t-1}'s value."""
+    from sml.transfer import column_scale
+
+    sml = SMLStrategy(UNCHECKED)
+    sml.set_update_transfer(False)
+    sml.boundary(periods[0])
+    with torch.no_grad():
+        for side in (sml.transfers.user, sml.transfers.item):
+            side.out.bias.fill_(0.125)  # type: ignore[union-attr]
+    served = sml.boundary(periods[1])
+    hat, anchor = sml.fitted, sml.served.anchor
+    assert hat is not None and anchor is not None
+    for name in ("user", "item"):
+        prev, fitted, out = getattr(anchor, name), getattr(hat, name), getattr(served, name)
+        touched = (fitted != prev).any(dim=1)
+        assert bool(touched.any())
+        expected = fitted[touched] + 0.125 * column_scale(prev)
+        assert torch.allclose(out[touched], expected, atol=1e-6)
+        assert torch.equal(out[~touched], prev[~touched])
+

@@ -63,8 +63,31 @@ def test_ablations_differ_in_structure() -> None:
 
 
 def test_pair_has_one_transfer_per_side() -> None:
-    pair = TransferPair(5, TransferConfig())
-    assert pair.user is not pair.item
+    """Two transfers with parameters of their own: training the user side leaves
+    the item side as it was, and Theta holds both sides' parameters."""
+    pair = TransferPair(5, TransferConfig(kind="cnn", init="paper", hidden=8))
+    assert isinstance(pair.user, Transfer) and isinstance(pair.item, Transfer)
+    user_ids = {id(p) for p in pair.user.parameters()}
+    assert user_ids.isdisjoint(id(p) for p in pair.item.parameters())
+    assert len(list(pair.parameters())) == 2 * len(list(pair.user.parameters()))
+    before = {k: v.clone() for k, v in pair.item.state_dict().items()}
+    optimizer = torch.optim.SGD(pair.user.parameters(), lr=0.1)
+    pair.user(torch.randn(3, 5), torch.randn(3, 5)).square().sum().backward()
+    optimizer.step()
+    assert all(torch.equal(before[k], v) for k, v in pair.item.state_dict().items())
+
+
+@pytest.mark.parametrize("kind", ["cnn", "no_cnn", "no_fc", "mlp"])
+def test_the_correction_is_added_to_w_hat_not_to_the_previous_rows(kind: str) -> None:
+    """Fine-tune start with only the output bias set: the transfer returns
+    W-hat plus that bias (in units of the columns' scale), whatever the previous rows."""
+    transfer = Transfer(4, TransferConfig(kind=kind, hidden=8))  # type: ignore[arg-type]
+    with torch.no_grad():
+        transfer.out.bias.fill_(0.25)  # type: ignore[union-attr]
+    prev, new = torch.randn(3, 4), torch.randn(3, 4)
+    scale = torch.tensor([1.0, 2.0, 0.5, 4.0])
+    assert torch.allclose(transfer(prev, new, scale), new + 0.25 * scale)
+    assert torch.allclose(transfer(prev, new), new + 0.25)
 
 
 @pytest.mark.parametrize("kind", ["cnn", "no_cnn", "no_fc", "mlp"])
@@ -110,3 +133,66 @@ def test_a_transfer_is_skippable_only_while_it_does_not_learn() -> None:
     transfer.requires_grad_(True)
     with torch.no_grad():
         assert transfer.skippable()
+
+
+def test_picture_rows_are_scaled_by_each_rows_own_norm() -> None:
+    prev = torch.tensor([[3.0, 4.0], [0.0, 1.0]])
+    new = torch.tensor([[1.0, 2.0], [5.0, 7.0]])
+    picture = stack_rows(prev, new, 1e-8)
+    assert torch.equal(picture[:, 0], prev) and torch.equal(picture[:, 1], new)
+    assert torch.allclose(picture[:, 2], torch.tensor([[3.0 / 5.0, 8.0 / 5.0], [0.0, 7.0]]))
+
+
+def test_column_scale_of_an_empty_or_single_row_table() -> None:
+    empty = column_scale(torch.empty(0, 3, dtype=torch.float64))
+    assert torch.equal(empty, torch.ones(3, dtype=torch.float64))
+    assert empty.dtype == torch.float64  # the table's own dtype
+    small = column_scale(torch.tensor([[0.1, 0.0], [-0.1, 0.0]]))  # the default floor is tiny
+    assert torch.allclose(small, torch.tensor([0.1, 1e-8]), rtol=1e-6, atol=0.0)
+    one = column_scale(torch.tensor([[3.0, -4.0, 0.0]]), eps=1e-3)
+    assert torch.allclose(one, torch.tensor([3.0, 4.0, 1e-3]))
+
+
+def test_unknown_kind_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="unknown transfer kind 'bogus'"):
+        Transfer(4, TransferConfig(kind="bogus"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["alpha", "mlp", "no_cnn"])
+def test_layers_a_kind_does_not_have_are_none(kind: str) -> None:
+    transfer = Transfer(4, TransferConfig(kind=kind, hidden=8))  # type: ignore[arg-type]
+    assert transfer.conv is None and transfer.mix is None
+    if kind == "alpha":
+        assert transfer.fc1 is None
+
+
+@pytest.mark.parametrize("kind", ["cnn", "no_cnn", "no_fc", "mlp"])
+def test_the_paper_init_returns_the_correction_alone(kind: str) -> None:
+    """No residual under the paper's init: with the output layer zeroed the
+    transfer returns zeros (not W-hat), and so it is not the identity."""
+    transfer = Transfer(4, TransferConfig(kind=kind, init="paper", hidden=8))  # type: ignore[arg-type]
+    with torch.no_grad():
+        transfer.out.weight.zero_()  # type: ignore[union-attr]
+        transfer.out.bias.zero_()  # type: ignore[union-attr]
+    prev, new = torch.randn(3, 4), torch.randn(3, 4)
+    assert torch.equal(transfer(prev, new), torch.zeros(3, 4))
+    assert not transfer.is_identity()
+
+
+@pytest.mark.parametrize("kind", ["cnn", "no_cnn", "no_fc", "mlp"])
+def test_an_output_bias_alone_makes_it_no_identity(kind: str) -> None:
+    transfer = Transfer(4, TransferConfig(kind=kind, hidden=8))  # type: ignore[arg-type]
+    assert transfer.is_identity()
+    with torch.no_grad():
+        transfer.out.bias.view(-1)[0] = 0.5  # type: ignore[union-attr]
+    assert not transfer.is_identity()
+    assert not transfer.skippable()
+
+
+def test_alpha_mixes_the_previous_and_the_fitted_rows() -> None:
+    transfer = Transfer(3, TransferConfig(kind="alpha"))
+    with torch.no_grad():
+        transfer.alpha.copy_(torch.tensor([0.0, 0.25, 1.0]))
+    prev, new = torch.tensor([[4.0, 4.0, 4.0]]), torch.tensor([[2.0, 2.0, 2.0]])
+    assert torch.allclose(transfer(prev, new), torch.tensor([[2.0, 2.5, 4.0]]))
+    assert not transfer.is_identity()

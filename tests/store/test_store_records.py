@@ -159,8 +159,7 @@ def test_read_then_write_transactions_survive_a_concurrent_writer(
     writer = threading.Thread(target=keep_writing)
     writer.start()
     try:
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline:
+        for _ in range(300):  # a count, not a clock: as many collisions on any machine
             store.set_active_version(version)  # raised StoreUnavailable before
             store.mark_trained(closed.period_id)
     finally:

@@ -70,9 +70,9 @@ def test_admin_retrain_cuts_at_the_request_while_rows_wait_in_the_stream(
                             ArtifactStore(settings.model_dir))
             worker.start_thread()
             job = wait_for(lambda: (j := store.get_job(job_id)) and j.status in
-                           ("succeeded", "failed") and j, timeout=120)
+                           ("succeeded", "failed") and j, timeout=600)
             assert job.status == "succeeded", job.error
-            wait_for(lambda: store.count_open() == 700, timeout=60)
+            wait_for(lambda: store.count_open() == 700, timeout=600)
 
         closed = store.get_period(period_id)
         assert closed is not None and closed.status == "trained"
@@ -124,12 +124,12 @@ def test_the_time_rule_cuts_the_stream_when_the_window_ends(
     try:
         api.append_unseen([NewInteraction(f"u{n}", f"i{n % 30}", 1.7e9 + n * 9 * 3600, f"e{n}")
                            for n in range(200)])  # stamps 9 h apart close nothing
-        wait_for(lambda: store.count_open() == 200, timeout=60)
+        wait_for(lambda: store.count_open() == 200, timeout=600)
         assert [p.status for p in store.list_periods()] == ["open"]
         with store._tx() as session:  # the hour has passed
             session.execute(update(Period).where(Period.status == "open")
                             .values(opened_at=Period.opened_at - 3600))
-        wait_for(lambda: store.list_periods()[0].status == "trained", timeout=120)
+        wait_for(lambda: store.list_periods()[0].status == "trained", timeout=600)
         first, latest = store.list_periods()
         assert first.n_interactions == 200 and latest.status == "open"
     finally:

@@ -52,21 +52,21 @@ def test_rows_are_stored_while_a_boundary_runs(
         hold.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, LOCK_VERSIONS))
         worker.start_thread()
         api.append_unseen(rows_of(small_log, 0, 300))
-        wait_for(lambda: store.count_open() == 300, timeout=60)
+        wait_for(lambda: store.count_open() == 300, timeout=600)
         closed = store.close_period_and_queue()  # as a count rule would
         assert closed is not None
         job = closed[1]
-        wait_for(lambda: (j := store.get_job(job.job_id)) and j.status == "running", timeout=60)
+        wait_for(lambda: (j := store.get_job(job.job_id)) and j.status == "running", timeout=600)
 
         api.append_unseen(rows_of(small_log, 300, 500))  # while the boundary waits
-        wait_for(lambda: store.count_open() == 200, timeout=60)
+        wait_for(lambda: store.count_open() == 200, timeout=600)
         running = store.get_job(job.job_id)
         assert running is not None and running.status == "running"
         assert api.backlog() == 0
 
         hold.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_NAMESPACE, LOCK_VERSIONS))
         done = wait_for(lambda: (j := store.get_job(job.job_id)) and
-                        j.status in ("succeeded", "failed") and j, timeout=60)
+                        j.status in ("succeeded", "failed") and j, timeout=600)
         assert done.status == "succeeded", done.error
         assert [(p.status, p.n_interactions) for p in store.list_periods()] == [
             ("trained", 300), ("open", 200)]
@@ -83,7 +83,7 @@ def _serve(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[s
     return subprocess.run(
         [sys.executable, "-m", "smlrec.cli", "serve", "--no-worker", "--port", str(port)],
         cwd=REPO, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True,
-        timeout=60)
+        timeout=600)
 
 
 def test_redis_without_persistence_is_refused_when_required(

@@ -39,7 +39,7 @@ def test_model_dir_keeps_the_active_the_newest_and_the_pinned(
                 closed = store.close_period_and_queue()
                 assert closed is not None
                 job = wait_for(lambda c=closed: (j := store.get_job(c[1].job_id)) and
-                               j.status in ("succeeded", "failed") and j, timeout=60)
+                               j.status in ("succeeded", "failed") and j, timeout=600)
                 assert job.status == "succeeded", job.error
                 if p == 0:
                     pinned = api.put("/v1/admin/models/1/pin", headers=ADMIN)

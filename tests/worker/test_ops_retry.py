@@ -46,7 +46,7 @@ def test_failed_retrains_are_retried_in_order_surfaced_and_retried_on_request(
                 closed = store.close_period_and_queue()
                 assert closed is not None
                 jobs.append(closed[1].job_id)
-            first, second = (wait_for(lambda j=j: _finished(store, j), timeout=60) for j in jobs)
+            first, second = (wait_for(lambda j=j: _finished(store, j), timeout=600) for j in jobs)
             assert (first.status, first.attempts) == ("failed", 3)
             assert (second.status, second.attempts) == ("failed", 3)
             assert "FileExistsError" in (first.error or "")
@@ -66,14 +66,14 @@ def test_failed_retrains_are_retried_in_order_surfaced_and_retried_on_request(
             store.ingest(rows_of(small_log, 2 * PERIOD, 3 * PERIOD))
             closed = store.close_period_and_queue()
             assert closed is not None
-            done = wait_for(lambda: _finished(store, closed[1].job_id), timeout=60)
+            done = wait_for(lambda: _finished(store, closed[1].job_id), timeout=600)
             assert done.status == "succeeded" and done.model_version == 1
 
             for period in (0, 1):  # the strategy has learnt period 2 already: they come late
                 answer = api.post(f"/v1/admin/periods/{period}/retrain", headers=ADMIN)
                 assert answer.status_code == 202, answer.text
                 retried = wait_for(lambda a=answer: _finished(store, a.json()["job_id"]),
-                                   timeout=60)
+                                   timeout=600)
                 assert retried.status == "succeeded", retried.error
             assert api.post("/v1/admin/periods/1/retrain", headers=ADMIN).status_code == 409
             assert api.post("/v1/admin/periods/3/retrain", headers=ADMIN).status_code == 409

@@ -8,6 +8,8 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,8 @@ from worker_testkit import (
 )
 
 from sml.data import InteractionLog, SyntheticConfig, synthetic_drift
-from store import ArtifactStore, RedisBus, Store
+from store import ArtifactStore, NewInteraction, RedisBus, Store
+from store._base import _LOCK_NAMESPACE, LOCK_VERSIONS
 from worker.ingest import with_event_ids
 from worker.runner import Worker
 
@@ -47,6 +50,30 @@ def interaction_counts(url: str) -> tuple[int, int, int]:
         ).fetchone() or (0, 0)
         ids = [r[0] for r in conn.execute("SELECT event_id FROM interactions")]
     return int(rows), int(distinct), sum(1 for e in ids if e and STREAM_ID.match(e))
+
+
+@contextmanager
+def versions_held(url: str) -> Iterator[psycopg.Connection]:
+    """Hold the lock that numbers model versions: a boundary that reaches
+    ``record_version`` (its artifact written) waits there, its job running,
+    until the block ends. No clock decides whether the kill lands in time."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, LOCK_VERSIONS))
+        try:
+            yield conn
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_NAMESPACE, LOCK_VERSIONS))
+
+
+def waiting_to_record(conn: psycopg.Connection) -> bool:
+    """Whether a session of this database waits for the version-numbering lock."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+        " WHERE l.locktype = 'advisory' AND NOT l.granted AND l.objid = %s"
+        " AND d.datname = current_database()",
+        (LOCK_VERSIONS,),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def verify_versions(store: Store, model_dir: Path) -> list[tuple[int, int]]:
@@ -91,8 +118,10 @@ def test_entries_of_a_dead_consumer_are_stored_exactly_once(
         worker = Worker(settings, store, worker_bus, ArtifactStore(settings.model_dir))
         worker.start_thread()
         wait_for(lambda: store.count_open() == 300 and api_bus.pending_count() == 0)
-        time.sleep(0.3)
-        assert interaction_counts(url) == (300, 300, 200)
+        # a last entry, stored in stream order: once it is in, nothing before it is pending
+        api_bus.append([NewInteraction("marker", "marker", 1.0, "marker")])
+        wait_for(lambda: store.count_open() == 301 and api_bus.pending_count() == 0)
+        assert interaction_counts(url) == (301, 301, 200)
     finally:
         if worker is not None:
             worker.stop(timeout=30)
@@ -129,7 +158,7 @@ def test_killed_workers_lose_nothing_and_leave_nothing_stuck(
     url = pg_databases.create()
     model_dir = tmp_path / "models"
     env = distributed_env(
-        url, process_redis, model_dir, SMLREC_LOCK_TTL_SECONDS="1", SMLREC_EMBED_DIM="64"
+        url, process_redis, model_dir, SMLREC_LOCK_TTL_SECONDS="3", SMLREC_EMBED_DIM="64"
     )
     port = free_port()
     api = f"http://127.0.0.1:{port}"
@@ -159,7 +188,7 @@ def test_killed_workers_lose_nothing_and_leave_nothing_stuck(
     store = Store.from_url(url)
     try:
         wait_healthy(api, server)
-        wait_for(lambda: all("worker started" in processes.log(w) for w in workers), timeout=60)
+        wait_for(lambda: all("worker started" in processes.log(w) for w in workers), timeout=600)
         first = wait_for(leader)
 
         # 1. SIGKILL while the leader holds a stream entry it has not acknowledged.
@@ -184,42 +213,41 @@ def test_killed_workers_lose_nothing_and_leave_nothing_stuck(
         accepted += post(api, bodies[split:first_period])
         assert accepted == first_period
         wait_for(
-            lambda: store.count_open() >= first_period and bus.pending_count() == 0, timeout=60
+            lambda: store.count_open() >= first_period and bus.pending_count() == 0, timeout=600
         )
-        time.sleep(0.3)
+        # a last row, stored in stream order: once it is in, nothing before it is pending
+        post(api, [{"user_id": "marker", "item_id": "marker", "event_id": "marker"}])
+        wait_for(lambda: store.count_open() > first_period and bus.pending_count() == 0)
         rows, distinct, derived = interaction_counts(url)
-        assert (rows, distinct) == (first_period, first_period), stored_at_kill
+        assert (rows, distinct) == (first_period + 1, first_period + 1), stored_at_kill
         assert derived == split // 2  # rows sent without an event id got the stream entry's
 
         job0 = retrain(api)
-        wait_for(lambda: (j := store.get_job(job0)) and j.status == "succeeded", timeout=60)
+        wait_for(lambda: (j := store.get_job(job0)) and j.status == "succeeded", timeout=600)
 
         # 2. SIGKILL in the middle of a boundary.
         second = (len(data) - first_period) // 2
         post(api, bodies[first_period : first_period + second])
-        wait_for(lambda: store.count_open() == second, timeout=30)
-        doomed = retrain(api)
-        wait_for(
-            lambda: (j := store.get_job(doomed)) and j.status == "running", timeout=30, every=0.01
-        )
-        time.sleep(0.3)
-        processes.kill(wait_for(leader))
-        job = store.get_job(doomed)
-        assert job is not None and job.status == "running"
-        wait_for(lambda: (j := store.get_job(doomed)) and j.status == "failed", timeout=30)
+        wait_for(lambda: store.count_open() == second, timeout=600)
+        with versions_held(url) as held:
+            doomed = retrain(api)
+            wait_for(lambda: waiting_to_record(held))  # trained, artifact written, not recorded
+            job = store.get_job(doomed)
+            assert job is not None and job.status == "running"
+            processes.kill(wait_for(leader))
+        wait_for(lambda: (j := store.get_job(doomed)) and j.status == "failed", timeout=600)
         failed = store.get_job(doomed)
         assert failed is not None and failed.error == "interrupted"
-        wait_for(lambda: store.active_version() == 2, timeout=60)
+        wait_for(lambda: store.active_version() == 2, timeout=600)
 
         # 3. SIGTERM in the middle of a boundary: it finishes, then the worker exits.
         post(api, bodies[first_period + second :])
-        wait_for(lambda: store.count_open() == len(data) - first_period - second, timeout=30)
-        last = retrain(api)
-        wait_for(
-            lambda: (j := store.get_job(last)) and j.status == "running", timeout=30, every=0.01
-        )
-        survivor = processes.running[wait_for(leader)]
-        survivor.send_signal(signal.SIGTERM)
+        wait_for(lambda: store.count_open() == len(data) - first_period - second, timeout=600)
+        with versions_held(url) as held:
+            last = retrain(api)
+            wait_for(lambda: waiting_to_record(held))  # the boundary is under way
+            survivor = processes.running[wait_for(leader)]
+            survivor.send_signal(signal.SIGTERM)
         assert survivor.wait(timeout=60) == 0
         finished = store.get_job(last)
         assert finished is not None and finished.status == "succeeded", finished

@@ -73,7 +73,7 @@ def test_embedded_retrains_swaps_and_scores(
                     ).json()
                     return job if job["status"] in ("succeeded", "failed") else None
 
-                job = wait_for(finished, timeout=30)
+                job = wait_for(finished, timeout=600)
                 assert job["status"] == "succeeded", job["error"]
                 assert job["model_version"] == p + 1
                 thetas.append(theta_now(settings, store, p))  # retention keeps only the last
@@ -84,7 +84,7 @@ def test_embedded_retrains_swaps_and_scores(
                     ).json()
                     return result if result["model_version"] == version else None
 
-                result = wait_for(served, timeout=5)
+                result = wait_for(served, timeout=600)
                 assert result["fallback"] is None
                 assert [i["item_id"] for i in result["items"]] == expected_top(
                     store, artifacts, p + 1, user
@@ -128,7 +128,7 @@ def test_embedded_count_rule_retrains_without_admin(
             periods = client.get("/v1/admin/periods", headers=ADMIN).json()["periods"]
             return [p["status"] for p in periods]
 
-        wait_for(lambda: versions() == [2, 1] and statuses()[:2] == ["trained"] * 2, timeout=30)
+        wait_for(lambda: versions() == [2, 1] and statuses()[:2] == ["trained"] * 2, timeout=600)
         periods = client.get("/v1/admin/periods", headers=ADMIN).json()["periods"]
         assert [(p["status"], p["n_interactions"]) for p in periods] == [
             ("trained", 150),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,7 @@ class Running:
         job = self.store.create_job(period.period_id)
         return self.wait_job(job.job_id)
 
-    def wait_job(self, job_id: str, timeout: float = 30.0) -> JobInfo:
+    def wait_job(self, job_id: str, timeout: float = 600.0) -> JobInfo:
         def done() -> JobInfo | None:
             job = self.store.get_job(job_id)
             return job if job is not None and job.status in ("succeeded", "failed") else None
@@ -217,9 +216,27 @@ def test_count_rule(
         run.stop()
 
 
+def counted(worker: Worker, method: str) -> list[Any]:
+    """Record what ``worker.<method>`` returns each time its loop calls it (the
+    loop looks the method up on the instance, so wrapping it there is enough)."""
+    results: list[Any] = []
+    original = getattr(worker, method)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        results.append(result)
+        return result
+
+    setattr(worker, method, wrapped)
+    return results
+
+
 def test_manual_rule_waits_for_the_admin(running: Running, small_log: InteractionLog) -> None:
+    iterations = counted(running.worker, "_iteration")
     running.store.ingest(rows_of(small_log, 0, 2 * PERIOD))
-    time.sleep(0.5)
+    # rounds of the loop that began after the rows were in, not a stretch of time
+    start = len(iterations)
+    wait_for(lambda: len(iterations) >= start + 3)
     assert running.store.list_versions() == []
     assert [p.status for p in running.store.list_periods()] == ["open"]
     assert running.retrain().status == "succeeded"
@@ -276,7 +293,7 @@ def test_transient_database_errors_are_retried(
 def test_stale_job_fails_and_the_period_is_trained_once(
     sqlite_url: str, tmp_path: Path, sqlite_store: Store, small_log: InteractionLog
 ) -> None:
-    settings = make_settings(sqlite_url, tmp_path / "m", lock_ttl_seconds=0.8)
+    settings = make_settings(sqlite_url, tmp_path / "m", lock_ttl_seconds=2.0)
     sqlite_store.ingest(rows_of(small_log, 0, PERIOD))
     period = sqlite_store.close_period()
     assert period is not None
@@ -300,12 +317,15 @@ def test_one_leader_and_takeover(
     first = Running(settings, sqlite_store, bus)
     second = Running(settings, sqlite_store, bus)
     try:
+        attempts = [counted(first.worker, "_take_lead"), counted(second.worker, "_take_lead")]
         wait_for(lambda: first.worker.is_leader or second.worker.is_leader)
-        time.sleep(0.3)
+        # the other one has tried (and failed) to take the lead three more times
+        start = [len(a) for a in attempts]
+        wait_for(lambda: any(len(a) >= n + 3 for a, n in zip(attempts, start, strict=True)))
         assert first.worker.is_leader != second.worker.is_leader
         leader, standby = (first, second) if first.worker.is_leader else (second, first)
         leader.stop()
-        wait_for(lambda: standby.worker.is_leader, timeout=5)
+        wait_for(lambda: standby.worker.is_leader, timeout=600)
         sqlite_store.ingest(rows_of(small_log, 0, PERIOD))
         assert standby.retrain().status == "succeeded"
     finally:

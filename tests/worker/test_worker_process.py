@@ -78,7 +78,7 @@ def _retrain(client: httpx.Client, log: InteractionLog, period: int) -> dict[str
         job: dict[str, Any] = client.get(f"/v1/admin/jobs/{job_id}", headers=ADMIN).json()
         return job if job["status"] in ("succeeded", "failed") else None
 
-    job = wait_for(finished, timeout=90.0, every=0.2)
+    job = wait_for(finished, timeout=600, every=0.2)
     assert job["status"] == "succeeded", job["error"]
     return job
 
@@ -100,24 +100,27 @@ def test_worker_process_trains_is_restarted_and_dies_with_the_service(
     }
     service = processes.start("serve", ["serve"], env)
     wait_healthy(base, service)
-    worker = wait_for(lambda: _worker_child(service.pid), timeout=30.0)
-    assert wait_for(lambda: _nice(worker) == 10, timeout=30.0)  # SMLREC_WORKER_NICE's default
+    worker = wait_for(lambda: _worker_child(service.pid), timeout=600)
+    # SMLREC_WORKER_NICE's default (10) on top of the service's own niceness,
+    # which is whatever the suite runs under (``nice -n 10 pytest`` included)
+    expected = min(_nice(service.pid) + 10, 19)  # type: ignore[operator]
+    assert wait_for(lambda: _nice(worker) == expected, timeout=600)
 
     with httpx.Client(base_url=base, timeout=30.0) as client:
         first = _retrain(client, small_log, 0)
         wait_for(lambda: client.get("/readyz").json()["model_version"] == first["model_version"],
-                 timeout=10.0)
+                 timeout=600)
 
         os.kill(worker, signal.SIGKILL)
         restarted = wait_for(
             lambda: (child := _worker_child(service.pid)) not in (None, worker) and child,
-            timeout=60.0)
+            timeout=600)
         second = _retrain(client, small_log, 1)
         assert second["model_version"] == first["model_version"] + 1
         wait_for(lambda: client.get("/readyz").json()["model_version"] == second["model_version"],
-                 timeout=10.0)
+                 timeout=600)
         assert "worker process" in processes.log("serve")  # the restart was logged
 
     service.send_signal(signal.SIGKILL)
     service.wait(timeout=10)
-    assert wait_for(lambda: not _alive(restarted), timeout=ORPHAN_GRACE_S + 4 * POLL_S + 10.0)
+    assert wait_for(lambda: not _alive(restarted), timeout=ORPHAN_GRACE_S + 4 * POLL_S + 60.0)

@@ -67,7 +67,7 @@ def bodies_of(log: InteractionLog, start: int, stop: int, tag: str = "e") -> lis
     ]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 600.0, every: float = 0.05) -> Any:
     """Poll until ``predicate()`` is truthy; returns its value or fails the test."""
     deadline = time.monotonic() + timeout
     while True:
@@ -172,7 +172,7 @@ class Processes:
             self.kill(name)
 
 
-def wait_healthy(base_url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_healthy(base_url: str, process: subprocess.Popen[bytes], timeout: float = 600.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

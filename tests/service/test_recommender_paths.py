@@ -1,0 +1,204 @@
+"""service.recommender.Recommender on its own, with a store that records what
+it is asked and can fail: where seen items come from (memory or database), the
+back-off after a database error, the no-model fallback, the counters."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pytest
+from service_testkit import random_payload
+
+import service.recommender as recommender_module
+from service.holder import ServingModel
+from service.metrics import ServiceMetrics
+from service.popularity import Popular
+from service.recommender import DB_BACKOFF_S, Recommender
+from store import StoreUnavailable
+
+
+class FakeStore:
+    """What Recommender asks the database: dense indices of users the model does
+    not know, and a user's seen items. ``fail`` makes every call raise."""
+
+    def __init__(self, indices: dict[str, int], seen: dict[int, list[int]]) -> None:
+        self.indices, self.seen = indices, seen
+        self.calls: list[tuple[str, Any]] = []
+        self.fail = False
+
+    def _called(self, name: str, arg: Any) -> None:
+        self.calls.append((name, arg))
+        if self.fail:
+            raise StoreUnavailable("database unavailable: connection refused")
+
+    def user_indices(self, user_ids: list[str]) -> dict[str, int]:
+        self._called("user_indices", list(user_ids))
+        return {u: self.indices[u] for u in user_ids if u in self.indices}
+
+    def seen_items(self, idx: int) -> np.ndarray:
+        self._called("seen_items", idx)
+        return np.array(self.seen.get(idx, []), dtype=np.int64)
+
+
+class FakePopularity:
+    def __init__(self, popular: Popular) -> None:
+        self.popular, self.fail = popular, False
+
+    def get(self) -> Popular:
+        if self.fail:
+            raise StoreUnavailable("database unavailable: connection refused")
+        return self.popular
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(recommender_module.time, "monotonic", fake.monotonic)
+    return fake
+
+
+def _model() -> ServingModel:
+    """Users u0..u3, items i0..i9; u0 saw i0 (in the model)."""
+    seen = [[0], [], [], []]
+    return ServingModel.from_payload(random_payload(4, 10, 4, seen, seed=3,
+                                                    popular=[5, 6, 7, 8]))
+
+
+def _parts(indices: dict[str, int] | None = None, seen: dict[int, list[int]] | None = None
+           ) -> tuple[Recommender, FakeStore, FakePopularity, ServiceMetrics]:
+    store = FakeStore(indices or {}, seen or {})
+    popularity = FakePopularity(Popular(np.array([2, 1, 0], dtype=np.int64),
+                                        ["a", "b", "c"]))
+    metrics = ServiceMetrics()
+    rec = Recommender(store, popularity, metrics)  # type: ignore[arg-type]
+    return rec, store, popularity, metrics
+
+
+def _fallbacks(metrics: ServiceMetrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value("smlrec_fallbacks_served_total",
+                                              {"reason": reason})
+    return value or 0.0
+
+
+def test_seen_items_come_from_the_database_by_default(clock: Clock) -> None:
+    """``recommend`` without ``exclude_seen`` excludes: known users by their
+    model index, users the model does not know looked up by id, nothing else."""
+    model = _model()
+    rec, store, _, _ = _parts(indices={"new": 2}, seen={1: [3, 4], 2: [5]})
+    [known, new] = rec.recommend(model, ["u1", "new"], 10)
+    assert not {3, 4} & set(known.items) and len(known.items) == 8
+    assert store.calls[0] == ("user_indices", ["new"])  # the model's users are not asked for
+    assert sorted(c[1] for c in store.calls[1:]) == [1, 2]
+    assert new.fallback == "popularity" and new.items == [6, 7, 8]  # 5 was seen
+    plain = rec.recommend(model, ["u1"], 10, exclude_seen=False)[0]
+    assert {3, 4} <= set(plain.items) and len(plain.items) == 10
+
+
+def test_a_database_error_backs_off_and_is_logged(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = _model()
+    rec, store, _, _ = _parts(indices={}, seen={1: [3]})
+    store.fail = True
+    with caplog.at_level(logging.WARNING, logger="service.recommender"):
+        [result] = rec.recommend(model, ["u1"], 3)
+    assert result.fallback is None and len(result.items) == 3  # served from the model alone
+    assert [r.getMessage() for r in caplog.records] == [
+        "seen items from the model only for 5 s (database unavailable): "
+        "database unavailable: connection refused"]
+    calls = len(store.calls)
+    clock.now += DB_BACKOFF_S - 0.5  # still backing off: the database is left alone
+    rec.recommend(model, ["u1"], 3)
+    assert len(store.calls) == calls
+    store.fail = False
+    clock.now += 0.5  # exactly the end of the back-off: asked again
+    [again] = rec.recommend(model, ["u1"], 3)
+    assert len(store.calls) > calls and 3 not in again.items
+
+
+def test_without_a_model_popularity_of_the_store(clock: Clock,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    rec, _, popularity, metrics = _parts(indices={"x": 0}, seen={0: [1]})
+    results = rec.recommend(None, ["x", "y"], 2)
+    assert [(r.user_id, r.item_ids, r.model_version, r.fallback) for r in results] == [
+        ("x", ["c", "a"], None, "popularity"), ("y", ["c", "b"], None, "popularity")]
+    assert _fallbacks(metrics, "no_model") == 2
+    popularity.fail = True
+    with caplog.at_level(logging.WARNING, logger="service.recommender"):
+        results = rec.recommend(None, ["x"], 2)
+    assert [(r.items, r.fallback) for r in results] == [([], "popularity")]
+    assert [r.getMessage() for r in caplog.records] == [
+        "no model and no popularity (database unavailable): "
+        "database unavailable: connection refused"]
+    assert _fallbacks(metrics, "no_model") == 3
+
+
+def test_unknown_users_are_counted_and_get_the_models_popular_items(clock: Clock) -> None:
+    model = _model()
+    rec, _, _, metrics = _parts()
+    results = rec.recommend(model, ["u2", "stranger", "other"], 2)
+    assert [r.fallback for r in results] == [None, "popularity", "popularity"]
+    assert results[1].items == [5, 6] and results[1].model_version == model.version
+    assert _fallbacks(metrics, "unknown_user") == 2
+    assert _fallbacks(metrics, "no_model") == 0
+
+
+def test_a_single_request_is_scored_through_the_batcher_from_memory(
+    tmp_path: Any, sqlite_url: str, make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's fast path: a known user's single request goes to the batcher,
+    with seen items from the in-memory recent set once it covers the model's
+    period, not from the database; a request with exclude_seen=false too; a
+    batch request (and a user the model does not know) does not use the batcher."""
+    from service_testkit import ModelWriter, app_of, interactions, make_settings, wait_for
+
+    from store import Store
+
+    settings = make_settings(tmp_path, sqlite_url, precompute_depth=0)
+    with make_client(settings) as client:
+        runtime = app_of(client).state.runtime
+        pairs = [(f"u{n % 5}", f"i{n % 12}") for n in range(40)]
+        assert client.post("/v1/interactions", json=interactions(*pairs)).status_code == 202
+        store = Store.from_url(settings.database_url)
+        try:
+            version = ModelWriter(store, settings.model_dir).write(seed=5)
+        finally:
+            store.close()
+        assert client.post(f"/v1/admin/models/{version}/activate",
+                           headers={"Authorization": "Bearer t"}).status_code == 200
+        model = runtime.holder.current
+        assert wait_for(lambda: runtime.recent.covers(model.period_id))
+        asked: list[int] = []
+        seen_items = runtime.store.seen_items
+        monkeypatch.setattr(runtime.store, "seen_items",
+                            lambda idx: asked.append(idx) or seen_items(idx))
+        batches = runtime.batcher.batches
+        body = client.get("/v1/users/u1/recommendations?k=3").json()
+        assert body["fallback"] is None and len(body["items"]) == 3
+        assert runtime.batcher.batches == batches + 1 and asked == []
+        client.get("/v1/users/u1/recommendations?k=3&exclude_seen=false")
+        assert runtime.batcher.batches == batches + 2
+        client.post("/v1/recommendations", json={"user_ids": ["u1", "u2"], "k": 3})
+        nobody = client.get("/v1/users/nobody/recommendations?k=3").json()
+        assert runtime.batcher.batches == batches + 2 and asked == []
+        # the model lists no popular items: the store's, under the model's version
+        assert (nobody["user_id"], nobody["fallback"]) == ("nobody", "popularity")
+        assert nobody["model_version"] == version and len(nobody["items"]) == 3
+
+        # a user the model does not know, logged since: exclude_seen is honoured
+        client.post("/v1/interactions", json=interactions(("late", "i11")))
+        everything = client.get("/v1/users/late/recommendations?k=12&exclude_seen=false").json()
+        assert "i11" in [e["item_id"] for e in everything["items"]]
+        unseen = client.get("/v1/users/late/recommendations?k=12").json()
+        assert "i11" not in [e["item_id"] for e in unseen["items"]]
+        assert len(unseen["items"]) == len(everything["items"]) - 1
