@@ -26,10 +26,11 @@ from pathlib import Path
 import torch
 
 from sml import hyperparameters as hp
-from sml.data import SYNTHETIC_PROFILES, split_equal_count, synthetic_drift
+from sml.data import split_equal_count
 from sml.model import MFConfig, MFWeights
 from sml.registry import make_strategy
 from sml.strategy import concat_periods
+from sml.synthetic import SYNTHETIC_PROFILES, synthetic_drift
 
 STRATEGIES = ("sml", "sml_fp", "full_retrain", "fine_tune")
 PERIOD = 5000

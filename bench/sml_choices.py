@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from sml import hyperparameters as hp
-from sml.data import load_dataset
 from sml.metrics import aggregate
+from sml.readers import load_dataset
 from sml.replay import ReplayData, pretrain, roles_for, run_method
 
 # name -> (what it changes, overrides laid over the centre configuration)

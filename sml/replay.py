@@ -31,12 +31,10 @@ from tqdm import tqdm
 from sml import hyperparameters as hp
 from sml import report
 from sml.data import (
-    CsvColumns,
     DataFormatError,
     InteractionLog,
     Period,
     drop_repeats,
-    load_dataset,
     split_daily,
     split_equal_count,
     split_time_windows,
@@ -44,6 +42,7 @@ from sml.data import (
 from sml.fit import SeenPairs, fit_mf
 from sml.metrics import Candidates, PeriodEvaluation, TooFewNegatives, aggregate, evaluate_period
 from sml.model import MFConfig, MFWeights, numpy_scorer
+from sml.readers import CsvColumns, load_dataset
 from sml.registry import ALL_METHODS, make_strategy
 from sml.strategy import Strategy, concat_periods
 from sml.trainer import SMLStrategy

@@ -22,7 +22,8 @@ from typing import Any, TextIO
 import httpx
 from tqdm import tqdm
 
-from sml.data import InteractionLog, load_dataset
+from sml.data import InteractionLog
+from sml.readers import load_dataset
 
 log = logging.getLogger(__name__)
 

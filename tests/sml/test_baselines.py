@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from sml.baselines import SPMF, BaselineConfig
-from sml.data import SyntheticConfig, split_equal_count, synthetic_drift
+from sml.data import split_equal_count
 from sml.fit import FitConfig
 from sml.model import MFConfig, MFWeights
 from sml.strategy import PeriodData
+from sml.synthetic import SyntheticConfig, synthetic_drift
 
 N_ITEMS = 10
 

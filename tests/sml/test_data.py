@@ -14,12 +14,16 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from sml import data
+from sml import data, readers
 from sml.data import (
     DataFormatError,
     InteractionLog,
-    SyntheticConfig,
     from_records,
+    split_daily,
+    split_equal_count,
+    split_time_windows,
+)
+from sml.readers import (
     load_dataset,
     load_movielens_100k,
     read_adressa_events,
@@ -27,11 +31,8 @@ from sml.data import (
     read_grouplens_udata,
     read_recbole_inter,
     read_yelp_reviews,
-    split_daily,
-    split_equal_count,
-    split_time_windows,
-    synthetic_drift,
 )
+from sml.synthetic import SyntheticConfig, synthetic_drift
 
 SAMPLES = Path(__file__).parent / "samples"
 OSLO = ZoneInfo("Europe/Oslo")
@@ -191,9 +192,9 @@ def test_load_dataset_dispatch(tmp_path: Path) -> None:
 
 def fake_wheel(folder: Path, member_text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    wheel = folder / data.RECBOLE_WHEEL
+    wheel = folder / readers.RECBOLE_WHEEL
     with zipfile.ZipFile(wheel, "w") as archive:
-        archive.writestr(data.ML100K_MEMBER, member_text)
+        archive.writestr(readers.ML100K_MEMBER, member_text)
         archive.writestr("recbole/__init__.py", "")
     return wheel
 
@@ -206,8 +207,8 @@ def test_movielens_extracts_checks_and_caches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     text = (SAMPLES / "ml-100k-head.inter").read_text()
-    monkeypatch.setattr(data, "ML100K_SHA256", hashlib.sha256(text.encode()).hexdigest())
-    monkeypatch.setattr(data.subprocess, "run", refuse_download)
+    monkeypatch.setattr(readers, "ML100K_SHA256", hashlib.sha256(text.encode()).hexdigest())
+    monkeypatch.setattr(readers.subprocess, "run", refuse_download)
     wheel = fake_wheel(tmp_path, text)
     check_ml_head(load_movielens_100k(tmp_path))
     assert (tmp_path / "ml-100k.inter").read_text() == text
@@ -220,7 +221,7 @@ def test_movielens_extracts_checks_and_caches(
 def test_movielens_rejects_a_wrong_checksum(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data.subprocess, "run", refuse_download)
+    monkeypatch.setattr(readers.subprocess, "run", refuse_download)
     fake_wheel(tmp_path, "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3\n")
     with pytest.raises(DataFormatError, match="sha256"):
         load_movielens_100k(tmp_path)
@@ -230,14 +231,14 @@ def test_movielens_rejects_a_wrong_checksum(
 def test_movielens_reports_a_failed_download(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data.subprocess, "run", refuse_download)
+    monkeypatch.setattr(readers.subprocess, "run", refuse_download)
     with pytest.raises(RuntimeError, match="network is off"):
         load_movielens_100k(tmp_path / "empty")
 
 
 def test_movielens_real_data_from_default_cache() -> None:
-    cache = data._default_cache_dir()
-    if not ((cache / "ml-100k.inter").is_file() or (cache / data.RECBOLE_WHEEL).is_file()):
+    cache = readers._default_cache_dir()
+    if not ((cache / "ml-100k.inter").is_file() or (cache / readers.RECBOLE_WHEEL).is_file()):
         pytest.skip(f"ML-100K is not cached in {cache}")
     log = load_movielens_100k()
     assert (len(log), log.n_users, log.n_items) == (100_000, 943, 1_682)
@@ -359,7 +360,7 @@ def test_read_grouplens_dat_and_dispatch(tmp_path: Path) -> None:
     lines = [line.split("\t") for line in (SAMPLES / "u.data").read_text().splitlines()]
     path = tmp_path / "ratings.dat"
     path.write_text("".join("::".join(fields) + "\n" for fields in lines))
-    check_ml_head(data.read_grouplens_dat(path))
+    check_ml_head(readers.read_grouplens_dat(path))
     check_ml_head(load_dataset(str(path)))
     # a tab-separated .dat file is read as u.data
     tabbed = tmp_path / "plays.dat"
@@ -413,7 +414,7 @@ def test_load_dataset_names_a_missing_path(tmp_path: Path) -> None:
 def test_load_dataset_maps_csv_columns(tmp_path: Path) -> None:
     path = tmp_path / "ratings.csv"
     path.write_text("userId,movieId,rating,timestamp\n1,10,4.0,20\n2,11,3.5,10\n")
-    columns = data.CsvColumns(user="userId", item="movieId", time="timestamp")
+    columns = readers.CsvColumns(user="userId", item="movieId", time="timestamp")
     log = load_dataset(str(path), columns=columns)
     assert log.user_ids == ("2", "1") and log.item_ids == ("11", "10")
     with pytest.raises(DataFormatError, match="no column 'user_id'"):

@@ -6,7 +6,7 @@ Runs where the data set is cached (CI fetches it before the suite); skipped othe
 import pytest
 import torch
 
-from sml import data
+from sml import readers
 from sml.metrics import aggregate
 from sml.model import MFConfig, MFWeights
 from sml.replay import ReplayData, run_method
@@ -14,10 +14,10 @@ from sml.replay import ReplayData, run_method
 
 @pytest.fixture(scope="module")
 def ml100k() -> ReplayData:
-    cache = data._default_cache_dir()
+    cache = readers._default_cache_dir()
     if not (cache / "ml-100k.inter").is_file():
         pytest.skip(f"ML-100K is not cached in {cache}")
-    return ReplayData.prepare(data.load_movielens_100k())
+    return ReplayData.prepare(readers.load_movielens_100k())
 
 
 def test_popularity_matches_the_protocol_figures(ml100k: ReplayData) -> None:

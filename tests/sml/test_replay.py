@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sml.data import SyntheticConfig, synthetic_drift
 from sml.metrics import METRIC_KEYS
 from sml.replay import Roles, main
+from sml.synthetic import SyntheticConfig, synthetic_drift
 
 QUICK = {"fit": {"epochs": 1}}
 QUICK_SML = {"fit": {"epochs": 1}, "meta": {"epochs": 1}, "offline_passes": 1}

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from sml.data import SyntheticConfig, split_equal_count, synthetic_drift
+from sml.data import split_equal_count
 from sml.fit import FitConfig, SeenPairs, sample_negatives
 from sml.model import MFConfig, MFWeights
 from sml.registry import ALL_METHODS, make_strategy, transfer_state
 from sml.strategy import PeriodData
+from sml.synthetic import SyntheticConfig, synthetic_drift
 from sml.trainer import MetaConfig, SMLConfig, SMLStrategy
 
 SMALL = SMLConfig(

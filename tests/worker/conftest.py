@@ -28,7 +28,8 @@ from worker_testkit import (
     libpq_url,
 )
 
-from sml.data import InteractionLog, synthetic_drift
+from sml.data import InteractionLog
+from sml.synthetic import synthetic_drift
 from store import Store
 
 

@@ -30,7 +30,8 @@ from worker_testkit import (
     wait_healthy,
 )
 
-from sml.data import InteractionLog, SyntheticConfig, synthetic_drift
+from sml.data import InteractionLog
+from sml.synthetic import SyntheticConfig, synthetic_drift
 from store import ArtifactStore, NewInteraction, RedisBus, Store
 from store._base import _LOCK_NAMESPACE, LOCK_VERSIONS
 from worker.ingest import with_event_ids

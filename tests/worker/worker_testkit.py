@@ -21,7 +21,8 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from sml.data import InteractionLog, SyntheticConfig
+from sml.data import InteractionLog
+from sml.synthetic import SyntheticConfig
 from smlrec.settings import Settings
 from store import NewInteraction, RedisBus
 from store.migrate import upgrade
