@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from sml import hyperparameters as hp
-from sml.metrics import METRIC_KEYS, Interval, paired_bootstrap, relative_improvement
+from sml.bootstrap import Interval, paired_bootstrap
+from sml.metrics import METRIC_KEYS, relative_improvement
 
 if TYPE_CHECKING:
     from sml.metrics import PeriodEvaluation

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sml import metrics
+from sml import bootstrap, metrics
 from sml.data import InteractionLog, Period, from_records
 from sml.metrics import (
     KS,
@@ -363,14 +363,14 @@ def _clustered(n_users: int = 40, per_user: int = 25, seed: int = 0) -> tuple[np
 
 def test_bootstrap_of_identical_methods_is_exactly_zero() -> None:
     _, b, users = _clustered()
-    interval = metrics.paired_bootstrap(b, b.copy(), users)
+    interval = bootstrap.paired_bootstrap(b, b.copy(), users)
     assert (interval.diff, interval.low, interval.high) == (0.0, 0.0, 0.0)
     assert not interval.excludes_zero
 
 
 def test_bootstrap_of_a_constant_difference_is_that_constant() -> None:
     _, b, users = _clustered()
-    interval = metrics.paired_bootstrap(b + 0.1, b, users)
+    interval = bootstrap.paired_bootstrap(b + 0.1, b, users)
     for value in (interval.diff, interval.low, interval.high):
         assert value == pytest.approx(0.1, abs=1e-12)
     assert interval.excludes_zero
@@ -379,19 +379,19 @@ def test_bootstrap_of_a_constant_difference_is_that_constant() -> None:
 def test_bootstrap_diff_weights_interactions_and_low_le_diff_le_high() -> None:
     # user 0: two interactions of +1, user 1: one of -1 -> mean over interactions 1/3
     a, b = np.array([1.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0])
-    interval = metrics.paired_bootstrap(a, b, np.array([0, 0, 1]))
+    interval = bootstrap.paired_bootstrap(a, b, np.array([0, 0, 1]))
     assert interval.diff == pytest.approx(1 / 3)
     a, b, users = _clustered()
-    interval = metrics.paired_bootstrap(a, b, users)
+    interval = bootstrap.paired_bootstrap(a, b, users)
     assert interval.low <= interval.diff <= interval.high
     assert interval.diff == pytest.approx(float(np.mean(a - b)))
 
 
 def test_bootstrap_ignores_row_order() -> None:
     a, b, users = _clustered()
-    base = metrics.paired_bootstrap(a, b, users)
+    base = bootstrap.paired_bootstrap(a, b, users)
     order = np.random.default_rng(1).permutation(len(a))
-    shuffled = metrics.paired_bootstrap(a[order], b[order], users[order])
+    shuffled = bootstrap.paired_bootstrap(a[order], b[order], users[order])
     assert shuffled.diff == pytest.approx(base.diff, abs=1e-12)
     assert shuffled.low == pytest.approx(base.low, abs=1e-12)
     assert shuffled.high == pytest.approx(base.high, abs=1e-12)
@@ -401,27 +401,27 @@ def test_bootstrap_resamples_users_not_interactions() -> None:
     # the same differences, once grouped by 40 users with a shared user effect, once as
     # 1,000 independent users: resampling users must give the grouped case a wider interval
     a, b, users = _clustered()
-    grouped = metrics.paired_bootstrap(a, b, users)
-    independent = metrics.paired_bootstrap(a, b, np.arange(len(a)))
+    grouped = bootstrap.paired_bootstrap(a, b, users)
+    independent = bootstrap.paired_bootstrap(a, b, np.arange(len(a)))
     assert grouped.high - grouped.low > 2 * (independent.high - independent.low)
     # shuffling the differences across users breaks the grouping: narrow again
     order = np.random.default_rng(2).permutation(len(a))
-    mixed = metrics.paired_bootstrap(a[order], b[order], users)
+    mixed = bootstrap.paired_bootstrap(a[order], b[order], users)
     assert mixed.high - mixed.low < 0.5 * (grouped.high - grouped.low)
 
 
 def test_bootstrap_is_seeded_and_checks_its_inputs() -> None:
     a, b, users = _clustered()
-    assert metrics.paired_bootstrap(a, b, users, seed=3) == metrics.paired_bootstrap(
+    assert bootstrap.paired_bootstrap(a, b, users, seed=3) == metrics.paired_bootstrap(
         a, b, users, seed=3
     )
-    assert metrics.paired_bootstrap(a, b, users, seed=3) != metrics.paired_bootstrap(
+    assert bootstrap.paired_bootstrap(a, b, users, seed=3) != metrics.paired_bootstrap(
         a, b, users, seed=4
     )
-    narrow = metrics.paired_bootstrap(a, b, users, level=0.5)
-    wide = metrics.paired_bootstrap(a, b, users, level=0.99)
+    narrow = bootstrap.paired_bootstrap(a, b, users, level=0.5)
+    wide = bootstrap.paired_bootstrap(a, b, users, level=0.99)
     assert wide.low < narrow.low < narrow.high < wide.high
-    empty = metrics.paired_bootstrap(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
+    empty = bootstrap.paired_bootstrap(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
     assert math.isnan(empty.diff) and math.isnan(empty.low) and math.isnan(empty.high)
     with pytest.raises(ValueError, match="alike"):
-        metrics.paired_bootstrap(a, b[:-1], users)
+        bootstrap.paired_bootstrap(a, b[:-1], users)
