@@ -27,12 +27,12 @@ from types import FrameType
 
 from pydantic import ValidationError
 
+from smlrec.logs import configure_logging
 from smlrec.preflight import StartupError
 from smlrec.settings import Settings, get_settings, setting_errors
 
 log = logging.getLogger("smlrec")
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,11 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--api-key", help="client key (default: SMLREC_API_KEY)")
     load.add_argument("--limit-periods", type=int, help="stop after this many periods")
     return parser
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line each
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,7 @@ import signal
 import threading
 import time
 
+from smlrec.logs import configure_logging
 from smlrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,6 @@ def _tell_stop(pipe: multiprocessing.connection.Connection) -> None:
 
 def child_main(settings: Settings, from_parent: multiprocessing.connection.Connection) -> None:
     """The child's entry point: the worker loop until the parent says stop or dies."""
-    from smlrec.cli import configure_logging  # the child configures its own logging
-
     # Ctrl-C in a terminal reaches the whole process group: the parent handles it
     # and stops the child through the pipe. SIGTERM on its own: warm stop.
     stop = threading.Event()
