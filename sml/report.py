@@ -109,22 +109,14 @@ class Replay:
         """For each merging method (SML and its variants): the served W_t minus the W-hat_t
         it was merged from, on the test interactions: method -> group -> key -> interval.
         A transfer that learns nothing shows here as an interval around 0."""
-        users, returning = self.test_users(), self.test_returning()
-        masks = {"all": np.ones_like(returning), "returning": returning}
-        out: dict[str, dict[str, dict[str, Interval]]] = {}
-        for name in self.methods:
-            if not self.merges(name):
-                continue
-            served = {key: self.test_values(name, key) for key in WIN_KEYS}
-            fitted = {key: self.test_values(name, key, fitted=True) for key in WIN_KEYS}
-            out[name] = {
-                group: {
-                    key: _bootstrap(served[key][mask], fitted[key][mask], users[mask])
-                    for key in WIN_KEYS
-                }
-                for group, mask in masks.items()
-            }
-        return out
+        return {
+            name: self._intervals(
+                {key: self.test_values(name, key) for key in WIN_KEYS},
+                {key: self.test_values(name, key, fitted=True) for key in WIN_KEYS},
+            )
+            for name in self.methods
+            if self.merges(name)
+        }
 
     @cached_property
     def significance(self) -> dict[str, dict[str, dict[str, Interval]]]:
@@ -132,22 +124,24 @@ class Replay:
         interval (computed once). Empty when SML is not in the run."""
         if "sml" not in self.methods:
             return {}
+        sml = {key: self.test_values("sml", key) for key in WIN_KEYS}
+        return {
+            name: self._intervals(sml, {key: self.test_values(name, key) for key in WIN_KEYS})
+            for name in self.methods
+            if name != "sml"
+        }
+
+    def _intervals(
+        self, a: dict[str, np.ndarray], b: dict[str, np.ndarray]
+    ) -> dict[str, dict[str, Interval]]:
+        """a - b per test interaction, bootstrapped over users, on all test interactions
+        and on returning users' ones: group -> key -> interval."""
         users, returning = self.test_users(), self.test_returning()
         masks = {"all": np.ones_like(returning), "returning": returning}
-        sml = {key: self.test_values("sml", key) for key in WIN_KEYS}
-        out: dict[str, dict[str, dict[str, Interval]]] = {}
-        for name in self.methods:
-            if name == "sml":
-                continue
-            other = {key: self.test_values(name, key) for key in WIN_KEYS}
-            out[name] = {
-                group: {
-                    key: _bootstrap(sml[key][mask], other[key][mask], users[mask])
-                    for key in WIN_KEYS
-                }
-                for group, mask in masks.items()
-            }
-        return out
+        return {
+            group: {key: _bootstrap(a[key][mask], b[key][mask], users[mask]) for key in WIN_KEYS}
+            for group, mask in masks.items()
+        }
 
 
 def _bootstrap(a: np.ndarray, b: np.ndarray, users: np.ndarray) -> Interval:
