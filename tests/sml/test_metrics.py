@@ -412,10 +412,10 @@ def test_bootstrap_resamples_users_not_interactions() -> None:
 
 def test_bootstrap_is_seeded_and_checks_its_inputs() -> None:
     a, b, users = _clustered()
-    assert bootstrap.paired_bootstrap(a, b, users, seed=3) == metrics.paired_bootstrap(
+    assert bootstrap.paired_bootstrap(a, b, users, seed=3) == bootstrap.paired_bootstrap(
         a, b, users, seed=3
     )
-    assert bootstrap.paired_bootstrap(a, b, users, seed=3) != metrics.paired_bootstrap(
+    assert bootstrap.paired_bootstrap(a, b, users, seed=3) != bootstrap.paired_bootstrap(
         a, b, users, seed=4
     )
     narrow = bootstrap.paired_bootstrap(a, b, users, level=0.5)
