@@ -23,8 +23,9 @@ import torch
 
 from sml import hyperparameters as hp
 from sml.metrics import aggregate
+from sml.options import roles_for
 from sml.readers import load_dataset
-from sml.replay import ReplayData, pretrain, roles_for, run_method
+from sml.replay import ReplayData, pretrain, run_method
 
 # name -> (what it changes, overrides laid over the centre configuration)
 CHOICES: dict[str, tuple[str, hp.Hyper]] = {

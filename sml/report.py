@@ -25,7 +25,8 @@ from sml.metrics import METRIC_KEYS, relative_improvement
 
 if TYPE_CHECKING:
     from sml.metrics import PeriodEvaluation
-    from sml.replay import MethodRun, ReplayData, Roles
+    from sml.options import Roles
+    from sml.replay import MethodRun, ReplayData
 
 TABLE1_KEYS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
 WIN_KEYS = ("recall@20", "ndcg@20")  # the figures per-seed wins and the bootstrap look at

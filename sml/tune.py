@@ -47,14 +47,16 @@ import numpy as np
 from sml import hyperparameters as hp
 from sml.metrics import aggregate, evaluate_period
 from sml.model import numpy_scorer
-from sml.registry import BASELINES, SML_VARIANTS
-from sml.replay import (
+from sml.options import (
     OneLineParser,
-    ReplayData,
     add_data_arguments,
     check_data_arguments,
     method_list,
     positive_int,
+)
+from sml.registry import BASELINES, SML_VARIANTS
+from sml.replay import (
+    ReplayData,
     prepare_data,
     pretrain,
     run_method,

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from sml.metrics import METRIC_KEYS
-from sml.replay import Roles, main
+from sml.options import Roles
+from sml.replay import main
 from sml.synthetic import SyntheticConfig, synthetic_drift
 
 QUICK = {"fit": {"epochs": 1}}

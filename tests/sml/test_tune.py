@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sml import hyperparameters as hp
-from sml import replay, tune
+from sml import options, replay, tune
 from sml.tune import SPACES, Choice, LogUniform, draw, flat, neighbour, nest
 
 TINY = ["--dataset", "synthetic", "--dim", "8", "--trials", "2", "--pretrain-trials", "2"]
@@ -94,7 +94,7 @@ def test_the_second_half_of_the_trials_searches_around_the_best(
         return Run(hyper["fit"]["lr"] if len(tried) == 2 else 0.0)  # trial 2 is the best
 
     monkeypatch.setattr(tune, "run_method", walk)
-    data = type("Data", (), {"roles": replay.roles_for(12_000)})()
+    data = type("Data", (), {"roles": options.roles_for(12_000)})()
     trials = tune.tune_method("fine_tune", data, {}, trials=9, dim=8, seed=0,  # type: ignore[arg-type]
                               rng=np.random.default_rng(3))
     assert len(trials) == 9 and trials[0].hyper["fit"] == tried[1]
@@ -140,7 +140,7 @@ def test_tune_then_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert tune.main([*TINY, "--methods", "sml,fine_tune", "--out", str(out)]) == 0
     written = json.loads(out.read_text())
     # every trial stopped at the last validation period: no test period trained or scored
-    validation_end = replay.roles_for(12_000).validation[-1]
+    validation_end = options.roles_for(12_000).validation[-1]
     assert stops == [("fine_tune", validation_end)] * 2 + [("sml", validation_end)] * 2
     assert set(written["methods"]) == {"fine_tune", "sml"}
     trials = written["tuning"]["trials"]["fine_tune"]
