@@ -31,6 +31,7 @@ from sml.replay import ReplayData, pretrain, run_method
 CHOICES: dict[str, tuple[str, hp.Hyper]] = {
     "centre": ("the configuration every row below changes one thing of", {}),
     "frozen": ("Theta never trained (meta lr 0): SML is then fine-tuning", {"meta": {"lr": 0.0}}),
+    "lr_chosen": ("step-2 learning rate chosen among meta_lrs on the validation periods", {}),
     "lr/10": ("step-2 learning rate divided by 10", {}),
     "lr*10": ("step-2 learning rate times 10", {}),
     "no_check": ("every new Theta served at once (the paper), no proven lineage",
@@ -98,6 +99,8 @@ def main() -> None:
         elif name == "lr*10":
             change = {"meta": {"lr": lr * 10}}
         hyper = overlay(centre, change)
+        if name != "lr_chosen":  # one step-2 rate, the centre's unless the choice sets it
+            hyper = hp.with_theta_lr(hyper, float(hyper["meta"].get("lr", lr)))
         figures = []
         for seed in seeds:
             start = time.process_time()

@@ -51,6 +51,9 @@ _SML: Hyper = {
     },
     "transfer": {"kind": "cnn", "init": "fine_tune", "hidden": 128},
     "offline_passes": 2,
+    # step 2's learning rate is chosen among these on the log's validation periods (the
+    # replay walks once per rate, see sml.replay); 0 keeps Theta at its fine-tune start
+    "meta_lrs": [0.0, 1e-5, 1e-4],
 }
 
 DEFAULTS: dict[str, Hyper] = {
@@ -112,11 +115,15 @@ def for_method(name: str, overrides: dict[str, Hyper] | None = None) -> Hyper:
     overrides = overrides or {}
     source = "sml" if name not in overrides and name in VARIANT_NAMES else name
     out = copy.deepcopy(DEFAULTS[name])
-    for key, value in overrides.get(source, {}).items():
+    given = overrides.get(source, {})
+    for key, value in given.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = {**out[key], **value}
         else:
             out[key] = value
+    lr = given.get("meta", {}).get("lr") if isinstance(given.get("meta"), dict) else None
+    if lr is not None and "meta_lrs" not in given and "meta_lrs" in out:
+        out["meta_lrs"] = [lr]  # a step-2 rate given is the rate used, not one to choose among
     return out
 
 
@@ -164,11 +171,39 @@ def read_hyper_file(path: Path, dim: int) -> HyperFile:
     return HyperFile(pretrain, methods)
 
 
+def theta_lrs(name: str, hyper: Hyper) -> list[float]:
+    """The step-2 learning rates an SML method chooses among on the validation periods
+    (``meta_lrs``); [] when it has none to choose (a baseline, or SML-0, whose Theta is
+    never trained). ValueError if the list is not a list of rates >= 0."""
+    if not name.startswith("sml") or name == "sml_frozen" or "meta_lrs" not in hyper:
+        return []
+    rates = hyper["meta_lrs"]
+    if (
+        not isinstance(rates, list)
+        or not rates
+        or not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in rates)
+        or min(rates) < 0
+    ):
+        raise ValueError(f"meta_lrs must be a non-empty list of learning rates >= 0, not {rates!r}")
+    return [float(r) for r in rates]
+
+
+def with_theta_lr(hyper: Hyper, rate: float) -> Hyper:
+    """``hyper`` with step 2 at ``rate`` and nothing left to choose."""
+    out = copy.deepcopy(hyper)
+    out["meta"] = {**out.get("meta", {}), "lr": rate}
+    out["meta_lrs"] = [rate]
+    return out
+
+
 def resolved(name: str, hyper: Hyper, dim: int, seed: int) -> Hyper:
     """Every hyper-parameter a run used, defaults filled in (for results.json)."""
     if name.startswith("sml"):
         out = asdict(sml_config(hyper, dim, seed).for_variant(name))
         out["offline_passes"] = int(hyper.get("offline_passes", 1))
+        rates = theta_lrs(name, hyper)
+        if rates:
+            out["meta_lrs"] = rates
         return out
     if name == "popularity":
         return {}

@@ -98,6 +98,8 @@ class MethodRun:
     # SML with its check: over the whole walk, how often the learner's Theta was adopted
     # ("promotions") and how often the served lineage kept its own ("rejections")
     lineages: dict[str, int] = field(default_factory=dict)
+    # SML given several step-2 learning rates: each one's validation figures, the choice
+    selection: dict[str, Any] = field(default_factory=dict)
 
     def summary(self, periods: Sequence[int], group: str = "all") -> dict[str, float]:
         return aggregate([self.evaluations[p] for p in periods], group)  # type: ignore[arg-type]
@@ -140,37 +142,110 @@ def run_method(
     """One method through the online periods, scoring each served model before it retrains.
 
     ``last_period`` stops the walk early (tuning stops at the last validation period,
-    so it never sees a test period).
+    so it never sees a test period). An SML method given several step-2 learning rates
+    (``meta_lrs``) walks once per rate up to the last validation period and continues
+    the walk that scored best there (see :func:`_select_theta_lr`).
     """
     roles = data.roles
     last = roles.test[-1] if last_period is None else last_period
-    history = [data.periods[p] for p in roles.pretrain]
-    run = MethodRun(name, hp.resolved(name, hyper, dim, seed))
-    strategy = _strategy(name, hyper, dim, seed)
-    for _ in range(int(hyper.get("offline_passes", 1)) - 1):
-        strategy.warm_start(base, history)
-        start = time.perf_counter()
-        for p in roles.offline:
-            strategy.boundary(data.periods[p])
-        run.offline_seconds += time.perf_counter() - start
-    strategy.warm_start(base, history)
-    online = range(roles.first_online, last + 1)
-    for p in tqdm(online, desc=f"{name:>12}", disable=not progress, leave=False):
-        if name == "sml_s" and p in roles.test:
-            strategy.set_update_transfer(False)
-        model = strategy.model
-        assert model is not None
-        if p > roles.first_online:  # the first online period is scored by the shared base alone
-            run.evaluations[p] = _evaluate(model, data, p)
-            fitted = strategy.fitted
-            if fitted is not None:
-                run.fitted_evaluations[p] = _evaluate(fitted, data, p)
-        start, cpu = time.perf_counter(), time.process_time()
-        strategy.boundary(data.periods[p])
-        run.seconds[p] = time.perf_counter() - start
-        run.cpu_seconds[p] = time.process_time() - cpu
-    if isinstance(strategy, SMLStrategy) and strategy.learner is not None:
-        run.lineages = {"promotions": strategy.promotions, "rejections": strategy.rejections}
+    rates = hp.theta_lrs(name, hyper)
+    if len(rates) > 1 and roles.validation and last >= roles.validation[-1]:
+        return _select_theta_lr(name, data, base, hyper, rates, dim, seed, last, progress)
+    walk = _Walk(name, data, base, hyper, dim, seed)
+    return walk.to(last, progress)
+
+
+class _Walk:
+    """One method walking the online periods from the shared base: at each period the
+    served model is scored first, then the method retrains on the period."""
+
+    def __init__(
+        self, name: str, data: ReplayData, base: MFWeights, hyper: hp.Hyper, dim: int, seed: int
+    ) -> None:
+        self.name, self.data = name, data
+        self.run = MethodRun(name, hp.resolved(name, hyper, dim, seed))
+        self.strategy = _strategy(name, hyper, dim, seed)
+        roles = data.roles
+        history = [data.periods[p] for p in roles.pretrain]
+        for _ in range(int(hyper.get("offline_passes", 1)) - 1):
+            self.strategy.warm_start(base, history)
+            start = time.perf_counter()
+            for p in roles.offline:
+                self.strategy.boundary(data.periods[p])
+            self.run.offline_seconds += time.perf_counter() - start
+        self.strategy.warm_start(base, history)
+        self.next = roles.first_online  # the next period to score and train on
+
+    def to(self, last: int, progress: bool = False) -> MethodRun:
+        """Walk on through period ``last``; the run so far."""
+        roles, strategy, run = self.data.roles, self.strategy, self.run
+        periods = range(self.next, last + 1)
+        for p in tqdm(periods, desc=f"{self.name:>12}", disable=not progress, leave=False):
+            if self.name == "sml_s" and p in roles.test:
+                strategy.set_update_transfer(False)
+            model = strategy.model
+            assert model is not None
+            if p > roles.first_online:  # the first online period is scored by the base alone
+                run.evaluations[p] = _evaluate(model, self.data, p)
+                fitted = strategy.fitted
+                if fitted is not None:
+                    run.fitted_evaluations[p] = _evaluate(fitted, self.data, p)
+            start, cpu = time.perf_counter(), time.process_time()
+            strategy.boundary(self.data.periods[p])
+            run.seconds[p] = time.perf_counter() - start
+            run.cpu_seconds[p] = time.process_time() - cpu
+        self.next = max(self.next, last + 1)
+        if isinstance(strategy, SMLStrategy) and strategy.learner is not None:
+            run.lineages = {"promotions": strategy.promotions, "rejections": strategy.rejections}
+        return run
+
+
+def _select_theta_lr(
+    name: str,
+    data: ReplayData,
+    base: MFWeights,
+    hyper: hp.Hyper,
+    rates: Sequence[float],
+    dim: int,
+    seed: int,
+    last: int,
+    progress: bool,
+) -> MethodRun:
+    """Theta's step-2 learning rate, chosen on the log's own validation periods.
+
+    How far Theta may move per period decides whether the transfer helps or wrecks the
+    model, and the rate that works differs from log to log by orders of magnitude. So
+    the method walks once per candidate rate, from the same base with the same seed, up
+    to the last validation period; the walk with the best validation Recall@20 (NDCG@20
+    on a tie, then the earlier candidate) goes on into the later periods. No walk scores
+    a test period before the choice; the walks that lose go no further.
+    """
+    validation = data.roles.validation
+    candidates: list[dict[str, float]] = []
+    best: tuple[tuple[float, float], _Walk] | None = None
+    cpu = 0.0
+    for rate in rates:
+        walk = _Walk(name, data, base, hp.with_theta_lr(hyper, rate), dim, seed)
+        run = walk.to(validation[-1], progress)
+        cpu += sum(run.cpu_seconds.values())
+        m = run.summary(validation)
+        candidates.append({"lr": rate, "recall@20": m["recall@20"], "ndcg@20": m["ndcg@20"]})
+        key = (m["recall@20"], m["ndcg@20"])
+        if best is None or key > best[0]:
+            best = (key, walk)
+        logger.info("%s seed %d: step-2 lr %g, validation recall@20 %.4f ndcg@20 %.4f",
+                    name, seed, rate, m["recall@20"], m["ndcg@20"])
+    assert best is not None
+    run = best[1].to(last, progress)
+    run.selection = {
+        "chosen_lr": float(run.hyperparameters["meta"]["lr"]),
+        "by": "validation recall@20",
+        "periods": list(validation),
+        "candidates": candidates,
+        # retraining CPU of every candidate over the online periods up to the choice
+        # (their offline passes not included)
+        "cpu_seconds": cpu,
+    }
     return run
 
 

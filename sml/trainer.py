@@ -25,12 +25,16 @@ How this implementation reads the paper where it leaves room:
   run side by side, the served one, whose Theta is frozen at its last proven
   value, and the learner, which follows the paper (Theta trained at every boundary
   and used at once; its W-hat fit through it). When D_t closes, both W_{t-1} are
-  scored on D_t, which neither has trained on, with the same sampled negatives;
-  if the learner ranked D_t's interactions better, it becomes the served lineage.
+  scored on D_t, which neither has trained on, as the protocol scores a model
+  (sampled Recall@20 against 99 negatives, the same negatives for both); if the
+  learner ranked D_t's interactions better, it becomes the served lineage.
   A Theta that would serve a log worse than the transfer it started from (which
   is fine-tuning) is never served for more than the period that shows it, and
   what the transfer learns is adopted as soon as it pays. The price is a second
   step 1 per boundary while the lineages differ.
+- Step 2's learning rate decides whether the transfer helps or hurts, and the
+  rate that works differs between logs by orders of magnitude; the replay chooses
+  it on the log's validation periods (``meta_lrs``, see ``sml.replay``).
 - The first boundary after a warm start has no previous model to merge (W-hat is
   the pretrained base and nothing came before it), so it has no meta step
   (``warm_anchor="none"``); ``"init"`` lets fresh rows play the previous model, and
@@ -61,7 +65,7 @@ import torch
 from torch import Tensor
 
 from sml.fit import Batch, FitConfig, SeenPairs, fit_mf, run_epochs, sample_negatives
-from sml.model import MFConfig, MFWeights, bce_loss, logits
+from sml.model import MFConfig, MFWeights, bce_loss
 from sml.strategy import PeriodData, PeriodLike, concat_periods
 from sml.transfer import Transfer, TransferConfig, TransferPair, column_scale
 
@@ -73,7 +77,11 @@ FirstSeen = Literal["include", "skip"]
 StepOne = Literal["transfer", "own"]
 WarmAnchor = Literal["none", "init"]
 
-CHECK_NEGATIVES = 20  # sampled negatives per interaction when the two lineages are compared
+# the check: how the two lineages are compared on the period that just closed, as the
+# protocol scores a model: is the interaction among the top CHECK_TOP of itself and
+# CHECK_NEGATIVES sampled items the user has not interacted with?
+CHECK_NEGATIVES = 99
+CHECK_TOP = 20
 
 
 @dataclass(frozen=True)
@@ -318,7 +326,9 @@ class SMLStrategy:
             if self.learner is not None and not self.same:
                 self._compare(data)
             learning = self.learner or self.served
-            if self.update_transfer and learning.anchor is not None:
+            # at step-2 rate 0 nothing is learned: the strategy is SML-0 and pays as much
+            learns = self.update_transfer and self.config.meta.lr > 0
+            if learns and learning.anchor is not None:
                 self._meta_step(learning, data)
                 self.same = False
             self._step_one(self.served, data)
@@ -534,18 +544,41 @@ def _lr(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
 
-def _ranking_score(model: MFWeights, check: Batch) -> float:
-    """Share of (positive, sampled negative) pairs the model orders right (ties count
-    half), an AUC. Users beyond the tables score by item biases, as serving scores them."""
+def _ranking_score(model: MFWeights, check: Batch, chunk: int = 4096) -> float:
+    """Share of the interactions the model ranks in the top CHECK_TOP of themselves and
+    their sampled negatives (a tie with a negative counts half a place above it), i.e.
+    sampled Recall@CHECK_TOP. Users beyond the tables score by item biases, as serving
+    scores them. (A pairwise AUC would also reward moving positives up from the bottom
+    of the list, which serving never shows, and adopt a Theta that ranks the top worse.)
+
+    Scored ``chunk`` interactions at a time, so memory stays bounded however long the
+    period; within a chunk, by the chunk's distinct users against the whole catalogue
+    when that is the smaller product (a period's users recur), else by gathering each
+    interaction's candidates."""
     users, pos, neg = check
+    hits = 0.0
     with torch.no_grad():
-        known = users < model.n_users
-        u = torch.zeros(users.shape[0], model.user.shape[1])  # (B, D)
-        u[known] = model.user[users[known]]
-        s_pos = logits(u, model.item[pos]).unsqueeze(1)  # (B, 1)
-        s_neg = logits(u.unsqueeze(1), model.item[neg])  # (B, n)
-    wins = (s_pos > s_neg).double() + 0.5 * (s_pos == s_neg).double()
-    return float(wins.mean())
+        for s in range(0, users.shape[0], chunk):
+            u_c, pos_c, neg_c = users[s : s + chunk], pos[s : s + chunk], neg[s : s + chunk]
+            scores = _candidate_scores(model, u_c, torch.cat([pos_c.unsqueeze(1), neg_c], 1))
+            s_pos, s_neg = scores[:, :1], scores[:, 1:]  # (B, 1), (B, n)
+            above = (s_neg > s_pos).double().sum(1) + 0.5 * (s_neg == s_pos).double().sum(1)
+            hits += float((above < CHECK_TOP).double().sum())
+    return hits / max(users.shape[0], 1)
+
+
+def _candidate_scores(model: MFWeights, users: Tensor, items: Tensor) -> Tensor:
+    """Scores of users (B,) for their own candidate items (B, c): (B, c), user bias left
+    out (it does not change a user's ranking), unknown users by item biases alone."""
+    distinct, inverse = torch.unique(users, return_inverse=True)
+    known = distinct < model.n_users
+    emb = torch.zeros(distinct.shape[0], model.dim)  # (U, d)
+    emb[known] = model.user[distinct[known], :-1]
+    if distinct.shape[0] * model.n_items <= 5 * items.numel():
+        table = emb @ model.item[:, :-1].T + model.item[:, -1]  # (U, n_items)
+        return table[inverse.unsqueeze(1), items]
+    rows = model.item[items]  # (B, c, d + 1)
+    return torch.bmm(rows[..., :-1], emb[inverse].unsqueeze(2)).squeeze(2) + rows[..., -1]
 
 
 def _plain(value: Any) -> Any:

@@ -24,6 +24,13 @@ multiplied back, so Theta learns one mapping whatever the units, and the bias
 column does not swamp the shared filters. ``scale_inputs=False`` feeds the raw
 rows, as the paper does.
 
+Bias. The last column of a row is its bias, and a user first seen after the model
+was built is ranked by the item biases alone. By default the bias is merged like
+any other column, which lets the transfer carry popularity across periods;
+``merge_bias=False`` returns W-hat's bias unchanged (the transfer still reads it),
+so a Theta trained for the users the tables know cannot bend the ranking of
+everyone else. Which serves better depends on the log (docs/method.md).
+
 Initialisation ``fine_tune`` (the default) makes the untrained transfer return
 w-hat_t exactly: the output is w-hat_t plus a learned correction whose last layer
 starts at zero, so a transfer that has not been trained yet behaves as
@@ -57,6 +64,7 @@ class TransferConfig:
     mix_channels: int = 5  # 1x1 convolution
     hidden: int = 512  # FC hidden width
     scale_inputs: bool = True  # read rows in units of their columns' RMS (see "Scale")
+    merge_bias: bool = True  # the bias column is merged too; False: W-hat's bias is kept
     eps: float = 1e-8
 
 
@@ -136,6 +144,12 @@ class Transfer(nn.Module):
                 nn.init.zeros_(self.out.bias)
 
     def forward(self, prev: Tensor, new: Tensor, scale: Tensor | None = None) -> Tensor:
+        out = self._merge(prev, new, scale)  # (N, D)
+        if not self.config.merge_bias:  # the last column is the bias: W-hat's, as fitted
+            out = torch.cat([out[:, :-1], new[:, -1:]], dim=1)
+        return out
+
+    def _merge(self, prev: Tensor, new: Tensor, scale: Tensor | None) -> Tensor:
         kind = self.config.kind
         if kind == "alpha":
             # a = 0 at start: exactly w-hat_t under either initialisation

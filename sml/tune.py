@@ -114,6 +114,7 @@ SML_SPACE: Space = {
     "meta.keep_optimizer": Choice((True, False)),
     "meta.first_seen": Choice(("include", "skip")),
     "transfer.hidden": Choice((64, 128, 512)),
+    "transfer.merge_bias": Choice((True, False)),
     "offline_passes": Choice((1, 2)),
     "step_one": Choice(("transfer", "own")),
 }
@@ -245,6 +246,10 @@ def tune_method(
         hyper = hp.for_method(name, {name: nest(overrides)})
         start = time.perf_counter()
         run = run_method(name, data, base, hyper=hyper, dim=dim, seed=seed, last_period=last)
+        if run.selection:  # the walk chose among meta_lrs: the file records the rate chosen
+            chosen = run.selection["chosen_lr"]
+            hyper = hp.with_theta_lr(hyper, chosen)
+            overrides = {**overrides, "meta.lr": chosen}
         m = run.summary(data.roles.validation)
         out.append(Trial(hyper, m["recall@20"], m["ndcg@20"], time.perf_counter() - start))
         if best is None or out[-1].key > best[0]:

@@ -12,9 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from sml import hyperparameters as hp
+from sml import replay
 from sml.metrics import METRIC_KEYS
 from sml.options import Roles
-from sml.replay import main
+from sml.replay import ReplayData, main, pretrain, run_method
 from sml.synthetic import SyntheticConfig, synthetic_drift
 
 QUICK = {"fit": {"epochs": 1}}
@@ -358,3 +360,89 @@ def test_a_transfer_that_never_learns_contributes_exactly_nothing(
         for key in ("recall@20", "ndcg@20"):
             assert contribution[group][key]["diff"] == 0.0
             assert contribution[group][key]["low"] == contribution[group][key]["high"] == 0.0
+
+
+# ---------------------------------------------------------------- Theta's step size
+
+
+@pytest.fixture(scope="module")
+def small_data() -> ReplayData:
+    log = synthetic_drift(
+        SyntheticConfig(
+            n_periods=7,
+            interactions_per_period=300,
+            n_users_initial=30,
+            n_items_initial=120,
+            new_users_per_period=5,
+            new_items_per_period=8,
+            seed=3,
+        )
+    )
+    return ReplayData.prepare(log, Roles.from_counts(2, 2, 2, 1), n_negatives=20)
+
+
+def test_the_step_two_rate_is_chosen_on_validation_and_that_walk_goes_on(
+    small_data: ReplayData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each candidate walks to the last validation period, none scores a test period
+    before the choice, the best validation Recall@20 wins, and the test figures are
+    exactly those of a run given the chosen rate alone (the same walk, continued)."""
+    roles = small_data.roles
+    base = pretrain(small_data, 8, 0)
+    hyper = {**QUICK_SML, "transfer": {"hidden": 16}, "meta": {"epochs": 1, "lr": 1e-2},
+             "meta_lrs": [0.0, 3e-2, 1e-4]}
+    hyper = hp.for_method("sml", {"sml": hyper})
+    scored: list[int] = []
+    evaluate = replay._evaluate
+
+    def spy(model: Any, data: ReplayData, period: int) -> Any:
+        scored.append(period)
+        return evaluate(model, data, period)
+
+    monkeypatch.setattr(replay, "_evaluate", spy)
+    run = run_method("sml", small_data, base, hyper=hyper, dim=8, seed=0)
+    test = roles.test[0]
+    # each candidate scored W and W-hat on the validation periods; only the chosen one a test
+    assert scored.count(roles.validation[-1]) == 3 * 2
+    assert scored.count(test) == 2 and scored.index(test) > len(scored) - 3
+    selection = run.selection
+    assert [c["lr"] for c in selection["candidates"]] == [0.0, 3e-2, 1e-4]
+    assert selection["periods"] == list(roles.validation)
+    best = max(selection["candidates"], key=lambda c: (c["recall@20"], c["ndcg@20"]))
+    assert selection["chosen_lr"] == best["lr"] == run.hyperparameters["meta"]["lr"]
+    assert run.hyperparameters["meta_lrs"] == [best["lr"]]
+    assert run.summary(roles.validation)["recall@20"] == best["recall@20"]
+    # the candidates differ, so the choice is not a formality
+    assert len({(c["recall@20"], c["ndcg@20"]) for c in selection["candidates"]}) > 1
+
+    monkeypatch.setattr(replay, "_evaluate", evaluate)
+    alone = run_method("sml", small_data, base, hyper=hp.with_theta_lr(hyper, best["lr"]),
+                       dim=8, seed=0)
+    assert not alone.selection
+    assert alone.evaluations[test].mean() == run.evaluations[test].mean()
+
+
+def test_a_given_step_two_rate_is_used_and_the_list_is_checked() -> None:
+    assert hp.for_method("sml", {"sml": {"meta": {"lr": 3e-5}}})["meta_lrs"] == [3e-5]
+    assert hp.theta_lrs("sml", hp.for_method("sml")) == hp.DEFAULTS["sml"]["meta_lrs"]
+    assert hp.theta_lrs("sml_frozen", hp.for_method("sml_frozen")) == []  # nothing to learn
+    assert hp.theta_lrs("fine_tune", hp.for_method("fine_tune")) == []
+    for bad in ([], [-1e-3], ["1e-3"], 1e-3, [True]):
+        with pytest.raises(ValueError, match="meta_lrs"):
+            hp.theta_lrs("sml", {"meta_lrs": bad})
+
+
+def test_the_report_names_the_rate_chosen(files: Files, tmp_path: Path) -> None:
+    hyper = tmp_path / "ladder.json"
+    hyper.write_text(json.dumps({"sml": {**QUICK_SML, "meta_lrs": [0.0, 1e-3]}}))
+    out = tmp_path / "run"
+    argv = _replay(files, out, "--roles", "2,2,1,1", methods="sml,fine_tune")
+    argv[argv.index("--hyper") + 1] = str(hyper)
+    assert main(argv) == 0
+    sml = _results(out)["methods"]["sml"]
+    (selection,) = sml["theta_lr_selection"]
+    assert [c["lr"] for c in selection["candidates"]] == [0.0, 1e-3]
+    assert sml["hyperparameters"]["meta"]["lr"] == selection["chosen_lr"]
+    report_text = (out / "report.txt").read_text()
+    assert "sml: step-2 learning rate chosen on validation periods" in report_text
+    assert f"{selection['chosen_lr']:g} of 0 " in report_text

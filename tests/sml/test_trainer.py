@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from sml import trainer
 from sml.data import split_equal_count
 from sml.fit import FitConfig, SeenPairs, sample_negatives
 from sml.model import MFConfig, MFWeights
@@ -69,6 +70,19 @@ def test_a_frozen_transfer_serves_what_fine_tuning_serves(periods: list) -> None
         assert torch.allclose(a.user, b.user, atol=1e-5)
         assert torch.allclose(a.item, b.item, atol=1e-5)
     assert sml.fitted is not None and torch.equal(sml.fitted.user, sml.model.user)  # type: ignore[union-attr]
+
+
+def test_step_two_at_rate_zero_is_the_frozen_transfer(periods: list) -> None:
+    """Rate 0 learns nothing, so no meta step runs: SML serves exactly what SML-0 (Theta
+    never updated) serves, with the check on, and pays for one lineage only."""
+    still = replace(SMALL, meta=replace(SMALL.meta, lr=0.0, rounds=2))
+    sml, frozen = SMLStrategy(still), SMLStrategy(still)
+    frozen.set_update_transfer(False)
+    for period in periods:
+        a, b = sml.boundary(period), frozen.boundary(period)
+        assert torch.equal(a.user, b.user) and torch.equal(a.item, b.item)
+    assert sml.theta_updates == 0 and sml.same
+    assert sml.promotions == sml.rejections == 0
 
 
 def test_rows_the_period_did_not_touch_are_carried_over(periods: list) -> None:
@@ -323,3 +337,57 @@ def test_a_merge_adds_the_learned_correction_to_w_hat(periods: list) -> None:
         assert torch.allclose(out[touched], expected, atol=1e-6)
         assert torch.equal(out[~touched], prev[~touched])
 
+
+
+def test_the_check_scores_the_top_of_the_list_as_serving_shows_it() -> None:
+    """The lineages are compared by sampled Recall@CHECK_TOP: a model that puts every
+    interaction just outside the top loses to one that puts half of them at the top and
+    the rest last, although the first orders more (positive, negative) pairs right."""
+    n_neg = trainer.CHECK_NEGATIVES
+    users = torch.zeros(2, dtype=torch.long)
+    pos = torch.tensor([0, 1])
+    neg = torch.arange(2, 2 + n_neg).repeat(2, 1)  # (2, n_neg): the same negatives
+
+    def model(pos_scores: list[float]) -> MFWeights:
+        # one user with embedding 1 and no bias: an item's score is its embedding
+        item = torch.zeros(2 + n_neg, 2)
+        item[2:, 0] = torch.arange(n_neg, 0, -1, dtype=torch.float32)  # negatives n_neg..1
+        item[:2, 0] = torch.tensor(pos_scores)
+        return MFWeights(torch.tensor([[1.0, 0.0]]), item)
+
+    top = trainer.CHECK_TOP
+    just_outside = n_neg - top + 0.5  # above all but `top` negatives: rank top + 1
+    steady = model([just_outside, just_outside])
+    split = model([n_neg + 1.0, 0.0])  # first, and last
+    check = (users, pos, neg)
+    assert trainer._ranking_score(steady, check) == 0.0
+    assert trainer._ranking_score(split, check) == 0.5
+    just_inside = model([n_neg - top + 1.5, n_neg - top + 1.5])  # rank top
+    assert trainer._ranking_score(just_inside, check) == 1.0
+    tied = model([n_neg - top + 1.0] * 2)  # tied with the top-th negative: half a place
+    assert trainer._ranking_score(tied, check) == 1.0
+
+
+@pytest.mark.parametrize(("n_users", "n_items", "n_rows", "n_candidates"),
+                         [(3, 10, 30, 5), (40, 1000, 30, 2)])
+def test_the_checks_scores_are_the_models_scores(
+    n_users: int, n_items: int, n_rows: int, n_candidates: int
+) -> None:
+    """Both ways of scoring the candidates (the distinct users against the catalogue, and
+    gathering each row's candidates) give the model's scores less the user bias, with
+    users beyond the tables scored by item biases; chunking does not change the check."""
+    g = torch.Generator().manual_seed(0)
+    model = MFWeights(torch.randn(n_users, 5, generator=g), torch.randn(n_items, 5, generator=g))
+    users = torch.randint(0, n_users + 2, (n_rows,), generator=g)  # some beyond the table
+    items = torch.randint(0, n_items, (n_rows, n_candidates), generator=g)
+    u = torch.zeros(n_rows, 5)
+    known = users < n_users
+    u[known] = model.user[users[known]]
+    u[:, -1] = 0.0  # the user bias ranks nothing
+    expected = (u.unsqueeze(1)[..., :-1] * model.item[items][..., :-1]).sum(-1) + model.item[
+        items, -1
+    ]
+    got = trainer._candidate_scores(model, users, items)
+    assert torch.allclose(got, expected, atol=1e-5)
+    check = (users, items[:, 0], items[:, 1:])
+    assert trainer._ranking_score(model, check, chunk=7) == trainer._ranking_score(model, check)

@@ -81,13 +81,36 @@ def test_pair_has_one_transfer_per_side() -> None:
 def test_the_correction_is_added_to_w_hat_not_to_the_previous_rows(kind: str) -> None:
     """Fine-tune start with only the output bias set: the transfer returns
     W-hat plus that bias (in units of the columns' scale), whatever the previous rows."""
-    transfer = Transfer(4, TransferConfig(kind=kind, hidden=8))  # type: ignore[arg-type]
+    config = TransferConfig(kind=kind, hidden=8, merge_bias=True)  # type: ignore[arg-type]
+    transfer = Transfer(4, config)
     with torch.no_grad():
         transfer.out.bias.fill_(0.25)  # type: ignore[union-attr]
     prev, new = torch.randn(3, 4), torch.randn(3, 4)
     scale = torch.tensor([1.0, 2.0, 0.5, 4.0])
     assert torch.allclose(transfer(prev, new, scale), new + 0.25 * scale)
     assert torch.allclose(transfer(prev, new), new + 0.25)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "no_cnn", "no_fc", "mlp", "alpha"])
+@pytest.mark.parametrize("init", ["fine_tune", "paper"])
+def test_the_bias_column_is_w_hats_unless_merged(kind: str, init: str) -> None:
+    """Without merge_bias the last column (the bias) comes out as W-hat's, whatever Theta
+    is, and the other columns are merged; with it (the default) the bias is merged too."""
+    torch.manual_seed(0)
+    outputs = {}
+    for merge_bias in (False, True):
+        config = TransferConfig(kind=kind, init=init, hidden=8, merge_bias=merge_bias)  # type: ignore[arg-type]
+        transfer = Transfer(4, config)
+        with torch.no_grad():
+            for p in transfer.parameters():
+                p.copy_(torch.linspace(-0.5, 0.7, p.numel()).view_as(p))
+        prev, new = torch.randn(3, 4), torch.randn(3, 4)
+        outputs[merge_bias] = (transfer(prev, new, column_scale(prev)), new)
+    out, new = outputs[False]
+    assert torch.equal(out[:, -1], new[:, -1])
+    assert not torch.allclose(out[:, :-1], new[:, :-1])
+    merged, new = outputs[True]
+    assert not torch.allclose(merged[:, -1], new[:, -1])
 
 
 @pytest.mark.parametrize("kind", ["cnn", "no_cnn", "no_fc", "mlp"])
@@ -170,7 +193,8 @@ def test_layers_a_kind_does_not_have_are_none(kind: str) -> None:
 def test_the_paper_init_returns_the_correction_alone(kind: str) -> None:
     """No residual under the paper's init: with the output layer zeroed the
     transfer returns zeros (not W-hat), and so it is not the identity."""
-    transfer = Transfer(4, TransferConfig(kind=kind, init="paper", hidden=8))  # type: ignore[arg-type]
+    config = TransferConfig(kind=kind, init="paper", hidden=8, merge_bias=True)  # type: ignore[arg-type]
+    transfer = Transfer(4, config)
     with torch.no_grad():
         transfer.out.weight.zero_()  # type: ignore[union-attr]
         transfer.out.bias.zero_()  # type: ignore[union-attr]
@@ -190,7 +214,7 @@ def test_an_output_bias_alone_makes_it_no_identity(kind: str) -> None:
 
 
 def test_alpha_mixes_the_previous_and_the_fitted_rows() -> None:
-    transfer = Transfer(3, TransferConfig(kind="alpha"))
+    transfer = Transfer(3, TransferConfig(kind="alpha", merge_bias=True))
     with torch.no_grad():
         transfer.alpha.copy_(torch.tensor([0.0, 0.25, 1.0]))
     prev, new = torch.tensor([[4.0, 4.0, 4.0]]), torch.tensor([[2.0, 2.0, 2.0]])

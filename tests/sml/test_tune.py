@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
 from sml import hyperparameters as hp
 from sml import options, replay, tune
+from sml.synthetic import SyntheticConfig, synthetic_drift
 from sml.tune import SPACES, Choice, LogUniform, draw, flat, neighbour, nest
 
 TINY = ["--dataset", "synthetic", "--dim", "8", "--trials", "2", "--pretrain-trials", "2"]
@@ -83,6 +84,8 @@ def test_the_second_half_of_the_trials_searches_around_the_best(
     tried: list[dict[str, Any]] = []
 
     class Run:
+        selection: ClassVar[dict[str, Any]] = {}  # no rate chosen: a baseline
+
         def __init__(self, score: float) -> None:
             self.score = score
 
@@ -188,3 +191,27 @@ def test_bad_input_is_one_line_and_exit_2(
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err and "Traceback" not in err
+
+
+def test_a_trial_records_the_step_two_rate_it_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The defaults' trial chooses its rate among meta_lrs on the validation periods and
+    is recorded with that rate alone; a trial that drew a rate is run and recorded with it."""
+    monkeypatch.setitem(
+        hp.DEFAULTS,
+        "sml",
+        {"fit": {"epochs": 1}, "transfer": {"hidden": 16}, "offline_passes": 1,
+         "meta_lrs": [0.0, 1e-2]},
+    )
+    monkeypatch.setitem(tune.SPACES, "sml", {"meta.lr": LogUniform(1e-4, 1e-3)})
+    log = synthetic_drift(SyntheticConfig(n_periods=6, interactions_per_period=300,
+                                          n_users_initial=30, n_items_initial=120, seed=3))
+    data = replay.ReplayData.prepare(log, options.Roles.from_counts(2, 2, 1, 1), n_negatives=20)
+    trials = tune.tune_method("sml", data, hp.PRETRAIN, trials=2, dim=8, seed=0,
+                              rng=np.random.default_rng(0))
+    # the drawn rate lies in [1e-4, 1e-3], so a rate from meta_lrs marks the defaults' trial
+    by_origin = {t.hyper["meta"]["lr"] in (0.0, 1e-2): t.hyper for t in trials}
+    defaults, drawn = by_origin[True], by_origin[False]
+    assert defaults["meta_lrs"] == [defaults["meta"]["lr"]]
+    assert 1e-4 <= drawn["meta"]["lr"] <= 1e-3 and drawn["meta_lrs"] == [drawn["meta"]["lr"]]
+    for t in trials:  # what the file records builds, and is run as recorded (no new choice)
+        assert hp.theta_lrs("sml", t.hyper) == [t.hyper["meta"]["lr"]]
