@@ -35,10 +35,28 @@ def test_dense_ids_in_order_of_first_appearance(store: Store) -> None:
     assert store.user_index("carol") == 2
     assert store.user_index("nobody") is None
     assert store.item_index("w") == 3
+    assert store.item_index("nothing") is None
     assert store.user_indices(["carol", "nobody", "alice"]) == {"carol": 2, "alice": 0}
     assert store.seen_items(0).tolist() == [0, 2]
     assert store.seen_items(1).tolist() == [1, 3]
-    assert store.seen_items(99).tolist() == []
+    assert store.seen_items(99).tolist() == [] and store.seen_items(99).dtype.name == "int64"
+
+
+def test_ids_and_seen_items_come_in_index_order(store: Store) -> None:
+    """Whatever order the rows lie in on disk (a rewritten row moves to the end
+    of a PostgreSQL table): ids by dense index, a user's items sorted."""
+    items = [f"i{k}" for k in range(12)]
+    store.ingest([NewInteraction("u", item, float(n), None)
+                  for n, item in enumerate(reversed(items))])
+    store.ingest([NewInteraction("v", item, 20.0, None) for item in items])
+    with store._engine.begin() as conn:
+        conn.execute(text("UPDATE items SET external_id = external_id WHERE idx < 6"))
+        conn.execute(text("UPDATE users SET external_id = external_id WHERE idx = 0"))
+    assert store.item_ids() == list(reversed(items))
+    assert store.item_ids(start=10) == ["i1", "i0"]
+    assert store.user_ids() == ["u", "v"]
+    assert store.seen_items(0).tolist() == list(range(12))
+    assert store.seen_items(1).tolist() == list(range(12))
 
 
 def test_a_row_whose_event_id_went_in_meanwhile_is_not_counted(
