@@ -54,8 +54,14 @@ def test_close_by_count(store: Store) -> None:
     assert store.first_open_ts() is None
     periods = store.list_periods()
     assert [(p.period_id, p.status) for p in periods] == [(0, "closed"), (1, "closed"), (2, "open")]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^max_rows must be at least 1$"):
         store.close_period(max_rows=0)
+    _ingest(store, [("a", "x", 20.0), ("b", "x", 21.0)])
+    before = time.time()
+    single = store.close_period(max_rows=1)
+    assert single is not None and (single.n_interactions, single.start) == (1, 20.0)
+    assert single.closed_at is not None and single.closed_at >= before
+    assert single.opened_at is not None and single.opened_at <= single.closed_at
 
 
 def test_close_until_event_time(store: Store) -> None:
@@ -91,10 +97,11 @@ def test_mark_trained(store: Store) -> None:
     store.mark_trained(0)
     info = store.get_period(0)
     assert info is not None and info.status == "trained"
-    with pytest.raises(ValueError):
-        store.mark_trained(1)  # still open
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match=r"^period 1 is still open$"):
+        store.mark_trained(1)
+    with pytest.raises(KeyError) as unknown:
         store.mark_trained(7)
+    assert unknown.value.args == (7,)
     assert store.get_period(7) is None
     # trained periods still bound the open one
     _ingest(store, [("b", "y", 2.0)])
@@ -250,10 +257,10 @@ def test_arrays_of_an_empty_period_have_the_types_of_a_full_one(store: Store) ->
 
 
 def test_closing_survives_a_concurrent_writer(store: Store, db_url: str) -> None:
-    """Every way of closing a period reads (the rows after the last close),
-    then writes: begun as a plain reader, SQLite would fail it at once ("database
-    is locked") whenever another connection committed in between; begun as a
-    writer, it waits its turn."""
+    """Every way of closing a period, and marking one trained, reads (the rows
+    after the last close; the period), then writes: begun as a plain reader,
+    SQLite would fail it at once ("database is locked") whenever another
+    connection committed in between; begun as a writer, it waits its turn."""
     other = Store.from_url(db_url)  # another connection pool, as another process has
     stop = threading.Event()
 
@@ -266,7 +273,11 @@ def test_closing_survives_a_concurrent_writer(store: Store, db_url: str) -> None
     try:
         for n in range(60):  # a count, not a clock
             _ingest(store, [("a", "x", float(n))])
-            assert store.close_period_and_queue() is not None
+            done = store.close_period_and_queue()
+            assert done is not None
+            store.mark_trained(done[0].period_id)
+            _ingest(store, [("a", "y", float(n))])
+            assert store.close_period() is not None
             _ingest(store, [("b", "x", float(n))])
             assert store.close_at_cut(f"{n}-0") is not None
             assert store.import_period([NewInteraction("c", "y", float(n), f"h{n}")]) is not None
@@ -274,4 +285,6 @@ def test_closing_survives_a_concurrent_writer(store: Store, db_url: str) -> None
         stop.set()
         writer.join()
         other.close()
-    assert len(store.list_periods()) == 181
+    periods = store.list_periods()
+    assert len(periods) == 241 and sum(p.n_interactions for p in periods) == 240
+    assert [p.status for p in periods[:4]] == ["trained", "closed", "closed", "closed"]
