@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -35,11 +36,13 @@ def test_empty_period_does_not_close(store: Store) -> None:
     assert [p.status for p in store.list_periods()] == ["closed", "open"]
 
 
-def test_close_by_count(store: Store) -> None:
+def test_close_by_count(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     _ingest(store, [(f"u{k}", f"i{k % 3}", float(k)) for k in range(10)])
     assert store.count_open() == 10
     assert store.first_open_ts() == 0.0
-    closed = store.close_period(max_rows=4)
+    with caplog.at_level(logging.INFO, logger="store.repository"):
+        closed = store.close_period(max_rows=4)
+    assert [r.getMessage() for r in caplog.records] == ["closed period 0: 4 interactions"]
     assert closed is not None
     assert (closed.period_id, closed.status, closed.n_interactions) == (0, "closed", 4)
     assert (closed.start, closed.end) == (0.0, 3.0)
