@@ -26,7 +26,7 @@ def test_dense_ids_in_order_of_first_appearance(store: Store) -> None:
             NewInteraction("alice", "z", 3.0, None),
         ]
     )
-    assert result.accepted == 3 and result.duplicates == 0 and result.period_id == 0
+    assert (result.accepted, result.duplicates, result.period_id, result.dropped) == (3, 0, 0, 0)
     store.ingest([NewInteraction("carol", "y", 4.0, None), NewInteraction("bob", "w", 5.0, None)])
     assert store.user_ids() == ["alice", "bob", "carol"]
     assert store.item_ids() == ["x", "y", "z", "w"]
@@ -87,6 +87,11 @@ def test_event_ids_are_idempotent_within_and_across_batches(store: Store) -> Non
     again = store.ingest(batch)
     assert (again.accepted, again.duplicates) == (1, 3)
     assert store.count_open() == 4
+    # nothing new at all: every row counted, in the open period
+    store.close_period()
+    none_new = store.ingest(batch[:3])
+    assert (none_new.accepted, none_new.duplicates, none_new.period_id) == (0, 3, 1)
+    assert store.count_open() == 0
     # a row skipped as a duplicate creates no user or item
     store.ingest([NewInteraction("ghost", "phantom", 5.0, "e2")])
     assert "ghost" not in store.user_ids()
