@@ -276,7 +276,7 @@ def test_single_requests_from_memory_go_through_the_batcher(clock: Clock) -> Non
     model = _model()
     recent = FakeRecent(1, {"u1": ["i3"], "stranger": ["i5"]})
     rec, store, batcher, metrics = _with_memory(recent)
-    first = _one(rec, model, "u0", 10)
+    first = asyncio.run(rec.recommend_one(model, "u0", 10))  # excludes seen by default
     assert (first.user_id, first.fallback, first.model_version) == ("u0", None, model.version)
     assert sorted(first.items) == list(range(1, 10))  # i0, seen in the model, left out
     assert first.items == top_k(model, [0], 10)[0].items.tolist()
