@@ -7,9 +7,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from store import NewInteraction, QueueBusy, Store
+from store.models import Job
 
 
 def _ingest(store: Store, n: int, user: str = "u", first_ts: float = 0.0) -> None:
@@ -115,9 +116,11 @@ def test_an_empty_cut_fails_only_a_queued_job_of_the_open_period(store: Store) -
     running = store.queue_for_open_period()
     assert store.claim_job(running.job_id)
     other = store.create_job(7)  # queued, another period
+    bystander = store.create_job(0, "bootstrap")  # queued, the open period, not named
     assert store.close_at_cut("1-0", job_id=other.job_id) is None
     assert store.close_at_cut("2-0", job_id=running.job_id) is None
     assert store.get_job(other.job_id) == other
+    assert store.get_job(bystander.job_id) == bystander
     still = store.get_job(running.job_id)
     assert still is not None and (still.status, still.error) == ("running", None)
 
@@ -142,12 +145,13 @@ def test_the_open_periods_retrain_is_queued_once(store: Store) -> None:
 
 
 def test_the_oldest_busy_retrain_is_named(store: Store) -> None:
-    first = store.create_job(3)
-    time.sleep(0.01)  # distinct creation times
-    store.create_job(2)
+    newer, older = store.create_job(3), store.create_job(2)
+    with store._engine.begin() as conn:  # the second one made is the older
+        conn.execute(update(Job).where(Job.id == older.job_id)
+                     .values(created_at=newer.created_at - 10.0))
     with pytest.raises(QueueBusy) as busy:
         store.queue_for_open_period()
-    assert busy.value.job == first
+    assert busy.value.job.job_id == older.job_id
 
 
 def test_touching_the_open_period_restarts_only_its_clock(store: Store) -> None:

@@ -189,15 +189,14 @@ def test_closing_with_its_job_takes_the_periods_own_queued_retrain(store: Store)
     _ingest(store, [("a", "x", 1.0)])
     store.create_job(0, "bootstrap")
     store.create_job(5)
-    for status in ("running", "succeeded"):
-        done = store.create_job(0)
-        store.claim_job(done.job_id)
-        if status == "succeeded":
-            store.finish_job(done.job_id, "succeeded", model_version=1)
+    running, finished = store.create_job(0), store.create_job(0)
+    store.claim_job(running.job_id)
+    store.claim_job(finished.job_id)
+    store.finish_job(finished.job_id, "succeeded", model_version=1)
     newer, older = store.create_job(0), store.create_job(0)
     with store._engine.begin() as conn:  # the second one made is the older
-        conn.execute(update(Job).where(Job.id == older.job_id)
-                     .values(created_at=newer.created_at - 10.0))
+        for job, made in ((running, 1.0), (finished, 2.0), (older, 3.0), (newer, 4.0)):
+            conn.execute(update(Job).where(Job.id == job.job_id).values(created_at=made))
     closed = store.close_period_and_queue()
     assert closed is not None and closed[1].job_id == older.job_id
 
