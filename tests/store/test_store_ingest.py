@@ -98,6 +98,27 @@ def test_event_ids_are_idempotent_within_and_across_batches(store: Store) -> Non
     assert "phantom" not in store.item_ids()
 
 
+def test_ids_of_up_to_128_characters_are_accepted(store: Store) -> None:
+    longest = "x" * 128
+    done = store.ingest([NewInteraction(longest, longest, 1.0, longest),
+                         NewInteraction("u", "i", 2.0, "e")])  # a one-character event id
+    assert (done.accepted, done.duplicates) == (2, 0)
+    assert store.user_ids() == [longest, "u"] and store.item_ids() == [longest, "i"]
+    for bad, message in (
+        (NewInteraction("", "i", 1.0, None), "user_id must be 1 to 128 characters, got ''"),
+        (NewInteraction("u", "y" * 129, 1.0, None),
+         f"item_id must be 1 to 128 characters, got '{'y' * 129}'"),
+        (NewInteraction("u", "i", 1.0, ""), "event_id must be 1 to 128 characters"),
+        (NewInteraction("u", "i", 1.0, "e" * 129), "event_id must be 1 to 128 characters"),
+        (NewInteraction("u", "i", float("inf"), None),
+         "ts must be a finite number of Unix seconds, got inf"),
+    ):
+        with pytest.raises(ValueError) as refused:
+            store.ingest([NewInteraction("ok", "ok", 1.0, None), bad])
+        assert str(refused.value) == message
+    assert store.count_open() == 2
+
+
 def test_empty_batch_and_invalid_rows(store: Store) -> None:
     assert store.ingest([]).accepted == 0
     with pytest.raises(ValueError, match="user_id"):
