@@ -128,6 +128,8 @@ def test_rank_popular() -> None:
     ranked = rank_popular(popular, 3)
     assert ranked.items.tolist() == [7, 3, 9]
     assert ranked.scores.tolist() == [4.0, 3.0, 2.0]
+    # the types of every TopK (a model's answers and the fallback share a batch)
+    assert (ranked.items.dtype.name, ranked.scores.dtype.name) == ("int64", "float32")
     ranked = rank_popular(popular, 3, exclude=np.array([3, 100]))
     assert (ranked.items.tolist(), ranked.scores.tolist()) == ([7, 9, 1], [4.0, 2.0, 1.0])
 
