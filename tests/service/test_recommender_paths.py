@@ -4,10 +4,12 @@ back-off after a database error, the no-model fallback, the counters."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from service_testkit import random_payload
 
@@ -15,7 +17,8 @@ import service.recommender as recommender_module
 from service.holder import ServingModel
 from service.metrics import ServiceMetrics
 from service.popularity import Popular
-from service.recommender import DB_BACKOFF_S, Recommender
+from service.recommender import DB_BACKOFF_S, Recommendation, Recommender
+from service.scorer import TopK, top_k
 from store import StoreUnavailable
 
 
@@ -52,6 +55,35 @@ class FakePopularity:
         return self.popular
 
 
+class FakeRecent:
+    """The in-memory recent set: covers the periods from ``covered_from`` on
+    (None: nothing yet) and holds ``items`` (user id -> item ids) since then."""
+
+    def __init__(self, covered_from: int | None, items: dict[str, list[str]]) -> None:
+        self.covered_from, self.items = covered_from, items
+
+    def covers(self, period_id: int) -> bool:
+        return self.covered_from is not None and self.covered_from <= period_id
+
+    def items_of(self, user_id: str, item_index: dict[str, int]) -> np.ndarray | None:
+        names = self.items.get(user_id)
+        return np.array([item_index[n] for n in names], dtype=np.int64) if names else None
+
+
+class FakeBatcher:
+    """Scores each request at once with the scorer, recording what it was asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, bool, list[int] | None]] = []
+
+    async def top_k(self, model: ServingModel, user: int, k: int, exclude_seen: bool = True,
+                    extra_seen: np.ndarray | None = None) -> TopK:
+        self.calls.append((user, k, exclude_seen,
+                           None if extra_seen is None else extra_seen.tolist()))
+        [found] = top_k(model, [user], k, exclude_seen=exclude_seen, extra_seen=[extra_seen])
+        return found
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -82,6 +114,30 @@ def _parts(indices: dict[str, int] | None = None, seen: dict[int, list[int]] | N
     metrics = ServiceMetrics()
     rec = Recommender(store, popularity, metrics)  # type: ignore[arg-type]
     return rec, store, popularity, metrics
+
+
+def _with_memory(recent: FakeRecent, indices: dict[str, int] | None = None,
+                 seen: dict[int, list[int]] | None = None
+                 ) -> tuple[Recommender, FakeStore, FakeBatcher, ServiceMetrics]:
+    store = FakeStore(indices or {}, seen or {})
+    popularity = FakePopularity(Popular(np.array([2, 1, 0], dtype=np.int64),
+                                        ["a", "b", "c"]))
+    metrics, batcher = ServiceMetrics(), FakeBatcher()
+    rec = Recommender(store, popularity, metrics, recent=recent,  # type: ignore[arg-type]
+                      batcher=batcher)  # type: ignore[arg-type]
+    return rec, store, batcher, metrics
+
+
+def _one(rec: Recommender, model: ServingModel | None, user_id: str, k: int,
+         exclude_seen: bool = True) -> Recommendation:
+    return asyncio.run(rec.recommend_one(model, user_id, k, exclude_seen))
+
+
+def _body(result: Recommendation) -> dict[str, Any]:
+    """The rendered body, checked against the plain JSON rendering."""
+    body: dict[str, Any] = orjson.loads(result.render())
+    assert body == result.to_json()
+    return body
 
 
 def _fallbacks(metrics: ServiceMetrics, reason: str) -> float:
@@ -202,3 +258,98 @@ def test_a_single_request_is_scored_through_the_batcher_from_memory(
         unseen = client.get("/v1/users/late/recommendations?k=12").json()
         assert "i11" not in [e["item_id"] for e in unseen["items"]]
         assert len(unseen["items"]) == len(everything["items"]) - 1
+
+
+def test_the_database_is_asked_whatever_the_monotonic_clock_reads(clock: Clock) -> None:
+    """The monotonic clock's zero is arbitrary: a fresh recommender asks the
+    database even when the clock reads below the back-off's length."""
+    clock.now = 0.0
+    rec, store, _, _ = _parts(seen={1: [3]})
+    [result] = rec.recommend(_model(), ["u1"], 10)
+    assert store.calls == [("seen_items", 1)] and 3 not in result.items
+
+
+def test_single_requests_from_memory_go_through_the_batcher(clock: Clock) -> None:
+    """With the recent set covering the model's period: known users scored by
+    the batcher with the model's seen items and the recent ones left out,
+    unknown users given the model's popular items; no database call."""
+    model = _model()
+    recent = FakeRecent(1, {"u1": ["i3"], "stranger": ["i5"]})
+    rec, store, batcher, metrics = _with_memory(recent)
+    first = asyncio.run(rec.recommend_one(model, "u0", 10))  # excludes seen by default
+    assert (first.user_id, first.fallback, first.model_version) == ("u0", None, model.version)
+    assert sorted(first.items) == list(range(1, 10))  # i0, seen in the model, left out
+    assert first.items == top_k(model, [0], 10)[0].items.tolist()
+    recent_one = _one(rec, model, "u1", 10)
+    assert sorted(recent_one.items) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    everything = _one(rec, model, "u1", 10, exclude_seen=False)
+    assert sorted(everything.items) == list(range(10))
+    assert batcher.calls == [(0, 10, True, None), (1, 10, True, [3]), (1, 10, False, None)]
+    assert _body(recent_one)["items"][0]["item_id"] == f"i{recent_one.items[0]}"
+
+    stranger = _one(rec, model, "stranger", 3)
+    assert (stranger.user_id, stranger.item_ids, stranger.fallback, stranger.model_version) == (
+        "stranger", ["i6", "i7", "i8"], "popularity", model.version)
+    assert stranger.scores == [3.0, 2.0, 1.0]  # N - rank in the model's list of 4
+    unfiltered = _one(rec, model, "stranger", 3, exclude_seen=False)
+    assert unfiltered.item_ids == ["i5", "i6", "i7"]
+    assert [e["item_id"] for e in _body(unfiltered)["items"]] == ["i5", "i6", "i7"]
+    assert len(batcher.calls) == 3 and store.calls == []
+    assert _fallbacks(metrics, "unknown_user") == 2
+
+
+def test_single_requests_before_the_recent_set_covers_the_model_ask_the_database(
+    clock: Clock,
+) -> None:
+    """Until the recent set covers the model's period (right after a swap or a
+    rollback), a user's seen items since the model come from the database, so a
+    single request is answered off the batcher."""
+    model = _model()
+    for recent in (FakeRecent(None, {}), FakeRecent(2, {"u1": ["i9"]})):
+        rec, store, batcher, _ = _with_memory(recent, seen={1: [3, 4]})
+        result = _one(rec, model, "u1", 10)
+        assert sorted(result.items) == [0, 1, 2, 5, 6, 7, 8, 9]  # 3, 4 from the database
+        assert store.calls == [("seen_items", 1)] and batcher.calls == []
+
+
+def test_single_requests_without_a_model_get_the_stores_popular_items(clock: Clock) -> None:
+    rec, store, batcher, metrics = _with_memory(FakeRecent(None, {}), indices={"x": 0},
+                                                seen={0: [1]})
+    everything = _one(rec, None, "x", 2, exclude_seen=False)
+    assert (everything.user_id, everything.item_ids, everything.model_version,
+            everything.fallback) == ("x", ["c", "b"], None, "popularity")
+    unseen = _one(rec, None, "x", 2)
+    assert unseen.item_ids == ["c", "a"]
+    assert store.calls == [("user_indices", ["x"]), ("seen_items", 0)]
+    assert batcher.calls == [] and _fallbacks(metrics, "no_model") == 2
+
+
+def test_a_model_without_popular_items_serves_the_stores_under_its_version(
+    clock: Clock,
+) -> None:
+    """The fallback then names the store's items (its own id table), not the
+    model's entries at the same indices."""
+    model = ServingModel.from_payload(random_payload(4, 10, 4, [[0], [], [], []], seed=3,
+                                                     popular=[]))
+    rec, _, _, _ = _parts()
+    known, stranger = rec.recommend(model, ["u1", "stranger"], 2)
+    assert [e["item_id"] for e in _body(stranger)["items"]] == ["c", "b"]
+    assert (stranger.fallback, stranger.model_version) == ("popularity", model.version)
+    assert [e["item_id"] for e in _body(known)["items"]] == [f"i{i}" for i in known.items]
+
+
+@pytest.mark.parametrize("version", [None, 4])
+@pytest.mark.parametrize("fallback", [None, "popularity"])
+@pytest.mark.parametrize("items", [[], [2, 0]])
+def test_a_rendered_body_is_the_json_of_the_answer(
+    version: int | None, fallback: str | None, items: list[int]
+) -> None:
+    names = ["i0", 'it "1"', "i\\2"]
+    prefixes = [b'{"item_id":' + orjson.dumps(n) + b',"score":' for n in names]
+    scores = [0.5, -1.25][: len(items)]
+    for with_prefixes in (prefixes, None):
+        answer = Recommendation('u"x', items, scores, names, version, fallback, with_prefixes)
+        assert orjson.loads(answer.render()) == {
+            "user_id": 'u"x', "model_version": version, "fallback": fallback,
+            "items": [{"item_id": names[i], "score": s} for i, s in zip(items, scores,
+                                                                          strict=True)]}

@@ -121,6 +121,9 @@ def test_seen_pairs_and_extra_pairs() -> None:
         (0, 0), (0, 3), (0, 2), (2, 4), (2, 1), (3, 0), (3, 3), (3, 2)]
     rows, cols = extra_pairs([np.array([1, 9]), None, np.array([-1, 2])], n_items=5)
     assert (rows.tolist(), cols.tolist()) == ([0, 2], [1, 2])
+    # the table's first and last items are kept, the index past its end is not
+    rows, cols = extra_pairs([np.array([5, 0]), np.array([4, -1])], n_items=5)
+    assert (rows.tolist(), cols.tolist()) == ([0, 1], [0, 4])
 
 
 def test_rank_popular() -> None:
@@ -128,6 +131,8 @@ def test_rank_popular() -> None:
     ranked = rank_popular(popular, 3)
     assert ranked.items.tolist() == [7, 3, 9]
     assert ranked.scores.tolist() == [4.0, 3.0, 2.0]
+    # the types of every TopK (a model's answers and the fallback share a batch)
+    assert (ranked.items.dtype.name, ranked.scores.dtype.name) == ("int64", "float32")
     ranked = rank_popular(popular, 3, exclude=np.array([3, 100]))
     assert (ranked.items.tolist(), ranked.scores.tolist()) == ([7, 9, 1], [4.0, 2.0, 1.0])
 

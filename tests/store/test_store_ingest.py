@@ -26,7 +26,7 @@ def test_dense_ids_in_order_of_first_appearance(store: Store) -> None:
             NewInteraction("alice", "z", 3.0, None),
         ]
     )
-    assert result.accepted == 3 and result.duplicates == 0 and result.period_id == 0
+    assert (result.accepted, result.duplicates, result.period_id, result.dropped) == (3, 0, 0, 0)
     store.ingest([NewInteraction("carol", "y", 4.0, None), NewInteraction("bob", "w", 5.0, None)])
     assert store.user_ids() == ["alice", "bob", "carol"]
     assert store.item_ids() == ["x", "y", "z", "w"]
@@ -35,10 +35,28 @@ def test_dense_ids_in_order_of_first_appearance(store: Store) -> None:
     assert store.user_index("carol") == 2
     assert store.user_index("nobody") is None
     assert store.item_index("w") == 3
+    assert store.item_index("nothing") is None
     assert store.user_indices(["carol", "nobody", "alice"]) == {"carol": 2, "alice": 0}
     assert store.seen_items(0).tolist() == [0, 2]
     assert store.seen_items(1).tolist() == [1, 3]
-    assert store.seen_items(99).tolist() == []
+    assert store.seen_items(99).tolist() == [] and store.seen_items(99).dtype.name == "int64"
+
+
+def test_ids_and_seen_items_come_in_index_order(store: Store) -> None:
+    """Whatever order the rows lie in on disk (a rewritten row moves to the end
+    of a PostgreSQL table): ids by dense index, a user's items sorted."""
+    items = [f"i{k}" for k in range(12)]
+    store.ingest([NewInteraction("u", item, float(n), None)
+                  for n, item in enumerate(reversed(items))])
+    store.ingest([NewInteraction("v", item, 20.0, None) for item in items])
+    with store._engine.begin() as conn:
+        conn.execute(text("UPDATE items SET external_id = external_id WHERE idx < 6"))
+        conn.execute(text("UPDATE users SET external_id = external_id WHERE idx = 0"))
+    assert store.item_ids() == list(reversed(items))
+    assert store.item_ids(start=10) == ["i1", "i0"]
+    assert store.user_ids() == ["u", "v"]
+    assert store.seen_items(0).tolist() == list(range(12))
+    assert store.seen_items(1).tolist() == list(range(12))
 
 
 def test_a_row_whose_event_id_went_in_meanwhile_is_not_counted(
@@ -69,10 +87,36 @@ def test_event_ids_are_idempotent_within_and_across_batches(store: Store) -> Non
     again = store.ingest(batch)
     assert (again.accepted, again.duplicates) == (1, 3)
     assert store.count_open() == 4
+    # nothing new at all: every row counted, in the open period
+    store.close_period()
+    none_new = store.ingest(batch[:3])
+    assert (none_new.accepted, none_new.duplicates, none_new.period_id) == (0, 3, 1)
+    assert store.count_open() == 0
     # a row skipped as a duplicate creates no user or item
     store.ingest([NewInteraction("ghost", "phantom", 5.0, "e2")])
     assert "ghost" not in store.user_ids()
     assert "phantom" not in store.item_ids()
+
+
+def test_ids_of_up_to_128_characters_are_accepted(store: Store) -> None:
+    longest = "x" * 128
+    done = store.ingest([NewInteraction(longest, longest, 1.0, longest),
+                         NewInteraction("u", "i", 2.0, "e")])  # a one-character event id
+    assert (done.accepted, done.duplicates) == (2, 0)
+    assert store.user_ids() == [longest, "u"] and store.item_ids() == [longest, "i"]
+    for bad, message in (
+        (NewInteraction("", "i", 1.0, None), "user_id must be 1 to 128 characters, got ''"),
+        (NewInteraction("u", "y" * 129, 1.0, None),
+         f"item_id must be 1 to 128 characters, got '{'y' * 129}'"),
+        (NewInteraction("u", "i", 1.0, ""), "event_id must be 1 to 128 characters"),
+        (NewInteraction("u", "i", 1.0, "e" * 129), "event_id must be 1 to 128 characters"),
+        (NewInteraction("u", "i", float("inf"), None),
+         "ts must be a finite number of Unix seconds, got inf"),
+    ):
+        with pytest.raises(ValueError) as refused:
+            store.ingest([NewInteraction("ok", "ok", 1.0, None), bad])
+        assert str(refused.value) == message
+    assert store.count_open() == 2
 
 
 def test_empty_batch_and_invalid_rows(store: Store) -> None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+
 import pytest
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from store import NewInteraction, Store
+from store.models import Job
 
 
 def _ingest(store: Store, spec: list[tuple[str, str, float]]) -> None:
@@ -30,11 +36,13 @@ def test_empty_period_does_not_close(store: Store) -> None:
     assert [p.status for p in store.list_periods()] == ["closed", "open"]
 
 
-def test_close_by_count(store: Store) -> None:
+def test_close_by_count(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     _ingest(store, [(f"u{k}", f"i{k % 3}", float(k)) for k in range(10)])
     assert store.count_open() == 10
     assert store.first_open_ts() == 0.0
-    closed = store.close_period(max_rows=4)
+    with caplog.at_level(logging.INFO, logger="store.repository"):
+        closed = store.close_period(max_rows=4)
+    assert [r.getMessage() for r in caplog.records] == ["closed period 0: 4 interactions"]
     assert closed is not None
     assert (closed.period_id, closed.status, closed.n_interactions) == (0, "closed", 4)
     assert (closed.start, closed.end) == (0.0, 3.0)
@@ -49,8 +57,14 @@ def test_close_by_count(store: Store) -> None:
     assert store.first_open_ts() is None
     periods = store.list_periods()
     assert [(p.period_id, p.status) for p in periods] == [(0, "closed"), (1, "closed"), (2, "open")]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^max_rows must be at least 1$"):
         store.close_period(max_rows=0)
+    _ingest(store, [("a", "x", 20.0), ("b", "x", 21.0)])
+    before = time.time()
+    single = store.close_period(max_rows=1)
+    assert single is not None and (single.n_interactions, single.start) == (1, 20.0)
+    assert single.closed_at is not None and single.closed_at >= before
+    assert single.opened_at is not None and single.opened_at <= single.closed_at
 
 
 def test_close_until_event_time(store: Store) -> None:
@@ -86,10 +100,11 @@ def test_mark_trained(store: Store) -> None:
     store.mark_trained(0)
     info = store.get_period(0)
     assert info is not None and info.status == "trained"
-    with pytest.raises(ValueError):
-        store.mark_trained(1)  # still open
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match=r"^period 1 is still open$"):
+        store.mark_trained(1)
+    with pytest.raises(KeyError) as unknown:
         store.mark_trained(7)
+    assert unknown.value.args == (7,)
     assert store.get_period(7) is None
     # trained periods still bound the open one
     _ingest(store, [("b", "y", 2.0)])
@@ -166,3 +181,112 @@ def test_a_job_that_cannot_be_stored_leaves_the_period_open(
     assert store.count_open() == 4
     assert [p.status for p in store.list_periods()] == ["open"]
     assert store.running_or_queued_job() == taken
+
+
+def test_closing_with_its_job_takes_the_periods_own_queued_retrain(store: Store) -> None:
+    """The job a close hands back is the oldest queued retrain of that period;
+    jobs of another period or kind, and finished or running ones, are not it."""
+    _ingest(store, [("a", "x", 1.0)])
+    store.create_job(0, "bootstrap")
+    store.create_job(5)
+    running, finished = store.create_job(0), store.create_job(0)
+    store.claim_job(running.job_id)
+    store.claim_job(finished.job_id)
+    store.finish_job(finished.job_id, "succeeded", model_version=1)
+    newer, older = store.create_job(0), store.create_job(0)
+    with store._engine.begin() as conn:  # the second one made is the older
+        for job, made in ((running, 1.0), (finished, 2.0), (older, 3.0), (newer, 4.0)):
+            conn.execute(update(Job).where(Job.id == job.job_id).values(created_at=made))
+    closed = store.close_period_and_queue()
+    assert closed is not None and closed[1].job_id == older.job_id
+
+    _ingest(store, [("b", "y", 2.0)])
+    store.create_job(1, "bootstrap")
+    made = store.close_period_and_queue()
+    assert made is not None
+    job = made[1]
+    assert (job.period_id, job.kind, job.status) == (1, "retrain", "queued")
+    assert job.job_id not in {older.job_id, newer.job_id}
+    with store._engine.connect() as conn:
+        kinds = conn.execute(select(Job.kind).where(Job.period_id == 1)
+                             .order_by(Job.kind)).scalars().all()
+    assert kinds == ["bootstrap", "retrain"]
+
+
+def test_closing_with_its_job_by_event_time(store: Store) -> None:
+    _ingest(store, [("a", "x", 10.0), ("b", "y", 20.0), ("c", "z", 30.0)])
+    done = store.close_period_and_queue(until_ts=25.0)
+    assert done is not None and (done[0].n_interactions, done[0].end) == (2, 20.0)
+    assert store.count_open() == 1
+
+
+def test_periods_list_in_id_order_and_the_open_one_reports_its_rows(store: Store) -> None:
+    _ingest(store, [("a", "x", 5.0), ("b", "y", 6.0)])
+    store.close_period()
+    _ingest(store, [("c", "x", 7.0)])
+    store.close_period()
+    store.mark_trained(0)  # rewrites period 0's row after the others
+    store.mark_trained(1)
+    _ingest(store, [("d", "x", 9.0), ("a", "y", 8.0)])
+    assert [(p.period_id, p.status) for p in store.list_periods()] == [
+        (0, "trained"), (1, "trained"), (2, "open")]
+    open_now = store.get_period(2)
+    assert open_now is not None
+    assert (open_now.status, open_now.n_interactions, open_now.start, open_now.end) == (
+        "open", 2, 8.0, 9.0)
+
+
+def test_arrays_of_an_empty_period_have_the_types_of_a_full_one(store: Store) -> None:
+    store.open_period()
+    for empty in (store.period_arrays(0), store.history_arrays(0)):  # nothing stored yet
+        assert (len(empty.users), len(empty.items), len(empty.timestamps)) == (0, 0, 0)
+        assert (empty.users.dtype.name, empty.items.dtype.name,
+                empty.timestamps.dtype.name) == ("int64", "int64", "float64")
+        assert (empty.n_users, empty.n_items) == (0, 0)
+    _ingest(store, [("a", "x", 1.0), ("b", "y", 2.0)])
+    store.close_period()
+    full = store.period_arrays(0)
+    assert (full.users.dtype.name, full.items.dtype.name) == ("int64", "int64")
+    # the open period, empty, after a closed one: no rows, the counts so far
+    empty = store.period_arrays(1)
+    assert (len(empty.users), len(empty.items), len(empty.timestamps)) == (0, 0, 0)
+    assert (empty.users.dtype.name, empty.items.dtype.name,
+            empty.timestamps.dtype.name) == ("int64", "int64", "float64")
+    assert (empty.n_users, empty.n_items) == (2, 2)
+    with pytest.raises(KeyError) as unknown:
+        store.period_arrays(9)
+    assert unknown.value.args == (9,)
+
+
+def test_closing_survives_a_concurrent_writer(store: Store, db_url: str) -> None:
+    """Every way of closing a period, and marking one trained, reads (the rows
+    after the last close; the period), then writes: begun as a plain reader,
+    SQLite would fail it at once ("database is locked") whenever another
+    connection committed in between; begun as a writer, it waits its turn."""
+    other = Store.from_url(db_url)  # another connection pool, as another process has
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        while not stop.is_set():
+            other.put_state("elsewhere", time.time())
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        for n in range(60):  # a count, not a clock
+            _ingest(store, [("a", "x", float(n))])
+            done = store.close_period_and_queue()
+            assert done is not None
+            store.mark_trained(done[0].period_id)
+            _ingest(store, [("a", "y", float(n))])
+            assert store.close_period() is not None
+            _ingest(store, [("b", "x", float(n))])
+            assert store.close_at_cut(f"{n}-0") is not None
+            assert store.import_period([NewInteraction("c", "y", float(n), f"h{n}")]) is not None
+    finally:
+        stop.set()
+        writer.join()
+        other.close()
+    periods = store.list_periods()
+    assert len(periods) == 241 and sum(p.n_interactions for p in periods) == 240
+    assert [p.status for p in periods[:4]] == ["trained", "closed", "closed", "closed"]
