@@ -9,7 +9,10 @@ the local ones; a test needing a server that does not answer is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -151,3 +154,31 @@ def bus_pair(
         return bus, bus
     make: Callable[[], RedisBus] = request.getfixturevalue("redis_bus_factory")
     return make(), make()
+
+
+@contextlib.contextmanager
+def _writing_elsewhere(db_url: str) -> Iterator[None]:
+    """Another connection pool (as another process has) committing writes in a loop for as
+    long as the block runs."""
+    other = Store.from_url(db_url)
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        while not stop.is_set():
+            other.put_state("elsewhere", time.time())
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        writer.join()
+        other.close()
+
+
+@pytest.fixture
+def concurrent_writer() -> Callable[[str], contextlib.AbstractContextManager[None]]:
+    """``with concurrent_writer(db_url): ...`` runs the block while another connection
+    keeps committing to the same database."""
+    return _writing_elsewhere

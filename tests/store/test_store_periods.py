@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -258,21 +259,14 @@ def test_arrays_of_an_empty_period_have_the_types_of_a_full_one(store: Store) ->
     assert unknown.value.args == (9,)
 
 
-def test_closing_survives_a_concurrent_writer(store: Store, db_url: str) -> None:
+def test_closing_survives_a_concurrent_writer(
+    store: Store, db_url: str, concurrent_writer: Callable[[str], Any]
+) -> None:
     """Every way of closing a period, and marking one trained, reads (the rows
     after the last close; the period), then writes: begun as a plain reader,
     SQLite would fail it at once ("database is locked") whenever another
     connection committed in between; begun as a writer, it waits its turn."""
-    other = Store.from_url(db_url)  # another connection pool, as another process has
-    stop = threading.Event()
-
-    def keep_writing() -> None:
-        while not stop.is_set():
-            other.put_state("elsewhere", time.time())
-
-    writer = threading.Thread(target=keep_writing)
-    writer.start()
-    try:
+    with concurrent_writer(db_url):
         for n in range(60):  # a count, not a clock
             _ingest(store, [("a", "x", float(n))])
             done = store.close_period_and_queue()
@@ -283,10 +277,6 @@ def test_closing_survives_a_concurrent_writer(store: Store, db_url: str) -> None
             _ingest(store, [("b", "x", float(n))])
             assert store.close_at_cut(f"{n}-0") is not None
             assert store.import_period([NewInteraction("c", "y", float(n), f"h{n}")]) is not None
-    finally:
-        stop.set()
-        writer.join()
-        other.close()
     periods = store.list_periods()
     assert len(periods) == 241 and sum(p.n_interactions for p in periods) == 240
     assert [p.status for p in periods[:4]] == ["trained", "closed", "closed", "closed"]

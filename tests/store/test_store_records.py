@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -137,33 +139,18 @@ def test_state_values(store: Store) -> None:
 
 
 def test_read_then_write_transactions_survive_a_concurrent_writer(
-    store: Store, db_url: str
+    store: Store, db_url: str, concurrent_writer: Callable[[str], Any]
 ) -> None:
     """Activating a version and marking a period trained read, then write: begun
     as plain readers, SQLite failed them at once ("database is locked") whenever
     another connection committed in between (thousands of times in 5 s beside a
     writing process); begun as writers, they wait their turn."""
-    import threading
-
     version = _record(store, 0)
     store.ingest([NewInteraction("u", "i", 1.0, None)])
     closed = store.close_period()
     assert closed is not None
-    other = Store.from_url(db_url)  # another connection pool, as another process has
-    stop = threading.Event()
-
-    def keep_writing() -> None:
-        while not stop.is_set():
-            other.put_state("elsewhere", time.time())
-
-    writer = threading.Thread(target=keep_writing)
-    writer.start()
-    try:
+    with concurrent_writer(db_url):
         for _ in range(300):  # a count, not a clock: as many collisions on any machine
             store.set_active_version(version)  # raised StoreUnavailable before
             store.mark_trained(closed.period_id)
-    finally:
-        stop.set()
-        writer.join()
-        other.close()
     assert store.active_version() == version
