@@ -18,8 +18,9 @@ from typing import Any, get_args
 
 from sml.baselines import BaselineConfig
 from sml.fit import FitConfig
+from sml.merge import Scope
 from sml.model import MFConfig
-from sml.trainer import VARIANT_NAMES, MetaConfig, Scope, SMLConfig, StepOne, WarmAnchor
+from sml.trainer import VARIANT_NAMES, MetaConfig, SMLConfig, StepOne, WarmAnchor
 from sml.transfer import TransferConfig
 
 Hyper = dict[str, Any]

@@ -55,7 +55,6 @@ SML-CNN and SML-FC are transfer kinds (see ``sml.transfer``).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -64,24 +63,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sml.check import CHECK_NEGATIVES, ranking_score
 from sml.fit import Batch, FitConfig, SeenPairs, fit_mf, run_epochs, sample_negatives
-from sml.model import MFConfig, MFWeights, bce_loss
+from sml.lineage import Lineage
+from sml.merge import Scope, Side, merged_loss
+from sml.model import MFConfig, MFWeights
 from sml.strategy import PeriodData, PeriodLike, concat_periods
-from sml.transfer import Transfer, TransferConfig, TransferPair, column_scale
+from sml.transfer import TransferConfig, TransferPair, column_scale
 
 Variant = Literal["sml", "sml_n"]
 # every name SMLConfig.for_variant and the registry accept
 VARIANT_NAMES = ("sml", "sml_s", "sml_n", "sml_cnn", "sml_fc", "sml_fp", "sml_frozen")
-Scope = Literal["touched", "all"]
 FirstSeen = Literal["include", "skip"]
 StepOne = Literal["transfer", "own"]
 WarmAnchor = Literal["none", "init"]
 
-# the check: how the two lineages are compared on the period that just closed, as the
-# protocol scores a model: is the interaction among the top CHECK_TOP of itself and
-# CHECK_NEGATIVES sampled items the user has not interacted with?
-CHECK_NEGATIVES = 99
-CHECK_TOP = 20
 
 
 @dataclass(frozen=True)
@@ -128,126 +124,6 @@ class SMLConfig:
         if name == "sml_fc":
             return replace(self, transfer=replace(self.transfer, kind="no_fc"))
         raise ValueError(f"unknown SML variant {name!r}")
-
-
-@dataclass(frozen=True)
-class Side:
-    """One table's inputs to the transfer: the previous rows, the fitted rows, which
-    rows the transfer merges, and the columns' scale."""
-
-    prev: Tensor  # (N, D) W_{t-1} rows (a new row's "previous" value: its initialisation)
-    hat: Tensor  # (N, D) W-hat_t rows
-    merged: Tensor  # (N,) bool: rows that go through f (the others keep prev)
-    scale: Tensor  # (D,)
-
-    @classmethod
-    def of(cls, prev: Tensor, hat: Tensor, scope: Scope) -> Side:
-        if scope == "all":
-            merged = torch.ones(prev.shape[0], dtype=torch.bool)
-        else:
-            merged = (hat != prev).any(dim=1)
-        return cls(prev, hat, merged, column_scale(prev))
-
-    def rows(self, transfer: Transfer, index: Tensor, hat: Tensor | None = None) -> Tensor:
-        """Merged rows at ``index`` (K,) -> (K, D), with gradients to Theta (and to
-        ``hat``, W-hat's rows at ``index``, when given)."""
-        new = self.hat[index] if hat is None else hat
-        if transfer.skippable():  # f(prev, new) = new; untouched rows have new == prev
-            return new
-        prev = self.prev[index]
-        through = self.merged[index]
-        if bool(through.all()):
-            return transfer(prev, new, self.scale)  # (K, D)
-        out = torch.where(through.unsqueeze(1), new, prev)  # (K, D)
-        if bool(through.any()):
-            at = through.nonzero().squeeze(1)
-            out = out.index_put((at,), transfer(prev[at], new[at], self.scale))
-        return out
-
-    def table(self, transfer: Transfer, chunk: int = 65536) -> Tensor:
-        """The whole merged table, without autograd: (N, D)."""
-        if transfer.skippable():
-            return self.hat.detach().clone()
-        out = self.prev.clone()
-        at = self.merged.nonzero().squeeze(1)
-        with torch.no_grad():
-            for s in range(0, at.shape[0], chunk):
-                rows = at[s : s + chunk]
-                out[rows] = transfer(self.prev[rows], self.hat[rows], self.scale)
-        return out
-
-
-def merged_loss(
-    transfers: TransferPair,
-    users: Side,
-    items: Side,
-    batch: Batch,
-    hat: MFWeights | None = None,
-) -> Tensor:
-    """L_0 of the merged model on a batch, applying f to the batch's distinct rows only.
-
-    With ``hat`` (W-hat being fitted, step 1) the gradient reaches its rows too.
-    A user beyond the tables (first seen in the objective period) is scored as
-    serving scores such a user: a zero row, so only the item biases rank for them.
-    """
-    b_users, pos, neg = batch
-    u_rows, u_inv = torch.unique(b_users, return_inverse=True)
-    i_rows, i_inv = torch.unique(torch.cat([pos, neg.flatten()]), return_inverse=True)
-    known = u_rows < users.prev.shape[0]
-    u = torch.zeros(u_rows.shape[0], users.prev.shape[1])  # (U, D)
-    if bool(known.any()):
-        rows = u_rows[known]
-        fitted = None if hat is None else hat.user[rows]
-        u = u.index_put((known.nonzero().squeeze(1),), users.rows(transfers.user, rows, fitted))
-    fitted_items = None if hat is None else hat.item[i_rows]
-    i = items.rows(transfers.item, i_rows, fitted_items)  # (I, D)
-    b = b_users.shape[0]
-    pos_rows = i[i_inv[:b]]  # (B, D)
-    neg_rows = i[i_inv[b:]].view(b, neg.shape[1], -1)  # (B, n, D)
-    return bce_loss(u[u_inv], pos_rows, neg_rows)
-
-
-@dataclass
-class Lineage:
-    """One chain of merged models and the transfer that builds it."""
-
-    transfers: TransferPair
-    optimizer: torch.optim.Adam  # Theta's
-    current: MFWeights | None = None  # W_{t-1}: what this lineage serves during period t
-    anchor: MFWeights | None = None  # W_{t-2}, grown: what W_{t-1} was merged from
-    hat: MFWeights | None = None  # W-hat_{t-1}
-
-    def copy(self) -> Lineage:
-        """An independent copy (weights are never changed in place, so they are shared)."""
-        transfers = copy.deepcopy(self.transfers)
-        optimizer = torch.optim.Adam(transfers.parameters(), lr=_lr(self.optimizer))
-        optimizer.load_state_dict(self.optimizer.state_dict())
-        return Lineage(transfers, optimizer, self.current, self.anchor, self.hat)
-
-    def state_dict(self) -> dict[str, Any]:
-        def weights(w: MFWeights | None) -> dict[str, Tensor] | None:
-            return None if w is None else w.state_dict()
-
-        return {
-            "current": weights(self.current),
-            "anchor": weights(self.anchor),
-            "hat": weights(self.hat),
-            # copies: a state dict is a snapshot, never a view of live training tensors
-            "theta": {k: v.detach().clone() for k, v in self.transfers.state_dict().items()},
-            "theta_optimizer": copy.deepcopy(self.optimizer.state_dict()),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        def weights(d: dict[str, Tensor] | None) -> MFWeights | None:
-            return None if d is None else MFWeights.from_state_dict(d)
-
-        self.current, self.anchor, self.hat = (
-            weights(state["current"]),
-            weights(state["anchor"]),
-            weights(state["hat"]),
-        )
-        self.transfers.load_state_dict(state["theta"])
-        self.optimizer.load_state_dict(state["theta_optimizer"])
 
 
 class SMLStrategy:
@@ -360,7 +236,7 @@ class SMLStrategy:
             return
         negatives = sample_negatives(users, CHECK_NEGATIVES, served.n_items, self.seen, self.rng)
         check = (torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(negatives))
-        if _ranking_score(learner, check) > _ranking_score(served, check):
+        if ranking_score(learner, check) > ranking_score(served, check):
             self.served = self.learner.copy()
             self.same = True
             self.promotions += 1
@@ -538,47 +414,6 @@ class SMLStrategy:
         self.rejections = int(state.get("rejections", 0))
         self.rng.bit_generator.state = state["rng"]
         self.generator.set_state(state["generator"])
-
-
-def _lr(optimizer: torch.optim.Optimizer) -> float:
-    return float(optimizer.param_groups[0]["lr"])
-
-
-def _ranking_score(model: MFWeights, check: Batch, chunk: int = 4096) -> float:
-    """Share of the interactions the model ranks in the top CHECK_TOP of themselves and
-    their sampled negatives (a tie with a negative counts half a place above it), i.e.
-    sampled Recall@CHECK_TOP. Users beyond the tables score by item biases, as serving
-    scores them. (A pairwise AUC would also reward moving positives up from the bottom
-    of the list, which serving never shows, and adopt a Theta that ranks the top worse.)
-
-    Scored ``chunk`` interactions at a time, so memory stays bounded however long the
-    period; within a chunk, by the chunk's distinct users against the whole catalogue
-    when that is the smaller product (a period's users recur), else by gathering each
-    interaction's candidates."""
-    users, pos, neg = check
-    hits = 0.0
-    with torch.no_grad():
-        for s in range(0, users.shape[0], chunk):
-            u_c, pos_c, neg_c = users[s : s + chunk], pos[s : s + chunk], neg[s : s + chunk]
-            scores = _candidate_scores(model, u_c, torch.cat([pos_c.unsqueeze(1), neg_c], 1))
-            s_pos, s_neg = scores[:, :1], scores[:, 1:]  # (B, 1), (B, n)
-            above = (s_neg > s_pos).double().sum(1) + 0.5 * (s_neg == s_pos).double().sum(1)
-            hits += float((above < CHECK_TOP).double().sum())
-    return hits / max(users.shape[0], 1)
-
-
-def _candidate_scores(model: MFWeights, users: Tensor, items: Tensor) -> Tensor:
-    """Scores of users (B,) for their own candidate items (B, c): (B, c), user bias left
-    out (it does not change a user's ranking), unknown users by item biases alone."""
-    distinct, inverse = torch.unique(users, return_inverse=True)
-    known = distinct < model.n_users
-    emb = torch.zeros(distinct.shape[0], model.dim)  # (U, d)
-    emb[known] = model.user[distinct[known], :-1]
-    if distinct.shape[0] * model.n_items <= 5 * items.numel():
-        table = emb @ model.item[:, :-1].T + model.item[:, -1]  # (U, n_items)
-        return table[inverse.unsqueeze(1), items]
-    rows = model.item[items]  # (B, c, d + 1)
-    return torch.bmm(rows[..., :-1], emb[inverse].unsqueeze(2)).squeeze(2) + rows[..., -1]
 
 
 def _plain(value: Any) -> Any:

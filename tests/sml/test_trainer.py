@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sml import trainer
+from sml.check import CHECK_NEGATIVES, CHECK_TOP, candidate_scores, ranking_score
 from sml.data import split_equal_count
 from sml.fit import FitConfig, SeenPairs, sample_negatives
 from sml.model import MFConfig, MFWeights
@@ -343,7 +343,7 @@ def test_the_check_scores_the_top_of_the_list_as_serving_shows_it() -> None:
     """The lineages are compared by sampled Recall@CHECK_TOP: a model that puts every
     interaction just outside the top loses to one that puts half of them at the top and
     the rest last, although the first orders more (positive, negative) pairs right."""
-    n_neg = trainer.CHECK_NEGATIVES
+    n_neg = CHECK_NEGATIVES
     users = torch.zeros(2, dtype=torch.long)
     pos = torch.tensor([0, 1])
     neg = torch.arange(2, 2 + n_neg).repeat(2, 1)  # (2, n_neg): the same negatives
@@ -355,17 +355,17 @@ def test_the_check_scores_the_top_of_the_list_as_serving_shows_it() -> None:
         item[:2, 0] = torch.tensor(pos_scores)
         return MFWeights(torch.tensor([[1.0, 0.0]]), item)
 
-    top = trainer.CHECK_TOP
+    top = CHECK_TOP
     just_outside = n_neg - top + 0.5  # above all but `top` negatives: rank top + 1
     steady = model([just_outside, just_outside])
     split = model([n_neg + 1.0, 0.0])  # first, and last
     check = (users, pos, neg)
-    assert trainer._ranking_score(steady, check) == 0.0
-    assert trainer._ranking_score(split, check) == 0.5
+    assert ranking_score(steady, check) == 0.0
+    assert ranking_score(split, check) == 0.5
     just_inside = model([n_neg - top + 1.5, n_neg - top + 1.5])  # rank top
-    assert trainer._ranking_score(just_inside, check) == 1.0
+    assert ranking_score(just_inside, check) == 1.0
     tied = model([n_neg - top + 1.0] * 2)  # tied with the top-th negative: half a place
-    assert trainer._ranking_score(tied, check) == 1.0
+    assert ranking_score(tied, check) == 1.0
 
 
 @pytest.mark.parametrize(("n_users", "n_items", "n_rows", "n_candidates"),
@@ -387,7 +387,7 @@ def test_the_checks_scores_are_the_models_scores(
     expected = (u.unsqueeze(1)[..., :-1] * model.item[items][..., :-1]).sum(-1) + model.item[
         items, -1
     ]
-    got = trainer._candidate_scores(model, users, items)
+    got = candidate_scores(model, users, items)
     assert torch.allclose(got, expected, atol=1e-5)
     check = (users, items[:, 0], items[:, 1:])
-    assert trainer._ranking_score(model, check, chunk=7) == trainer._ranking_score(model, check)
+    assert ranking_score(model, check, chunk=7) == ranking_score(model, check)
