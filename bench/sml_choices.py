@@ -1,8 +1,10 @@
 """What each of SML's design choices is worth, on a log's validation periods.
 
-Starting from one configuration (SML's defaults, or the one ``smlrec tune`` chose),
-every choice is flipped alone and SML is walked through the validation periods, as
-the tuner does (no test period is trained on or scored). For each setting it prints
+Starting from one configuration (SML's defaults, or the one ``smlrec tune`` chose,
+with step 1 on its own fit settings and the centre's step-2 rate), every choice is
+flipped alone and SML is walked through the validation periods, as the tuner does
+(no test period is trained on or scored); the choices named ``*chosen`` choose step
+1's fit and step 2's rate on those periods as the replay does. For each setting it prints
 validation Recall@20 and NDCG@20, on all interactions and on returning users, the
 transfer's own contribution there (the served model minus the W-hat it was merged
 from) and the CPU seconds of a boundary.
@@ -31,7 +33,17 @@ from sml.replay import ReplayData, pretrain, run_method
 CHOICES: dict[str, tuple[str, hp.Hyper]] = {
     "centre": ("the configuration every row below changes one thing of", {}),
     "frozen": ("Theta never trained (meta lr 0): SML is then fine-tuning", {"meta": {"lr": 0.0}}),
-    "lr_chosen": ("step-2 learning rate chosen among meta_lrs on the validation periods", {}),
+    "chosen": ("step-1 fit and step-2 learning rate chosen on the validation periods "
+               "among step_one_fits x meta_lrs, as the replay does", {}),
+    "own_fit_chosen": ("step 1 with SML's own fit settings only, rate chosen",
+                       {"step_one_fits": ["own"]}),
+    "ft_fit_chosen": ("step 1 with fine-tune's fit settings only, rate chosen",
+                      {"step_one_fits": ["fine_tune"]}),
+    "transfer_chosen": ("W-hat fit through the transfer (the paper's step 1), fit and rate "
+                        "chosen", {"step_one": "transfer"}),
+    "check_chosen": ("a new Theta serves only once proven (two lineages), fit and rate chosen",
+                     {"meta": {"check": True}}),
+    "rounds_1_chosen": ("R = 1 round of step 2, fit and rate chosen", {"meta": {"rounds": 1}}),
     "lr/10": ("step-2 learning rate divided by 10", {}),
     "lr*10": ("step-2 learning rate times 10", {}),
     "no_check": ("every new Theta served at once (the paper), no proven lineage",
@@ -51,7 +63,7 @@ CHOICES: dict[str, tuple[str, hp.Hyper]] = {
     "paper_init": ("the transfer's default layer init, no residual (the paper's)",
                    {"transfer": {"init": "paper"}}),
     "hidden_512": ("FC hidden width 512 (the paper's)", {"transfer": {"hidden": 512}}),
-    "sml_fp": ("SML-FP: W-hat fit on its own loss, not through the transfer", {}),
+    "sml_st": ("SML-ST: W-hat fit through the transfer (the paper's step 1)", {}),
     "sml_n": ("SML-N: Theta trained on D_t itself, no next-period objective", {}),
 }
 
@@ -93,13 +105,14 @@ def main() -> None:
     rows: dict[str, Any] = {}
     for name in args.choices.split(","):
         meaning, change = CHOICES[name]
-        method = name if name in ("sml_fp", "sml_n") else "sml"
+        method = name if name in ("sml_st", "sml_n") else "sml"
         if name == "lr/10":
             change = {"meta": {"lr": lr / 10}}
         elif name == "lr*10":
             change = {"meta": {"lr": lr * 10}}
         hyper = overlay(centre, change)
-        if name != "lr_chosen":  # one step-2 rate, the centre's unless the choice sets it
+        if not name.endswith("chosen"):  # one fit and step-2 rate: the centre's unless set
+            hyper = hp.with_step_one_fit(hyper, "own")
             hyper = hp.with_theta_lr(hyper, float(hyper["meta"].get("lr", lr)))
         figures = []
         for seed in seeds:

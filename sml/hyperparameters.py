@@ -37,15 +37,21 @@ _SPMF: Hyper = {
     "reservoir_size": 5_000,
 }
 _FULL_RETRAIN: Hyper = {"fit": {"epochs": 1, "lr": 0.028, "l2": 0.074, "n_negatives": 4}}
+# Step 1 on W-hat's own loss and no proven-lineage check: each chosen on the validation
+# periods (14-15, seeds 0-1, step-2 rate chosen as below) of two logs. Recall@20 on
+# MovieLens-100K / the returning-heavy synthetic profile: through the transfer with the
+# check 0.7006 / 0.5913, own loss with the check 0.7069 / 0.6003, own loss without it
+# 0.7122 / 0.5987, at less than half the CPU of a boundary (docs/method.md).
 _SML: Hyper = {
     "fit": {"epochs": 5, "lr": 0.0035, "l2": 2.1e-4, "n_negatives": 2, "batch_size": 1024},
+    "step_one": "own",
     "meta": {
         "rounds": 2,
         "epochs": 2,
         "lr": 1.2e-4,
         "l2": 1e-4,
         "batch_size": 1024,
-        "check": True,
+        "check": False,
         "n_negatives": 1,
         "keep_optimizer": False,
         "first_seen": "skip",
@@ -55,6 +61,9 @@ _SML: Hyper = {
     # step 2's learning rate is chosen among these on the log's validation periods (the
     # replay walks once per rate, see sml.replay); 0 keeps Theta at its fine-tune start
     "meta_lrs": [0.0, 1e-5, 1e-4],
+    # and step 1's fit settings among these: "own" is `fit` above, "fine_tune" is what
+    # fine-tune uses on the same log (step 1 on its own loss is fine-tuning W-hat)
+    "step_one_fits": ["own", "fine_tune"],
 }
 
 DEFAULTS: dict[str, Hyper] = {
@@ -113,10 +122,8 @@ def for_method(name: str, overrides: dict[str, Hyper] | None = None) -> Hyper:
     (``fit``, ``meta``, ``transfer``) is merged key by key, not replaced whole. An SML
     variant the overrides do not name takes SML's: an ablation (or SML-0) differs from
     SML in what it names, not in settings tuned for SML alone."""
-    overrides = overrides or {}
-    source = "sml" if name not in overrides and name in VARIANT_NAMES else name
+    given = _given(name, overrides)
     out = copy.deepcopy(DEFAULTS[name])
-    given = overrides.get(source, {})
     for key, value in given.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = {**out[key], **value}
@@ -125,7 +132,31 @@ def for_method(name: str, overrides: dict[str, Hyper] | None = None) -> Hyper:
     lr = given.get("meta", {}).get("lr") if isinstance(given.get("meta"), dict) else None
     if lr is not None and "meta_lrs" not in given and "meta_lrs" in out:
         out["meta_lrs"] = [lr]  # a step-2 rate given is the rate used, not one to choose among
+    if "fit" in given and "step_one_fits" not in given and "step_one_fits" in out:
+        out["step_one_fits"] = ["own"]  # so are step 1's fit settings
+    if "fine_tune" in out.get("step_one_fits", []):
+        out["fine_tune_fit"] = for_method("fine_tune", overrides)["fit"]
     return out
+
+
+def for_live(name: str, overrides: dict[str, Hyper] | None = None) -> Hyper:
+    """What a live log's worker runs: :func:`for_method`, with SML's proven-lineage check
+    turned on where the step-2 rate is still a list to choose from and nothing set the
+    check. The replay and the tuner choose the rate by walking each candidate through the
+    validation periods; a live log has no such walk, so the worker trains Theta at
+    ``meta.lr`` and serves a new Theta only once it has ranked a closing period better."""
+    out = for_method(name, overrides)
+    meta = _given(name, overrides).get("meta")
+    if len(theta_lrs(name, out)) > 1 and not (isinstance(meta, dict) and "check" in meta):
+        out["meta"] = {**out.get("meta", {}), "check": True}
+    return out  # step 1 fits with `fit` ("own") unless a choice was written into it
+
+
+def _given(name: str, overrides: dict[str, Hyper] | None) -> Hyper:
+    """What ``overrides`` sets for ``name``: an SML variant it does not name takes SML's."""
+    overrides = overrides or {}
+    source = "sml" if name not in overrides and name in VARIANT_NAMES else name
+    return overrides.get(source, {})
 
 
 @dataclass(frozen=True)
@@ -190,10 +221,40 @@ def theta_lrs(name: str, hyper: Hyper) -> list[float]:
 
 
 def with_theta_lr(hyper: Hyper, rate: float) -> Hyper:
-    """``hyper`` with step 2 at ``rate`` and nothing left to choose."""
+    """``hyper`` with step 2 at ``rate`` and no step-2 rate left to choose."""
     out = copy.deepcopy(hyper)
     out["meta"] = {**out.get("meta", {}), "lr": rate}
     out["meta_lrs"] = [rate]
+    return out
+
+
+FIT_SOURCES = ("own", "fine_tune")
+
+
+def step_one_fits(name: str, hyper: Hyper) -> list[str]:
+    """Step 1's fit settings an SML method chooses among on the validation periods
+    (``step_one_fits``: "own" is its ``fit``, "fine_tune" fine-tune's on the same log);
+    [] when it has none to choose. ValueError if the list names anything else."""
+    if not name.startswith("sml") or "step_one_fits" not in hyper:
+        return []
+    fits = hyper["step_one_fits"]
+    if not isinstance(fits, list) or not fits or not set(fits) <= set(FIT_SOURCES) or (
+        len(set(fits)) != len(fits)
+    ):
+        raise ValueError(
+            f"step_one_fits must be a non-empty list of distinct {', '.join(FIT_SOURCES)}, "
+            f"not {fits!r}"
+        )
+    return list(fits)
+
+
+def with_step_one_fit(hyper: Hyper, source: str) -> Hyper:
+    """``hyper`` with step 1 fit as ``source`` says and no fit left to choose."""
+    out = copy.deepcopy(hyper)
+    if source == "fine_tune":
+        out["fit"] = dict(out["fine_tune_fit"])
+    out["step_one_fits"] = ["own"]
+    out.pop("fine_tune_fit", None)
     return out
 
 
@@ -205,6 +266,9 @@ def resolved(name: str, hyper: Hyper, dim: int, seed: int) -> Hyper:
         rates = theta_lrs(name, hyper)
         if rates:
             out["meta_lrs"] = rates
+        fits = step_one_fits(name, hyper)
+        if fits:
+            out["step_one_fits"] = fits
         return out
     if name == "popularity":
         return {}

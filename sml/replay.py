@@ -143,16 +143,37 @@ def run_method(
 
     ``last_period`` stops the walk early (tuning stops at the last validation period,
     so it never sees a test period). An SML method given several step-2 learning rates
-    (``meta_lrs``) walks once per rate up to the last validation period and continues
-    the walk that scored best there (see :func:`_select_theta_lr`).
+    (``meta_lrs``) or step-1 fits (``step_one_fits``) walks once per combination up to
+    the last validation period and continues the walk that scored best there (see
+    :func:`_select_on_validation`).
     """
     roles = data.roles
     last = roles.test[-1] if last_period is None else last_period
-    rates = hp.theta_lrs(name, hyper)
-    if len(rates) > 1 and roles.validation and last >= roles.validation[-1]:
-        return _select_theta_lr(name, data, base, hyper, rates, dim, seed, last, progress)
-    walk = _Walk(name, data, base, hyper, dim, seed)
+    grid = _candidates(name, hyper)
+    if len(grid) > 1 and roles.validation and last >= roles.validation[-1]:
+        return _select_on_validation(name, data, base, grid, dim, seed, last, progress)
+    walk = _Walk(name, data, base, grid[0][1], dim, seed)
     return walk.to(last, progress)
+
+
+def _candidates(name: str, hyper: hp.Hyper) -> list[tuple[dict[str, Any], hp.Hyper]]:
+    """Each combination of step-1 fit and step-2 rate the method chooses among, as
+    (what it sets, the hyper-parameters with nothing left to choose); one entry, the
+    hyper-parameters as given, when there is nothing to choose."""
+    fits, rates = hp.step_one_fits(name, hyper), hp.theta_lrs(name, hyper)
+    if len(fits) <= 1 and len(rates) <= 1:
+        return [({}, hyper)]
+    grid = []
+    fit_choices: list[str | None] = [*fits] or [None]
+    rate_choices: list[float | None] = [*rates] or [None]
+    for fit in fit_choices:
+        fitted = hyper if fit is None else hp.with_step_one_fit(hyper, fit)
+        for rate in rate_choices:
+            label: dict[str, Any] = {} if fit is None else {"fit": fit}
+            if rate is not None:
+                label["lr"] = rate
+            grid.append((label, fitted if rate is None else hp.with_theta_lr(fitted, rate)))
+    return grid
 
 
 class _Walk:
@@ -200,45 +221,46 @@ class _Walk:
         return run
 
 
-def _select_theta_lr(
+def _select_on_validation(
     name: str,
     data: ReplayData,
     base: MFWeights,
-    hyper: hp.Hyper,
-    rates: Sequence[float],
+    grid: Sequence[tuple[dict[str, Any], hp.Hyper]],
     dim: int,
     seed: int,
     last: int,
     progress: bool,
 ) -> MethodRun:
-    """Theta's step-2 learning rate, chosen on the log's own validation periods.
+    """Theta's step-2 learning rate and step 1's fit, chosen on the log's own
+    validation periods.
 
     How far Theta may move per period decides whether the transfer helps or wrecks the
-    model, and the rate that works differs from log to log by orders of magnitude. So
-    the method walks once per candidate rate, from the same base with the same seed, up
-    to the last validation period; the walk with the best validation Recall@20 (NDCG@20
-    on a tie, then the earlier candidate) goes on into the later periods. No walk scores
-    a test period before the choice; the walks that lose go no further.
+    model, and the rate that works differs from log to log by orders of magnitude; how
+    tightly W-hat is fit to one period (step 1 is fine-tuning it) differs between logs
+    too. So the method walks once per candidate, from the same base with the same seed,
+    up to the last validation period; the walk with the best validation Recall@20
+    (NDCG@20 on a tie, then the earlier candidate) goes on into the later periods. No
+    walk scores a test period before the choice; the walks that lose go no further.
     """
     validation = data.roles.validation
-    candidates: list[dict[str, float]] = []
-    best: tuple[tuple[float, float], _Walk] | None = None
+    candidates: list[dict[str, Any]] = []
+    best: tuple[tuple[float, float], _Walk, dict[str, Any]] | None = None
     cpu = 0.0
-    for rate in rates:
-        walk = _Walk(name, data, base, hp.with_theta_lr(hyper, rate), dim, seed)
+    for label, hyper in grid:
+        walk = _Walk(name, data, base, hyper, dim, seed)
         run = walk.to(validation[-1], progress)
         cpu += sum(run.cpu_seconds.values())
         m = run.summary(validation)
-        candidates.append({"lr": rate, "recall@20": m["recall@20"], "ndcg@20": m["ndcg@20"]})
+        candidates.append({**label, "recall@20": m["recall@20"], "ndcg@20": m["ndcg@20"]})
         key = (m["recall@20"], m["ndcg@20"])
         if best is None or key > best[0]:
-            best = (key, walk)
-        logger.info("%s seed %d: step-2 lr %g, validation recall@20 %.4f ndcg@20 %.4f",
-                    name, seed, rate, m["recall@20"], m["ndcg@20"])
+            best = (key, walk, label)
+        logger.info("%s seed %d: %s, validation recall@20 %.4f ndcg@20 %.4f",
+                    name, seed, label, m["recall@20"], m["ndcg@20"])
     assert best is not None
     run = best[1].to(last, progress)
     run.selection = {
-        "chosen_lr": float(run.hyperparameters["meta"]["lr"]),
+        **{f"chosen_{key}": value for key, value in best[2].items()},
         "by": "validation recall@20",
         "periods": list(validation),
         "candidates": candidates,

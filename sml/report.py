@@ -297,15 +297,17 @@ def contribution_table(result: Replay) -> str:
     )
     lines = [_interval_table(result, title, "method", result.contributions)]
     lines.append(
-        "(W-hat is fit through the transfer, so Theta shapes it too: SML against sml_frozen, "
-        "where Theta is never trained, measures all that learning the transfer adds)"
+        "(Theta reaches W-hat too: W-hat_t starts from the merged W_{t-1}, which the meta "
+        "step merges again with the new Theta, and with step_one=transfer it is fit through "
+        "f; SML against sml_frozen, where Theta is never trained, measures all that learning "
+        "the transfer adds)"
     )
     for name in result.methods:
         chosen = [run.selection for run in result.of(name) if run.selection]
         if chosen:
-            lines.append(f"{name}: step-2 learning rate chosen on validation periods "
-                         f"{','.join(map(str, chosen[0]['periods']))} (recall@20): "
-                         + "; ".join(_selection_line(c) for c in chosen))
+            lines.append(f"{name}: step-1 fit and step-2 learning rate chosen on validation "
+                         f"periods {','.join(map(str, chosen[0]['periods']))} (recall@20), "
+                         "per seed: " + "; ".join(_selection_line(c) for c in chosen))
     for name in result.contributions:
         counts = [run.lineages for run in result.of(name) if run.lineages]
         total = _sum_counts(counts) if counts else {}
@@ -319,10 +321,18 @@ def contribution_table(result: Replay) -> str:
 
 
 def _selection_line(selection: dict[str, Any]) -> str:
-    """The rate chosen and each candidate's validation Recall@20, e.g.
-    ``1e-05 of 0 0.5919, 1e-05 0.5943, 0.0001 0.5547``."""
-    tried = ", ".join(f"{c['lr']:g} {c['recall@20']:.4f}" for c in selection["candidates"])
-    return f"{selection['chosen_lr']:g} of {tried}"
+    """What was chosen and each candidate's validation Recall@20, e.g.
+    ``own lr 1e-05 of own lr 0 0.5919, own lr 1e-05 0.5943, fine_tune lr 0 0.5901``."""
+    chosen = {k.removeprefix("chosen_"): v for k, v in selection.items() if k.startswith("chosen_")}
+    tried = ", ".join(f"{_candidate(c)} {c['recall@20']:.4f}" for c in selection["candidates"])
+    return f"{_candidate(chosen)} of {tried}"
+
+
+def _candidate(label: dict[str, Any]) -> str:
+    parts = [str(label["fit"])] if "fit" in label else []
+    if "lr" in label:
+        parts.append(f"lr {label['lr']:g}")
+    return " ".join(parts)
 
 
 def _interval_table(

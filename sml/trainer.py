@@ -31,7 +31,9 @@ How this implementation reads the paper where it leaves room:
   A Theta that would serve a log worse than the transfer it started from (which
   is fine-tuning) is never served for more than the period that shows it, and
   what the transfer learns is adopted as soon as it pays. The price is a second
-  step 1 per boundary while the lineages differ.
+  step 1 per boundary while the lineages differ. The replay's defaults run
+  without it, as their step-2 rate is chosen on validation walks; the worker
+  runs with it unless its log's rate was chosen (``sml.hyperparameters.for_live``).
 - Step 2's learning rate decides whether the transfer helps or hurts, and the
   rate that works differs between logs by orders of magnitude; the replay chooses
   it on the log's validation periods (``meta_lrs``, see ``sml.replay``).
@@ -47,7 +49,8 @@ How this implementation reads the paper where it leaves room:
   log's validation periods; ``"own"`` is also about three times cheaper.
 
 Variants: ``sml_n`` trains Theta on D_{t-1} itself (no next-period objective);
-``sml_fp`` fixes ``step_one="own"``;
+``sml_fp`` fixes ``step_one="own"`` and ``sml_st`` fixes ``"transfer"`` (whichever
+the configuration does not use is the ablation that tells what the other is worth);
 SML-S is this strategy with ``set_update_transfer(False)`` in test periods, and
 ``sml_frozen`` with it from the start (Theta never trained: what learning it adds);
 SML-CNN and SML-FC are transfer kinds (see ``sml.transfer``).
@@ -73,7 +76,9 @@ from sml.transfer import TransferConfig, TransferPair, column_scale
 
 Variant = Literal["sml", "sml_n"]
 # every name SMLConfig.for_variant and the registry accept
-VARIANT_NAMES = ("sml", "sml_s", "sml_n", "sml_cnn", "sml_fc", "sml_fp", "sml_frozen")
+VARIANT_NAMES = (
+    "sml", "sml_s", "sml_n", "sml_cnn", "sml_fc", "sml_fp", "sml_st", "sml_frozen"
+)
 FirstSeen = Literal["include", "skip"]
 StepOne = Literal["transfer", "own"]
 WarmAnchor = Literal["none", "init"]
@@ -119,6 +124,8 @@ class SMLConfig:
             return replace(self, variant="sml_n")
         if name == "sml_fp":
             return replace(self, step_one="own")
+        if name == "sml_st":
+            return replace(self, step_one="transfer")
         if name == "sml_cnn":
             return replace(self, transfer=replace(self.transfer, kind="no_cnn"))
         if name == "sml_fc":

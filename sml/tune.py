@@ -222,10 +222,12 @@ def tune_method(
     seed: int,
     rng: np.random.Generator,
     starts: Sequence[dict[str, Any]] = (),
+    chosen: dict[str, hp.Hyper] | None = None,
 ) -> list[Trial]:
     """``trials`` settings of one method (its defaults first, then ``starts``, flat
     overrides to try before the random draws), each walked through the validation
-    periods from the same base; best first."""
+    periods from the same base; best first. ``chosen``: what the other methods' tuning
+    chose (SML's step 1 may choose fine-tune's fit)."""
     base = pretrain(data, dim, seed, base_hyper)
     last = data.roles.validation[-1]
     space = SPACES[name]
@@ -243,13 +245,17 @@ def tune_method(
         else:
             assert best is not None
             overrides = neighbour(space, best[1], rng)
-        hyper = hp.for_method(name, {name: nest(overrides)})
+        hyper = hp.for_method(name, {**(chosen or {}), name: nest(overrides)})
         start = time.perf_counter()
         run = run_method(name, data, base, hyper=hyper, dim=dim, seed=seed, last_period=last)
-        if run.selection:  # the walk chose among meta_lrs: the file records the rate chosen
-            chosen = run.selection["chosen_lr"]
-            hyper = hp.with_theta_lr(hyper, chosen)
-            overrides = {**overrides, "meta.lr": chosen}
+        if run.selection:  # the walk chose a step-1 fit or step-2 rate: the file records it
+            if "chosen_fit" in run.selection:
+                hyper = hp.with_step_one_fit(hyper, run.selection["chosen_fit"])
+                fit = {f"fit.{k}": v for k, v in hyper["fit"].items() if f"fit.{k}" in space}
+                overrides = {**overrides, **fit}
+            if "chosen_lr" in run.selection:
+                hyper = hp.with_theta_lr(hyper, run.selection["chosen_lr"])
+                overrides = {**overrides, "meta.lr": run.selection["chosen_lr"]}
         m = run.summary(data.roles.validation)
         out.append(Trial(hyper, m["recall@20"], m["ndcg@20"], time.perf_counter() - start))
         if best is None or out[-1].key > best[0]:
@@ -266,7 +272,8 @@ def _starts(name: str, chosen: dict[str, hp.Hyper]) -> list[dict[str, Any]]:
     """Where SML's search starts besides its defaults: with Theta frozen and W-hat fit on
     its own loss, SML is fine-tuning, so fine-tune's chosen fit (when it was tuned on the
     same data and base) is a point SML can start from and learn the transfer on top of;
-    with the check on, a Theta that does not pay is not served."""
+    step 2's rate 0 is among the rates each trial chooses from, so a Theta that does not
+    pay on the validation periods is not kept."""
     if name not in SML_VARIANTS or "fine_tune" not in chosen:
         return []
     fit = chosen["fine_tune"].get("fit", {})
@@ -339,7 +346,8 @@ def _tune(args: argparse.Namespace) -> int:
     # baselines first: SML's search then starts from fine-tune's choice too
     for name in sorted(args.methods, key=lambda n: n in SML_VARIANTS):
         trials = tune_method(name, data, bases[0].hyper, trials=args.trials, dim=args.dim,
-                             seed=args.seed, rng=rng, starts=_starts(name, result["methods"]))
+                             seed=args.seed, rng=rng, starts=_starts(name, result["methods"]),
+                             chosen=result["methods"])
         result["methods"][name] = trials[0].hyper
         result["tuning"]["trials"][name] = [t.to_json() for t in trials]
         result["tuning"]["seconds"] = round(time.perf_counter() - started, 1)

@@ -82,9 +82,10 @@ def new_strategy(settings: Settings, name: str | None = None) -> Strategy:
     hyper-parameters from ``SMLREC_HYPER_FILE``."""
     name = name or settings.strategy
     dim, seed = settings.embed_dim, settings.seed
-    if settings.hyper_file is None:
-        return make_strategy(name, dim=dim, seed=seed)
-    hyper = hp.for_method(name, hp.read_hyper_file(settings.hyper_file, dim).methods)
+    given = {}
+    if settings.hyper_file is not None:
+        given = hp.read_hyper_file(settings.hyper_file, dim).methods
+    hyper = hp.for_live(name, given)
     if name in SML_VARIANTS:
         return make_strategy(name, dim=dim, seed=seed, sml=hp.sml_config(hyper, dim, seed))
     return make_strategy(name, dim=dim, seed=seed, baseline=hp.baseline_config(hyper, dim, seed))

@@ -432,17 +432,44 @@ def test_a_given_step_two_rate_is_used_and_the_list_is_checked() -> None:
             hp.theta_lrs("sml", {"meta_lrs": bad})
 
 
-def test_the_report_names_the_rate_chosen(files: Files, tmp_path: Path) -> None:
+def test_the_report_names_the_fit_and_rate_chosen(files: Files, tmp_path: Path) -> None:
     hyper = tmp_path / "ladder.json"
-    hyper.write_text(json.dumps({"sml": {**QUICK_SML, "meta_lrs": [0.0, 1e-3]}}))
+    hyper.write_text(json.dumps({
+        "sml": {**QUICK_SML, "meta_lrs": [0.0, 1e-3], "step_one_fits": ["own", "fine_tune"]},
+        "fine_tune": {"fit": {"epochs": 2, "lr": 0.02}},
+    }))
     out = tmp_path / "run"
     argv = _replay(files, out, "--roles", "2,2,1,1", methods="sml,fine_tune")
     argv[argv.index("--hyper") + 1] = str(hyper)
     assert main(argv) == 0
     sml = _results(out)["methods"]["sml"]
     (selection,) = sml["theta_lr_selection"]
-    assert [c["lr"] for c in selection["candidates"]] == [0.0, 1e-3]
+    assert [(c["fit"], c["lr"]) for c in selection["candidates"]] == [
+        ("own", 0.0), ("own", 1e-3), ("fine_tune", 0.0), ("fine_tune", 1e-3)
+    ]
     assert sml["hyperparameters"]["meta"]["lr"] == selection["chosen_lr"]
+    fit = sml["hyperparameters"]["fit"]  # the chosen fit is the one the run used
+    assert ((fit["epochs"], fit["lr"]) == (2, 0.02)) == (selection["chosen_fit"] == "fine_tune")
     report_text = (out / "report.txt").read_text()
-    assert "sml: step-2 learning rate chosen on validation periods" in report_text
-    assert f"{selection['chosen_lr']:g} of 0 " in report_text
+    assert "sml: step-1 fit and step-2 learning rate chosen on validation periods" in report_text
+    chosen = f"{selection['chosen_fit']} lr {selection['chosen_lr']:g} of own lr 0 "
+    assert chosen in report_text
+
+
+def test_step_one_fits_resolve_fine_tunes_settings_and_are_checked() -> None:
+    """"fine_tune" in ``step_one_fits`` is fine-tune's fit on the same overrides; a fit
+    given for SML is the fit used; anything else in the list is refused."""
+    tuned = {"fine_tune": {"fit": {"epochs": 7, "lr": 0.02}}}
+    sml = hp.for_method("sml", tuned)
+    assert hp.step_one_fits("sml", sml) == ["own", "fine_tune"]
+    assert sml["fine_tune_fit"] == hp.for_method("fine_tune", tuned)["fit"]
+    chosen = hp.with_step_one_fit(sml, "fine_tune")
+    assert chosen["fit"]["epochs"] == 7 and hp.step_one_fits("sml", chosen) == ["own"]
+    assert hp.with_step_one_fit(sml, "own")["fit"] == sml["fit"]
+    assert hp.step_one_fits("sml", hp.for_method("sml", {"sml": {"fit": {"epochs": 3}}})) == [
+        "own"
+    ]
+    assert hp.step_one_fits("fine_tune", hp.for_method("fine_tune")) == []
+    for bad in ([], ["own", "own"], ["mine"], "own"):
+        with pytest.raises(ValueError, match="step_one_fits"):
+            hp.step_one_fits("sml", {"step_one_fits": bad})

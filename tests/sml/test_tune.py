@@ -109,13 +109,14 @@ def test_the_second_half_of_the_trials_searches_around_the_best(
 def test_sml_variants_take_smls_settings_unless_named() -> None:
     """SML-0 and the ablations must differ from a tuned SML only in what makes them
     variants, so a hyper file that tunes SML alone applies to them too."""
-    tuned = {"sml": {"fit": {"epochs": 10}, "step_one": "own"},
+    assert hp.DEFAULTS["sml"]["step_one"] == "own"
+    tuned = {"sml": {"fit": {"epochs": 10}, "step_one": "transfer"},
              "sml_cnn": {"fit": {"epochs": 3}}}
     for name in ("sml_frozen", "sml_s", "sml_n", "sml_fc"):
         hyper = hp.for_method(name, tuned)
-        assert hyper["fit"]["epochs"] == 10 and hyper["step_one"] == "own"
-    assert hp.for_method("sml_cnn", tuned)["fit"]["epochs"] == 3  # named: its own
-    assert "step_one" not in hp.for_method("sml_cnn", tuned)
+        assert hyper["fit"]["epochs"] == 10 and hyper["step_one"] == "transfer"
+    cnn = hp.for_method("sml_cnn", tuned)  # named: its own settings, defaults for the rest
+    assert cnn["fit"]["epochs"] == 3 and cnn["step_one"] == "own"
     assert hp.for_method("fine_tune", tuned) == hp.for_method("fine_tune")
 
 

@@ -51,6 +51,35 @@ def test_the_strategy_follows_the_file(sqlite_url: str, tmp_path: Path, hyper_fi
 
 
 @pytest.mark.parametrize(
+    ("sml", "checked"),
+    [
+        (None, True),  # no file: the rate is a list nothing chose, so the check guards
+        ({"fit": {"epochs": 1}}, True),
+        ({"meta": {"lr": 1e-5}}, False),  # a rate given (as tune writes it) is trusted
+        ({"meta_lrs": [1e-5]}, False),
+        ({"meta": {"check": False}}, False),  # what the file says of the check holds
+        ({"meta": {"lr": 1e-5, "check": True}}, True),
+    ],
+)
+def test_the_check_guards_a_step_two_rate_nothing_chose(
+    sqlite_url: str, tmp_path: Path, sml: dict | None, checked: bool
+) -> None:
+    """The replay chooses SML's step-2 rate on validation walks and serves without the
+    check; a live log has no validation walk, so unless a rate was chosen (or the file
+    sets the check) a new Theta serves only once it has ranked a closing period better."""
+    hyper_file = None
+    if sml is not None:
+        hyper_file = tmp_path / "hyper.json"
+        hyper_file.write_text(json.dumps({"sml": sml}))
+    settings = make_settings(sqlite_url, tmp_path / "models", hyper_file=hyper_file)
+    for name in ("sml", "sml_n"):  # a variant the file does not name follows SML's
+        strategy = new_strategy(settings, name)
+        assert isinstance(strategy, SMLStrategy)
+        assert strategy.config.meta.check is checked
+        assert (strategy.learner is not None) is checked
+
+
+@pytest.mark.parametrize(
     ("content", "fault"),
     [
         ("{not json", "not JSON"),
