@@ -149,7 +149,9 @@ def for_live(name: str, overrides: dict[str, Hyper] | None = None) -> Hyper:
     meta = _given(name, overrides).get("meta")
     if len(theta_lrs(name, out)) > 1 and not (isinstance(meta, dict) and "check" in meta):
         out["meta"] = {**out.get("meta", {}), "check": True}
-    return out  # step 1 fits with `fit` ("own") unless a choice was written into it
+    fits = step_one_fits(name, out)
+    # step 1 fits with the one fit named, or with `fit` ("own") where several are
+    return with_step_one_fit(out, fits[0] if len(fits) == 1 else "own") if fits else out
 
 
 def _given(name: str, overrides: dict[str, Hyper] | None) -> Hyper:

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 from worker_testkit import make_settings
 
+from sml import hyperparameters as hp
 from sml.baselines import FineTune
 from sml.trainer import SMLStrategy
 from worker.checkpoint import new_strategy
@@ -77,6 +78,21 @@ def test_the_check_guards_a_step_two_rate_nothing_chose(
         assert isinstance(strategy, SMLStrategy)
         assert strategy.config.meta.check is checked
         assert (strategy.learner is not None) is checked
+
+
+def test_the_worker_fits_step_one_as_the_file_chose(sqlite_url: str, tmp_path: Path) -> None:
+    """One step-1 fit named is the fit used; with several (the defaults) SML's own."""
+    hyper_file = tmp_path / "hyper.json"
+    hyper_file.write_text(json.dumps({"sml": {"step_one_fits": ["fine_tune"]},
+                                      "fine_tune": {"fit": {"epochs": 2, "lr": 0.03}}}))
+    settings = make_settings(sqlite_url, tmp_path / "models", hyper_file=hyper_file)
+    sml = new_strategy(settings)
+    assert isinstance(sml, SMLStrategy)
+    assert (sml.config.fit.epochs, sml.config.fit.lr) == (2, 0.03)
+    default = new_strategy(make_settings(sqlite_url, tmp_path / "models"))
+    assert isinstance(default, SMLStrategy)
+    own = hp.DEFAULTS["sml"]["fit"]
+    assert (default.config.fit.epochs, default.config.fit.lr) == (own["epochs"], own["lr"])
 
 
 @pytest.mark.parametrize(
