@@ -610,3 +610,179 @@ def test_every_rejection_counts_once(periods: list) -> None:
         sml.learner.current = _zeroed(sml.learner.current)
         sml.boundary(periods[3])
     assert (sml.promotions, sml.rejections) == (0, 2)
+
+
+def _changed(before: dict[str, torch.Tensor], sml: SMLStrategy, side: str = "") -> bool:
+    """Whether any of Theta's tensors (of one side, "user." or "item.", if given) moved."""
+    after = _theta(sml)
+    return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(side))
+
+
+@pytest.mark.parametrize("variant", ["sml", "sml_n"])
+def test_sml_n_trains_theta_on_the_fitted_period_itself(periods: list, variant: str) -> None:
+    """SML trains Theta on the next period D_t, SML-N on D_{t-1} (W-hat's own period): with
+    D_t holding only items W-hat does not know, SML has nothing to learn from, SML-N does."""
+    sml = SMLStrategy(replace(UNCHECKED, variant=variant))  # type: ignore[arg-type]
+    for period in periods[:3]:
+        sml.boundary(period)
+    known, users = periods[2].n_items, periods[3].users
+    fresh = PeriodData(users, known + np.arange(len(users)) % 5, periods[3].n_users, known + 5)
+    theta = _theta(sml)
+    sml.boundary(fresh)
+    assert sml.theta_updates == 2
+    assert _changed(theta, sml) == (variant == "sml_n")
+
+
+@pytest.mark.parametrize("first_seen", ["include", "skip"])
+def test_objective_users_the_tables_do_not_know_are_skipped_only_when_asked(
+    periods: list, first_seen: str
+) -> None:
+    """``first_seen="skip"``: step 2 drops objective users beyond W-hat's table (the first
+    one past its end included), so a period of such users teaches Theta nothing; one known
+    user's interaction is enough to train it; "include" trains on them all."""
+    meta = replace(UNCHECKED.meta, first_seen=first_seen)
+    sml = SMLStrategy(replace(UNCHECKED, meta=meta))  # type: ignore[arg-type]
+    for period in periods[:3]:
+        sml.boundary(period)
+    n_users, n_items, items = periods[2].n_users, periods[2].n_items, periods[2].items[:50]
+    newcomers = np.full(50, n_users)  # the first user past W-hat's table
+    theta = _theta(sml)
+    sml.boundary(PeriodData(newcomers, items, n_users + 1, n_items))
+    assert _changed(theta, sml) == (first_seen == "include")
+    # W-hat now knows user n_users: the next newcomer is n_users + 1
+    one_known = np.concatenate([periods[2].users[:1], newcomers + 1])
+    theta = _theta(sml)
+    sml.boundary(PeriodData(one_known, np.concatenate([items[:1], items]), n_users + 2, n_items))
+    assert _changed(theta, sml)
+
+
+@pytest.mark.parametrize("step_one", ["transfer", "own"])
+def test_each_fit_runs_with_its_own_settings(
+    periods: list, step_one: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cold start and step 1 run ``fit`` (step 1's epochs), step 2 runs ``meta``'s epochs,
+    negatives and batch size, and the rounds after the first refit W-hat through the
+    transfer for ``refit_epochs`` (never with ``step_one="own"``, whose W-hat is its own fit)."""
+    import sml.trainer as trainer
+
+    runs: list[tuple[str, int, int, int]] = []
+    run_epochs, fit_mf = trainer.run_epochs, trainer.fit_mf
+
+    def record(name, original):  # type: ignore[no-untyped-def]
+        def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+            config = kwargs["config"]
+            runs.append((name, config.epochs, config.n_negatives, config.batch_size))
+            return original(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(trainer, "run_epochs", record("epochs", run_epochs))
+    monkeypatch.setattr(trainer, "fit_mf", record("mf", fit_mf))
+    meta = replace(UNCHECKED.meta, rounds=2, refit_epochs=3, n_negatives=2, batch_size=256)
+    sml = SMLStrategy(replace(UNCHECKED, meta=meta, step_one=step_one))  # type: ignore[arg-type]
+    for period in periods[:3]:
+        sml.boundary(period)
+    fit = ("epochs", 2, 4, 512) if step_one == "transfer" else ("mf", 2, 4, 512)
+    step_two = ("epochs", 1, 2, 256)
+    refit = [("epochs", 3, 4, 512)] if step_one == "transfer" else []
+    assert runs == [("mf", 2, 4, 512), fit, step_two, *refit, step_two, fit]
+
+
+def test_thetas_optimizer_runs_at_the_meta_rate_and_is_kept_only_when_asked(periods: list) -> None:
+    """Step 2 steps the lineage's own Adam at ``meta.lr``: with ``keep_optimizer`` its
+    step count runs on across boundaries, without it the checkpointed Adam has counted
+    the last step 2 only."""
+    counts = {}
+    for kept in (True, False):
+        meta = replace(UNCHECKED.meta, lr=0.01, keep_optimizer=kept)
+        sml = SMLStrategy(replace(UNCHECKED, meta=meta))
+        for period in periods:
+            sml.boundary(period)
+        assert sml.theta_updates == 2
+        adam = sml.state_dict()["served"]["theta_optimizer"]
+        assert [group["lr"] for group in adam["param_groups"]] == [0.01]
+        counts[kept] = {int(s["step"]) for s in adam["state"].values()}
+    # one step count for every tensor of Theta (all of them trained together)
+    assert len(counts[True]) == len(counts[False]) == 1
+    assert min(counts[False]) > 0 and min(counts[True]) > min(counts[False])
+
+
+def _untouched(config: SMLConfig, periods: list) -> tuple[SMLStrategy, MFWeights]:
+    """Three boundaries, then W-hat_{t-1} set to the model it was fit from (as if D_{t-1}
+    had touched no row); returns the strategy and that model."""
+    sml = SMLStrategy(config)
+    for period in periods[:3]:
+        sml.boundary(period)
+    anchor = sml.served.anchor
+    assert anchor is not None
+    sml.served.hat = anchor
+    return sml, anchor
+
+
+@pytest.mark.parametrize("scope", ["touched", "all"])
+def test_step_two_and_the_refined_model_merge_the_rows_the_scope_names(
+    periods: list, scope: str
+) -> None:
+    """With W-hat_{t-1} equal to the model before it, scope "touched" merges no row: step 2
+    has no loss through Theta (and no regulariser here), and the refined W_{t-1} is that
+    model; scope "all" passes every user and item row through f, so both sides of Theta
+    learn and the refined model's rows move."""
+    meta = replace(UNCHECKED.meta, lr=0.01, l2=0.0, keep_optimizer=False)
+    sml, anchor = _untouched(replace(UNCHECKED, meta=meta, scope=scope), periods)  # type: ignore[arg-type]
+    theta = _theta(sml)
+    sml.boundary(periods[3])
+    assert sml.theta_updates == 2
+    refined = sml.served.anchor  # W_{t-1} as the meta step left it, grown for D_t
+    assert refined is not None
+    users, items = refined.user[: anchor.n_users], refined.item[: anchor.n_items]
+    merges = scope == "all"
+    assert _changed(theta, sml, "user.") == _changed(theta, sml, "item.") == merges
+    assert torch.equal(users, anchor.user) != merges
+    assert torch.equal(items, anchor.item) != merges
+
+
+def test_step_two_regularises_theta_towards_zero(periods: list) -> None:
+    """Step 2's loss adds ``meta.l2`` times Theta's squared norm: with nothing else to learn
+    from (no row merged) both sides of Theta shrink."""
+    meta = replace(UNCHECKED.meta, lr=0.01, l2=1.0, keep_optimizer=False)
+    sml, _ = _untouched(replace(UNCHECKED, meta=meta), periods)
+
+    def norms() -> tuple[float, float]:
+        theta = _theta(sml)
+        return tuple(  # type: ignore[return-value]
+            sum(float(v.square().sum()) for k, v in theta.items() if k.startswith(side))
+            for side in ("user.", "item.")
+        )
+
+    before = norms()
+    sml.boundary(periods[3])
+    after = norms()
+    assert after[0] < before[0] and after[1] < before[1]
+
+
+def test_a_frozen_transfer_is_never_run_while_w_hat_is_fit(periods: list) -> None:
+    """Step 1 through a transfer that is the identity and learns nothing costs what
+    fine-tuning costs: W-hat's fit never evaluates it."""
+    sml = SMLStrategy(UNCHECKED)
+    sml.set_update_transfer(False)
+    calls = [0]
+    fitting = [False]
+    original = sml._fit_hat
+
+    def fit_hat(*args, **kwargs):  # type: ignore[no-untyped-def]
+        fitting[0] = True
+        try:
+            return original(*args, **kwargs)
+        finally:
+            fitting[0] = False
+
+    def count(*_: object) -> None:
+        calls[0] += fitting[0]
+
+    sml._fit_hat = fit_hat  # type: ignore[method-assign]
+    for module in (sml.transfers.user, sml.transfers.item):
+        module.register_forward_hook(count)
+    for period in periods[:3]:
+        sml.boundary(period)
+    assert calls[0] == 0
+    assert all(p.grad is None for p in sml.transfers.parameters())
