@@ -1,7 +1,9 @@
 """Sequential meta-learning: boundaries change W, Theta moves once a next period exists,
 checkpoints resume exactly, the variants and baselines run."""
 
+from collections.abc import Callable
 from dataclasses import asdict, replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -640,8 +642,8 @@ def test_objective_users_the_tables_do_not_know_are_skipped_only_when_asked(
     """``first_seen="skip"``: step 2 drops objective users beyond W-hat's table (the first
     one past its end included), so a period of such users teaches Theta nothing; one known
     user's interaction is enough to train it; "include" trains on them all."""
-    meta = replace(UNCHECKED.meta, first_seen=first_seen)
-    sml = SMLStrategy(replace(UNCHECKED, meta=meta))  # type: ignore[arg-type]
+    meta = replace(UNCHECKED.meta, first_seen=first_seen)  # type: ignore[arg-type]
+    sml = SMLStrategy(replace(UNCHECKED, meta=meta))
     for period in periods[:3]:
         sml.boundary(period)
     n_users, n_items, items = periods[2].n_users, periods[2].n_items, periods[2].items[:50]
@@ -668,8 +670,8 @@ def test_each_fit_runs_with_its_own_settings(
     runs: list[tuple[str, int, int, int]] = []
     run_epochs, fit_mf = trainer.run_epochs, trainer.fit_mf
 
-    def record(name, original):  # type: ignore[no-untyped-def]
-        def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def record(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
             config = kwargs["config"]
             runs.append((name, config.epochs, config.n_negatives, config.batch_size))
             return original(*args, **kwargs)
@@ -747,12 +749,12 @@ def test_step_two_regularises_theta_towards_zero(periods: list) -> None:
     meta = replace(UNCHECKED.meta, lr=0.01, l2=1.0, keep_optimizer=False)
     sml, _ = _untouched(replace(UNCHECKED, meta=meta), periods)
 
-    def norms() -> tuple[float, float]:
+    def norms() -> list[float]:
         theta = _theta(sml)
-        return tuple(  # type: ignore[return-value]
+        return [
             sum(float(v.square().sum()) for k, v in theta.items() if k.startswith(side))
             for side in ("user.", "item.")
-        )
+        ]
 
     before = norms()
     sml.boundary(periods[3])
@@ -769,7 +771,7 @@ def test_a_frozen_transfer_is_never_run_while_w_hat_is_fit(periods: list) -> Non
     fitting = [False]
     original = sml._fit_hat
 
-    def fit_hat(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def fit_hat(*args: Any, **kwargs: Any) -> MFWeights:
         fitting[0] = True
         try:
             return original(*args, **kwargs)
@@ -786,3 +788,24 @@ def test_a_frozen_transfer_is_never_run_while_w_hat_is_fit(periods: list) -> Non
         sml.boundary(period)
     assert calls[0] == 0
     assert all(p.grad is None for p in sml.transfers.parameters())
+
+
+def test_step_one_measures_the_transfers_correction_in_the_columns_scale(periods: list) -> None:
+    """Step 1 fits W-hat through f with the columns' scale of the model it starts from: a
+    transfer whose correction is a bias b adds b times that scale, so W-hat fits otherwise
+    than with the transfer's inputs unscaled (``scale_inputs=False``: b itself)."""
+    hats = []
+    for scaled in (True, False):
+        transfer = replace(UNCHECKED.transfer, scale_inputs=scaled)
+        sml = SMLStrategy(replace(UNCHECKED, transfer=transfer))
+        sml.set_update_transfer(False)
+        for period in periods[:3]:
+            sml.boundary(period)
+        with torch.no_grad():
+            for side in (sml.transfers.user, sml.transfers.item):
+                side.out.bias.fill_(0.125)  # type: ignore[union-attr]
+        sml.boundary(periods[3])
+        hats.append(sml.fitted)
+    assert hats[0] is not None and hats[1] is not None
+    assert not torch.allclose(hats[0].user, hats[1].user, atol=1e-4)
+    assert not torch.allclose(hats[0].item, hats[1].item, atol=1e-4)
