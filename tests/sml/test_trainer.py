@@ -1,7 +1,9 @@
 """Sequential meta-learning: boundaries change W, Theta moves once a next period exists,
 checkpoints resume exactly, the variants and baselines run."""
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -391,3 +393,419 @@ def test_the_checks_scores_are_the_models_scores(
     assert torch.allclose(got, expected, atol=1e-5)
     check = (users, items[:, 0], items[:, 1:])
     assert ranking_score(model, check, chunk=7) == ranking_score(model, check)
+
+
+def test_each_variant_name_sets_its_configuration() -> None:
+    """Every variant name sets what it stands for whatever the base configuration holds
+    (SML-ST back to step 1 through the transfer, the transfer kinds of SML-CNN and SML-FC),
+    the names driven differently leave it as it is, and an unknown name is refused."""
+    own = replace(SMALL, step_one="own")
+    assert SMALL.for_variant("sml_n") == replace(SMALL, variant="sml_n")
+    assert own.for_variant("sml_st") == replace(own, step_one="transfer")
+    assert own.for_variant("sml_fp") == own
+    assert SMALL.for_variant("sml_cnn").transfer == replace(SMALL.transfer, kind="no_cnn")
+    assert SMALL.for_variant("sml_fc").transfer == replace(SMALL.transfer, kind="no_fc")
+    assert all(own.for_variant(name) == own for name in ("sml", "sml_s", "sml_frozen"))
+    with pytest.raises(ValueError, match="unknown SML variant 'sml_x'"):
+        SMALL.for_variant("sml_x")
+
+
+def test_a_checkpoint_names_its_strategy_and_holds_its_configuration() -> None:
+    """The checkpoint carries the strategy's name ("sml" unless given) and its whole
+    configuration as plain nested values."""
+    config = replace(SMALL, meta=replace(SMALL.meta, lr=0.02))
+    state = SMLStrategy(config, name="sml_s").state_dict()
+    assert state["strategy"] == "sml_s"
+    assert state["config"] == asdict(config) and state["config"]["meta"]["lr"] == 0.02
+    assert SMLStrategy(SMALL).name == SMLStrategy(SMALL).state_dict()["strategy"] == "sml"
+
+
+def test_a_fresh_strategy_checkpoints_and_resumes(periods: list) -> None:
+    """Before any boundary the checkpoint holds no model, no last period and zero counts,
+    with the learner a copy of the served lineage; it loads, and the resumed strategy
+    cold-starts exactly as the original does."""
+    sml = SMLStrategy(SMALL)
+    state = sml.state_dict()
+    assert state["last"] is None and state["same"] is True and state["update_transfer"] is True
+    assert state["boundaries"] == state["theta_updates"] == 0
+    assert state["promotions"] == state["rejections"] == 0
+    resumed = SMLStrategy(SMALL)
+    resumed.load_state_dict(state)
+    assert resumed.model is None and resumed.last is None and resumed.same
+    a, b = sml.boundary(periods[0]), resumed.boundary(periods[0])
+    assert torch.equal(a.user, b.user) and torch.equal(a.item, b.item)
+
+
+def test_a_checkpoint_keeps_both_lineages_the_last_period_and_the_counts(periods: list) -> None:
+    """With the lineages apart, the checkpoint restores the learner as it was (not a copy
+    of the served one), the last period, the boundaries and the check's counts; the
+    resumed strategy then serves what the original serves."""
+    sml = SMLStrategy(SMALL)
+    for period in periods[:3]:
+        sml.boundary(period)
+    assert sml.boundaries == 3 and sml.theta_updates == 1
+    sml.promotions, sml.rejections = 2, 3  # as a longer run leaves them
+    state = sml.state_dict()
+    assert state["same"] is False and state["boundaries"] == 3
+    resumed = SMLStrategy(SMALL)
+    resumed.load_state_dict(state)
+    assert resumed.learner is not None and sml.learner is not None and not resumed.same
+    learner, served = resumed.learner.current, resumed.served.current
+    assert learner is not None and served is not None and sml.learner.current is not None
+    assert torch.equal(learner.item, sml.learner.current.item)
+    assert not torch.equal(learner.item, served.item)
+    assert (resumed.boundaries, resumed.theta_updates) == (3, 1)
+    assert (resumed.promotions, resumed.rejections) == (2, 3)
+    assert resumed.last is not None and sml.last is not None
+    assert np.array_equal(resumed.last.users, periods[2].users)
+    assert (resumed.last.n_users, resumed.last.n_items) == (periods[2].n_users, periods[2].n_items)
+    a, b = sml.boundary(periods[3]), resumed.boundary(periods[3])
+    assert torch.allclose(a.item, b.item, atol=1e-5)
+    assert sml.promotions + sml.rejections == resumed.promotions + resumed.rejections == 6
+
+
+def test_a_checkpoint_without_the_counts_resumes_them_at_zero(periods: list) -> None:
+    """State written before the Theta updates and the check's outcomes were counted loads
+    with those counts at zero (and the learner a copy of the served lineage)."""
+    sml = SMLStrategy(SMALL)
+    for period in periods[:3]:
+        sml.boundary(period)
+    sml.promotions = sml.rejections = 1
+    dropped = ("theta_updates", "promotions", "rejections", "same", "learner")
+    old = {k: v for k, v in sml.state_dict().items() if k not in dropped}
+    resumed = SMLStrategy(SMALL)
+    resumed.load_state_dict(old)
+    assert (resumed.theta_updates, resumed.promotions, resumed.rejections) == (0, 0, 0)
+    assert resumed.same and resumed.boundaries == 3
+
+
+def _base(period: PeriodData, seed: int = 7) -> MFWeights:
+    """A stand-in for a pretrained model sized to ``period``'s tables."""
+    generator = torch.Generator().manual_seed(seed)
+    return MFWeights.init(SMALL.mf, period.n_users, period.n_items, generator)
+
+
+def test_a_warm_start_serves_the_base_with_no_model_before_it(periods: list) -> None:
+    """A warm start serves the base, knows every pair of its history as seen, takes the
+    history's last period as D_{t-1} at the base's sizes, and (no model before the base)
+    runs no meta step at the next boundary."""
+    history = periods[:3]
+    base = _base(periods[2])
+    sml = SMLStrategy(UNCHECKED)
+    sml.warm_start(base, history)
+    assert sml.model is not None
+    assert torch.equal(sml.model.user, base.user) and torch.equal(sml.model.item, base.item)
+    assert sml.fitted is None and sml.served.anchor is None
+    users = np.concatenate([p.users for p in history])
+    items = np.concatenate([p.items for p in history])
+    assert sml.seen.contains(users, items).all()
+    assert len(sml.seen) == len(set(zip(users.tolist(), items.tolist(), strict=True)))
+    last = sml.state_dict()["last"]
+    assert np.array_equal(last["users"].numpy(), periods[2].users)
+    assert np.array_equal(last["items"].numpy(), periods[2].items)
+    assert (last["n_users"], last["n_items"]) == (base.n_users, base.n_items)
+    theta = _theta(sml)
+    sml.boundary(periods[3])
+    assert sml.theta_updates == 0 and sml.fitted is not None
+    assert all(torch.equal(theta[k], v) for k, v in _theta(sml).items())
+
+
+def test_a_warm_start_with_an_init_anchor_learns_at_the_next_boundary(periods: list) -> None:
+    """``warm_anchor="init"``: fresh rows drawn from the strategy's seed (not torch's global
+    generator) play the model before the base, the base is the fit merged with them, and
+    the next boundary trains Theta."""
+    config = replace(UNCHECKED, warm_anchor="init", seed=4)
+    base = _base(periods[2])
+    torch.manual_seed(1)
+    sml = SMLStrategy(config)
+    sml.warm_start(base, periods[:3])
+    seeded = torch.Generator().manual_seed(4)
+    expected = MFWeights.init(config.mf, base.n_users, base.n_items, seeded)
+    anchor = sml.served.anchor
+    assert anchor is not None
+    assert torch.equal(anchor.user, expected.user) and torch.equal(anchor.item, expected.item)
+    assert sml.fitted is not None and torch.equal(sml.fitted.user, base.user)
+    theta = _theta(sml)
+    sml.boundary(periods[3])
+    assert sml.theta_updates == 1
+    assert any(not torch.equal(theta[k], v) for k, v in _theta(sml).items())
+
+
+def test_the_transfer_update_can_be_turned_back_on(periods: list) -> None:
+    """SML-S freezes Theta in test periods only: turned back on, the next boundary trains
+    it again."""
+    sml = SMLStrategy(UNCHECKED)
+    sml.boundary(periods[0])
+    sml.set_update_transfer(False)
+    sml.boundary(periods[1])
+    sml.boundary(periods[2])
+    assert sml.theta_updates == 0
+    theta = _theta(sml)
+    sml.set_update_transfer(True)
+    sml.boundary(periods[3])
+    assert sml.theta_updates == 1 and sml.state_dict()["update_transfer"] is True
+    assert any(not torch.equal(theta[k], v) for k, v in _theta(sml).items())
+
+
+def _apart(config: SMLConfig, periods: list) -> SMLStrategy:
+    """A strategy after three boundaries: the learner has trained Theta once, the served
+    lineage has not."""
+    sml = SMLStrategy(config)
+    for period in periods[:3]:
+        sml.boundary(period)
+    assert sml.learner is not None and not sml.same
+    return sml
+
+
+def _zeroed(model: MFWeights | None) -> MFWeights:
+    assert model is not None
+    return MFWeights(torch.zeros_like(model.user), torch.zeros_like(model.item))
+
+
+def test_a_tie_keeps_the_served_lineage(periods: list) -> None:
+    """Lineages that rank the closing period equally well (both all zeros): the learner is
+    not adopted, the served Theta stays."""
+    sml = _apart(SMALL, periods)
+    assert sml.learner is not None
+    sml.served.current = _zeroed(sml.served.current)
+    sml.learner.current = _zeroed(sml.learner.current)
+    served = _theta(sml)
+    sml.boundary(periods[3])
+    assert (sml.promotions, sml.rejections) == (0, 1)
+    assert all(torch.equal(served[k], v) for k, v in _theta(sml).items())
+
+
+def test_a_closing_period_of_one_interaction_is_still_scored(periods: list) -> None:
+    """The check compares the lineages on a period with a single interaction."""
+    sml = _apart(SMALL, periods)
+    last = periods[2]
+    one = PeriodData(last.users[:1], last.items[:1], last.n_users, last.n_items)
+    sml.boundary(one)
+    assert sml.promotions + sml.rejections == 1
+
+
+def test_every_adoption_counts_and_leaves_the_learner_a_copy(periods: list) -> None:
+    """Each adoption is counted; after one at a boundary without learning (transfer
+    frozen), the learner is again a copy of the served lineage: same model, same Theta."""
+    sml = _apart(SMALL, periods)
+    sml.served.current = _zeroed(sml.served.current)
+    sml.boundary(periods[3])
+    assert sml.promotions == 1 and not sml.same  # adopted, then trained further
+    sml.served.current = _zeroed(sml.served.current)
+    sml.set_update_transfer(False)
+    sml.boundary(periods[3])
+    assert sml.promotions == 2 and sml.same
+    assert sml.learner is not None
+    learner, served = sml.learner.current, sml.served.current
+    assert learner is not None and served is not None
+    assert torch.equal(learner.user, served.user) and torch.equal(learner.item, served.item)
+    learned = transfer_state(sml, learner=True)
+    assert learned is not None and all(torch.equal(learned[k], v) for k, v in _theta(sml).items())
+
+
+def test_every_rejection_counts_once(periods: list) -> None:
+    """A learner made useless (all zeros) before each of two comparisons loses both: two
+    rejections, no adoption."""
+    sml = _apart(SMALL, periods)
+    for _ in range(2):
+        assert sml.learner is not None
+        sml.learner.current = _zeroed(sml.learner.current)
+        sml.boundary(periods[3])
+    assert (sml.promotions, sml.rejections) == (0, 2)
+
+
+def _changed(before: dict[str, torch.Tensor], sml: SMLStrategy, side: str = "") -> bool:
+    """Whether any of Theta's tensors (of one side, "user." or "item.", if given) moved."""
+    after = _theta(sml)
+    return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(side))
+
+
+@pytest.mark.parametrize("variant", ["sml", "sml_n"])
+def test_sml_n_trains_theta_on_the_fitted_period_itself(periods: list, variant: str) -> None:
+    """SML trains Theta on the next period D_t, SML-N on D_{t-1} (W-hat's own period): with
+    D_t holding only items W-hat does not know, SML has nothing to learn from, SML-N does."""
+    sml = SMLStrategy(replace(UNCHECKED, variant=variant))  # type: ignore[arg-type]
+    for period in periods[:3]:
+        sml.boundary(period)
+    known, users = periods[2].n_items, periods[3].users
+    fresh = PeriodData(users, known + np.arange(len(users)) % 5, periods[3].n_users, known + 5)
+    theta = _theta(sml)
+    sml.boundary(fresh)
+    assert sml.theta_updates == 2
+    assert _changed(theta, sml) == (variant == "sml_n")
+
+
+@pytest.mark.parametrize("first_seen", ["include", "skip"])
+def test_objective_users_the_tables_do_not_know_are_skipped_only_when_asked(
+    periods: list, first_seen: str
+) -> None:
+    """``first_seen="skip"``: step 2 drops objective users beyond W-hat's table (the first
+    one past its end included), so a period of such users teaches Theta nothing; one known
+    user's interaction is enough to train it; "include" trains on them all."""
+    meta = replace(UNCHECKED.meta, first_seen=first_seen)  # type: ignore[arg-type]
+    sml = SMLStrategy(replace(UNCHECKED, meta=meta))
+    for period in periods[:3]:
+        sml.boundary(period)
+    n_users, n_items, items = periods[2].n_users, periods[2].n_items, periods[2].items[:50]
+    newcomers = np.full(50, n_users)  # the first user past W-hat's table
+    theta = _theta(sml)
+    sml.boundary(PeriodData(newcomers, items, n_users + 1, n_items))
+    assert _changed(theta, sml) == (first_seen == "include")
+    # W-hat now knows user n_users: the next newcomer is n_users + 1
+    one_known = np.concatenate([periods[2].users[:1], newcomers + 1])
+    theta = _theta(sml)
+    sml.boundary(PeriodData(one_known, np.concatenate([items[:1], items]), n_users + 2, n_items))
+    assert _changed(theta, sml)
+
+
+@pytest.mark.parametrize("step_one", ["transfer", "own"])
+def test_each_fit_runs_with_its_own_settings(
+    periods: list, step_one: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cold start and step 1 run ``fit`` (step 1's epochs), step 2 runs ``meta``'s epochs,
+    negatives and batch size, and the rounds after the first refit W-hat through the
+    transfer for ``refit_epochs`` (never with ``step_one="own"``, whose W-hat is its own fit)."""
+    import sml.trainer as trainer
+
+    runs: list[tuple[str, int, int, int]] = []
+    run_epochs, fit_mf = trainer.run_epochs, trainer.fit_mf
+
+    def record(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            config = kwargs["config"]
+            runs.append((name, config.epochs, config.n_negatives, config.batch_size))
+            return original(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(trainer, "run_epochs", record("epochs", run_epochs))
+    monkeypatch.setattr(trainer, "fit_mf", record("mf", fit_mf))
+    meta = replace(UNCHECKED.meta, rounds=2, refit_epochs=3, n_negatives=2, batch_size=256)
+    sml = SMLStrategy(replace(UNCHECKED, meta=meta, step_one=step_one))  # type: ignore[arg-type]
+    for period in periods[:3]:
+        sml.boundary(period)
+    fit = ("epochs", 2, 4, 512) if step_one == "transfer" else ("mf", 2, 4, 512)
+    step_two = ("epochs", 1, 2, 256)
+    refit = [("epochs", 3, 4, 512)] if step_one == "transfer" else []
+    assert runs == [("mf", 2, 4, 512), fit, step_two, *refit, step_two, fit]
+
+
+def test_thetas_optimizer_runs_at_the_meta_rate_and_is_kept_only_when_asked(periods: list) -> None:
+    """Step 2 steps the lineage's own Adam at ``meta.lr``: with ``keep_optimizer`` its
+    step count runs on across boundaries, without it the checkpointed Adam has counted
+    the last step 2 only."""
+    counts = {}
+    for kept in (True, False):
+        meta = replace(UNCHECKED.meta, lr=0.01, keep_optimizer=kept)
+        sml = SMLStrategy(replace(UNCHECKED, meta=meta))
+        for period in periods:
+            sml.boundary(period)
+        assert sml.theta_updates == 2
+        adam = sml.state_dict()["served"]["theta_optimizer"]
+        assert [group["lr"] for group in adam["param_groups"]] == [0.01]
+        counts[kept] = {int(s["step"]) for s in adam["state"].values()}
+    # one step count for every tensor of Theta (all of them trained together)
+    assert len(counts[True]) == len(counts[False]) == 1
+    assert min(counts[False]) > 0 and min(counts[True]) > min(counts[False])
+
+
+def _untouched(config: SMLConfig, periods: list) -> tuple[SMLStrategy, MFWeights]:
+    """Three boundaries, then W-hat_{t-1} set to the model it was fit from (as if D_{t-1}
+    had touched no row); returns the strategy and that model."""
+    sml = SMLStrategy(config)
+    for period in periods[:3]:
+        sml.boundary(period)
+    anchor = sml.served.anchor
+    assert anchor is not None
+    sml.served.hat = anchor
+    return sml, anchor
+
+
+@pytest.mark.parametrize("scope", ["touched", "all"])
+def test_step_two_and_the_refined_model_merge_the_rows_the_scope_names(
+    periods: list, scope: str
+) -> None:
+    """With W-hat_{t-1} equal to the model before it, scope "touched" merges no row: step 2
+    has no loss through Theta (and no regulariser here), and the refined W_{t-1} is that
+    model; scope "all" passes every user and item row through f, so both sides of Theta
+    learn and the refined model's rows move."""
+    meta = replace(UNCHECKED.meta, lr=0.01, l2=0.0, keep_optimizer=False)
+    sml, anchor = _untouched(replace(UNCHECKED, meta=meta, scope=scope), periods)  # type: ignore[arg-type]
+    theta = _theta(sml)
+    sml.boundary(periods[3])
+    assert sml.theta_updates == 2
+    refined = sml.served.anchor  # W_{t-1} as the meta step left it, grown for D_t
+    assert refined is not None
+    users, items = refined.user[: anchor.n_users], refined.item[: anchor.n_items]
+    merges = scope == "all"
+    assert _changed(theta, sml, "user.") == _changed(theta, sml, "item.") == merges
+    assert torch.equal(users, anchor.user) != merges
+    assert torch.equal(items, anchor.item) != merges
+
+
+def test_step_two_regularises_theta_towards_zero(periods: list) -> None:
+    """Step 2's loss adds ``meta.l2`` times Theta's squared norm: with nothing else to learn
+    from (no row merged) both sides of Theta shrink."""
+    meta = replace(UNCHECKED.meta, lr=0.01, l2=1.0, keep_optimizer=False)
+    sml, _ = _untouched(replace(UNCHECKED, meta=meta), periods)
+
+    def norms() -> list[float]:
+        theta = _theta(sml)
+        return [
+            sum(float(v.square().sum()) for k, v in theta.items() if k.startswith(side))
+            for side in ("user.", "item.")
+        ]
+
+    before = norms()
+    sml.boundary(periods[3])
+    after = norms()
+    assert after[0] < before[0] and after[1] < before[1]
+
+
+def test_a_frozen_transfer_is_never_run_while_w_hat_is_fit(periods: list) -> None:
+    """Step 1 through a transfer that is the identity and learns nothing costs what
+    fine-tuning costs: W-hat's fit never evaluates it."""
+    sml = SMLStrategy(UNCHECKED)
+    sml.set_update_transfer(False)
+    calls = [0]
+    fitting = [False]
+    original = sml._fit_hat
+
+    def fit_hat(*args: Any, **kwargs: Any) -> MFWeights:
+        fitting[0] = True
+        try:
+            return original(*args, **kwargs)
+        finally:
+            fitting[0] = False
+
+    def count(*_: object) -> None:
+        calls[0] += fitting[0]
+
+    sml._fit_hat = fit_hat  # type: ignore[method-assign]
+    for module in (sml.transfers.user, sml.transfers.item):
+        module.register_forward_hook(count)
+    for period in periods[:3]:
+        sml.boundary(period)
+    assert calls[0] == 0
+    assert all(p.grad is None for p in sml.transfers.parameters())
+
+
+def test_step_one_measures_the_transfers_correction_in_the_columns_scale(periods: list) -> None:
+    """Step 1 fits W-hat through f with the columns' scale of the model it starts from: a
+    transfer whose correction is a bias b adds b times that scale, so W-hat fits otherwise
+    than with the transfer's inputs unscaled (``scale_inputs=False``: b itself)."""
+    hats = []
+    for scaled in (True, False):
+        transfer = replace(UNCHECKED.transfer, scale_inputs=scaled)
+        sml = SMLStrategy(replace(UNCHECKED, transfer=transfer))
+        sml.set_update_transfer(False)
+        for period in periods[:3]:
+            sml.boundary(period)
+        with torch.no_grad():
+            for side in (sml.transfers.user, sml.transfers.item):
+                side.out.bias.fill_(0.125)  # type: ignore[union-attr]
+        sml.boundary(periods[3])
+        hats.append(sml.fitted)
+    assert hats[0] is not None and hats[1] is not None
+    assert not torch.allclose(hats[0].user, hats[1].user, atol=1e-4)
+    assert not torch.allclose(hats[0].item, hats[1].item, atol=1e-4)
