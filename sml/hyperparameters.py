@@ -110,6 +110,20 @@ def sml_config(hyper: Hyper, dim: int, seed: int) -> SMLConfig:
 
 
 SPMF_KEYS = ("reservoir_size", "reservoir_draws", "rank_sharpness")
+SML_KEYS = (
+    "fit", "meta", "transfer", "scope", "warm_anchor", "step_one", "offline_passes",
+    "meta_lrs", "step_one_fits", "fine_tune_fit",
+)
+
+
+def known_keys(name: str) -> set[str]:
+    """The top-level settings a method's hyper-parameters may hold (a name a hyper file
+    misspells would otherwise fall back to its default without a word)."""
+    if name in VARIANT_NAMES:
+        return set(SML_KEYS)
+    if name == "popularity":
+        return set()
+    return {"fit", *(SPMF_KEYS if name == "spmf" else ())}
 
 
 def baseline_config(hyper: Hyper, dim: int, seed: int) -> BaselineConfig:
@@ -198,6 +212,9 @@ def read_hyper_file(path: Path, dim: int) -> HyperFile:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: pretrain: {exc}") from None
     for name in methods:
+        unknown = sorted(set(methods[name]) - known_keys(name))
+        if unknown:
+            raise ValueError(f"{path}: {name}: unknown settings {', '.join(unknown)}")
         try:
             resolved(name, for_method(name, methods), dim, 0)
         except (TypeError, ValueError) as exc:

@@ -101,6 +101,10 @@ def test_the_worker_fits_step_one_as_the_file_chose(sqlite_url: str, tmp_path: P
         ("{not json", "not JSON"),
         (json.dumps({"sml": {"step_one": "both"}}), "step_one must be one of"),
         (json.dumps({"nope": {}}), "unknown methods nope"),
+        # a misspelt setting must not fall back to its default without a word
+        (json.dumps({"sml": {"meta_lr": [1e-5]}}), "sml: unknown settings meta_lr"),
+        (json.dumps({"fine_tune": {"reservoir_size": 10}}), "unknown settings reservoir_size"),
+        (json.dumps({"popularity": {"fit": {}}}), "popularity: unknown settings fit"),
     ],
 )
 def test_a_bad_file_fails_start_up_naming_the_variable(
