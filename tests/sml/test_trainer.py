@@ -264,16 +264,14 @@ def test_sml_frozen_never_trains_theta(periods: list) -> None:
     assert frozen.fitted is not None and torch.equal(frozen.fitted.item, frozen.model.item)  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("step_one", ["transfer", "own"])
-def test_step_one_goes_through_the_transfer_only_when_asked(periods: list, step_one: str) -> None:
-    """``step_one="own"`` (SML-FP) fits W-hat on its own MF loss: the transfer is not run
-    while W-hat is fit, only to merge; through the transfer it runs on every batch."""
-    sml = SMLStrategy(replace(UNCHECKED, step_one=step_one))  # type: ignore[arg-type]
+def _count_transfer_runs(sml: SMLStrategy) -> dict[str, int]:
+    """Counts, from now on, the forward passes of the served lineage's transfers made
+    while W-hat is being fit ("fit") and at any other time ("other")."""
     calls = {"fit": 0, "other": 0}
     fitting = [False]
     original = sml._fit_hat
 
-    def fit_hat(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def fit_hat(*args: Any, **kwargs: Any) -> MFWeights:
         fitting[0] = True
         try:
             return original(*args, **kwargs)
@@ -286,6 +284,15 @@ def test_step_one_goes_through_the_transfer_only_when_asked(periods: list, step_
     sml._fit_hat = fit_hat  # type: ignore[method-assign]
     for module in (sml.transfers.user, sml.transfers.item):
         module.register_forward_hook(count)
+    return calls
+
+
+@pytest.mark.parametrize("step_one", ["transfer", "own"])
+def test_step_one_goes_through_the_transfer_only_when_asked(periods: list, step_one: str) -> None:
+    """``step_one="own"`` (SML-FP) fits W-hat on its own MF loss: the transfer is not run
+    while W-hat is fit, only to merge; through the transfer it runs on every batch."""
+    sml = SMLStrategy(replace(UNCHECKED, step_one=step_one))  # type: ignore[arg-type]
+    calls = _count_transfer_runs(sml)
     for period in periods[:4]:
         sml.boundary(period)
     assert sml.theta_updates == 2  # Theta was trained either way
@@ -767,26 +774,10 @@ def test_a_frozen_transfer_is_never_run_while_w_hat_is_fit(periods: list) -> Non
     fine-tuning costs: W-hat's fit never evaluates it."""
     sml = SMLStrategy(UNCHECKED)
     sml.set_update_transfer(False)
-    calls = [0]
-    fitting = [False]
-    original = sml._fit_hat
-
-    def fit_hat(*args: Any, **kwargs: Any) -> MFWeights:
-        fitting[0] = True
-        try:
-            return original(*args, **kwargs)
-        finally:
-            fitting[0] = False
-
-    def count(*_: object) -> None:
-        calls[0] += fitting[0]
-
-    sml._fit_hat = fit_hat  # type: ignore[method-assign]
-    for module in (sml.transfers.user, sml.transfers.item):
-        module.register_forward_hook(count)
+    calls = _count_transfer_runs(sml)
     for period in periods[:3]:
         sml.boundary(period)
-    assert calls[0] == 0
+    assert calls["fit"] == 0
     assert all(p.grad is None for p in sml.transfers.parameters())
 
 
