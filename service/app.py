@@ -13,10 +13,11 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from fastapi import FastAPI
@@ -44,9 +45,17 @@ from smlrec.settings import Settings, get_settings
 from store import ArtifactStore, Bus, Caps, RedisBus, Store, StoreUnavailable, make_bus
 from store.migrate import upgrade
 
-if TYPE_CHECKING:
-    from worker.process import WorkerProcess
-    from worker.runner import Worker
+
+class EmbeddedWorker(Protocol):
+    """What the service needs of a worker it runs beside its API."""
+
+    def start_thread(self) -> threading.Thread: ...
+
+    def stop(self, timeout: float | None = None, abandon: bool = False) -> None: ...
+
+
+# settings, store, bus, artifacts -> the worker (``worker.embedded.embedded_worker``)
+WorkerFactory = Callable[[Settings, Store, Bus, ArtifactStore], EmbeddedWorker]
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +75,15 @@ take `Authorization: Bearer <SMLREC_ADMIN_TOKEN>`.
 """
 
 
-def create_app(settings: Settings | None = None, *, run_worker: bool | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_worker: bool | None = None,
+    worker_factory: WorkerFactory | None = None,
+) -> FastAPI:
     """The service. ``run_worker`` (default: in embedded mode only, i.e. without
-    ``SMLREC_REDIS_URL``) runs the retraining worker beside the API (``_worker``)."""
+    ``SMLREC_REDIS_URL``) runs the retraining worker ``worker_factory`` builds beside
+    the API; ``smlrec.app.create_app`` gives it the worker package's."""
     settings = settings if settings is not None else get_settings()
     app = FastAPI(
         title="smlrec",
@@ -79,6 +94,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     )
     app.state.settings = settings
     app.state.run_worker = (not settings.redis_url) if run_worker is None else run_worker
+    if app.state.run_worker and worker_factory is None:
+        raise ValueError("a service that runs the worker needs a worker_factory")
+    app.state.worker_factory = worker_factory
     app.state.metrics = ServiceMetrics()
     app.add_middleware(RecommendationsFastPath)  # inside the metrics: counted the same
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
@@ -164,7 +182,7 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     sync.start()
     stack.callback(sync.stop)
     if app.state.run_worker:
-        worker = _worker(settings, store, bus, artifacts)
+        worker = app.state.worker_factory(settings, store, bus, artifacts)
         worker.start_thread()
         # the service stops within seconds: a boundary under way is abandoned (its job
         # is queued again), never waited for
@@ -185,21 +203,6 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         "on" if app.state.run_worker else "off",
     )
     return runtime
-
-
-def _worker(
-    settings: Settings, store: Store, bus: Bus, artifacts: ArtifactStore
-) -> Worker | WorkerProcess:
-    """The worker in a child process (``SMLREC_WORKER_MODE=process``, the default)
-    or on a thread of this one. An in-memory SQLite database exists in this
-    process only, so its worker runs here."""
-    if settings.worker_mode == "process" and not store.in_memory:
-        from worker.process import WorkerProcess
-
-        return WorkerProcess(settings)
-    from worker.runner import Worker  # the worker (and training) only where it runs
-
-    return Worker(settings, store, bus, artifacts)
 
 
 def _usable_cpus() -> int:

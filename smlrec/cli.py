@@ -161,7 +161,7 @@ def serve(settings: Settings, host: str | None, port: int | None, with_worker: b
     try:
         preflight.check_database(settings)
         preflight.check_redis(settings)
-        from service.app import create_app  # torch and the rest: once the checks pass
+        from smlrec.app import create_app  # torch and the rest: once the checks pass
 
         app = create_app(settings, run_worker=with_worker)
         server = uvicorn.Server(uvicorn.Config(

@@ -23,7 +23,7 @@ from service_testkit import (
 )
 from sqlalchemy.engine import make_url
 
-from service.app import create_app
+from smlrec.app import create_app
 from smlrec.settings import Settings
 from store import Store
 from store.migrate import upgrade

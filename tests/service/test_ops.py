@@ -207,15 +207,15 @@ def test_the_start_up_heap_is_frozen_while_the_service_runs(
 
 
 def test_an_in_memory_database_keeps_its_worker_in_process(tmp_path: Path) -> None:
-    from service.app import _worker
     from store import ArtifactStore, InProcessBus, Store
+    from worker.embedded import embedded_worker
     from worker.runner import Worker
 
     settings = make_settings(tmp_path, "sqlite://", worker_mode="process")
     store = Store.from_url("sqlite://")
     bus = InProcessBus()
     try:
-        assert isinstance(_worker(settings, store, bus, ArtifactStore(tmp_path)), Worker)
+        assert isinstance(embedded_worker(settings, store, bus, ArtifactStore(tmp_path)), Worker)
     finally:
         bus.close()
         store.close()

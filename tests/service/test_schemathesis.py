@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from service_testkit import ModelWriter, interactions, make_settings
 
-from service.app import create_app
+from smlrec.app import create_app
 from store import Store
 from store.migrate import upgrade
 

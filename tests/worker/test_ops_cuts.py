@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from worker_testkit import REDIS_URL, PostgresDatabases, make_settings, wait_for
 
-from service.app import create_app
+from smlrec.app import create_app
 from smlrec.settings import Settings
 from store import ArtifactStore, RedisBus, Store
 from worker.runner import Worker

@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from worker_testkit import REDIS_URL, make_settings, rows_of, wait_for
 
-from service.app import create_app
 from sml.data import InteractionLog
+from smlrec.app import create_app
 from store import ArtifactStore, InProcessBus, NewInteraction, RedisBus, Store
 from worker.checkpoint import current_checkpoint
 from worker.ingest import StreamIngestor

@@ -14,8 +14,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from worker_testkit import make_settings, rows_of, wait_for
 
-from service.app import create_app
 from sml.data import InteractionLog
+from smlrec.app import create_app
 from store import ArtifactStore, InProcessBus, JobInfo, Store
 from worker.runner import Worker
 

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from worker_testkit import REPO, make_settings
 
-from service.app import create_app
+from smlrec.app import create_app
 from smlrec.settings import parse_period
 from store import NewInteraction, Store
 from store.models import Period

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 from worker_testkit import free_port, make_settings, wait_for
 
-from service.app import create_app
+from smlrec.app import create_app
 from smlrec.cli import _StopOnSignal, build_parser
 from smlrec.load import LoadConfig, run_load
 from store import Store

@@ -10,10 +10,10 @@ import torch
 from fastapi.testclient import TestClient
 from worker_testkit import bodies_of, make_settings, wait_for
 
-from service.app import create_app
 from sml.data import InteractionLog
 from sml.model import MFWeights, score_all
 from sml.registry import transfer_state
+from smlrec.app import create_app
 from smlrec.settings import Settings
 from store import ArtifactStore, Store, unpack_ids
 from worker.checkpoint import checkpoint_name, current_checkpoint, new_strategy
