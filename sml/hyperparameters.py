@@ -277,6 +277,27 @@ def with_step_one_fit(hyper: Hyper, source: str) -> Hyper:
     return out
 
 
+def candidates(name: str, hyper: Hyper) -> list[tuple[dict[str, Any], Hyper]]:
+    """Each combination of step-1 fit and step-2 rate an SML method chooses among on the
+    validation periods (``sml.replay`` walks each), as (what it sets, the
+    hyper-parameters with nothing left to choose); one entry, the hyper-parameters as
+    given, when there is nothing to choose."""
+    fits, rates = step_one_fits(name, hyper), theta_lrs(name, hyper)
+    if len(fits) <= 1 and len(rates) <= 1:
+        return [({}, hyper)]
+    grid = []
+    fit_choices: list[str | None] = [*fits] or [None]
+    rate_choices: list[float | None] = [*rates] or [None]
+    for fit in fit_choices:
+        fitted = hyper if fit is None else with_step_one_fit(hyper, fit)
+        for rate in rate_choices:
+            label: dict[str, Any] = {} if fit is None else {"fit": fit}
+            if rate is not None:
+                label["lr"] = rate
+            grid.append((label, fitted if rate is None else with_theta_lr(fitted, rate)))
+    return grid
+
+
 def resolved(name: str, hyper: Hyper, dim: int, seed: int) -> Hyper:
     """Every hyper-parameter a run used, defaults filled in (for results.json)."""
     if name.startswith("sml"):

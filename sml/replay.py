@@ -149,31 +149,11 @@ def run_method(
     """
     roles = data.roles
     last = roles.test[-1] if last_period is None else last_period
-    grid = _candidates(name, hyper)
+    grid = hp.candidates(name, hyper)
     if len(grid) > 1 and roles.validation and last >= roles.validation[-1]:
         return _select_on_validation(name, data, base, grid, dim, seed, last, progress)
     walk = _Walk(name, data, base, grid[0][1], dim, seed)
     return walk.to(last, progress)
-
-
-def _candidates(name: str, hyper: hp.Hyper) -> list[tuple[dict[str, Any], hp.Hyper]]:
-    """Each combination of step-1 fit and step-2 rate the method chooses among, as
-    (what it sets, the hyper-parameters with nothing left to choose); one entry, the
-    hyper-parameters as given, when there is nothing to choose."""
-    fits, rates = hp.step_one_fits(name, hyper), hp.theta_lrs(name, hyper)
-    if len(fits) <= 1 and len(rates) <= 1:
-        return [({}, hyper)]
-    grid = []
-    fit_choices: list[str | None] = [*fits] or [None]
-    rate_choices: list[float | None] = [*rates] or [None]
-    for fit in fit_choices:
-        fitted = hyper if fit is None else hp.with_step_one_fit(hyper, fit)
-        for rate in rate_choices:
-            label: dict[str, Any] = {} if fit is None else {"fit": fit}
-            if rate is not None:
-                label["lr"] = rate
-            grid.append((label, fitted if rate is None else hp.with_theta_lr(fitted, rate)))
-    return grid
 
 
 class _Walk:

@@ -10,50 +10,21 @@ boundary, W_{t-2}, W-hat_{t-1}, D_{t-1} and Theta. When D_t closes:
 2. step 1 for t: W-hat_t starts from W_{t-1}, is fit on D_t through the
    transfer with Theta fixed, and W_t = f_Theta(W_{t-1}, W-hat_t) is served.
 
-How this implementation reads the paper where it leaves room:
+Where the paper leaves room this implementation chooses (docs/method.md has the
+reasons and the measured worth of each): the first round's step 1 of the meta step
+is skipped and later rounds refit W-hat for ``meta.refit_epochs``; only the rows D_t
+changed are merged (``scope="touched"``; ``"all"`` is the paper's formula); with
+``meta.check`` a learner lineage runs the paper's procedure beside the served one
+and is adopted only once it has ranked a closing period better (sampled Recall@20,
+:mod:`sml.check`); no meta step follows a warm start (``warm_anchor="none"``); step
+1 fits W-hat on its own loss (``step_one="own"``, the paper's SML-FP) or through
+the transfer (``"transfer"``, the paper's SML). The step-2 rate and step 1's fit
+are chosen on the log's validation periods by the replay (``sml.replay``).
 
-- The first round's step 1 of the meta step is skipped: W-hat_{t-1} was fit under
-  the same Theta at the previous boundary. Later rounds refit it for
-  ``meta.refit_epochs`` epochs from where it stands, not for all of step 1 again.
-- The transfer merges only the rows that D_t changed (``scope="touched"``): a user
-  absent from the period has no new evidence, so their row is carried over as it
-  was instead of passing through f once more. This keeps a returning user's
-  long-term vector intact across absences and makes a boundary cost grow with the
-  period, not with the tables. ``scope="all"`` merges every row, as the paper's
-  formula reads.
-- A new Theta serves only once it has proven itself (``meta.check``): two lineages
-  run side by side, the served one, whose Theta is frozen at its last proven
-  value, and the learner, which follows the paper (Theta trained at every boundary
-  and used at once; its W-hat fit through it). When D_t closes, both W_{t-1} are
-  scored on D_t, which neither has trained on, as the protocol scores a model
-  (sampled Recall@20 against 99 negatives, the same negatives for both); if the
-  learner ranked D_t's interactions better, it becomes the served lineage.
-  A Theta that would serve a log worse than the transfer it started from (which
-  is fine-tuning) is never served for more than the period that shows it, and
-  what the transfer learns is adopted as soon as it pays. The price is a second
-  step 1 per boundary while the lineages differ. The replay's defaults run
-  without it, as their step-2 rate is chosen on validation walks; the worker
-  runs with it unless its log's rate was chosen (``sml.hyperparameters.for_live``).
-- Step 2's learning rate decides whether the transfer helps or hurts, and the
-  rate that works differs between logs by orders of magnitude; the replay chooses
-  it on the log's validation periods (``meta_lrs``, see ``sml.replay``).
-- The first boundary after a warm start has no previous model to merge (W-hat is
-  the pretrained base and nothing came before it), so it has no meta step
-  (``warm_anchor="none"``); ``"init"`` lets fresh rows play the previous model, and
-  Theta's first update then learns to merge with noise.
-
-- Step 1 fits W-hat through the transfer (``step_one="transfer"``, the paper's
-  SML) or on its own MF loss (``"own"``, the paper's SML-FP: W-hat is plain
-  fine-tuning, and only the merge and step 2 see the transfer). Which serves a log
-  better differs between logs, so it is a hyper-parameter the tuner chooses on the
-  log's validation periods; ``"own"`` is also about three times cheaper.
-
-Variants: ``sml_n`` trains Theta on D_{t-1} itself (no next-period objective);
-``sml_fp`` fixes ``step_one="own"`` and ``sml_st`` fixes ``"transfer"`` (whichever
-the configuration does not use is the ablation that tells what the other is worth);
-SML-S is this strategy with ``set_update_transfer(False)`` in test periods, and
-``sml_frozen`` with it from the start (Theta never trained: what learning it adds);
-SML-CNN and SML-FC are transfer kinds (see ``sml.transfer``).
+Variants: ``sml_n`` trains Theta on D_{t-1} itself; ``sml_fp`` and ``sml_st`` fix
+``step_one`` to ``"own"`` and ``"transfer"``; SML-S is ``set_update_transfer(False)``
+in test periods, ``sml_frozen`` from the start (Theta never trained); SML-CNN and
+SML-FC are transfer kinds (``sml.transfer``).
 """
 
 from __future__ import annotations
@@ -76,13 +47,10 @@ from sml.transfer import TransferConfig, TransferPair, column_scale
 
 Variant = Literal["sml", "sml_n"]
 # every name SMLConfig.for_variant and the registry accept
-VARIANT_NAMES = (
-    "sml", "sml_s", "sml_n", "sml_cnn", "sml_fc", "sml_fp", "sml_st", "sml_frozen"
-)
+VARIANT_NAMES = ("sml", "sml_s", "sml_n", "sml_cnn", "sml_fc", "sml_fp", "sml_st", "sml_frozen")
 FirstSeen = Literal["include", "skip"]
 StepOne = Literal["transfer", "own"]
 WarmAnchor = Literal["none", "init"]
-
 
 
 @dataclass(frozen=True)
