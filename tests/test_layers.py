@@ -1,0 +1,85 @@
+"""The packages' import rules (docs/design.md, "Layers"), read from the source.
+
+Every import statement counts, at module level or inside a function, since either
+ties one package to another. Each rule is also checked against a source that breaks
+it, so a parser that found no imports at all could not pass.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# package -> modules it must never import (a name, or a name and everything below it)
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "sml": ("store", "service", "worker", "smlrec", "bench"),
+    "store": ("service", "worker", "smlrec.cli", "smlrec.app", "bench"),
+    "worker": ("service", "smlrec.cli", "smlrec.app", "bench"),
+    "service": ("worker", "smlrec.cli", "smlrec.app", "bench"),
+}
+# modules every package may use: they import nothing of the project themselves but the
+# method (sml, the bottom layer: the settings check a hyper file with its reader, so a
+# bad file stops start-up)
+LEAVES = ("smlrec.settings", "smlrec.logs")
+
+
+def imported(source: str, package: str) -> set[str]:
+    """Every module a source imports, relative imports resolved inside ``package``."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = f"{package}.{base}" if base else package
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def breaks(name: str, forbidden: tuple[str, ...]) -> bool:
+    return any(name == rule or name.startswith(rule + ".") for rule in forbidden)
+
+
+def violations(package: str) -> list[str]:
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for name in sorted(imported(path.read_text(), package)):
+            if breaks(name, FORBIDDEN[package]):
+                found.append(f"{path.relative_to(ROOT)} imports {name}")
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_a_package_imports_only_what_its_layer_allows(package: str) -> None:
+    assert (ROOT / package / "__init__.py").is_file()
+    assert violations(package) == []
+
+
+@pytest.mark.parametrize("leaf", LEAVES)
+def test_the_settings_and_logging_modules_import_nothing_above_the_method(leaf: str) -> None:
+    path = ROOT / Path(*leaf.split(".")).with_suffix(".py")
+    project = ("store", "service", "worker", "smlrec", "bench")
+    assert [n for n in imported(path.read_text(), "smlrec") if breaks(n, project)] == []
+
+
+def test_the_rules_see_imports_inside_functions_and_relative_ones() -> None:
+    source = (
+        "import os\n"
+        "from . import holder\n"
+        "def later():\n"
+        "    from worker.runner import Runner\n"
+        "    import smlrec.cli\n"
+    )
+    names = imported(source, "service")
+    assert {"os", "service.holder", "worker.runner", "smlrec.cli"} <= names
+    assert [n for n in sorted(names) if breaks(n, FORBIDDEN["service"])] == [
+        "smlrec.cli", "worker.runner", "worker.runner.Runner"]
+    # a name that merely starts like a forbidden package is not it
+    assert not breaks("workers", FORBIDDEN["service"])
+    assert not breaks("smlrec.settings", FORBIDDEN["store"])
