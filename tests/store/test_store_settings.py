@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -98,3 +101,29 @@ def test_int8_scoring_rejects_other_words(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("SMLREC_INT8_SCORING", "fast")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_every_setting_is_in_the_readme_table_and_nothing_else() -> None:
+    """README's configuration table names each Settings field once (as its variable
+    without the prefix), with the field's default, and names no other variable."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]*) \|", section, re.M)
+    names = [name for name, _ in rows]
+    assert len(names) == len(set(names))
+    assert sorted(names) == sorted(field.upper() for field in Settings.model_fields)
+    shown = {name: cell.replace(",", "") for name, cell in rows}  # 100,000 -> 100000
+    checked = 0
+    for field, info in Settings.model_fields.items():
+        default = info.default
+        if isinstance(default, bool):
+            forms = [str(default).lower()]
+        elif isinstance(default, float):
+            forms = [str(default), f"{default:g}"]
+        elif isinstance(default, (int, str)):
+            forms = [str(default)]
+        else:  # unset (None) or a path: described in words
+            continue
+        assert any(f"`{form}`" in shown[field.upper()] for form in forms), (field, default)
+        checked += 1
+    assert checked >= 20
