@@ -12,7 +12,7 @@ import torch
 
 from service import scorer
 from service.holder import SCORE_BLOCK, ServingModel
-from service.quantized import MIN_ITEMS, QuantizedItems
+from service.quantized import MAX_K, MIN_ITEMS, QuantizedItems
 from service.scorer import top_k
 
 
@@ -197,3 +197,54 @@ def test_int8_tables_can_be_turned_off() -> None:
     payload = _payload(4, MIN_ITEMS, 4, seed=10)
     assert ServingModel.from_payload(payload, quantize=False).quantized is None
     assert ServingModel.from_payload(payload).quantized is not None
+
+
+def _searches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The batch sizes the int8 pass is asked for from now on."""
+    calls: list[int] = []
+    search = QuantizedItems.search
+
+    def counting(self: QuantizedItems, user_emb: torch.Tensor, *args: Any) -> Any:
+        calls.append(len(user_emb))
+        return search(self, user_emb, *args)
+
+    monkeypatch.setattr(QuantizedItems, "search", counting)
+    return calls
+
+
+def test_the_int8_pass_starts_at_exactly_its_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``QUANTIZED_MIN_USERS`` users or more and k up to ``MAX_K`` go through int8;
+    one user fewer or k one more do not."""
+    monkeypatch.setattr(scorer, "QUANTIZED_MIN_USERS", 64)
+    with_int8, exact = _pair(_payload(100, 1000, 8, seed=8))
+    calls = _searches(monkeypatch)
+    top_k(with_int8, list(range(64)), 10)
+    top_k(with_int8, list(range(63)), 10)
+    assert calls == [64]
+    calls.clear()
+    users = list(range(64))
+    for a, b in zip(top_k(with_int8, users, MAX_K), top_k(exact, users, MAX_K), strict=True):
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-5)
+    top_k(with_int8, users, MAX_K + 1)
+    assert calls == [64]
+
+
+def test_a_fallback_user_keeps_only_its_own_exclusions() -> None:
+    """Users the int8 pass cannot answer are rescored in float32 with their own seen
+    items, renumbered among themselves: the answered users' seen items must not
+    leak into them (here user 1's seen item is what user 3 would rank first)."""
+    n_items = 640  # 10 blocks
+    payload = _payload(5, n_items, 8, seed=4, seen_per_user=0)
+    heavy = np.arange(0, n_items, 3)  # one seen item in every block: no clean block left
+    model = ServingModel.from_payload(payload, quantize=False)
+    [alone] = top_k(model, [3], 1, extra_seen=[heavy])
+    favourite = int(alone.items[0])
+    seen = [heavy, np.array([favourite]), np.array([], np.int64), heavy, np.array([7])]
+    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seen])])
+    payload["seen_indptr"] = torch.from_numpy(indptr)
+    payload["seen_items"] = torch.from_numpy(np.concatenate(seen).astype(np.int64))
+    with_int8, exact = _pair(payload)
+    results = top_k(with_int8, list(range(5)), 5)
+    assert int(results[3].items[0]) == favourite
+    assert favourite not in results[1].items.tolist()
+    _assert_same(with_int8, exact, list(range(5)), 5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -200,3 +201,91 @@ def test_a_new_version_shares_or_extends_the_id_maps_of_the_previous() -> None:
     renamed = _payload(seed=3, user_ids=[f"v{n}" for n in range(N_USERS)])
     other = ServingModel.from_payload(renamed, previous=previous)
     assert other.user_index == {f"v{n}": n for n in range(N_USERS)}
+
+
+@pytest.mark.parametrize("n_items", [0, 1])
+def test_a_catalog_of_no_item_or_one_item(n_items: int) -> None:
+    """No item: every user gets an empty answer, typed as a scored one (int64 items,
+    float32 scores). One item: it is everyone's answer unless seen."""
+    seen: list[list[int]] = [[], [0] if n_items else [], []]
+    payload = random_payload(3, n_items, DIM, seen, popular=[])
+    model = ServingModel.from_payload(payload)
+    results = top_k(model, [0, 1, 2], 5)
+    assert len(results) == 3
+    for user, result in enumerate(results):
+        assert result.items.dtype == np.int64 and result.scores.dtype == np.float32
+        assert result.items.shape == result.scores.shape
+        assert result.items.tolist() == _brute_force(payload, user, 5, set(seen[user]))
+    assert [len(r.items) for r in results] == ([0, 0, 0] if n_items == 0 else [1, 0, 1])
+
+
+def test_each_scoring_thread_keeps_one_buffer_it_grows_and_reuses() -> None:
+    """The score matrix goes into a buffer of the scoring thread's own: a thread that
+    never scored gets one, later calls reuse it (no allocation per request) and it
+    grows only when a call needs more; another thread never shares it. A new thread
+    answers as brute force does, from its first call on."""
+    payload = _payload()
+    model = ServingModel.from_payload(payload)
+    seen_by: dict[str, list[int]] = {}
+    answers: dict[str, list[list[int]]] = {}
+
+    def work(name: str) -> None:
+        answers[name] = [r.items.tolist() for r in top_k(model, [0, 5], 7)]
+        first = scorer._score_buffer(100)
+        again = scorer._score_buffer(100)
+        smaller = scorer._score_buffer(10)
+        larger = scorer._score_buffer(first.numel() + 1)
+        after = scorer._score_buffer(first.numel())
+        exact_fit = scorer._score_buffer(larger.numel())
+        assert first.dtype == torch.float32 and first.numel() >= 100
+        assert again.data_ptr() == first.data_ptr() == smaller.data_ptr()
+        assert larger.numel() >= first.numel() + 1 and larger.data_ptr() != first.data_ptr()
+        assert after.data_ptr() == larger.data_ptr() == exact_fit.data_ptr()
+        seen_by[name] = [first.data_ptr(), larger.data_ptr()]
+
+    for name in ("a", "b"):
+        thread = threading.Thread(target=work, args=(name,))
+        thread.start()
+        thread.join()
+    assert set(seen_by) == {"a", "b"}  # each thread ran every assertion
+    for name in ("a", "b"):
+        assert answers[name] == [_brute_force(payload, u, 7, _seen(payload, u)) for u in (0, 5)]
+    holder: list[torch.Tensor] = []
+    thread = threading.Thread(target=lambda: holder.append(scorer._score_buffer(100)))
+    thread.start()
+    thread.join()
+    assert holder[0].data_ptr() != scorer._score_buffer(100).data_ptr()
+
+
+def test_a_fresh_thread_scores_item_major_chunks_in_its_own_buffer() -> None:
+    """The item-major path (many users, many blocks) takes its buffer the same way."""
+    n_users, n_items = 40, 64 * 20
+    payload = random_payload(n_users, n_items, DIM, [[u] for u in range(n_users)])
+    model = ServingModel.from_payload(payload, quantize=False)
+    out: list[list[int]] = []
+    thread = threading.Thread(target=lambda: out.extend(
+        r.items.tolist() for r in top_k(model, list(range(n_users)), 3)))
+    thread.start()
+    thread.join()
+    assert out == [_brute_force(payload, u, 3, {u}) for u in range(n_users)]
+
+
+def test_item_major_scoring_starts_at_exactly_its_thresholds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``ITEM_MAJOR_MIN_USERS`` users and 4k blocks are scored item-major; one user
+    fewer or one k more are not (the answers are brute force's either way)."""
+    n_users, n_items, k = 20, 64 * 20, 5  # 20 blocks = 4k
+    payload = random_payload(n_users, n_items, DIM, [[u] for u in range(n_users)])
+    model = ServingModel.from_payload(payload, quantize=False)
+    calls: list[int] = []
+    item_major = scorer._item_major_top_k
+    monkeypatch.setattr(scorer, "_item_major_top_k",
+                        lambda model, user_emb, *rest: calls.append(len(user_emb))
+                        or item_major(model, user_emb, *rest))
+    least = scorer.ITEM_MAJOR_MIN_USERS
+    for users, kk in ((least, k), (least - 1, k), (least, k + 1)):
+        results = top_k(model, list(range(users)), kk)
+        assert [r.items.tolist() for r in results] == [
+            _brute_force(payload, u, kk, {u}) for u in range(users)]
+    assert calls == [least]

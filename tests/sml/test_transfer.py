@@ -95,8 +95,10 @@ def test_the_correction_is_added_to_w_hat_not_to_the_previous_rows(kind: str) ->
 @pytest.mark.parametrize("init", ["fine_tune", "paper"])
 def test_the_bias_column_is_w_hats_unless_merged(kind: str, init: str) -> None:
     """Without merge_bias the last column (the bias) comes out as W-hat's, whatever Theta
-    is, and the other columns are merged; with it (the default) the bias is merged too."""
+    is, and the other columns are merged exactly as with it; with it (the default) the
+    bias is merged too."""
     torch.manual_seed(0)
+    prev, new = torch.randn(3, 4), torch.randn(3, 4)
     outputs = {}
     for merge_bias in (False, True):
         config = TransferConfig(kind=kind, init=init, hidden=8, merge_bias=merge_bias)  # type: ignore[arg-type]
@@ -104,12 +106,12 @@ def test_the_bias_column_is_w_hats_unless_merged(kind: str, init: str) -> None:
         with torch.no_grad():
             for p in transfer.parameters():
                 p.copy_(torch.linspace(-0.5, 0.7, p.numel()).view_as(p))
-        prev, new = torch.randn(3, 4), torch.randn(3, 4)
-        outputs[merge_bias] = (transfer(prev, new, column_scale(prev)), new)
-    out, new = outputs[False]
+        outputs[merge_bias] = transfer(prev, new, column_scale(prev))
+    out, merged = outputs[False], outputs[True]
+    assert out.shape == merged.shape == new.shape
     assert torch.equal(out[:, -1], new[:, -1])
+    assert torch.equal(out[:, :-1], merged[:, :-1])
     assert not torch.allclose(out[:, :-1], new[:, :-1])
-    merged, new = outputs[True]
     assert not torch.allclose(merged[:, -1], new[:, -1])
 
 
