@@ -41,7 +41,7 @@ def test_close_by_count(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     _ingest(store, [(f"u{k}", f"i{k % 3}", float(k)) for k in range(10)])
     assert store.count_open() == 10
     assert store.first_open_ts() == 0.0
-    with caplog.at_level(logging.INFO, logger="store.repository"):
+    with caplog.at_level(logging.INFO, logger="store"):
         closed = store.close_period(max_rows=4)
     assert [r.getMessage() for r in caplog.records] == ["closed period 0: 4 interactions"]
     assert closed is not None
