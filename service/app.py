@@ -28,7 +28,7 @@ from service.body import document_models
 from service.errors import install_error_handlers
 from service.fastpath import RecommendationsFastPath
 from service.holder import ModelHolder
-from service.ingest import DatabaseIngestor, Ingestor, OpenPeriod, StreamIngestor
+from service.ingest import DatabaseIngestor, Ingestor, OpenPeriod, StreamAppender
 from service.metrics import ServiceMetrics
 from service.middleware import RequestMetricsMiddleware
 from service.popularity import StorePopularity
@@ -260,7 +260,7 @@ def _ingestor(settings: Settings, store: Store, bus: Bus, period: OpenPeriod) ->
         return DatabaseIngestor(store, Caps(*settings.caps))
     if not isinstance(bus, RedisBus):
         raise TypeError(f"distributed mode needs the Redis bus, got {type(bus).__name__}")
-    return StreamIngestor(bus, period)
+    return StreamAppender(bus, period)
 
 
 def _admin_token(settings: Settings) -> str:

@@ -94,7 +94,7 @@ def _redis_errors(what: str) -> Iterator[None]:
         raise BusUnavailable(f"redis refused {what}: {error}") from error
 
 
-class StreamIngestor:
+class StreamAppender:
     """Distributed mode: onto the Redis interaction stream (see the module doc)."""
 
     def __init__(self, bus: RedisBus, period: OpenPeriod) -> None:

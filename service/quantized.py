@@ -53,7 +53,7 @@ from torch import Tensor
 
 GROUP = 4  # items per group of pass 1 (SCORE_BLOCK must be a multiple)
 MIN_ITEMS = 8192  # below this many items float32 scoring is as fast: no int8 tables
-MAX_K = 200  # larger k would make candidate sets large; such requests use float32
+INT8_MAX_K = 200  # larger k would make candidate sets large; such requests use float32
 TILE_BYTES = 1 << 20  # int32 scores of one tile of pass 1 (about one L2 cache)
 INT8_MIN_SPEEDUP = 2.0  # int8 products at least this many times faster, or float32
 _PROBE_SHAPE = (2048, 68, 64)  # items x width x users: one pass-1 tile at 64 dims

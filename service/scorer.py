@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from service.holder import SCORE_BLOCK, ServingModel
-from service.quantized import MAX_K, QuantizedItems
+from service.quantized import INT8_MAX_K, QuantizedItems
 
 # Score at most this many (user, item) cells at once: 64 MiB of float32 per
 # scoring thread, 160 users at 100,000 items (chunks are whole ``USER_LANES``).
@@ -135,7 +135,8 @@ def top_k(
     if len(user_idx) == 0 or model.n_items == 0:
         return [TopK(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in user_idx]
     k = min(k, model.n_items)
-    quantized = model.quantized if k <= MAX_K and len(user_idx) >= QUANTIZED_MIN_USERS else None
+    many = len(user_idx) >= QUANTIZED_MIN_USERS
+    quantized = model.quantized if k <= INT8_MAX_K and many else None
     chunk = QUANTIZED_CHUNK if quantized else _float_chunk(model, max_cells)
     results: list[TopK] = []
     for start in range(0, len(user_idx), chunk):

@@ -126,7 +126,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "migrate":
         return migrate(settings)
     if args.command == "bootstrap":
-        return run_bootstrap(settings)
+        return bootstrap_command(settings)
     if args.command == "import":
         return run_import(settings, args.path, args.periods)
     if args.command == "load":
@@ -232,7 +232,7 @@ def migrate(settings: Settings) -> int:
     return 0
 
 
-def run_bootstrap(settings: Settings) -> int:
+def bootstrap_command(settings: Settings) -> int:
     from worker.bootstrap import WorkerBusy, bootstrap
 
     try:

@@ -44,7 +44,7 @@ def with_event_ids(entry_id: str, rows: Sequence[NewInteraction]) -> list[NewInt
     ]
 
 
-class StreamIngestor:
+class StreamDrainer:
     """Reads the stream as ``consumer``, stores what it reads and makes its cuts.
     ``before_cut`` runs before each cut (the count rule closes what it must
     first); ``caps`` bound the new users and items of a period (rows beyond them

@@ -48,7 +48,7 @@ from store import (
     StoreUnavailable,
 )
 from worker.boundary import BoundaryResult, LeadershipLost, PeriodTrainer
-from worker.ingest import StreamIngestor
+from worker.ingest import StreamDrainer
 from worker.leader import Heartbeat
 from worker.periods import close_due_periods, time_cut_due
 from worker.retention import prune
@@ -113,7 +113,7 @@ class Worker:
         self._rule = settings.period_rule
         users, items = settings.caps
         self._ingestor = (
-            StreamIngestor(store, bus, consumer_name(), caps=Caps(users, items),
+            StreamDrainer(store, bus, consumer_name(), caps=Caps(users, items),
                            before_cut=self._close_by_count)
             if self.distributed else None
         )

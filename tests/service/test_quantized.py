@@ -12,7 +12,7 @@ import torch
 
 from service import scorer
 from service.holder import SCORE_BLOCK, ServingModel
-from service.quantized import MAX_K, MIN_ITEMS, QuantizedItems
+from service.quantized import INT8_MAX_K, MIN_ITEMS, QuantizedItems
 from service.scorer import top_k
 
 
@@ -213,7 +213,7 @@ def _searches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_the_int8_pass_starts_at_exactly_its_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``QUANTIZED_MIN_USERS`` users or more and k up to ``MAX_K`` go through int8;
+    """``QUANTIZED_MIN_USERS`` users or more and k up to ``INT8_MAX_K`` go through int8;
     one user fewer or k one more do not."""
     monkeypatch.setattr(scorer, "QUANTIZED_MIN_USERS", 64)
     with_int8, exact = _pair(_payload(100, 1000, 8, seed=8))
@@ -223,9 +223,10 @@ def test_the_int8_pass_starts_at_exactly_its_thresholds(monkeypatch: pytest.Monk
     assert calls == [64]
     calls.clear()
     users = list(range(64))
-    for a, b in zip(top_k(with_int8, users, MAX_K), top_k(exact, users, MAX_K), strict=True):
+    pairs = zip(top_k(with_int8, users, INT8_MAX_K), top_k(exact, users, INT8_MAX_K), strict=True)
+    for a, b in pairs:
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-5)
-    top_k(with_int8, users, MAX_K + 1)
+    top_k(with_int8, users, INT8_MAX_K + 1)
     assert calls == [64]
 
 

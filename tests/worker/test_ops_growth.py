@@ -17,7 +17,7 @@ from sml.data import InteractionLog
 from smlrec.app import create_app
 from store import ArtifactStore, InProcessBus, NewInteraction, RedisBus, Store
 from worker.checkpoint import current_checkpoint
-from worker.ingest import StreamIngestor
+from worker.ingest import StreamDrainer
 from worker.runner import Worker
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -95,7 +95,7 @@ def test_the_worker_drops_rows_beyond_the_cap_and_counts_them(
     bus = RedisBus(REDIS_URL, prefix=redis_prefix)
     try:
         api.append([NewInteraction(f"u{n}", f"i{n % 5}", 1.7e9, f"e{n}") for n in range(100)])
-        ingestor = StreamIngestor(sqlite_store, bus, "w", caps=Caps(users=30))
+        ingestor = StreamDrainer(sqlite_store, bus, "w", caps=Caps(users=30))
         while ingestor.drain():
             pass
         assert sqlite_store.count_open() == 30

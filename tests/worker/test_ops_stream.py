@@ -13,7 +13,7 @@ from worker_testkit import REDIS_URL
 
 from smlrec.settings import Settings
 from store import NewInteraction, RedisBus, Store, make_bus
-from worker.ingest import StreamIngestor
+from worker.ingest import StreamDrainer
 
 pytestmark = pytest.mark.redis
 
@@ -33,7 +33,7 @@ def test_stored_entries_leave_the_stream_and_marks_expire_within_the_window(
                     for n in range(100)]
             assert api.append_unseen(rows) == 100
         assert api.append_unseen([NewInteraction("u1", "i1", 1.7e9, "e0-1")]) == 0  # a repeat
-        ingestor = StreamIngestor(sqlite_store, worker_bus, "w1")
+        ingestor = StreamDrainer(sqlite_store, worker_bus, "w1")
         while ingestor.drain():
             pass
         assert sqlite_store.count_open() == 3000
