@@ -8,7 +8,8 @@ scored on D_t first, and only then does the method retrain on D_t. On MovieLens-
 the protocol's periods are 0-4, 5-13, 14-15 and 16-19, so the test figures are those
 of models 15..18 on periods 16..19. With several seeds every method (and the shared
 pretraining) runs once per seed; the tables, Table 1 on returning users' interactions
-and the paired bootstrap of SML against each method are in ``sml.report``.
+and the paired bootstrap of SML against each method are in ``sml.report`` (the figures
+and results.json in ``sml.results``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from sml import hyperparameters as hp
-from sml import report
+from sml import report, results
 from sml.data import (
     DataFormatError,
     InteractionLog,
@@ -359,10 +360,10 @@ def _replay(args: argparse.Namespace) -> int:
     runs = run_seeds(
         data, args.methods, args.seeds, dim=args.dim, overrides=overrides, progress=True
     )
-    result = report.Replay(data, runs)
+    result = results.Replay(data, runs)
     text = report.render(result)
     print("\n" + text)
-    results = report.results_json(
+    figures = results.results_json(
         result,
         dataset=args.dataset,
         split=args.split.text,
@@ -370,13 +371,13 @@ def _replay(args: argparse.Namespace) -> int:
         duplicates_dropped=dropped if args.dedupe else None,
         pretrain=overrides.pretrain or hp.PRETRAIN,
     )
-    results["wall_seconds"] = time.perf_counter() - start
-    (args.out / "results.json").write_text(report.to_json(results))
+    figures["wall_seconds"] = time.perf_counter() - start
+    (args.out / "results.json").write_text(results.to_json(figures))
     (args.out / "report.txt").write_text(header + "\n\n" + text + "\n")
     report.plot(result, args.out / "recall_per_period.png")
     print(
         f"\nwrote {args.out / 'results.json'} and {args.out / 'recall_per_period.png'} "
-        f"in {results['wall_seconds']:.0f} s"
+        f"in {figures['wall_seconds']:.0f} s"
     )
     return 0
 
