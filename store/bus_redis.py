@@ -16,48 +16,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store.dto import Cut, NewInteraction
-from store.errors import BusUnavailable
+from store.redis_lock import RedisLeaderLock, guard
+from store.stream_format import decode_cut, decode_rows, encode_cut, encode_rows
 
 log = logging.getLogger(__name__)
 
 GROUP = "workers"
 EVENT_TTL_S = 300.0  # the default de-duplication window
 Entry = tuple[str, list[NewInteraction] | Cut]
-
-_REFRESH_LUA = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE_LUA = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
-
-
-@contextmanager
-def _guard(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError) as error:
-        log.warning("redis unavailable during %s: %s", what, error)
-        raise BusUnavailable(f"redis unavailable during {what}: {error}") from error
-
 
 # Append a batch as one stream entry unless one of its event ids carries a seen
 # mark, then mark its ids: look-up, append and marks in one atomic step, so a
@@ -88,25 +61,6 @@ return {1, unmarked}
 """
 
 
-def encode_rows(rows: Sequence[NewInteraction]) -> bytes:
-    """[[user_id, item_id, ts, event_id], ...]: each row is a named tuple of those."""
-    return orjson.dumps([tuple(row) for row in rows])
-
-
-def decode_rows(payload: str | bytes) -> list[NewInteraction]:
-    return [NewInteraction(str(u), str(i), float(t), e) for u, i, t, e in orjson.loads(payload)]
-
-
-def encode_cut(cut: Cut) -> bytes:
-    return orjson.dumps({"job": cut.job_id, "period": cut.period_id})
-
-
-def decode_cut(payload: str | bytes) -> Cut:
-    value = orjson.loads(payload)
-    period = value.get("period")
-    return Cut(job_id=value.get("job"), period_id=int(period) if period is not None else None)
-
-
 def _next_id(entry_id: str) -> str:
     """The stream id right after ``entry_id`` (``ms-seq`` -> ``ms-(seq+1)``)."""
     ms, _, seq = entry_id.partition("-")
@@ -116,50 +70,6 @@ def _next_id(entry_id: str) -> str:
 def _id_key(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
-
-
-class RedisLeaderLock:
-    """A lease on ``{prefix}:lock:{name}`` owned through a random token; only the
-    owner can refresh or release it, and it lapses ``ttl_s`` after the last
-    acquire or refresh (a dead leader is replaced within ``ttl_s``)."""
-
-    def __init__(self, bus: RedisBus, name: str, ttl_s: float) -> None:
-        if ttl_s <= 0:
-            raise ValueError("ttl_s must be positive")
-        self.name = name
-        self.ttl_s = ttl_s
-        self._bus = bus
-        self._key = bus.key("lock", name)
-        self._token = uuid.uuid4().hex
-
-    @property
-    def _ttl_ms(self) -> int:
-        return max(1, int(self.ttl_s * 1000))
-
-    def acquire(self, blocking: bool = False, timeout: float | None = None) -> bool:
-        """Take the lease; with ``blocking``, wait (up to ``timeout`` s) for it."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with _guard("lock acquire"):
-                if self._bus.client.set(self._key, self._token, nx=True, px=self._ttl_ms):
-                    return True
-            if not blocking or (deadline is not None and time.monotonic() >= deadline):
-                return False
-            time.sleep(min(0.1, self.ttl_s / 4))
-
-    def refresh(self) -> bool:
-        """Extend the lease by ``ttl_s`` if it is still ours (atomic check-and-set)."""
-        with _guard("lock refresh"):
-            extended = self._bus.refresh_script(keys=[self._key], args=[self._token, self._ttl_ms])
-        return bool(extended)
-
-    def release(self) -> None:
-        """Give the lease up if it is still ours; a Redis outage is only logged."""
-        try:
-            with _guard("lock release"):
-                self._bus.release_script(keys=[self._key], args=[self._token])
-        except BusUnavailable:
-            log.warning("could not release lock %s; it lapses in %.1f s", self.name, self.ttl_s)
 
 
 class RedisBus:
@@ -187,8 +97,6 @@ class RedisBus:
             protocol=2,  # the reply shapes parsed below
             client_name=client_name or prefix.replace(" ", "_"),  # shows in CLIENT LIST
         )
-        self.refresh_script = self.client.register_script(_REFRESH_LUA)
-        self.release_script = self.client.register_script(_RELEASE_LUA)
         self._append_unseen_script = self.client.register_script(_APPEND_UNSEEN_LUA)
         self._group_ready = False
         self._stops: list[Callable[[], None]] = []
@@ -199,14 +107,14 @@ class RedisBus:
     # ---- active version ---------------------------------------------------
 
     def publish_active(self, version: int) -> None:
-        with _guard("publish"):
+        with guard("publish"):
             self.client.publish(self.channel, str(int(version)))
 
     def subscribe_active(self, callback: Callable[[int], None]) -> Callable[[], None]:
         """Call ``callback(version)`` on a listener thread for every announcement
         made after this returns. The returned function stops the listener."""
         pubsub = self.client.pubsub()
-        with _guard("subscribe"):
+        with guard("subscribe"):
             pubsub.subscribe(self.channel)
             deadline = time.monotonic() + self._socket_timeout
             while time.monotonic() < deadline:  # wait until the server confirms
@@ -261,7 +169,7 @@ class RedisBus:
         """Append one stream entry holding all ``rows``; returns how many."""
         if not rows:
             return 0
-        with _guard("append"):
+        with guard("append"):
             self.client.xadd(self.stream, {"rows": encode_rows(rows)})
         return len(rows)
 
@@ -282,7 +190,7 @@ class RedisBus:
                 else:
                     keys.append(self.key("event", row.event_id))
                     slots.append(len(keys))
-            with _guard("append"):
+            with guard("append"):
                 appended, detail = self._append_unseen_script(
                     keys=keys, args=[self.event_ttl_s, encode_rows(left), *slots])
             if appended:
@@ -296,14 +204,14 @@ class RedisBus:
 
     def append_cut(self, cut: Cut) -> str:
         """Append a period cut; returns its entry id."""
-        with _guard("append"):
+        with guard("append"):
             return str(self.client.xadd(self.stream, {"cut": encode_cut(cut)}))
 
     def backlog(self) -> int:
         """Entries not yet acknowledged by the worker: not delivered yet, or
         delivered and not stored yet (at least 1 when some wait and Redis cannot
         count them)."""
-        with _guard("backlog"):
+        with guard("backlog"):
             self._ensure_group()
             info = self._group_info()
             if info is None:
@@ -319,7 +227,7 @@ class RedisBus:
         """Delete the entries every consumer has acknowledged (their rows are
         committed): the stream keeps what is pending or not yet delivered.
         Returns how many were deleted."""
-        with _guard("trim"):
+        with guard("trim"):
             self._ensure_group()
             info = self._group_info()
             if info is None or not info.get("last-delivered-id"):
@@ -340,7 +248,7 @@ class RedisBus:
     def persistence_gap(self) -> str | None:
         """What would lose acknowledged entries if Redis restarted (AOF off, or
         fsync left to the OS), or None when the append-only file is on."""
-        with _guard("persistence check"):
+        with guard("persistence check"):
             info = self.client.info("persistence")
         if not int(info.get("aof_enabled", 0)):
             return ("Redis runs without the append-only file (appendonly no): interactions "
@@ -385,7 +293,7 @@ class RedisBus:
         (0: don't wait) for the first. Acknowledge with :meth:`ack` once stored."""
         limit_ms = int(max(self._socket_timeout - 1.0, 0.1) * 1000)
         block = min(block_ms, limit_ms) if block_ms > 0 else None
-        with _guard("read"):
+        with guard("read"):
             self._ensure_group()
             entries = self._entries(self._read_group(consumer, count, "0", None))
             if not entries:
@@ -412,7 +320,7 @@ class RedisBus:
     def ack(self, entry_ids: Sequence[str]) -> int:
         if not entry_ids:
             return 0
-        with _guard("ack"):
+        with guard("ack"):
             return int(self.client.xack(self.stream, GROUP, *entry_ids))
 
     def claim_stale(self, consumer: str, min_idle_ms: int) -> list[Entry]:
@@ -421,7 +329,7 @@ class RedisBus:
         entries, so the next :meth:`read` delivers them too."""
         claimed: list[Entry] = []
         cursor = "0-0"
-        with _guard("claim"):
+        with guard("claim"):
             self._ensure_group()
             while True:
                 response = self.client.xautoclaim(
@@ -439,7 +347,7 @@ class RedisBus:
 
     def pending_count(self) -> int:
         """Entries delivered to some consumer and not yet acknowledged."""
-        with _guard("pending"):
+        with guard("pending"):
             self._ensure_group()
             summary = self.client.xpending(self.stream, GROUP)
         return int(summary.get("pending", 0)) if isinstance(summary, dict) else 0
@@ -447,12 +355,12 @@ class RedisBus:
     # ---- leader lock ------------------------------------------------------
 
     def leader_lock(self, name: str, ttl_s: float) -> RedisLeaderLock:
-        return RedisLeaderLock(self, name, ttl_s)
+        return RedisLeaderLock(self.client, self.key("lock", name), name, ttl_s)
 
     # ---- lifecycle --------------------------------------------------------
 
     def ping(self) -> None:
-        with _guard("ping"):
+        with guard("ping"):
             self.client.ping()
 
     def close(self) -> None:

@@ -26,7 +26,7 @@ from service_testkit import (
 
 from smlrec.settings import Settings
 from store import NewInteraction, Store
-from store.bus_redis import decode_rows
+from store.stream_format import decode_rows
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
