@@ -47,6 +47,7 @@ from store import (
     Store,
     StoreUnavailable,
 )
+from worker import jobs
 from worker.boundary import BoundaryResult, LeadershipLost, PeriodTrainer
 from worker.ingest import StreamDrainer
 from worker.leader import Heartbeat
@@ -58,19 +59,12 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "worker"
 STALE_TTLS = 3.0  # a running job is stale once its heartbeat is this many lease TTLs old
 MAX_BACKOFF_S = 30.0
-MAX_RETRY_DELAY_S = 3600.0
 ABANDON_WAIT_S = 2.0  # how long an abandoning worker waits for its training thread
 
 
 def backoff_seconds(failures: int) -> float:
     """Pause after the ``failures``-th consecutive outage: 0.5 s doubling, at most 30 s."""
     return float(min(MAX_BACKOFF_S, 0.5 * 2 ** max(failures - 1, 0)))
-
-
-def retry_delay(settings: Settings, attempts: int) -> float:
-    """Wait before the next try of a retrain that failed ``attempts`` times."""
-    return float(min(MAX_RETRY_DELAY_S,
-                     settings.retrain_backoff_seconds * 2 ** max(attempts - 1, 0)))
 
 
 def consumer_name() -> str:
@@ -235,19 +229,11 @@ class Worker:
             training.thread.join(ABANDON_WAIT_S)
             if training.thread.is_alive() or training.error is not None \
                     or training.result is None:
-                self._requeue(training.job)
+                jobs.requeue(self.store, training.job)
             else:
                 self._settle(training)
             self._training = None
         self._step_down()
-
-    def _requeue(self, job: JobInfo) -> None:
-        try:
-            self.store.retry_later(job.job_id, "interrupted: the worker stopped", time.time())
-            log.info("job %s (period %d) queued again for the next worker",
-                     job.job_id, job.period_id)
-        except StoreUnavailable:
-            log.warning("could not queue job %s again; it is retried once stale", job.job_id)
 
     def _check_leader(self) -> None:
         if self._abandoning.is_set():
@@ -306,27 +292,8 @@ class Worker:
         """Fail a running job whose worker died (error "interrupted") and queue a
         fresh job for its period, so the period is trained once, not stuck."""
         self._heartbeat.beat_job()
-        while True:
-            job = self.store.running_or_queued_job()
-            if job is None or job.status != "running":
-                return
-            if self._training is not None and job.job_id == self._training.job.job_id:
-                return
-            last = job.heartbeat_at or job.started_at or job.created_at
-            if time.time() - last <= self.stale_after_s:
-                return  # its worker may still be finishing: wait
-            if not self.store.fail_stale_jobs(self.stale_after_s):
-                return
-            if job.kind != "retrain":
-                log.warning("%s job %s was interrupted", job.kind, job.job_id)
-                continue
-            queued = self.store.create_job(job.period_id, job.kind)
-            log.warning(
-                "job %s (period %d) was interrupted; queued job %s",
-                job.job_id,
-                job.period_id,
-                queued.job_id,
-            )
+        ours = self._training.job.job_id if self._training is not None else None
+        jobs.recover_stale(self.store, self.stale_after_s, ours)
 
     # ---- training -------------------------------------------------------------
 
@@ -380,7 +347,7 @@ class Worker:
                 self._settle(training)
                 return
             self._trainer.reset()
-            self._hand_over(training.job)
+            jobs.hand_over(self.store, training.job)
         except StoreUnavailable:
             log.warning("could not settle job %s; it is retried once stale", training.job.job_id)
 
@@ -393,36 +360,12 @@ class Worker:
             return
         self._trainer.reset()
         if isinstance(error, Abandoned):
-            self._requeue(job)
+            jobs.requeue(self.store, job)
             return
         if isinstance(error, LeadershipLost):
-            self._hand_over(job)
+            jobs.hand_over(self.store, job)
             raise error
         if isinstance(error, StoreUnavailable | BusUnavailable):
             self.store.retry_later(job.job_id, str(error), time.time())  # not a failed try
             raise error
-        text = f"{type(error).__name__}: {error}"
-        attempts = job.attempts + 1  # claiming counted this try
-        log.error("job %s (period %d) failed on try %d of %d: %s", job.job_id, job.period_id,
-                  attempts, self.settings.retrain_attempts, text, exc_info=error)
-        if attempts < self.settings.retrain_attempts:
-            delay = retry_delay(self.settings, attempts)
-            self.store.retry_later(job.job_id, text, time.time() + delay)
-            log.warning("job %s: next try in %.0f s", job.job_id, delay)
-        else:
-            self.store.give_up(job.job_id, text)
-            log.error("period %d: retrain gave up after %d tries; retry it with POST "
-                      "/v1/admin/periods/%d/retrain", job.period_id, attempts, job.period_id)
-
-    def _hand_over(self, job: JobInfo) -> None:
-        """Leadership was lost mid-job: fail the job and queue its period again for
-        whoever leads next (if the database answers; else the job goes stale)."""
-        try:
-            self.store.finish_job(job.job_id, "failed",
-                                  error="interrupted: the worker lost its lease")
-            queued = self.store.create_job(job.period_id, job.kind)
-            log.warning(
-                "queued job %s for period %d for the next leader", queued.job_id, job.period_id
-            )
-        except StoreUnavailable:
-            log.warning("could not hand job %s over; it is failed once stale", job.job_id)
+        jobs.record_failure(self.store, self.settings, job, error)
