@@ -120,19 +120,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     """Open everything; each part registers its teardown on ``stack`` (run in
-    reverse order, also when a later part fails to start)."""
+    reverse order, also when a later part fails to start). The order matters:
+    process-wide knobs before any thread starts (threads read them when they do),
+    the store before the holder (it loads the active version), the holder before
+    what scores with it, the version sync and the worker once the runtime exists,
+    and the collector's freeze last (it takes in everything alive by then)."""
     settings: Settings = app.state.settings
     metrics: ServiceMetrics = app.state.metrics
-    previous_interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous_interval, GIL_SWITCH_INTERVAL_S))
-    stack.callback(sys.setswitchinterval, previous_interval)
-    # Batch requests are scored on a small pool, several at once: one torch thread
-    # each by default, not a pool per call. torch keeps the count per thread; a
-    # thread takes the last value set when it first computes, so this is set
-    # before any starts (the micro-batcher sets its own and leaves this one).
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(settings.scoring_threads)
-    stack.callback(torch.set_num_threads, previous_threads)
+    _set_process_knobs(settings, stack)
     if settings.is_sqlite:
         upgrade(settings.database_url)
     store = Store.from_url(settings.database_url)
@@ -140,28 +135,10 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     artifacts = ArtifactStore(settings.model_dir)
     bus = make_bus(settings)
     stack.callback(bus.close)
-
     holder = ModelHolder(store, artifacts, metrics, quantize=_int8_scoring(settings))
     holder.sync_quietly()  # serve the active version from the first request on
-    recent = _recent(settings, store, holder)
-    stack.callback(recent.stop)
-    # single-user requests meet on one scoring thread: it may use every CPU but
-    # the event loop's (on 2 cores a second torch thread raised throughput by about
-    # a seventh but p99 from 40-45 to 43-52 ms: the loop preempts one half of the
-    # product and the other waits)
-    batcher = ScoringBatcher(on_batch=metrics.scoring_batch.observe,
-                             threads=settings.batcher_threads or max(1, _usable_cpus() - 1))
-    batcher.start()
-    stack.callback(batcher.stop)
-    # batch requests are scored on this many threads at most, whatever the number
-    # of requests in flight (each scoring thread keeps a score buffer)
-    scoring_pool = ThreadPoolExecutor(
-        max_workers=_usable_cpus(), thread_name_prefix="smlrec-scoring",
-        initializer=torch.set_num_threads, initargs=(settings.scoring_threads,))
-    stack.callback(scoring_pool.shutdown)
-    ranker = _ranker(settings, holder, metrics)
-    if ranker is not None:
-        stack.callback(ranker.stop)
+    recent, batcher, scoring_pool, ranker = _start_scoring(settings, store, holder, metrics,
+                                                           stack)
     open_period = OpenPeriod(store)
     runtime = Runtime(
         settings=settings,
@@ -187,13 +164,10 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         # the service stops within seconds: a boundary under way is abandoned (its job
         # is queued again), never waited for
         stack.callback(worker.stop, WORKER_STOP_TIMEOUT_S, True)
-    # Everything alive now (modules, the loaded model, the framework) lives as
-    # long as the service: out of the collector's sight, a full collection walks
-    # only what requests made since. Each 1,000-row ingestion body makes 1,000
-    # tracked objects that survive into the older generations while it is
-    # validated, so full collections come every few requests; with the start-up
-    # heap in them, validation took 3.9 ms at the median and up to 340 ms,
-    # against 2.0 ms (at most 4 ms) frozen.
+    # Everything alive now (modules, the loaded model, the framework) lives as long
+    # as the service: out of the collector's sight, a full collection walks only
+    # what requests made since (ingestion bodies make thousands of tracked objects
+    # that reach the older generations: bench/RESULTS.md, "A frozen start-up heap").
     gc.freeze()
     stack.callback(gc.unfreeze)
     log.info(
@@ -203,6 +177,44 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         "on" if app.state.run_worker else "off",
     )
     return runtime
+
+
+def _set_process_knobs(settings: Settings, stack: ExitStack) -> None:
+    """The interpreter's switch interval, and torch's thread count for batch requests
+    (one thread each by default, not a pool per call): torch keeps the count per
+    thread and a thread takes the last value set when it first computes, so both are
+    set before any thread starts (the micro-batcher sets its own)."""
+    previous_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous_interval, GIL_SWITCH_INTERVAL_S))
+    stack.callback(sys.setswitchinterval, previous_interval)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(settings.scoring_threads)
+    stack.callback(torch.set_num_threads, previous_threads)
+
+
+def _start_scoring(
+    settings: Settings, store: Store, holder: ModelHolder, metrics: ServiceMetrics,
+    stack: ExitStack,
+) -> tuple[RecentInteractions, ScoringBatcher, ThreadPoolExecutor, Ranker | None]:
+    """What answers recommendation requests besides the holder: the recent
+    interactions, the micro-batcher of single-user requests (one scoring thread that
+    may use every CPU but the event loop's: bench/RESULTS.md, "Micro-batcher
+    threads"), the pool of batch requests (at most one
+    thread per CPU, each with its score buffer) and the precomputed lists."""
+    recent = _recent(settings, store, holder)
+    stack.callback(recent.stop)
+    batcher = ScoringBatcher(on_batch=metrics.scoring_batch.observe,
+                             threads=settings.batcher_threads or max(1, _usable_cpus() - 1))
+    batcher.start()
+    stack.callback(batcher.stop)
+    scoring_pool = ThreadPoolExecutor(
+        max_workers=_usable_cpus(), thread_name_prefix="smlrec-scoring",
+        initializer=torch.set_num_threads, initargs=(settings.scoring_threads,))
+    stack.callback(scoring_pool.shutdown)
+    ranker = _ranker(settings, holder, metrics)
+    if ranker is not None:
+        stack.callback(ranker.stop)
+    return recent, batcher, scoring_pool, ranker
 
 
 def _usable_cpus() -> int:
