@@ -181,10 +181,7 @@ def evaluate_period(
         raise ValueError(f"period {period.index} has inconsistent row arrays")
     cand = candidates.for_rows(period.start, period.stop)  # (n, C)
 
-    all_users = np.asarray(log.users, dtype=np.int64)
-    first_row = np.full(log.n_users, len(all_users), dtype=np.int64)
-    np.minimum.at(first_row, all_users, np.arange(len(all_users), dtype=np.int64))
-    returning = first_row[p_users] < period.start
+    returning = _returning(log, period.start, p_users)
 
     values = {key: np.empty(n, dtype=np.float64) for key in METRIC_KEYS}
     if n == 0:
@@ -196,16 +193,7 @@ def evaluate_period(
     row_bounds = np.searchsorted(user_code[row_order], np.arange(0, len(distinct), batch_users))
     row_bounds = np.append(row_bounds, n)
 
-    # Earlier rows of these users, grouped the same way, for the full-ranking exclusion.
-    prev_users = all_users[: period.start]
-    prev_items = np.asarray(log.items, dtype=np.int64)[: period.start]
-    pos = np.searchsorted(distinct, prev_users)
-    pos = np.minimum(pos, len(distinct) - 1)
-    known = distinct[pos] == prev_users
-    prev_code, prev_items = pos[known], prev_items[known]
-    prev_order = np.argsort(prev_code, kind="stable")
-    prev_code, prev_items = prev_code[prev_order], prev_items[prev_order]
-    prev_bounds = np.searchsorted(prev_code, np.arange(0, len(distinct) + batch_users, batch_users))
+    prev_code, prev_items, prev_bounds = _earlier_rows(log, period.start, distinct, batch_users)
 
     for chunk, lo in enumerate(range(0, len(distinct), batch_users)):
         chunk_users = distinct[lo : lo + batch_users]
@@ -238,6 +226,31 @@ def evaluate_period(
         100.0 * float(returning.mean()),
     )
     return PeriodEvaluation(period=period.index, values=values, returning=returning)
+
+
+def _returning(log: InteractionLog, start: int, users: np.ndarray) -> np.ndarray:
+    """(n,) bool: whether each of ``users`` has a log row before row ``start``."""
+    all_users = np.asarray(log.users, dtype=np.int64)
+    first_row = np.full(log.n_users, len(all_users), dtype=np.int64)
+    np.minimum.at(first_row, all_users, np.arange(len(all_users), dtype=np.int64))
+    return first_row[users] < start
+
+
+def _earlier_rows(
+    log: InteractionLog, start: int, distinct: np.ndarray, batch_users: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The log rows before ``start`` of the ``distinct`` (sorted) users, for the
+    full-ranking exclusion: each row's user code (its index in ``distinct``) and item,
+    ordered by code, and where each chunk of ``batch_users`` codes begins."""
+    prev_users = np.asarray(log.users, dtype=np.int64)[:start]
+    prev_items = np.asarray(log.items, dtype=np.int64)[:start]
+    pos = np.minimum(np.searchsorted(distinct, prev_users), len(distinct) - 1)
+    known = distinct[pos] == prev_users
+    prev_code, prev_items = pos[known], prev_items[known]
+    order = np.argsort(prev_code, kind="stable")
+    prev_code, prev_items = prev_code[order], prev_items[order]
+    bounds = np.searchsorted(prev_code, np.arange(0, len(distinct) + batch_users, batch_users))
+    return prev_code, prev_items, bounds
 
 
 def aggregate(evals: Sequence[PeriodEvaluation], group: Group = "all") -> dict[str, float]:

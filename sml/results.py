@@ -242,28 +242,7 @@ def results_json(
         }
         methods[name] = entry
     return {
-        "protocol": {
-            "file": "docs/protocol.md",
-            "split": split,
-            "n_periods": roles.n_periods,
-            "period_size": len(data.periods[0]),
-            "period_sizes": [len(p) for p in data.periods],
-            "pretrain": list(roles.pretrain),
-            "offline": list(roles.offline),
-            "validation": list(roles.validation),
-            "test": list(roles.test),
-            "sampled_negatives": data.candidates.n_negatives,
-            "candidate_seed": data.candidates.seed,
-            "embedding_dim": dim,
-            "pretrain_hyperparameters": pretrain,
-            "bootstrap": {
-                "resampled": "users",
-                "draws": BOOTSTRAP_DRAWS,
-                "level": BOOTSTRAP_LEVEL,
-                "seed": BOOTSTRAP_SEED,
-                "metrics": list(WIN_KEYS),
-            },
-        },
+        "protocol": _protocol_json(result, split, dim, pretrain),
         "dataset": {
             "name": dataset,
             "interactions": len(data.log),
@@ -278,6 +257,33 @@ def results_json(
         "significance": {
             f"vs_{name}": _intervals_json(by_group)
             for name, by_group in result.significance.items()
+        },
+    }
+
+
+def _protocol_json(result: Replay, split: str, dim: int, pretrain: hp.Hyper) -> dict[str, Any]:
+    """The protocol that produced the figures: periods and roles, candidates, bootstrap."""
+    data, roles = result.data, result.data.roles
+    return {
+        "file": "docs/protocol.md",
+        "split": split,
+        "n_periods": roles.n_periods,
+        "period_size": len(data.periods[0]),
+        "period_sizes": [len(p) for p in data.periods],
+        "pretrain": list(roles.pretrain),
+        "offline": list(roles.offline),
+        "validation": list(roles.validation),
+        "test": list(roles.test),
+        "sampled_negatives": data.candidates.n_negatives,
+        "candidate_seed": data.candidates.seed,
+        "embedding_dim": dim,
+        "pretrain_hyperparameters": pretrain,
+        "bootstrap": {
+            "resampled": "users",
+            "draws": BOOTSTRAP_DRAWS,
+            "level": BOOTSTRAP_LEVEL,
+            "seed": BOOTSTRAP_SEED,
+            "metrics": list(WIN_KEYS),
         },
     }
 
