@@ -119,6 +119,34 @@ class _TopicSampler:
         return items
 
 
+def _topics(
+    rng: np.random.Generator, c: SyntheticConfig, who: np.ndarray, short_term: np.ndarray,
+    long_term: np.ndarray, mixture: np.ndarray | None,
+) -> np.ndarray:
+    """The topic of each draw by ``who``: the user's short-term topic, or with probability
+    ``long_term_weight`` a long-term one (the fixed topic, or one from the user's mixture)."""
+    topics = short_term[who].copy()
+    follow_long = rng.random(len(who)) < c.long_term_weight
+    if mixture is None:
+        topics[follow_long] = long_term[who[follow_long]]
+    else:
+        favourite = mixture[who[follow_long]]  # (L, topics)
+        draws = rng.random(len(favourite))[:, None] * favourite[:, -1:]
+        topics[follow_long] = np.minimum((favourite < draws).sum(1), c.n_topics - 1)
+    return topics
+
+
+def _with_fresh(period_keys: np.ndarray, keys: np.ndarray, seen: np.ndarray,
+                limit: int) -> np.ndarray:
+    """The period's keys so far followed by the drawn ``keys`` that are new to the log
+    and to the period, in draw order, at most ``limit``."""
+    pos = np.searchsorted(seen, keys).clip(max=max(len(seen) - 1, 0))
+    fresh = keys[~(seen[pos] == keys)] if len(seen) else keys
+    candidates = np.concatenate([period_keys, fresh])
+    _, first = np.unique(candidates, return_index=True)
+    return candidates[np.sort(first)][:limit]
+
+
 def synthetic_drift(config: SyntheticConfig = SyntheticConfig()) -> InteractionLog:
     """Interactions of users with a long-term interest and a drifting short-term one.
 
@@ -169,22 +197,11 @@ def synthetic_drift(config: SyntheticConfig = SyntheticConfig()) -> InteractionL
                 break
             n = wanted + wanted // 4 + 16
             who = active[_pick(rng, user_cdf, n)]
-            topics = short_term[who].copy()
-            follow_long = rng.random(n) < c.long_term_weight
-            if mixture is None:
-                topics[follow_long] = long_term[who[follow_long]]
-            else:
-                favourite = mixture[who[follow_long]]  # (L, topics)
-                draws = rng.random(len(favourite))[:, None] * favourite[:, -1:]
-                topics[follow_long] = np.minimum((favourite < draws).sum(1), c.n_topics - 1)
+            topics = _topics(rng, c, who, short_term, long_term, mixture)
             if attempt >= 8:  # users who have seen most of their topics: any item will do
                 topics[:] = -1
             keys = who * n_items + sampler.draw(rng, topics)
-            pos = np.searchsorted(seen, keys).clip(max=max(len(seen) - 1, 0))
-            fresh = keys[~(seen[pos] == keys)] if len(seen) else keys
-            candidates = np.concatenate([period_keys, fresh])
-            _, first = np.unique(candidates, return_index=True)
-            period_keys = candidates[np.sort(first)][: c.interactions_per_period]
+            period_keys = _with_fresh(period_keys, keys, seen, c.interactions_per_period)
         seen = np.union1d(seen, period_keys)
         users.append(period_keys // n_items)
         items.append(period_keys % n_items)
