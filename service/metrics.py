@@ -17,7 +17,14 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self._define_http(self.registry)
+        self._define_ingestion(self.registry)
+        self._define_model(self.registry)
+        self._define_serving(self.registry)
+        for reason in ("no_model", "unknown_user"):
+            self.fallbacks.labels(reason=reason)
+
+    def _define_http(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
             "smlrec_http_requests", "HTTP requests by route template, method and status code",
             ["method", "route", "status"], registry=r,
@@ -26,6 +33,8 @@ class ServiceMetrics:
             "smlrec_http_request_duration_seconds", "HTTP request latency by route template",
             ["method", "route"], buckets=LATENCY_BUCKETS, registry=r,
         )
+
+    def _define_ingestion(self, r: CollectorRegistry) -> None:
         self.interactions_accepted = Counter(
             "smlrec_interactions_accepted", "Interactions accepted (made durable)", registry=r
         )
@@ -33,6 +42,20 @@ class ServiceMetrics:
             "smlrec_interactions_duplicate", "Interactions skipped as repeated event ids",
             registry=r,
         )
+        self.interactions_dropped = Gauge(
+            "smlrec_interactions_dropped",
+            "Interactions the worker dropped because they would have passed a cap on new "
+            "users or items per period (distributed mode), all periods",
+            registry=r,
+        )
+        self.interactions_refused = Counter(
+            "smlrec_interactions_refused",
+            "Interactions refused with 429 because their batch would have passed a cap on "
+            "new users or items per period (embedded mode)",
+            registry=r,
+        )
+
+    def _define_model(self, r: CollectorRegistry) -> None:
         self.retrain_duration = Histogram(
             "smlrec_retrain_duration_seconds",
             "Training time of each model version recorded while this process ran",
@@ -50,6 +73,13 @@ class ServiceMetrics:
             "Model versions that could not be loaded (the previous one kept serving)",
             registry=r,
         )
+        self.periods_failed = Gauge(
+            "smlrec_periods_failed",
+            "Closed periods whose retrain gave up after its retries (see /v1/admin/periods)",
+            registry=r,
+        )
+
+    def _define_serving(self, r: CollectorRegistry) -> None:
         self.fallbacks = Counter(
             "smlrec_fallbacks_served",
             "Recommendation results served from popularity instead of the model",
@@ -70,25 +100,6 @@ class ServiceMetrics:
             "Users of the served version whose top lists are precomputed so far",
             registry=r,
         )
-        self.periods_failed = Gauge(
-            "smlrec_periods_failed",
-            "Closed periods whose retrain gave up after its retries (see /v1/admin/periods)",
-            registry=r,
-        )
-        self.interactions_dropped = Gauge(
-            "smlrec_interactions_dropped",
-            "Interactions the worker dropped because they would have passed a cap on new "
-            "users or items per period (distributed mode), all periods",
-            registry=r,
-        )
-        self.interactions_refused = Counter(
-            "smlrec_interactions_refused",
-            "Interactions refused with 429 because their batch would have passed a cap on "
-            "new users or items per period (embedded mode)",
-            registry=r,
-        )
-        for reason in ("no_model", "unknown_user"):
-            self.fallbacks.labels(reason=reason)
 
     def observe_retrain(self, seconds: float) -> None:
         """Record one retrain's duration (also callable by an in-process worker)."""
