@@ -202,27 +202,11 @@ class QuantizedItems:
 
         codes_t, unit, x_norm, x_err = self.quantize_users(user_emb)
 
-        # pass 1: the largest int8 score of every group, tile by tile
-        n_groups = n_padded // GROUP
-        group_max = _buffer("group_max", (n_groups, n_users), torch.int32)  # (G, B)
-        tile = max(self.block, TILE_BYTES // (4 * n_users) // self.block * self.block)
-        scores = _buffer("tile", (tile, n_users), torch.int32)  # (T, B)
-        for start in range(0, n_padded, tile):
-            stop = min(start + tile, n_padded)
-            part = scores[: stop - start]
-            torch._int_mm(self.codes[start:stop], codes_t, out=part)
-            _group_max(part, group_max[start // GROUP : stop // GROUP])
+        group_max = self._group_maxima(codes_t)  # (G, B) pass 1
 
         # blocks: tau = k-th largest lower bound over clean blocks, then the
         # blocks whose upper bound reaches it (user-major from here on)
-        block_max = group_max.view(n_blocks, per_block, n_users).amax(dim=1).T.float()  # (B, nb)
-        block_max *= unit[:, None]
-        eps = torch.outer(x_norm, self.block_err).addr_(x_err, self.block_norm)  # (B, nb)
-        # float32 rescoring (a sum of ``width`` products) is off by less than
-        # width * 2^-24 |x| |y|; four times that, and 1e-4 of the bound, cover rounding here
-        rounding = self.width * 2.0**-22
-        eps.mul_(1 + 1e-4).addr_(x_norm, self.block_norm + self.block_err, alpha=rounding)
-        lower = block_max - eps
+        lower, upper, eps = self._block_bounds(group_max, unit, x_norm, x_err)  # (B, nb) each
         if len(seen_rows):
             lower[torch.from_numpy(seen_rows), torch.from_numpy(seen_cols // self.block)] = \
                 -torch.inf
@@ -231,7 +215,6 @@ class QuantizedItems:
         tau = torch.topk(lower, k, dim=1, sorted=True).values[:, k - 1]  # (B,)
         answered = tau > -torch.inf
         tau.masked_fill_(~answered, torch.inf)  # no candidates for users not answered
-        upper = block_max.add_(eps)
         rows, blocks = (upper >= tau[:, None]).nonzero(as_tuple=True)  # (P,), sorted by row
 
         # the groups of those blocks whose upper bound (with the block's eps) reaches tau
@@ -245,6 +228,37 @@ class QuantizedItems:
         values, items = self._rescore(user_emb, k, emb_padded, bias_padded, rows, groups,
                                       seen_rows, seen_cols)
         return values, items, answered
+
+    def _group_maxima(self, codes_t: Tensor) -> Tensor:
+        """Pass 1: the largest int8 score of every group of items for every user,
+        (G, B), computed tile by tile into this thread's buffers."""
+        n_users, n_padded = codes_t.shape[1], self.codes.shape[0]
+        group_max = _buffer("group_max", (n_padded // GROUP, n_users), torch.int32)  # (G, B)
+        tile = max(self.block, TILE_BYTES // (4 * n_users) // self.block * self.block)
+        scores = _buffer("tile", (tile, n_users), torch.int32)  # (T, B)
+        for start in range(0, n_padded, tile):
+            stop = min(start + tile, n_padded)
+            part = scores[: stop - start]
+            torch._int_mm(self.codes[start:stop], codes_t, out=part)
+            _group_max(part, group_max[start // GROUP : stop // GROUP])
+        return group_max
+
+    def _block_bounds(
+        self, group_max: Tensor, unit: Tensor, x_norm: Tensor, x_err: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Each block's float32 best score bounded from below and above (B, nb), and the
+        half-width of that interval, eps (B, nb)."""
+        n_users = group_max.shape[1]
+        n_blocks, per_block = self.codes.shape[0] // self.block, self.block // GROUP
+        block_max = group_max.view(n_blocks, per_block, n_users).amax(dim=1).T.float()  # (B, nb)
+        block_max *= unit[:, None]
+        eps = torch.outer(x_norm, self.block_err).addr_(x_err, self.block_norm)  # (B, nb)
+        # float32 rescoring (a sum of ``width`` products) is off by less than
+        # width * 2^-24 |x| |y|; four times that, and 1e-4 of the bound, cover rounding here
+        rounding = self.width * 2.0**-22
+        eps.mul_(1 + 1e-4).addr_(x_norm, self.block_norm + self.block_err, alpha=rounding)
+        lower = block_max - eps
+        return lower, block_max.add_(eps), eps
 
     def _rescore(self, user_emb: Tensor, k: int, emb_padded: Tensor, bias_padded: Tensor,
                  rows: Tensor, groups: Tensor, seen_rows: np.ndarray,
