@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="choose hyper-parameters on a log's validation periods (see --help)",
     )
 
+    _add_import(commands)
+    _add_load(commands)
+    return parser
+
+
+def _add_import(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     backfill = commands.add_parser(
         "import",
         help="backfill historical interactions (CSV or NDJSON), cut into periods",
@@ -84,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the history is cut: 'time:DURATION' (windows of event time, e.g. time:1d), "
         "'count:N' (N interactions each) or 'one' (a single period; default)")
 
+
+def _add_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     load = commands.add_parser("load", help="replay a data set against a running service")
     load.add_argument(
         "--dataset", default="ml-100k", help="ml-100k, synthetic, or a data file (default: ml-100k)"
@@ -98,7 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--admin-token", help="admin token (default: SMLREC_ADMIN_TOKEN)")
     load.add_argument("--api-key", help="client key (default: SMLREC_API_KEY)")
     load.add_argument("--limit-periods", type=int, help="stop after this many periods")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
