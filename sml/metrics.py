@@ -197,26 +197,14 @@ def evaluate_period(
 
     for chunk, lo in enumerate(range(0, len(distinct), batch_users)):
         chunk_users = distinct[lo : lo + batch_users]
-        scores = _sanitize(np.asarray(scorer(chunk_users)))  # (b, n_items)
-        if scores.shape != (len(chunk_users), n_items):
-            raise ValueError(
-                f"scorer returned shape {scores.shape}, expected ({len(chunk_users)}, {n_items})"
-            )
+        scores = _chunk_scores(scorer, chunk_users, n_items)  # (b, n_items)
         seen = np.zeros((len(chunk_users), n_items), dtype=bool)  # (b, n_items)
         p_lo, p_hi = prev_bounds[chunk], prev_bounds[chunk + 1]
         seen[prev_code[p_lo:p_hi] - lo, prev_items[p_lo:p_hi]] = True
-
         rows = row_order[row_bounds[chunk] : row_bounds[chunk + 1]]  # period-local rows
         local = user_code[rows] - lo  # (R,) row of `scores` for each period row
-        sampled = ranks(scores[local[:, None], cand[rows]])  # (R,)
-        for k in KS:
-            values[f"recall@{k}"][rows], values[f"ndcg@{k}"][rows] = recall_ndcg(sampled, k)
-
-        full = _full_ranks(scores, seen, local, p_items[rows])
-        (
-            values[f"full_recall@{FULL_K}"][rows],
-            values[f"full_ndcg@{FULL_K}"][rows],
-        ) = recall_ndcg(full, FULL_K)
+        _record(values, rows, ranks(scores[local[:, None], cand[rows]]),
+                _full_ranks(scores, seen, local, p_items[rows]))
 
     logger.debug(
         "period %d: %d interactions, %d users, %.1f%% returning",
@@ -226,6 +214,26 @@ def evaluate_period(
         100.0 * float(returning.mean()),
     )
     return PeriodEvaluation(period=period.index, values=values, returning=returning)
+
+
+def _chunk_scores(scorer: Scorer, users: np.ndarray, n_items: int) -> np.ndarray:
+    """The scorer's (b, n_items) scores of ``users``, NaN made -inf; its shape checked."""
+    scores = _sanitize(np.asarray(scorer(users)))
+    if scores.shape != (len(users), n_items):
+        expected = (len(users), n_items)
+        raise ValueError(f"scorer returned shape {scores.shape}, expected {expected}")
+    return scores
+
+
+def _record(values: dict[str, np.ndarray], rows: np.ndarray, sampled: np.ndarray,
+            full: np.ndarray) -> None:
+    """Each metric of the period's ``rows`` from their sampled and full ranks (R,)."""
+    for k in KS:
+        values[f"recall@{k}"][rows], values[f"ndcg@{k}"][rows] = recall_ndcg(sampled, k)
+    (
+        values[f"full_recall@{FULL_K}"][rows],
+        values[f"full_ndcg@{FULL_K}"][rows],
+    ) = recall_ndcg(full, FULL_K)
 
 
 def _returning(log: InteractionLog, start: int, users: np.ndarray) -> np.ndarray:

@@ -119,6 +119,36 @@ class _TopicSampler:
         return items
 
 
+def _mixtures_and_stays(
+    rng: np.random.Generator, c: SyntheticConfig, user_arrival: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Each user's long-term topic mixture as a cumulative (U, topics) table (None: one
+    fixed topic each), and the first period each user is gone (inf: never)."""
+    n_users = len(user_arrival)
+    mixture = None
+    if c.topic_concentration is not None:
+        mixture = np.cumsum(rng.dirichlet(np.full(c.n_topics, c.topic_concentration),
+                                          size=n_users), axis=1)  # (U, topics)
+    stay = np.full(n_users, np.inf)  # (U,) the first period a user is gone
+    if c.churn > 0:
+        stay = user_arrival + rng.geometric(c.churn, size=n_users)
+    return mixture, stay
+
+
+def _drift(rng: np.random.Generator, c: SyntheticConfig, short_term: np.ndarray) -> None:
+    """Each user's short-term topic jumps to another one with probability ``drift``."""
+    jump = rng.random(len(short_term)) < c.drift
+    shift = rng.integers(1, c.n_topics, int(jump.sum()))  # never the same topic
+    short_term[jump] = (short_term[jump] + shift) % c.n_topics
+
+
+def _stamps(rng: np.random.Generator, c: SyntheticConfig, period: int, count: int) -> np.ndarray:
+    """``count`` increasing timestamps within the period's window, in draw order."""
+    step = c.period_seconds / max(count, 1)
+    offsets = (np.arange(count) + rng.random(count)) * step  # increasing within [0, P)
+    return c.start_time + period * c.period_seconds + offsets
+
+
 def _topics(
     rng: np.random.Generator, c: SyntheticConfig, who: np.ndarray, short_term: np.ndarray,
     long_term: np.ndarray, mixture: np.ndarray | None,
@@ -168,22 +198,14 @@ def synthetic_drift(config: SyntheticConfig = SyntheticConfig()) -> InteractionL
     long_term = rng.integers(c.n_topics, size=n_users)
     short_term = rng.integers(c.n_topics, size=n_users)
     activity = rng.gamma(2.0, size=n_users)  # (U,) how often each user comes back
-    mixture = None
-    if c.topic_concentration is not None:
-        mixture = np.cumsum(rng.dirichlet(np.full(c.n_topics, c.topic_concentration),
-                                          size=n_users), axis=1)  # (U, topics)
-    stay = np.full(n_users, np.inf)  # (U,) the first period a user is gone
-    if c.churn > 0:
-        stay = user_arrival + rng.geometric(c.churn, size=n_users)
+    mixture, stay = _mixtures_and_stays(rng, c, user_arrival)
     seen = np.zeros(0, dtype=np.int64)  # sorted keys user * n_items + item
     users: list[np.ndarray] = []
     items: list[np.ndarray] = []
     times: list[np.ndarray] = []
     for p in range(c.n_periods):
         if p > 0 and c.n_topics > 1:
-            jump = rng.random(n_users) < c.drift
-            shift = rng.integers(1, c.n_topics, int(jump.sum()))  # never the same topic
-            short_term[jump] = (short_term[jump] + shift) % c.n_topics
+            _drift(rng, c, short_term)
         active = np.flatnonzero((user_arrival <= p) & (stay > p))
         available = np.flatnonzero(item_arrival <= p)
         age = p - item_arrival
@@ -205,10 +227,7 @@ def synthetic_drift(config: SyntheticConfig = SyntheticConfig()) -> InteractionL
         seen = np.union1d(seen, period_keys)
         users.append(period_keys // n_items)
         items.append(period_keys % n_items)
-        count = len(period_keys)
-        step = c.period_seconds / max(count, 1)
-        offsets = (np.arange(count) + rng.random(count)) * step  # increasing within [0, P)
-        times.append(c.start_time + p * c.period_seconds + offsets)
+        times.append(_stamps(rng, c, p, len(period_keys)))
     timestamps = np.concatenate(times) if times else np.empty(0)
     all_users = np.concatenate(users) if users else np.zeros(0, dtype=np.int64)
     all_items = np.concatenate(items) if items else np.zeros(0, dtype=np.int64)

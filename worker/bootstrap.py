@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 
 import torch
 
-from sml.strategy import PeriodData
+from sml.strategy import PeriodData, Strategy
 from smlrec.settings import Settings
-from store import ArtifactStore, Bus, Store, make_bus
+from store import ArtifactStore, Bus, PeriodInfo, Store, make_bus
 from worker.boundary import LeadershipLost, PeriodTrainer
 from worker.checkpoint import new_strategy
 from worker.leader import Heartbeat
@@ -68,21 +69,7 @@ def run_bootstrap(
         heartbeat.job_id = job.job_id
         try:
             strategy = new_strategy(settings, BOOTSTRAP_STRATEGY)
-            train_seconds = 0.0
-            for period in periods:
-                arrays = store.period_arrays(period.period_id)
-                started = time.perf_counter()
-                strategy.boundary(
-                    PeriodData(arrays.users, arrays.items, arrays.n_users, arrays.n_items)
-                )
-                train_seconds = time.perf_counter() - started
-                log.info(
-                    "bootstrap: period %d (%d interactions) in %.2f s",
-                    period.period_id,
-                    len(arrays),
-                    train_seconds,
-                )
-                check_leader()
+            train_seconds = _replay_periods(store, strategy, periods, check_leader)
             trainer = PeriodTrainer(settings, store, bus, artifacts, check_leader)
             version = trainer.commit(last, strategy, train_seconds, tag=f"bootstrap-{job.job_id}")
             for period in periods:
@@ -104,3 +91,21 @@ def run_bootstrap(
     finally:
         heartbeat.stop()
         lock.release()
+
+
+def _replay_periods(
+    store: Store, strategy: Strategy, periods: Sequence[PeriodInfo],
+    check_leader: Callable[[], None],
+) -> float:
+    """Every stored period through the strategy's boundary, oldest first; the seconds
+    the last one took (what the version records as its training time)."""
+    train_seconds = 0.0
+    for period in periods:
+        arrays = store.period_arrays(period.period_id)
+        started = time.perf_counter()
+        strategy.boundary(PeriodData(arrays.users, arrays.items, arrays.n_users, arrays.n_items))
+        train_seconds = time.perf_counter() - started
+        log.info("bootstrap: period %d (%d interactions) in %.2f s",
+                 period.period_id, len(arrays), train_seconds)
+        check_leader()
+    return train_seconds
