@@ -1,4 +1,5 @@
-"""The packages' import rules (docs/design.md, "Layers"), read from the source.
+"""The packages' import rules and size limits (docs/design.md, "The parts"), read from
+the source.
 
 Every import statement counts, at module level or inside a function, since either
 ties one package to another. Each rule is also checked against a source that breaks
@@ -83,3 +84,44 @@ def test_the_rules_see_imports_inside_functions_and_relative_ones() -> None:
     # a name that merely starts like a forbidden package is not it
     assert not breaks("workers", FORBIDDEN["service"])
     assert not breaks("smlrec.settings", FORBIDDEN["store"])
+
+
+PRODUCT = ("sml", "store", "service", "worker", "smlrec")
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def oversized(source: str, name: str) -> list[str]:
+    """What breaks the size limits in one source file: the file itself, its functions and
+    methods (nested ones too), and a missing module docstring."""
+    tree = ast.parse(source)
+    found = []
+    if len(source.splitlines()) > MAX_FILE_LINES:
+        found.append(f"{name}: {len(source.splitlines())} lines")
+    if not ast.get_docstring(tree):
+        found.append(f"{name}: no module docstring")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            assert node.end_lineno is not None
+            length = node.end_lineno - node.lineno + 1
+            if length > MAX_FUNCTION_LINES:
+                found.append(f"{name}:{node.lineno} {node.name}: {length} lines")
+    return found
+
+
+def test_no_product_file_or_function_is_too_long() -> None:
+    found = []
+    for package in PRODUCT:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            found += oversized(path.read_text(), str(path.relative_to(ROOT)))
+    assert found == []
+
+
+def test_the_size_rule_sees_long_functions_methods_and_files() -> None:
+    body = "".join(f"    x{n} = {n}\n" for n in range(MAX_FUNCTION_LINES))
+    source = f'"""Doc."""\n\nclass A:\n    async def long(self):\n{body}'.replace(
+        "\n    x", "\n        x")
+    assert oversized(source, "m.py") == [f"m.py:4 long: {MAX_FUNCTION_LINES + 1} lines"]
+    assert oversized("x = 1\n" * (MAX_FILE_LINES + 1), "f.py") == [
+        f"f.py: {MAX_FILE_LINES + 1} lines", "f.py: no module docstring"]
+    assert oversized('"""Doc."""\n', "ok.py") == []
