@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from sml.model import MFWeights
-from store import ArtifactStore, NewInteraction, Store
+from store import ArtifactStore, NewInteraction, Store, popular_items
 from store.migrate import upgrade
-from worker.boundary import model_payload, popular_items
+from worker.boundary import model_payload
 from worker.evaluate import SeenIndex
 
 log = logging.getLogger(__name__)
@@ -261,7 +261,7 @@ def write_model(store: Store, model_dir: Path, dim: int, seed: int, *,
         version=version, period_id=open_id, strategy="sml", weights=MFWeights(user, item),
         user_ids=user_ids, item_ids=item_ids,
         seen=SeenIndex.build(arrays.users, arrays.items, n_users),
-        popular=popular_items(arrays.items, n_items))
+        popular=popular_items(arrays.items))
     ref = ArtifactStore(model_dir).save(f"model-v{version:06d}.pt", payload)
     recorded = store.record_version(
         period_id=open_id, strategy="sml", path=ref.path, sha256=ref.sha256,

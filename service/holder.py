@@ -26,11 +26,10 @@ from torch import Tensor
 
 from service.metrics import ServiceMetrics
 from service.quantized import MIN_ITEMS, QuantizedItems
-from store import ArtifactCorrupt, ArtifactStore, Store, StoreUnavailable, unpack_ids
+from store import ArtifactCorrupt, ArtifactStore, ModelArtifact, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMATS = ("smlrec-model/1", "smlrec-model/2")  # /2: ids packed (store.pack_ids)
 RETRY_FAILED_AFTER_S = 30.0  # a version that failed to load is retried this late by the sync
 SCORE_BLOCK = 64  # items per block of the scorer's blockwise top-k (service.scorer)
 
@@ -76,7 +75,7 @@ class ServingModel:
         cls, payload: dict[str, Any], previous: ServingModel | None = None, *,
         quantize: bool = True,
     ) -> ServingModel:
-        """Check an artifact payload (``MODEL_FORMATS``) and lay it out for scoring.
+        """Check an artifact payload (:class:`store.ModelArtifact`) and lay it out for scoring.
         Id maps equal to ``previous``'s (consecutive versions usually share them)
         are reused rather than rebuilt: a swap then allocates little besides the
         tables. With ``quantize``, catalogs of at least ``MIN_ITEMS`` items also get
@@ -90,45 +89,27 @@ class ServingModel:
     @classmethod
     def _build(cls, payload: dict[str, Any], previous: ServingModel | None,
                quantize: bool) -> ServingModel:
-        if payload.get("format") not in MODEL_FORMATS:
-            raise ValueError(f"format {payload.get('format')!r}, expected one of {MODEL_FORMATS}")
-        user = _float_matrix(payload["user"], "user")  # (n_users, d + 1)
-        item = _float_matrix(payload["item"], "item")  # (n_items, d + 1)
-        if user.shape[1] != item.shape[1] or user.shape[1] < 2:
-            raise ValueError(f"user {tuple(user.shape)} and item {tuple(item.shape)} disagree")
-        n_users, n_items = user.shape[0], item.shape[0]
-        user_ids = unpack_ids(payload["user_ids"], n_users)
-        item_ids = unpack_ids(payload["item_ids"], n_items)
-        if len(user_ids) != n_users or len(item_ids) != n_items:
-            raise ValueError("id lists do not match the embedding tables")
-        indptr = _index_array(payload["seen_indptr"])
-        seen = _index_array(payload["seen_items"])
-        if len(indptr) != n_users + 1 or indptr[0] != 0 or indptr[-1] != len(seen):
-            raise ValueError("seen CSR does not match the user table")
-        if np.any(np.diff(indptr) < 0) or (len(seen) and (seen.min() < 0 or seen.max() >= n_items)):
-            raise ValueError("seen CSR holds out-of-range entries")
-        popular = _index_array(payload["popular"])
-        if len(popular) and (popular.min() < 0 or popular.max() >= n_items):
-            raise ValueError("popular list holds unknown items")
+        artifact = ModelArtifact.from_payload(payload)
+        user, item, n_items = artifact.user, artifact.item, artifact.n_items
         n_padded = -(-n_items // SCORE_BLOCK) * SCORE_BLOCK
         item_emb_padded = torch.zeros(n_padded, item.shape[1] - 1)  # (n_padded, d)
         item_emb_padded[:n_items] = item[:, :-1]
         item_bias_padded = torch.full((n_padded,), -torch.inf)  # (n_padded,)
         item_bias_padded[:n_items] = item[:, -1]
         return cls(
-            version=int(payload["version"]),
-            period_id=int(payload["period_id"]),
-            strategy=str(payload["strategy"]),
+            version=artifact.version,
+            period_id=artifact.period_id,
+            strategy=artifact.strategy,
             user_emb=user[:, :-1].contiguous(),
             item_emb=item_emb_padded[:n_items],
             item_bias=item_bias_padded[:n_items],
             item_emb_padded=item_emb_padded,
             item_bias_padded=item_bias_padded,
-            **_user_maps(user_ids, previous),
-            **_item_maps(item_ids, previous),
-            seen_indptr=indptr,
-            seen_items=seen,
-            popular=np.asarray(list(dict.fromkeys(popular.tolist())), dtype=np.int64),
+            **_user_maps(artifact.user_ids, previous),
+            **_item_maps(artifact.item_ids, previous),
+            seen_indptr=artifact.seen_indptr,
+            seen_items=artifact.seen_items,
+            popular=np.asarray(list(dict.fromkeys(artifact.popular.tolist())), dtype=np.int64),
             quantized=QuantizedItems.build(item_emb_padded, item_bias_padded, n_items,
                                            SCORE_BLOCK)
             if quantize and n_items >= MIN_ITEMS else None,
@@ -209,22 +190,6 @@ def settle_long_lived_objects() -> None:
     Reference counting still frees them; only full collections, which would
     otherwise walk them all and pause serving for tens of milliseconds, skip them."""
     gc.freeze()
-
-
-def _float_matrix(value: Any, name: str) -> Tensor:
-    if not isinstance(value, Tensor) or value.dim() != 2:
-        raise ValueError(f"{name} is not a 2-d tensor")
-    matrix = value.detach().to(torch.float32)
-    if not bool(torch.isfinite(matrix).all()):
-        raise ValueError(f"{name} holds non-finite values")
-    return matrix
-
-
-def _index_array(value: Any) -> np.ndarray:
-    array = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
-    if array.ndim != 1:
-        raise ValueError("index arrays must be 1-d")
-    return np.ascontiguousarray(array, dtype=np.int64)
 
 
 class ModelHolder:

@@ -10,30 +10,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from store import Store, StoreUnavailable
+from store import Store, StoreUnavailable, popular_items
 
 log = logging.getLogger(__name__)
 
 TTL_S = 5.0
-SIZE = 1000
 
 
 @dataclass(frozen=True)
 class Popular:
-    items: np.ndarray  # (<= SIZE,) int64 item idx, most interacted first
+    items: np.ndarray  # (<= POPULAR_SIZE,) int64 item idx, most interacted first
     item_ids: list[str]  # external id of every item idx the store knows
 
 
 EMPTY = Popular(np.empty(0, dtype=np.int64), [])
-
-
-def most_popular(items: np.ndarray, size: int = SIZE) -> np.ndarray:
-    """Item indices by interaction count, descending (ties: lower index first)."""
-    if len(items) == 0:
-        return np.empty(0, dtype=np.int64)
-    counts = np.bincount(items)  # (max idx + 1,)
-    order = np.argsort(-counts, kind="stable")[:size]
-    return order[counts[order] > 0].astype(np.int64)
 
 
 class StorePopularity:
@@ -77,4 +67,4 @@ class StorePopularity:
             items = self._store.period_arrays(period.period_id - 1).items
         if len(items) == 0:
             return EMPTY
-        return Popular(most_popular(items), self._store.item_ids())
+        return Popular(popular_items(items), self._store.item_ids())

@@ -16,9 +16,11 @@ from store.dto import (
     VersionInfo,
 )
 from store.errors import ArtifactCorrupt, BusUnavailable, StoreUnavailable
+from store.model_artifact import MODEL_FORMAT, ModelArtifact, popular_items
 from store.repository import CapExceeded, Store
 
 __all__ = [
+    "MODEL_FORMAT",
     "ArtifactCorrupt",
     "ArtifactRef",
     "ArtifactStore",
@@ -31,6 +33,7 @@ __all__ = [
     "IngestResult",
     "JobInfo",
     "LeaderLock",
+    "ModelArtifact",
     "NewInteraction",
     "PeriodArrays",
     "PeriodInfo",
@@ -41,5 +44,6 @@ __all__ = [
     "VersionInfo",
     "make_bus",
     "pack_ids",
+    "popular_items",
     "unpack_ids",
 ]

@@ -40,10 +40,11 @@ from store import (
     ArtifactStore,
     Bus,
     BusUnavailable,
+    ModelArtifact,
     PeriodArrays,
     Store,
     VersionInfo,
-    pack_ids,
+    popular_items,
 )
 from worker.checkpoint import (
     CheckpointRef,
@@ -56,9 +57,6 @@ from worker.evaluate import SeenIndex, online_metrics
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "smlrec-model/2"  # /1 held the ids as lists of strings
-POPULAR_SIZE = 1000
-
 
 class LeadershipLost(Exception):
     """This worker is no longer the leader: it must not write anything more."""
@@ -66,13 +64,6 @@ class LeadershipLost(Exception):
 
 def model_name(version: int) -> str:
     return f"model-v{version:06d}.pt"
-
-
-def popular_items(items: np.ndarray, n_items: int, size: int = POPULAR_SIZE) -> np.ndarray:
-    """Up to ``size`` item indices, most interacted first (ties: lower index first)."""
-    counts = np.bincount(items, minlength=n_items)[:n_items]  # (n_items,)
-    order = np.argsort(-counts, kind="stable")[:size]
-    return order[counts[order] > 0].astype(np.int64)
 
 
 def model_payload(
@@ -86,7 +77,7 @@ def model_payload(
     seen: SeenIndex,
     popular: np.ndarray,
 ) -> dict[str, Any]:
-    """The model artifact ("smlrec-model/2"; the service also reads /1)."""
+    """The model artifact's payload (:class:`store.ModelArtifact`), checked."""
     n_users, n_items = weights.n_users, weights.n_items
     if len(user_ids) < n_users or len(item_ids) < n_items:
         raise ValueError(
@@ -96,20 +87,20 @@ def model_payload(
     indptr = seen.indptr[: n_users + 1]
     if len(indptr) < n_users + 1:  # users without any interaction at the end of the table
         indptr = np.concatenate([indptr, np.full(n_users + 1 - len(indptr), indptr[-1])])
-    return {
-        "format": MODEL_FORMAT,
-        "version": int(version),
-        "period_id": int(period_id),
-        "strategy": strategy,
-        "created_at": time.time(),
-        "user": weights.user.detach().to(torch.float32).contiguous(),  # (n_users, dim + 1)
-        "item": weights.item.detach().to(torch.float32).contiguous(),  # (n_items, dim + 1)
-        "user_ids": pack_ids(list(user_ids[:n_users])),  # (bytes,) uint8, see pack_ids
-        "item_ids": pack_ids(list(item_ids[:n_items])),
-        "seen_indptr": torch.from_numpy(indptr.astype(np.int64)),  # (n_users + 1,)
-        "seen_items": torch.from_numpy(seen.items[: int(indptr[-1])].astype(np.int64)),
-        "popular": torch.from_numpy(popular.astype(np.int64)),  # (<= 1000,)
-    }
+    artifact = ModelArtifact(
+        version=int(version),
+        period_id=int(period_id),
+        strategy=strategy,
+        created_at=time.time(),
+        user=weights.user.detach().to(torch.float32).contiguous(),  # (n_users, dim + 1)
+        item=weights.item.detach().to(torch.float32).contiguous(),  # (n_items, dim + 1)
+        user_ids=list(user_ids[:n_users]),
+        item_ids=list(item_ids[:n_items]),
+        seen_indptr=indptr.astype(np.int64),  # (n_users + 1,)
+        seen_items=seen.items[: int(indptr[-1])].astype(np.int64),
+        popular=popular.astype(np.int64),  # (<= 1000,)
+    )
+    return artifact.to_payload()
 
 
 @dataclass(frozen=True)
@@ -260,7 +251,7 @@ class PeriodTrainer:
             user_ids=self.store.user_ids(),
             item_ids=self.store.item_ids(),
             seen=seen,
-            popular=popular_items(arrays.items, arrays.n_items),
+            popular=popular_items(arrays.items),
         )
         self.check_leader()
         ref = self.artifacts.save(model_name(expected), payload)
