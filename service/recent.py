@@ -26,6 +26,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from service.holder import settle_long_lived_objects
+from smlrec.background import BackgroundLoop
 from store import NewInteraction, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class Pacer:
         self._since = time.perf_counter()
 
 
-class RecentInteractions:
+class RecentInteractions(BackgroundLoop):
     def __init__(
         self, store: Store, *, periodic: bool, max_entries: int = MAX_ENTRIES
     ) -> None:
@@ -78,9 +79,7 @@ class RecentInteractions:
         self._user_ids: list[str] = []  # dense idx -> external id (append-only in the store)
         self._item_ids: list[str] = []
         self._wanted_period: int | None = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("smlrec-recent", first_wait=MIN_REFRESH_S if periodic else None)
 
     # ---- reading ----------------------------------------------------------
 
@@ -193,7 +192,7 @@ class RecentInteractions:
         self._wanted_period = from_period  # a rebuild under way checks it when done
         if from_period == self._from_period and not self._overflow:
             return
-        self._wake.set()
+        self.wake()
 
     def pacer_for(self, from_period: int) -> Pacer | None:
         """How a background rebuild from ``from_period`` runs: paced while the set
@@ -201,41 +200,28 @@ class RecentInteractions:
         when requests meanwhile read the database (an earlier period, an overflow)."""
         return Pacer(BACKGROUND_SHARE) if self.covers(from_period) else None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="smlrec-recent", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
-            self._thread = None
-
-    def _run(self) -> None:
-        interval = MIN_REFRESH_S
-        while not self._stop.is_set():
-            self._wake.wait(interval if self._periodic else None)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            wanted = self._wanted_period
-            if wanted is None or (not self._periodic and wanted == self._from_period
-                                  and not self._overflow):
-                continue
-            started = time.perf_counter()
-            pacer = self.pacer_for(wanted)
-            try:
-                self.rebuild(wanted, pacer)
-            except StoreUnavailable as error:
-                log.warning("recent interactions not refreshed: %s", error)
-            except Exception:  # keep the thread alive whatever a rebuild meets
-                log.exception("recent interactions rebuild failed")
-            worked = time.perf_counter() - started - (pacer.slept if pacer else 0.0)
-            interval = max(MIN_REFRESH_S, REFRESH_COST_FACTOR * worked)
-            if self._wanted_period != wanted:  # another swap asked for another period
-                self._wake.set()
-
+    def step(self) -> float | None:
+        """Rebuild from the period the served version asked for (periodic: also
+        refresh every while, at a pace that keeps it a small share of the time)."""
+        wanted = self._wanted_period
+        again = MIN_REFRESH_S if self._periodic else None
+        if wanted is None or (not self._periodic and wanted == self._from_period
+                              and not self._overflow):
+            return again
+        started = time.perf_counter()
+        pacer = self.pacer_for(wanted)
+        try:
+            self.rebuild(wanted, pacer)
+        except StoreUnavailable as error:
+            log.warning("recent interactions not refreshed: %s", error)
+        except Exception:  # keep the thread alive whatever a rebuild meets
+            log.exception("recent interactions rebuild failed")
+        if self._wanted_period != wanted:  # another swap asked for another period
+            self.wake()
+        if not self._periodic:
+            return None
+        worked = time.perf_counter() - started - (pacer.slept if pacer else 0.0)
+        return max(MIN_REFRESH_S, REFRESH_COST_FACTOR * worked)
 
 def _merge(target: dict[str, set[str]], pairs: Iterable[tuple[str, str]]) -> int:
     """Add (user id, item id) pairs to ``target``; returns how many were new."""

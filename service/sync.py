@@ -10,17 +10,17 @@ thread records the training time of every version recorded meanwhile.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from service.holder import ModelHolder
 from service.metrics import ServiceMetrics
+from smlrec.background import BackgroundLoop
 from store import Bus, BusUnavailable, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 
-class VersionSync:
+class VersionSync(BackgroundLoop):
     def __init__(
         self,
         holder: ModelHolder,
@@ -34,9 +34,7 @@ class VersionSync:
         self._bus = bus
         self._metrics = metrics
         self._poll_seconds = poll_seconds
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("smlrec-version-sync", first_wait=poll_seconds)
         self._unsubscribe: Callable[[], None] | None = None
         self._last_version: int | None = None  # newest version whose duration is recorded
         self._baseline_known = False
@@ -49,8 +47,7 @@ class VersionSync:
             self._unsubscribe = self._bus.subscribe_active(self._on_announcement)
         except BusUnavailable as error:
             log.warning("no active-version announcements, polling only: %s", error)
-        self._thread = threading.Thread(target=self._run, name="smlrec-version-sync", daemon=True)
-        self._thread.start()
+        super().start()
 
     def stop(self) -> None:
         if self._unsubscribe is not None:
@@ -59,27 +56,19 @@ class VersionSync:
             except Exception:  # a broken connection on the way out
                 log.debug("error stopping the announcement subscription", exc_info=True)
             self._unsubscribe = None
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
-            self._thread = None
+        super().stop()
 
     def _on_announcement(self, version: int) -> None:
         log.info("version %d announced", version)
-        self._wake.set()
+        self.wake()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self._poll_seconds)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self._holder.sync_quietly()
-                self._observe_new_versions()
-            except Exception:  # keep the thread alive whatever a poll meets
-                log.exception("active-version check failed")
+    def step(self) -> float:
+        try:
+            self._holder.sync_quietly()
+            self._observe_new_versions()
+        except Exception:  # keep checking whatever a poll meets
+            log.exception("active-version check failed")
+        return self._poll_seconds
 
     def _observe_new_versions(self) -> None:
         """Record the training time of versions recorded since the last check

@@ -25,7 +25,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 # modules every package may use: they import nothing of the project themselves but the
 # method (sml, the bottom layer: the settings check a hyper file with its reader, so a
 # bad file stops start-up)
-LEAVES = ("smlrec.settings", "smlrec.logs")
+LEAVES = ("smlrec.settings", "smlrec.logs", "smlrec.background")
 
 
 def imported(source: str, package: str) -> set[str]:

@@ -11,32 +11,25 @@ from __future__ import annotations
 import logging
 import threading
 
+from smlrec.background import BackgroundLoop, StopLoop
 from store import BusUnavailable, LeaderLock, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 
-class Heartbeat:
+class Heartbeat(BackgroundLoop):
     def __init__(self, lock: LeaderLock, store: Store, interval_s: float) -> None:
+        super().__init__("smlrec-heartbeat", first_wait=interval_s,
+                         join_timeout_s=max(5.0, interval_s))
         self.lock = lock
         self.store = store
         self.interval_s = interval_s
         self.lost = threading.Event()
         self.job_id: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self.lost.clear()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="smlrec-heartbeat", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=max(5.0, self.interval_s))
-        self._thread = None
+        super().start()
 
     def beat_job(self) -> None:
         """Refresh the running job's heartbeat now."""
@@ -44,19 +37,19 @@ class Heartbeat:
         if job_id is not None:
             self.store.heartbeat(job_id)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                held = self.lock.refresh()
-            except BusUnavailable:
-                held = False
-            if not held:
-                log.warning(
-                    "lost the worker lease %r; stopping at the next safe point", self.lock.name
-                )
-                self.lost.set()
-                return
-            try:
-                self.beat_job()
-            except StoreUnavailable:
-                log.warning("could not record the job heartbeat")
+    def step(self) -> float:
+        try:
+            held = self.lock.refresh()
+        except BusUnavailable:
+            held = False
+        if not held:
+            log.warning(
+                "lost the worker lease %r; stopping at the next safe point", self.lock.name
+            )
+            self.lost.set()
+            raise StopLoop
+        try:
+            self.beat_job()
+        except StoreUnavailable:
+            log.warning("could not record the job heartbeat")
+        return self.interval_s
