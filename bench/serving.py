@@ -341,9 +341,9 @@ def _arithmetic(env: dict[str, str], report: Report) -> None:
 
     import torch
 
-    from service.holder import ServingModel
-    from service.quantized import INT8_MIN_SPEEDUP, int8_speedup
-    from service.scorer import QUANTIZED_MIN_USERS, top_k
+    from engine.holder import ServingModel
+    from engine.quantized import INT8_MIN_SPEEDUP, int8_speedup
+    from engine.scorer import QUANTIZED_MIN_USERS, top_k
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

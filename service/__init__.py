@@ -1,2 +1,2 @@
-"""The HTTP service: ``service.app.create_app`` builds the FastAPI application
-(routes, schemas, the model holder that hot-swaps versions, the scorer)."""
+"""The web layer: ``service.app.create_app`` builds the FastAPI application (routes,
+request and response schemas, errors, middleware) on the serving engine (``engine/``)."""

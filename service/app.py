@@ -23,23 +23,23 @@ import torch
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from service.batcher import ScoringBatcher
+from engine.batcher import ScoringBatcher
+from engine.holder import ModelHolder
+from engine.metrics import ServiceMetrics
+from engine.popularity import StorePopularity
+from engine.quantized import INT8_MIN_SPEEDUP, int8_speedup
+from engine.ranked import Ranker
+from engine.recent import RecentInteractions
+from engine.recommender import Recommender
+from engine.sync import VersionSync
 from service.body import document_models
 from service.errors import install_error_handlers
 from service.fastpath import RecommendationsFastPath
-from service.holder import ModelHolder
 from service.ingest import DatabaseIngestor, Ingestor, OpenPeriod, StreamAppender
-from service.metrics import ServiceMetrics
 from service.middleware import RequestMetricsMiddleware
-from service.popularity import StorePopularity
-from service.quantized import INT8_MIN_SPEEDUP, int8_speedup
-from service.ranked import Ranker
-from service.recent import RecentInteractions
-from service.recommender import Recommender
 from service.routes import admin, interactions, ops, recommendations
 from service.runtime import Runtime
 from service.schemas import InteractionBatch
-from service.sync import VersionSync
 from smlrec.preflight import check_admin_token
 from smlrec.settings import Settings, get_settings
 from store import ArtifactStore, Bus, Caps, RedisBus, Store, StoreUnavailable, make_bus

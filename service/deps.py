@@ -13,11 +13,11 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from service.holder import ModelHolder
+from engine.holder import ModelHolder
+from engine.metrics import ServiceMetrics
+from engine.recent import RecentInteractions
+from engine.recommender import Recommender
 from service.ingest import Ingestor
-from service.metrics import ServiceMetrics
-from service.recent import RecentInteractions
-from service.recommender import Recommender
 from service.runtime import Runtime
 from smlrec.settings import Settings
 from store import Bus, Store

@@ -8,7 +8,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.metrics import ServiceMetrics
+from engine.metrics import ServiceMetrics
 
 access_log = logging.getLogger("service.access")
 

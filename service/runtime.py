@@ -6,12 +6,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from service.batcher import ScoringBatcher
-from service.holder import ModelHolder
+from engine.batcher import ScoringBatcher
+from engine.holder import ModelHolder
+from engine.metrics import ServiceMetrics
+from engine.recent import RecentInteractions
+from engine.recommender import Recommender
 from service.ingest import Ingestor, OpenPeriod
-from service.metrics import ServiceMetrics
-from service.recent import RecentInteractions
-from service.recommender import Recommender
 from smlrec.settings import Settings
 from store import ArtifactStore, Bus, Store
 

@@ -9,8 +9,8 @@ import re
 
 from fastapi import APIRouter, Depends, HTTPException, status
 
+from engine.holder import ModelLoadError
 from service.deps import BusDep, HolderDep, RuntimeDep, StoreDep, require_admin
-from service.holder import ModelLoadError
 from service.schemas import (
     ErrorBody,
     JobOut,

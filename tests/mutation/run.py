@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 # outside the repository (mutmut writes a mutants/ tree and a cache per target)
 WORK = Path(os.environ.get("MUTATION_DIR", Path(tempfile.gettempdir()) / "smlrec-mutation"))
-PACKAGES = ["sml", "store", "service", "worker", "smlrec", "bench", "migrations"]
+PACKAGES = ["sml", "store", "engine", "service", "worker", "smlrec", "bench", "migrations"]
 
 TARGETS: dict[str, tuple[str, list[str]]] = {
     "transfer": ("sml/transfer.py", [
@@ -42,10 +42,10 @@ TARGETS: dict[str, tuple[str, list[str]]] = {
     # split out of store/repository.py after its figures in REPORT.md were measured
     "store_periods": ("store/_periods.py", ["tests/store"]),
     "store_reads": ("store/_reads.py", ["tests/store"]),
-    "recommender": ("service/recommender.py", [f"tests/service/test_{name}.py" for name in (
+    "recommender": ("engine/recommender.py", [f"tests/service/test_{name}.py" for name in (
         "recommendations", "recommender_paths", "fastpath", "ops", "ranked", "quantized",
         "swap", "distributed", "end_to_end")]),
-    "scorer": ("service/scorer.py", [f"tests/service/test_{name}.py" for name in (
+    "scorer": ("engine/scorer.py", [f"tests/service/test_{name}.py" for name in (
         "scorer", "batching", "recommendations", "fastpath", "quantized")]),
 }
 
@@ -68,7 +68,7 @@ def run(target: str) -> dict[str, int]:
     root = _copy(target)
     section = (
         "\n[tool.mutmut]\n"
-        f"source_paths = {json.dumps(PACKAGES[:5])}\n"
+        f"source_paths = {json.dumps(PACKAGES[:6])}\n"
         f"only_mutate = {json.dumps([module])}\n"
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n'

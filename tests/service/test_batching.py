@@ -15,10 +15,10 @@ import pytest
 import torch
 from service_testkit import random_payload
 
-from service.batcher import BatcherStopped, ScoringBatcher
-from service.holder import SCORE_BLOCK, ServingModel
-from service.recent import Pacer, RecentInteractions
-from service.scorer import block_top_k, top_k
+from engine.batcher import BatcherStopped, ScoringBatcher
+from engine.holder import SCORE_BLOCK, ServingModel
+from engine.recent import Pacer, RecentInteractions
+from engine.scorer import block_top_k, top_k
 from smlrec.settings import Settings
 from store import NewInteraction, PeriodInfo, Store
 
@@ -207,7 +207,7 @@ def test_past_its_bound_the_set_stops_covering(sqlite_store: Store) -> None:
 def test_a_paced_rebuild_reads_everything_and_spreads_its_work(
     sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import service.recent as recent_module
+    import engine.recent as recent_module
 
     monkeypatch.setattr(recent_module, "CHUNK_ROWS", 2)  # a pause every two rows
     sqlite_store.ingest([_row(f"u{n % 3}", f"i{n}") for n in range(9)])
@@ -226,7 +226,7 @@ def test_a_paced_rebuild_reads_everything_and_spreads_its_work(
 def test_pacer_sleeps_in_proportion_to_the_work() -> None:
     import time
 
-    from service.recent import Pacer
+    from engine.recent import Pacer
 
     pacer = Pacer(share=0.5)
     time.sleep(0.02)  # "work"

@@ -20,7 +20,7 @@ from service_testkit import (
 )
 
 import service.app
-from service.quantized import INT8_MIN_SPEEDUP, int8_speedup
+from engine.quantized import INT8_MIN_SPEEDUP, int8_speedup
 from store import Store
 
 API_PATHS = {

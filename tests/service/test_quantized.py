@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from service import scorer
-from service.holder import SCORE_BLOCK, ServingModel
-from service.quantized import INT8_MAX_K, MIN_ITEMS, QuantizedItems
-from service.scorer import top_k
+from engine import scorer
+from engine.holder import SCORE_BLOCK, ServingModel
+from engine.quantized import INT8_MAX_K, MIN_ITEMS, QuantizedItems
+from engine.scorer import top_k
 
 
 @pytest.fixture(autouse=True)

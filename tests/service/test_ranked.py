@@ -1,4 +1,4 @@
-"""Precomputed top lists (service.ranked) against the scorer they stand in for."""
+"""Precomputed top lists (engine.ranked) against the scorer they stand in for."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 from service_testkit import random_payload
 
-import service.ranked
-from service.holder import ServingModel
-from service.ranked import Ranker, Rankings
-from service.scorer import TopK, top_k
+import engine.ranked
+from engine.holder import ServingModel
+from engine.ranked import Ranker, Rankings
+from engine.scorer import TopK, top_k
 
 N_USERS, N_ITEMS, DIM = 130, 700, 6
 
@@ -128,7 +128,7 @@ def test_a_newer_version_replaces_the_lists_at_once(monkeypatch: pytest.MonkeyPa
     first, second = _model(1, seed=1), _model(2, seed=2)
     paused, resume = threading.Event(), threading.Event()
     progress: list[int] = []
-    score = service.ranked.top_k
+    score = engine.ranked.top_k
 
     def scoring(model: ServingModel, users: range, k: int) -> list[TopK]:
         if model is first and users.start == 10:  # the first version's second chunk
@@ -136,7 +136,7 @@ def test_a_newer_version_replaces_the_lists_at_once(monkeypatch: pytest.MonkeyPa
             resume.wait(60)
         return score(model, users, k)
 
-    monkeypatch.setattr(service.ranked, "top_k", scoring)
+    monkeypatch.setattr(engine.ranked, "top_k", scoring)
     ranker = Ranker(depth=5, chunk=10, on_progress=progress.append)
     ranker.start()
     try:

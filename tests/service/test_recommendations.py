@@ -1,7 +1,7 @@
 """GET /v1/users/{user_id}/recommendations and POST /v1/recommendations:
 the model's ranking for known users, the popularity fallback otherwise. Most
 tests run twice: known users scored per request, and answered from the
-precomputed top lists (service.ranked) wherever those can tell."""
+precomputed top lists (engine.ranked) wherever those can tell."""
 
 from __future__ import annotations
 
@@ -274,16 +274,16 @@ def test_batch_requests_are_scored_on_a_bounded_pool(
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    import service.recommender
+    import engine.recommender
 
     threads: set[str] = set()
-    score = service.recommender.top_k
+    score = engine.recommender.top_k
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         threads.add(threading.current_thread().name)
         return score(*args, **kwargs)
 
-    monkeypatch.setattr(service.recommender, "top_k", recording)
+    monkeypatch.setattr(engine.recommender, "top_k", recording)
     body = {"user_ids": [f"u{n % 7}" for n in range(50)], "k": 3}
     with ThreadPoolExecutor(12) as senders:
         codes = list(senders.map(lambda _: client.post("/v1/recommendations", json=body)

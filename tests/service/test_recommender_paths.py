@@ -1,4 +1,4 @@
-"""service.recommender.Recommender on its own, with a store that records what
+"""engine.recommender.Recommender on its own, with a store that records what
 it is asked and can fail: where seen items come from (memory or database), the
 back-off after a database error, the no-model fallback, the counters."""
 
@@ -13,12 +13,12 @@ import orjson
 import pytest
 from service_testkit import random_payload
 
-import service.recommender as recommender_module
-from service.holder import ServingModel
-from service.metrics import ServiceMetrics
-from service.popularity import Popular
-from service.recommender import DB_BACKOFF_S, Recommendation, Recommender
-from service.scorer import TopK, top_k
+import engine.recommender as recommender_module
+from engine.holder import ServingModel
+from engine.metrics import ServiceMetrics
+from engine.popularity import Popular
+from engine.recommender import DB_BACKOFF_S, Recommendation, Recommender
+from engine.scorer import TopK, top_k
 from store import StoreUnavailable
 
 
@@ -166,7 +166,7 @@ def test_a_database_error_backs_off_and_is_logged(
     model = _model()
     rec, store, _, _ = _parts(indices={}, seen={1: [3]})
     store.fail = True
-    with caplog.at_level(logging.WARNING, logger="service.recommender"):
+    with caplog.at_level(logging.WARNING, logger="engine.recommender"):
         [result] = rec.recommend(model, ["u1"], 3)
     assert result.fallback is None and len(result.items) == 3  # served from the model alone
     assert [r.getMessage() for r in caplog.records] == [
@@ -190,7 +190,7 @@ def test_without_a_model_popularity_of_the_store(clock: Clock,
         ("x", ["c", "a"], None, "popularity"), ("y", ["c", "b"], None, "popularity")]
     assert _fallbacks(metrics, "no_model") == 2
     popularity.fail = True
-    with caplog.at_level(logging.WARNING, logger="service.recommender"):
+    with caplog.at_level(logging.WARNING, logger="engine.recommender"):
         results = rec.recommend(None, ["x"], 2)
     assert [(r.items, r.fallback) for r in results] == [([], "popularity")]
     assert [r.getMessage() for r in caplog.records] == [

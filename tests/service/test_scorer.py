@@ -10,9 +10,9 @@ import pytest
 import torch
 from service_testkit import random_payload
 
-from service import scorer
-from service.holder import ModelLoadError, ServingModel
-from service.scorer import extra_pairs, rank_popular, seen_pairs, top_k
+from engine import scorer
+from engine.holder import ModelLoadError, ServingModel
+from engine.scorer import extra_pairs, rank_popular, seen_pairs, top_k
 
 N_USERS, N_ITEMS, DIM = 12, 50, 6
 

@@ -4,7 +4,7 @@ A model version does not change while it serves, and neither does what it has
 seen (the artifact's seen items): every user's top ``depth`` items are the same
 for every request until the next swap. So after each swap a background thread
 ranks every user of the new version once, with the scorer's exact top-k
-(:func:`service.scorer.top_k`: the items a request would get, their scores to
+(:func:`engine.scorer.top_k`: the items a request would get, their scores to
 float rounding, which differs between products of different batch sizes
 anyway), and requests read their answer from the lists:
 
@@ -14,7 +14,7 @@ anyway), and requests read their answer from the lists:
 - when fewer than ``k`` are left, ``k`` exceeds the depth, the request keeps
   seen items in (``exclude_seen=false``), or the user's row is not ranked yet
   (the thread goes through the users in order; a swap starts it over), the
-  request is scored as before (:class:`service.batcher.ScoringBatcher`).
+  request is scored as before (:class:`engine.batcher.ScoringBatcher`).
 
 Ranking costs what scoring every user once does, spent once per version per API
 process at a lower priority than requests (37-41 s after start-up for 100,000
@@ -33,9 +33,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from service.holder import ServingModel, release_freed_memory
-from service.scorer import TopK, extra_pairs, top_k
-from service.threads import start_thread
+from engine.holder import ServingModel, release_freed_memory
+from engine.scorer import TopK, extra_pairs, top_k
+from engine.threads import start_thread
 
 log = logging.getLogger(__name__)
 

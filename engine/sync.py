@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from service.holder import ModelHolder
-from service.metrics import ServiceMetrics
+from engine.holder import ModelHolder
+from engine.metrics import ServiceMetrics
 from smlrec.background import BackgroundLoop
 from store import Bus, BusUnavailable, Store, StoreUnavailable
 

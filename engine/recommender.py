@@ -8,7 +8,7 @@ after a rollback, or past its size bound) are they read from the store per
 request, and when the database does not answer, the artifact's alone.
 
 Known users are answered from the served version's precomputed top lists
-(service.ranked) when those can tell; otherwise single-user requests
+(engine.ranked) when those can tell; otherwise single-user requests
 (:meth:`Recommender.recommend_one`) are scored through the
 :class:`ScoringBatcher`, so concurrent ones share one matrix product, and batch
 requests in one product of their own.
@@ -25,17 +25,17 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 import orjson
-from starlette.concurrency import run_in_threadpool
 
-from service.batcher import ScoringBatcher
-from service.holder import ServingModel
-from service.metrics import ServiceMetrics
-from service.popularity import StorePopularity
-from service.ranked import Listed, Ranker
-from service.recent import RecentInteractions
-from service.scorer import TopK, rank_popular, top_k
+from engine.batcher import ScoringBatcher
+from engine.holder import ServingModel
+from engine.metrics import ServiceMetrics
+from engine.popularity import StorePopularity
+from engine.ranked import Listed, Ranker
+from engine.recent import RecentInteractions
+from engine.scorer import TopK, rank_popular, top_k
 from store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,8 @@ class Recommender:
             or (exclude_seen and not self._in_memory(model))
             or (user_id not in model.user_index and not len(model.popular))
         ):
-            [result] = await run_in_threadpool(self.recommend, model, [user_id], k, exclude_seen)
+            [result] = await anyio.to_thread.run_sync(
+                functools.partial(self.recommend, model, [user_id], k, exclude_seen))
             return result
         extra = self._recent_items(model, user_id) if exclude_seen else None
         idx = model.user_index.get(user_id)

@@ -1,7 +1,7 @@
 """Top-K scoring on a :class:`ServingModel`: one matrix product per batch of users,
 seen items masked with -inf, then an exact blockwise top-k. No Python loop runs
 over items. Large catalogs are searched through int8 codes first
-(service.quantized) on CPUs where int8 products are fast (the service decides
+(engine.quantized) on CPUs where int8 products are fast (the service decides
 at start), which returns the same top k several times faster there.
 
 score(u, i) = U[u] · V[i] + b_i (the user bias does not change a user's ranking).
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from service.holder import SCORE_BLOCK, ServingModel
-from service.quantized import INT8_MAX_K, QuantizedItems
+from engine.holder import SCORE_BLOCK, ServingModel
+from engine.quantized import INT8_MAX_K, QuantizedItems
 
 # Score at most this many (user, item) cells at once: 64 MiB of float32 per
 # scoring thread, 160 users at 100,000 items (chunks are whole ``USER_LANES``).
@@ -127,7 +127,7 @@ def top_k(
     With ``exclude_seen``, items in the model's seen CSR and in ``extra_seen``
     (one array per user, e.g. interactions logged since the model was trained)
     are left out, so a user may get fewer than ``k`` items. Large catalogs go
-    through the int8 candidate pass (service.quantized) when at least
+    through the int8 candidate pass (engine.quantized) when at least
     ``QUANTIZED_MIN_USERS`` users are asked for at once, in chunks of
     ``QUANTIZED_CHUNK``; otherwise users are scored in float32 in chunks of at most
     ``max_cells`` (user, item) scores. Both give the float32 top k."""

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from service.holder import ServingModel
-from service.scorer import TopK, top_k
-from service.threads import start_thread
+from engine.holder import ServingModel
+from engine.scorer import TopK, top_k
+from engine.threads import start_thread
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from service.holder import settle_long_lived_objects
+from engine.holder import settle_long_lived_objects
 from smlrec.background import BackgroundLoop
 from store import NewInteraction, Store, StoreUnavailable
 

@@ -24,14 +24,14 @@ import orjson
 import torch
 from torch import Tensor
 
-from service.metrics import ServiceMetrics
-from service.quantized import MIN_ITEMS, QuantizedItems
+from engine.metrics import ServiceMetrics
+from engine.quantized import MIN_ITEMS, QuantizedItems
 from store import ArtifactCorrupt, ArtifactStore, ModelArtifact, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 RETRY_FAILED_AFTER_S = 30.0  # a version that failed to load is retried this late by the sync
-SCORE_BLOCK = 64  # items per block of the scorer's blockwise top-k (service.scorer)
+SCORE_BLOCK = 64  # items per block of the scorer's blockwise top-k (engine.scorer)
 
 
 class ModelLoadError(Exception):
@@ -79,7 +79,7 @@ class ServingModel:
         Id maps equal to ``previous``'s (consecutive versions usually share them)
         are reused rather than rebuilt: a swap then allocates little besides the
         tables. With ``quantize``, catalogs of at least ``MIN_ITEMS`` items also get
-        int8 codes (service.quantized). Raises ModelLoadError when the payload is
+        int8 codes (engine.quantized). Raises ModelLoadError when the payload is
         inconsistent."""
         try:
             return cls._build(payload, previous, quantize)
