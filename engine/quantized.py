@@ -30,11 +30,9 @@ top k taken among them. A user with fewer than k clean blocks gets no answer her
 (the caller scores it in float32). ``tests/service/test_quantized.py`` checks the
 bound on every (user, item) pair and the answers against float32 scoring.
 
-Whether int8 pays depends on the CPU. With int8 dot-product instructions
-(AVX-512 VNNI) the product runs several times faster than float32; without them
-torch's int8 kernel is slow: on an AVX2-only AMD EPYC (Zen 3) it ran at 1.2
-billion multiply-adds per second, 20-50 times slower than float32, and a service
-scoring through it answered 185 requests/s instead of 900.
+Whether int8 pays depends on the CPU: with int8 dot-product instructions (AVX-512
+VNNI) the product runs several times faster than float32, without them torch's int8
+kernel is many times slower (bench/RESULTS.md has both).
 :func:`int8_speedup` measures the ratio once per process, and
 ``SMLREC_INT8_SCORING=auto`` (the default) uses int8 only where it pays.
 """

@@ -20,10 +20,9 @@ keeps, so no request allocates (and page-faults) tens of megabytes. Chunks of
 ``ITEM_MAJOR_MIN_USERS`` users or more are scored item-major, tile by tile (the
 product of a slice of the item table with all the chunk's users, then that
 slice's block maxima while it is still in cache), with the users padded to
-whole ``USER_LANES``. On an AVX2 EPYC at 100,000 items x 64 dims, one core, this
-costs 0.48 ms per user at 24 users, 0.38 at 32, 0.34 at 64 and 0.28 at 160-1,000,
-against 0.99, 0.67, 0.46 and 0.37-0.41 user-major. Below 16 users the
-user-major product is cheaper.
+whole ``USER_LANES``: cheaper per user than the user-major product from 16 users
+on (the measured figures behind this file's constants are in bench/RESULTS.md,
+"Why the serving engine's constants are what they are").
 """
 
 from __future__ import annotations
@@ -44,9 +43,8 @@ MAX_CELLS = 1 << 24
 # Chunks of this many users or more are scored item-major (see the module doc).
 ITEM_MAJOR_MIN_USERS = 16
 # Item-major scores have this many user columns, padded with zero users: torch's
-# block maximum over an (items x users) tile runs at 0.1 ns per cell when the users
-# are a multiple of 32 and at 2.5-3 ns below 32 (0.3-1.3 ns in between), on an AVX2
-# EPYC. The padded product costs about what the narrower one does at these sizes.
+# block maximum over an (items x users) tile is many times faster when the users are
+# a multiple of 32, and the padded product costs about what the narrower one does.
 USER_LANES = 32
 # Cells of one item-major tile (1 MiB of float32 scores: about an L2 cache).
 TILE_CELLS = 1 << 18
@@ -54,16 +52,9 @@ TILE_CELLS = 1 << 18
 # Users per chunk on the int8 path: its scratch holds n_items / 4 x 256 int32 group
 # maxima (25 MiB per scoring thread at 100,000 items).
 QUANTIZED_CHUNK = 256
-# Fewer users than this are scored in float32 even when int8 codes exist. The int8
-# path runs about 60 small tensor operations per chunk, and a thread retakes the GIL
-# after each one; while the event loop runs Python, each retake waits up to the
-# switch interval. Measured with a busy Python thread beside it, 17 users at a time:
-# int8 fell from 4,000 to 120 users/s, float32 (about 12 operations) from 2,000 to
-# 590. In the service itself, though (single-user requests from 32 connections, in
-# micro-batches of 10-30, 100,000 items), int8 from 16 users on served 1,680-1,840
-# requests/s against 1,370-1,420 with float32 below 64 users: the loop waits on
-# I/O often enough. A threshold of 4 measured alike (1,500-1,790, within the noise);
-# 16 keeps the smallest batches, where the GIL retakes weigh most, on float32.
+# Fewer users than this are scored in float32 even when int8 codes exist: the int8
+# path runs about 60 small tensor operations per chunk and retakes the GIL after each
+# one, which costs most in the smallest batches, while the event loop runs Python.
 QUANTIZED_MIN_USERS = 16
 
 _buffers = threading.local()

@@ -4,8 +4,7 @@ per-request machinery, for the requests that need none of it.
 The route is the service's hot path, and at thousands of requests a second the
 event loop's time per request bounds its throughput: routing, the dependency
 and parameter machinery, the request object and the response class are a good
-part of it (with 32 connections on a 100,000-item model this layer alone took
-1,300 requests/s to 1,390; the scorer thread was then the limit). It answers a
+part of it (bench/RESULTS.md has what skipping them gained). It answers a
 request itself when it is plainly valid (a well-formed id, ``k`` and
 ``exclude_seen`` as plain literals, the client key right when one is set) and
 hands every other request, unchanged, to the documented route, which then
