@@ -153,9 +153,8 @@ def test_k_beyond_the_int8_range_uses_float32() -> None:
     _assert_same(with_int8, exact, list(range(5)), 1500)  # everything unseen
 
 
-def test_small_batches_stay_on_float32(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scorer, "QUANTIZED_MIN_USERS", 64)
-    with_int8, _ = _pair(_payload(100, 1000, 8, seed=8))
+def _searches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The batch sizes the int8 pass is asked for from now on."""
     calls: list[int] = []
     search = QuantizedItems.search
 
@@ -164,6 +163,13 @@ def test_small_batches_stay_on_float32(monkeypatch: pytest.MonkeyPatch) -> None:
         return search(self, user_emb, *args)
 
     monkeypatch.setattr(QuantizedItems, "search", counting)
+    return calls
+
+
+def test_small_batches_stay_on_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scorer, "QUANTIZED_MIN_USERS", 64)
+    with_int8, _ = _pair(_payload(100, 1000, 8, seed=8))
+    calls = _searches(monkeypatch)
     top_k(with_int8, list(range(63)), 10)
     assert calls == []
     top_k(with_int8, list(range(100)), 10)
@@ -197,19 +203,6 @@ def test_int8_tables_can_be_turned_off() -> None:
     payload = _payload(4, MIN_ITEMS, 4, seed=10)
     assert ServingModel.from_payload(payload, quantize=False).quantized is None
     assert ServingModel.from_payload(payload).quantized is not None
-
-
-def _searches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The batch sizes the int8 pass is asked for from now on."""
-    calls: list[int] = []
-    search = QuantizedItems.search
-
-    def counting(self: QuantizedItems, user_emb: torch.Tensor, *args: Any) -> Any:
-        calls.append(len(user_emb))
-        return search(self, user_emb, *args)
-
-    monkeypatch.setattr(QuantizedItems, "search", counting)
-    return calls
 
 
 def test_the_int8_pass_starts_at_exactly_its_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
