@@ -31,7 +31,6 @@ def last_closed_id(session: Session) -> int | None:
 
 
 class PeriodsMixin(StoreBase):
-
     def open_period(self) -> PeriodInfo:
         """The open period (period 0 is created on first use)."""
         with self._tx(write=True) as session:

@@ -19,7 +19,6 @@ _FETCH_ROWS = 5_000  # interactions per fetch when reading periods into arrays
 
 
 class ReadsMixin(StoreBase):
-
     def period_arrays(self, period_id: int) -> PeriodArrays:
         """A period's interactions in id order (for the open period: those so far).
         Raises KeyError for an unknown period."""
