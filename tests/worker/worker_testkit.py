@@ -89,7 +89,9 @@ def make_settings(database_url: str, model_dir: Path, **overrides: Any) -> Setti
         "embed_dim": 8,
         "worker_poll_seconds": 0.05,
         "swap_poll_seconds": 0.5,
-        "lock_ttl_seconds": 2.0,
+        # the production lease: a worker process niced below a loaded machine can miss a
+        # 2 s lease and give its job up; tests about a lapsing lease set a short one
+        "lock_ttl_seconds": 10.0,
         "admin_token": "admin-secret",
         "api_key": None,
         "log_level": "INFO",
