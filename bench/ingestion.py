@@ -7,8 +7,9 @@ accepted one is stored.
 - distributed (``--distributed``, needs PostgreSQL and Redis): ``smlrec serve
   --no-worker`` appends to the Redis stream; then one ``smlrec worker`` drains
   the stream into PostgreSQL, timed until the database holds every accepted row.
-  Uses Redis database 14 (its ``smlrec:*`` keys are deleted before and after)
-  and a PostgreSQL schema of its own (dropped afterwards).
+  Uses keys of its own in Redis database 14 (a prefix unique to the run,
+  deleted afterwards) and a PostgreSQL schema of its own (dropped afterwards),
+  so two runs at once, or a run beside the test suite, do not meet.
 
     python -m bench.ingestion                         # embedded
     python -m bench.ingestion --distributed           # both
@@ -154,19 +155,20 @@ def _postgres_schema() -> Iterator[str]:
                 sql.Identifier(name)))
 
 
-def _clear_redis(client: redis.Redis) -> None:
-    keys = list(client.scan_iter(match="smlrec:*", count=1000))
+def _clear_redis(client: redis.Redis, prefix: str) -> None:
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys:
         client.delete(*keys)
 
 
 def distributed(args: argparse.Namespace, report: Report) -> None:
     redis_client = redis.Redis.from_url(REDIS_URL)
-    _clear_redis(redis_client)
+    prefix = f"smlrec-bench-{uuid.uuid4().hex[:10]}"
     try:
         with tempfile.TemporaryDirectory(prefix="smlrec-bench-ingest-") as folder, \
                 _postgres_schema() as database_url:
             env = {"SMLREC_DATABASE_URL": database_url, "SMLREC_REDIS_URL": REDIS_URL,
+                   "SMLREC_REDIS_PREFIX": prefix,
                    "SMLREC_MODEL_DIR": str(Path(folder) / "models"), "SMLREC_PERIOD": "manual"}
             bodies = _bodies(args.max_requests, args.batch, "d")
             with serve(env, no_worker=True) as server:
@@ -179,7 +181,7 @@ def distributed(args: argparse.Namespace, report: Report) -> None:
                        rate >= STREAM_TARGET and failed == 0)
             _drain(env, accepted, args, report)
     finally:
-        _clear_redis(redis_client)
+        _clear_redis(redis_client, prefix)
         redis_client.close()
 
 
