@@ -31,6 +31,7 @@ import torch
 from engine.holder import ServingModel
 from engine.scorer import TopK, top_k
 from engine.threads import start_thread
+from smlrec.background import BackgroundThread
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class BatcherStopped(RuntimeError):
     """The batcher is not running (the service is shutting down)."""
 
 
-class ScoringBatcher:
+class ScoringBatcher(BackgroundThread):
     def __init__(
         self,
         max_batch: int = MAX_BATCH,
@@ -80,27 +81,24 @@ class ScoringBatcher:
         self._first_at = 0.0  # monotonic arrival time of the oldest queued request
         self._last_at = 0.0  # monotonic arrival time of the newest one
         self._cond = threading.Condition()
-        self._running = False
-        self._thread: threading.Thread | None = None
+        self._running = False  # requests are taken (changed under the lock)
+        super().__init__("smlrec-scorer", join_timeout_s=10.0)
         self.batches = 0  # counters, for the benchmark and tests
         self.scored = 0
 
-    def start(self) -> None:
+    def _on_start(self) -> None:
         with self._cond:
-            if self._running:
-                return
             self._running = True
         self.torch_threads = self._threads or torch.get_num_threads()
-        self._thread = start_thread(self._run, "smlrec-scorer", self._threads)
 
-    def stop(self) -> None:
-        """Score what is queued, then stop the thread."""
+    def _spawn(self, target: Callable[[], None]) -> threading.Thread:
+        return start_thread(target, self.name, self._threads)
+
+    def _on_stop(self) -> None:
+        """No new request is taken; the thread scores what is queued, then ends."""
         with self._cond:
             self._running = False
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
-            self._thread = None
 
     def submit(
         self,
@@ -160,7 +158,7 @@ class ScoringBatcher:
                 self._first_at = self._last_at = time.monotonic()
             return batch
 
-    def _run(self) -> None:
+    def run(self) -> None:
         while self._serve_next():
             pass
 

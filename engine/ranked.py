@@ -36,6 +36,7 @@ import numpy as np
 from engine.holder import ServingModel, release_freed_memory
 from engine.scorer import TopK, extra_pairs, top_k
 from engine.threads import start_thread
+from smlrec.background import BackgroundThread
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class Rankings:
                 for b, (ok, n) in enumerate(zip(answered.tolist(), counts, strict=True))]
 
 
-class Ranker:
+class Ranker(BackgroundThread):
     """The thread that ranks each version it is given (:meth:`submit`, after each
     swap); :meth:`rankings` gives the lists of a model, as far as they go."""
 
@@ -115,6 +116,7 @@ class Ranker:
                  on_progress: Callable[[int], None] | None = None) -> None:
         if depth < 1 or chunk < 1:
             raise ValueError("depth and chunk must be >= 1")
+        super().__init__("smlrec-ranker", join_timeout_s=30.0)
         self.depth = depth
         self._chunk = chunk
         self._nice = nice
@@ -122,25 +124,15 @@ class Ranker:
         self._cond = threading.Condition()
         self._pending: ServingModel | None = None
         self._current: Rankings | None = None
-        self._running = False
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        with self._cond:
-            if self._running:
-                return
-            self._running = True
-        self._thread = start_thread(self._run, "smlrec-ranker", 1)
+    def _spawn(self, target: Callable[[], None]) -> threading.Thread:
+        return start_thread(target, self.name, 1)
 
-    def stop(self) -> None:
+    def _on_stop(self) -> None:
         with self._cond:
-            self._running = False
             self._pending = None
+            self._current = None
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=30.0)
-            self._thread = None
-        self._current = None
 
     def submit(self, model: ServingModel) -> None:
         """Rank ``model``'s users from now on (the lists of an earlier one are
@@ -173,12 +165,12 @@ class Ranker:
 
     def _next(self) -> ServingModel | None:
         with self._cond:
-            while self._running and self._pending is None:
+            while not self.stopping and self._pending is None:
                 self._cond.wait()
             model, self._pending = self._pending, None
-            return model if self._running else None
+            return None if self.stopping else model
 
-    def _run(self) -> None:
+    def run(self) -> None:
         try:  # Linux: the niceness of this thread alone
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         except (AttributeError, OSError) as error:
@@ -195,12 +187,12 @@ class Ranker:
     def _rank(self, model: ServingModel) -> None:
         rankings = Rankings(model, min(self.depth, max(1, model.n_items)))
         with self._cond:
-            if self._pending is not None or not self._running:
+            if self._pending is not None or self.stopping:
                 return  # a newer version came in meanwhile
             self._current = rankings
         began = time.perf_counter()
         for start in range(0, model.n_users, self._chunk):
-            if self._pending is not None or not self._running:
+            if self._pending is not None or self.stopping:
                 log.info("ranking of model version %d stopped at %d of %d users (a newer "
                          "version, or shutdown)", model.version, start, model.n_users)
                 return

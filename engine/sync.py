@@ -10,6 +10,7 @@ thread records the training time of every version recorded meanwhile.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from engine.holder import ModelHolder
@@ -39,24 +40,26 @@ class VersionSync(BackgroundLoop):
         self._last_version: int | None = None  # newest version whose duration is recorded
         self._baseline_known = False
 
-    def start(self) -> None:
+    def start(self) -> threading.Thread:
         """Subscribe to announcements (polling alone if the bus is down) and start
         the thread."""
+        if self.thread is not None and self.is_alive():
+            return self.thread
         self._observe_new_versions()
         try:
             self._unsubscribe = self._bus.subscribe_active(self._on_announcement)
         except BusUnavailable as error:
             log.warning("no active-version announcements, polling only: %s", error)
-        super().start()
+        return super().start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         if self._unsubscribe is not None:
             try:
                 self._unsubscribe()
             except Exception:  # a broken connection on the way out
                 log.debug("error stopping the announcement subscription", exc_info=True)
             self._unsubscribe = None
-        super().stop()
+        super().stop(timeout)
 
     def _on_announcement(self, version: int) -> None:
         log.info("version %d announced", version)

@@ -49,7 +49,7 @@ from store.migrate import upgrade
 class EmbeddedWorker(Protocol):
     """What the service needs of a worker it runs beside its API."""
 
-    def start_thread(self) -> threading.Thread: ...
+    def start(self) -> threading.Thread: ...
 
     def stop(self, timeout: float | None = None, abandon: bool = False) -> None: ...
 
@@ -160,7 +160,7 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     stack.callback(sync.stop)
     if app.state.run_worker:
         worker = app.state.worker_factory(settings, store, bus, artifacts)
-        worker.start_thread()
+        worker.start()
         # the service stops within seconds: a boundary under way is abandoned (its job
         # is queued again), never waited for
         stack.callback(worker.stop, WORKER_STOP_TIMEOUT_S, True)

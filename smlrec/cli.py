@@ -221,7 +221,7 @@ def run_worker(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     try:
-        Worker(settings, store, bus, ArtifactStore(settings.model_dir)).run(stop)
+        Worker(settings, store, bus, ArtifactStore(settings.model_dir)).work(stop)
     finally:
         bus.close()
         store.close()

@@ -1,15 +1,18 @@
-"""The background loop every service and worker thread shares: steps on its own thread,
-woken at once, waiting what each step asks, surviving a failing step, ended by its
-step or by stop, and started again. Waits are on events with generous bounds."""
+"""The lifecycle every service and worker thread shares (one thread per start, a hook
+that wakes it on stop, a join, a restart) and the loop most of them run: steps on its
+own thread, woken at once, waiting what each step asks, surviving a failing step,
+ended by its step or by stop, and started again. Waits are on events with generous
+bounds."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
-from smlrec.background import BackgroundLoop, StopLoop
+from smlrec.background import BackgroundLoop, BackgroundThread, StopLoop
 
 BOUND_S = 60.0  # a slow machine is slower, never red
 
@@ -87,7 +90,7 @@ def test_the_wait_a_step_returns_comes_before_the_next_step() -> None:
 def test_stop_joins_the_thread_and_a_stopped_loop_starts_again() -> None:
     loop = Recording(first_wait=None, waits=[])
     loop.start()
-    thread = loop._thread
+    thread = loop.thread
     assert thread is not None and thread.is_alive()
     loop.stop()
     assert not thread.is_alive()
@@ -106,9 +109,73 @@ def test_stop_loop_from_a_step_ends_the_thread() -> None:
     loop = Recording(first_wait=None, waits=[])
     loop.end_next = True
     loop.start()
-    thread = loop._thread
+    thread = loop.thread
     assert thread is not None
     loop.wake()
     thread.join(BOUND_S)
     assert not thread.is_alive() and loop.steps == ["test-loop"]
     loop.stop()  # still fine after the loop ended by itself
+
+
+class Waiting(BackgroundThread):
+    """A thread that waits on a condition of its own until stop wakes it."""
+
+    def __init__(self) -> None:
+        super().__init__("test-thread", join_timeout_s=BOUND_S)
+        self.cond = threading.Condition()
+        self.running = threading.Event()
+        self.spawned: list[str] = []
+        self.woken = False
+
+    def _spawn(self, target: Callable[[], None]) -> threading.Thread:
+        self.spawned.append(self.name)
+        return super()._spawn(target)
+
+    def _on_stop(self) -> None:
+        with self.cond:
+            self.woken = True
+            self.cond.notify_all()
+
+    def run(self) -> None:
+        self.running.set()
+        with self.cond:
+            while not self.stopping:
+                self.cond.wait()
+
+
+def test_a_thread_starts_once_while_alive_and_stop_wakes_and_joins_it() -> None:
+    waiting = Waiting()
+    thread = waiting.start()
+    try:
+        assert waiting.running.wait(BOUND_S)
+        assert thread.name == "test-thread" and thread.daemon
+        assert waiting.start() is thread and waiting.spawned == ["test-thread"]
+        assert waiting.thread is thread and waiting.is_alive()
+    finally:
+        waiting.stop()
+    assert waiting.woken and not thread.is_alive()  # the hook woke it; stop joined it
+    assert waiting.thread is None and not waiting.is_alive() and waiting.stopping
+    again = waiting.start()
+    try:
+        assert again is not thread and again.is_alive() and not waiting.stopping
+        assert waiting.spawned == ["test-thread", "test-thread"]
+    finally:
+        waiting.stop()
+
+
+def test_stop_waits_no_longer_than_its_timeout() -> None:
+    class Stuck(BackgroundThread):
+        def __init__(self) -> None:
+            super().__init__("test-stuck", join_timeout_s=BOUND_S)
+            self.release = threading.Event()
+
+        def run(self) -> None:
+            self.release.wait(BOUND_S)  # ignores stop until released
+
+    stuck = Stuck()
+    thread = stuck.start()
+    stuck.stop(timeout=0.01)  # returns with the thread still running
+    assert thread.is_alive()
+    stuck.release.set()
+    thread.join(BOUND_S)
+    assert not thread.is_alive()

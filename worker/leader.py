@@ -27,9 +27,9 @@ class Heartbeat(BackgroundLoop):
         self.lost = threading.Event()
         self.job_id: str | None = None
 
-    def start(self) -> None:
+    def start(self) -> threading.Thread:
         self.lost.clear()
-        super().start()
+        return super().start()
 
     def beat_job(self) -> None:
         """Refresh the running job's heartbeat now."""

@@ -35,6 +35,7 @@ import signal
 import threading
 import time
 
+from smlrec.background import BackgroundThread
 from smlrec.logs import configure_logging
 from smlrec.settings import Settings
 
@@ -43,32 +44,24 @@ log = logging.getLogger(__name__)
 ORPHAN_GRACE_S = 3.0  # a child whose parent died leaves within this, whatever it does
 POLL_S = 0.5  # how often the parent's supervisor looks at its child
 STOP_GRACE_S = 3.0  # a stopping child gets this long before it is terminated
+SUPERVISOR_JOIN_S = 2.0  # then the supervising thread, which polls every POLL_S
 MAX_RESTART_DELAY_S = 30.0
 
 _spawn = multiprocessing.get_context("spawn")  # no fork of a threaded process
 
 
-class WorkerProcess:
+class WorkerProcess(BackgroundThread):
     """Runs the worker in a child process, restarted if it dies, until :meth:`stop`.
 
-    Same lifecycle as :class:`worker.runner.Worker`'s thread: ``start_thread``
-    then ``stop``. The supervising thread is named ``smlrec-worker``."""
+    Same lifecycle as :class:`worker.runner.Worker`: ``start`` then ``stop``. The
+    supervising thread is named ``smlrec-worker``."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__("smlrec-worker", join_timeout_s=SUPERVISOR_JOIN_S)
         self.settings = settings
-        self._stop = threading.Event()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._to_child: multiprocessing.connection.Connection | None = None
-        self._thread: threading.Thread | None = None
         self._mutex = threading.Lock()
-
-    def start_thread(self) -> threading.Thread:
-        if self._thread is not None and self._thread.is_alive():
-            return self._thread
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._supervise, name="smlrec-worker", daemon=True)
-        self._thread.start()
-        return self._thread
 
     def stop(self, timeout: float | None = None, abandon: bool = True) -> None:
         """Ask the child to stop now (a boundary under way is abandoned and its
@@ -90,11 +83,10 @@ class WorkerProcess:
                 if process.is_alive():
                     process.kill()
                     process.join(1.0)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(2.0)
-            self._thread = None
+        super().stop()  # the supervisor, which returns once it sees the child gone
 
-    def _supervise(self) -> None:
+    def run(self) -> None:
+        """The supervisor: start the child, and again whenever it dies."""
         delay = 1.0
         while not self._stop.is_set():
             from_parent, to_child = _spawn.Pipe(duplex=False)
@@ -165,7 +157,7 @@ def child_main(settings: Settings, from_parent: multiprocessing.connection.Conne
     store = Store.from_url(settings.database_url)
     bus = make_bus(settings)
     try:
-        Worker(settings, store, bus, ArtifactStore(settings.model_dir)).run(stop, abandon)
+        Worker(settings, store, bus, ArtifactStore(settings.model_dir)).work(stop, abandon)
     finally:
         bus.close()
         store.close()

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from smlrec.background import BackgroundThread
 from smlrec.settings import Settings
 from store import (
     ArtifactStore,
@@ -85,7 +86,7 @@ class _Training:
     error: BaseException | None = None
 
 
-class Worker:
+class Worker(BackgroundThread):
     """The retraining worker. ``store``, ``bus`` and ``artifacts`` belong to the
     caller, who closes them; the worker releases its lease when it stops."""
 
@@ -98,9 +99,9 @@ class Worker:
         self.artifacts = artifacts
         self.distributed = bool(settings.redis_url)
         self.stale_after_s = STALE_TTLS * settings.lock_ttl_seconds
-        self._stop = threading.Event()
+        # stop(None) waits for the boundary under way, however long it takes
+        super().__init__("smlrec-worker", join_timeout_s=None)
         self._abandon = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = bus.leader_lock(LOCK_NAME, settings.lock_ttl_seconds)
         self._heartbeat = Heartbeat(self._lock, store, settings.lock_ttl_seconds / 3)
         self._trainer = PeriodTrainer(settings, store, bus, artifacts, self._check_leader)
@@ -116,7 +117,7 @@ class Worker:
         self._training: _Training | None = None
         self._time_cut_sent: tuple[int, float | None] | None = None  # (period, opened_at)
         self._next_stale_check = 0.0
-        self._stopping = self._stop  # the event run() was given: no new job once it is set
+        self._stopping = self._stop  # the event work() was given: no new job once it is set
         self._abandoning = self._abandon
 
     # ---- lifecycle ------------------------------------------------------------
@@ -125,29 +126,21 @@ class Worker:
     def is_leader(self) -> bool:
         return self._leading
 
-    def start_thread(self) -> threading.Thread:
-        """Run :meth:`run` on a background thread (embedded mode)."""
-        if self._thread is not None and self._thread.is_alive():
-            return self._thread
-        self._stop.clear()
+    def _on_start(self) -> None:
         self._abandon.clear()
-        self._thread = threading.Thread(
-            target=self.run, args=(self._stop, self._abandon), name="smlrec-worker", daemon=True
-        )
-        self._thread.start()
-        return self._thread
+
+    def run(self) -> None:
+        """The thread :meth:`start` starts (embedded mode): :meth:`work` until stopped."""
+        self.work(self._stop, self._abandon)
 
     def stop(self, timeout: float | None = None, abandon: bool = False) -> None:
         """Ask the loop to stop and wait up to ``timeout`` s; with ``abandon`` it
         does not wait for a boundary under way (its job is queued again)."""
-        self._stop.set()
         if abandon:
             self._abandon.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        super().stop(timeout)
 
-    def run(self, stop: threading.Event, abandon: threading.Event | None = None) -> None:
+    def work(self, stop: threading.Event, abandon: threading.Event | None = None) -> None:
         """Work until ``stop`` is set (and the boundary under way has finished,
         unless ``abandon`` is set too); always gives the lease up on the way out."""
         self._stopping = stop

@@ -68,7 +68,7 @@ def test_admin_retrain_cuts_at_the_request_while_rows_wait_in_the_stream(
 
             worker = Worker(settings, store, RedisBus(REDIS_URL, prefix=settings.redis_prefix),
                             ArtifactStore(settings.model_dir))
-            worker.start_thread()
+            worker.start()
             job = wait_for(lambda: (j := store.get_job(job_id)) and j.status in
                            ("succeeded", "failed") and j, timeout=600)
             assert job.status == "succeeded", job.error
@@ -120,7 +120,7 @@ def test_the_time_rule_cuts_the_stream_when_the_window_ends(
     api = RedisBus(REDIS_URL, prefix=settings.redis_prefix)
     worker = Worker(settings, store, RedisBus(REDIS_URL, prefix=settings.redis_prefix),
                     ArtifactStore(settings.model_dir))
-    worker.start_thread()
+    worker.start()
     try:
         api.append_unseen([NewInteraction(f"u{n}", f"i{n % 30}", 1.7e9 + n * 9 * 3600, f"e{n}")
                            for n in range(200)])  # stamps 9 h apart close nothing

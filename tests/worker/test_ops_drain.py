@@ -50,7 +50,7 @@ def test_rows_are_stored_while_a_boundary_runs(
     hold = psycopg.connect(libpq_url(url), autocommit=True)
     try:
         hold.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, LOCK_VERSIONS))
-        worker.start_thread()
+        worker.start()
         api.append_unseen(rows_of(small_log, 0, 300))
         wait_for(lambda: store.count_open() == 300, timeout=600)
         closed = store.close_period_and_queue()  # as a count rule would

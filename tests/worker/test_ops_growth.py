@@ -31,7 +31,7 @@ def test_model_dir_keeps_the_active_the_newest_and_the_pinned(
     settings = make_settings(sqlite_url, model_dir, keep_versions=2)
     store = sqlite_store
     worker = Worker(settings, store, InProcessBus(), ArtifactStore(model_dir))
-    worker.start_thread()
+    worker.start()
     try:
         with TestClient(create_app(settings, run_worker=False)) as api:
             for p in range(5):

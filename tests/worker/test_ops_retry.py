@@ -37,7 +37,7 @@ def test_failed_retrains_are_retried_in_order_surfaced_and_retried_on_request(
                              retrain_backoff_seconds=0.2)
     store = sqlite_store
     worker = Worker(settings, store, InProcessBus(), ArtifactStore(model_dir))
-    worker.start_thread()
+    worker.start()
     try:
         with TestClient(create_app(settings, run_worker=False)) as api:
             jobs = []

@@ -117,7 +117,7 @@ def test_entries_of_a_dead_consumer_are_stored_exactly_once(
 
         settings = make_settings(url, tmp_path / "models", redis_url=REDIS_URL)
         worker = Worker(settings, store, worker_bus, ArtifactStore(settings.model_dir))
-        worker.start_thread()
+        worker.start()
         wait_for(lambda: store.count_open() == 300 and api_bus.pending_count() == 0)
         # a last entry, stored in stream order: once it is in, nothing before it is pending
         api_bus.append([NewInteraction("marker", "marker", 1.0, "marker")])

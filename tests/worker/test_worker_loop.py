@@ -40,7 +40,7 @@ class Running:
         self.published: list[int] = []
         self.bus.subscribe_active(self.published.append)
         self.worker = Worker(settings, store, self.bus, self.artifacts)
-        self.worker.start_thread()
+        self.worker.start()
 
     def stop(self) -> None:
         self.worker.stop(timeout=30)
