@@ -27,7 +27,7 @@ the top k does too, and for its group g in block b, A_g + eps_b >= tau. The
 blocks with A_b + eps_b >= tau, then their groups with A_g + eps_b >= tau, are
 the candidates; their items are rescored in float32, seen ones dropped, and the
 top k taken among them. A user with fewer than k clean blocks gets no answer here
-(the caller scores it in float32). ``tests/service/test_quantized.py`` checks the
+(the caller scores it in float32). ``tests/engine/test_quantized.py`` checks the
 bound on every (user, item) pair and the answers against float32 scoring.
 
 Whether int8 pays depends on the CPU: with int8 dot-product instructions (AVX-512

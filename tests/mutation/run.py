@@ -42,11 +42,14 @@ TARGETS: dict[str, tuple[str, list[str]]] = {
     # split out of store/repository.py after its figures in REPORT.md were measured
     "store_periods": ("store/_periods.py", ["tests/store"]),
     "store_reads": ("store/_reads.py", ["tests/store"]),
-    "recommender": ("engine/recommender.py", [f"tests/service/test_{name}.py" for name in (
-        "recommendations", "recommender_paths", "fastpath", "ops", "ranked", "quantized",
-        "swap", "distributed", "end_to_end")]),
-    "scorer": ("engine/scorer.py", [f"tests/service/test_{name}.py" for name in (
-        "scorer", "batching", "recommendations", "fastpath", "quantized")]),
+    "recommender": ("engine/recommender.py", [
+        *(f"tests/engine/test_{name}.py" for name in ("recommender_paths", "ranked", "quantized")),
+        *(f"tests/service/test_{name}.py" for name in (
+            "recommendations", "serving_paths", "fastpath", "ops", "swap", "distributed",
+            "end_to_end"))]),
+    "scorer": ("engine/scorer.py", [
+        *(f"tests/engine/test_{name}.py" for name in ("scorer", "batching", "quantized")),
+        *(f"tests/service/test_{name}.py" for name in ("recommendations", "fastpath"))]),
 }
 
 

@@ -13,13 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from service_testkit import random_payload
+from engine_testkit import random_payload
 
 from engine.batcher import BatcherStopped, ScoringBatcher
 from engine.holder import SCORE_BLOCK, ServingModel
 from engine.recent import Pacer, RecentInteractions
 from engine.scorer import block_top_k, top_k
-from smlrec.settings import Settings
 from store import NewInteraction, PeriodInfo, Store
 
 
@@ -145,8 +144,8 @@ def test_an_idle_batcher_keeps_no_version_alive(caller: str) -> None:
 
 
 @pytest.fixture
-def sqlite_store(settings: Settings) -> Store:
-    return Store.from_url(settings.database_url)
+def sqlite_store(sqlite_url: str) -> Store:
+    return Store.from_url(sqlite_url)
 
 
 def _row(user: str, item: str) -> NewInteraction:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from service_testkit import random_payload
+from engine_testkit import random_payload
 
 import engine.ranked
 from engine.holder import ServingModel

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from service_testkit import random_payload
+from engine_testkit import random_payload
 
 from engine import scorer
 from engine.holder import ModelLoadError, ServingModel
