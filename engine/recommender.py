@@ -125,8 +125,9 @@ class Recommender:
     async def recommend_one(
         self, model: ServingModel | None, user_id: str, k: int, exclude_seen: bool = True
     ) -> Recommendation:
-        """One user's result, for the event loop: known users are scored through
-        the batcher; whatever needs the database runs on the thread pool."""
+        """:meth:`recommend` for one user, for the event loop: a known user's
+        product goes through the batcher, shared with concurrent requests; a
+        request that needs the database runs :meth:`recommend` on the thread pool."""
         if (
             model is None
             or self._batcher is None
@@ -136,18 +137,13 @@ class Recommender:
             [result] = await anyio.to_thread.run_sync(
                 functools.partial(self.recommend, model, [user_id], k, exclude_seen))
             return result
-        extra = self._recent_items(model, user_id) if exclude_seen else None
+        extra = self._seen(model, [user_id], exclude_seen).get(user_id)  # from memory
         idx = model.user_index.get(user_id)
         if idx is None:
-            self._metrics.fallbacks.labels(reason="unknown_user").inc()
-            fallback = _listed(rank_popular(model.popular, k, extra))
-            return _result(user_id, fallback, model.item_ids, model.version, FALLBACK,
-                           model.item_prefix)
+            return self._fallback(model, user_id, k, extra)
         [listed] = self._precomputed(model, [idx], k, exclude_seen, [extra])
         if listed is None:
             listed = _listed(await self._batcher.top_k(model, idx, k, exclude_seen, extra))
-        else:
-            self._metrics.precomputed_answers.inc()
         return _result(user_id, listed, model.item_ids, model.version, None, model.item_prefix)
 
     def _precomputed(self, model: ServingModel, users: Sequence[int], k: int,
@@ -156,11 +152,38 @@ class Recommender:
         """Each user's answer from the precomputed lists, or None (score it)."""
         if self._ranker is None or not exclude_seen:
             return [None] * len(users)
-        return self._ranker.lookup(model, users, k, extra)
+        listed = self._ranker.lookup(model, users, k, extra)
+        answered = sum(one is not None for one in listed)
+        if answered:
+            self._metrics.precomputed_answers.inc(answered)
+        return listed
 
-    def _recent_items(self, model: ServingModel, user_id: str) -> np.ndarray | None:
-        assert self._recent is not None
-        return self._recent.items_of(user_id, model.item_index)
+    def _seen(self, model: ServingModel | None, user_ids: Sequence[str],
+              exclude_seen: bool) -> dict[str, np.ndarray]:
+        """The items to leave out for each user beyond those the model's artifact
+        lists (by item index; a user absent has none): the interactions logged
+        since, from memory once the recent set covers the model's period, else
+        from the store. Every path asks here."""
+        if not exclude_seen:
+            return {}
+        if not self._in_memory(model):
+            return self._seen_in_store(model, user_ids)
+        assert model is not None and self._recent is not None
+        seen: dict[str, np.ndarray] = {}
+        for uid in dict.fromkeys(user_ids):
+            items = self._recent.items_of(uid, model.item_index)
+            if items is not None:
+                seen[uid] = items
+        return seen
+
+    def _fallback(self, model: ServingModel, user_id: str, k: int,
+                  extra: np.ndarray | None) -> Recommendation:
+        """A user ``model`` does not know: the popular items, less ``extra``."""
+        self._metrics.fallbacks.labels(reason="unknown_user").inc()
+        popular, item_ids = self._popular(model)
+        return _result(user_id, _listed(rank_popular(popular, k, extra)), item_ids,
+                       model.version, FALLBACK,
+                       model.item_prefix if item_ids is model.item_ids else None)
 
     def recommend(
         self,
@@ -171,14 +194,7 @@ class Recommender:
     ) -> list[Recommendation]:
         """One result per user, in order, all from ``model`` (the caller takes
         it from the holder once, so a swap never splits a request)."""
-        seen: dict[str, np.ndarray] = {}
-        if exclude_seen and model is not None and self._in_memory(model):
-            for uid in dict.fromkeys(user_ids):
-                items = self._recent_items(model, uid)
-                if items is not None:
-                    seen[uid] = items
-        elif exclude_seen:
-            seen = self._seen_in_store(model, user_ids)
+        seen = self._seen(model, user_ids, exclude_seen)
         if model is None:
             return self._from_store_popularity(user_ids, k, seen)
         positions = [pos for pos, uid in enumerate(user_ids) if uid in model.user_index]
@@ -188,8 +204,6 @@ class Recommender:
         by_position = {pos: one for pos, one in zip(positions, from_lists, strict=True)
                        if one is not None}
         to_score = [pos for pos, one in zip(positions, from_lists, strict=True) if one is None]
-        if by_position:
-            self._metrics.precomputed_answers.inc(len(by_position))
         if to_score:
             score = functools.partial(
                 top_k,
@@ -202,19 +216,12 @@ class Recommender:
             tops = (score() if self._scoring_pool is None
                     else self._scoring_pool.submit(score).result())
             by_position.update(zip(to_score, map(_listed, tops), strict=True))
-        results: list[Recommendation] = []
-        for pos, uid in enumerate(user_ids):
-            listed = by_position.get(pos)
-            if listed is not None:
-                results.append(_result(uid, listed, model.item_ids, model.version, None,
-                                       model.item_prefix))
-                continue
-            self._metrics.fallbacks.labels(reason="unknown_user").inc()
-            popular, item_ids = self._popular(model)
-            fallback = _listed(rank_popular(popular, k, seen.get(uid)))
-            results.append(_result(uid, fallback, item_ids, model.version, FALLBACK,
-                                   model.item_prefix if item_ids is model.item_ids else None))
-        return results
+        return [
+            _result(uid, listed, model.item_ids, model.version, None, model.item_prefix)
+            if (listed := by_position.get(pos)) is not None
+            else self._fallback(model, uid, k, seen.get(uid))
+            for pos, uid in enumerate(user_ids)
+        ]
 
     def _popular(self, model: ServingModel) -> tuple[np.ndarray, list[str]]:
         """The model's popular items, or the store's while it has none."""
