@@ -30,6 +30,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -117,28 +118,21 @@ def top_k(
 
     With ``exclude_seen``, items in the model's seen CSR and in ``extra_seen``
     (one array per user, e.g. interactions logged since the model was trained)
-    are left out, so a user may get fewer than ``k`` items. Large catalogs go
-    through the int8 candidate pass (engine.quantized) when at least
-    ``QUANTIZED_MIN_USERS`` users are asked for at once, in chunks of
-    ``QUANTIZED_CHUNK``; otherwise users are scored in float32 in chunks of at most
-    ``max_cells`` (user, item) scores. Both give the float32 top k."""
+    are left out, so a user may get fewer than ``k`` items. The users are scored
+    chunk by chunk with the search :func:`search_for` picks; every search gives
+    the float32 top k."""
     user_idx = np.asarray(users, dtype=np.int64)
     if len(user_idx) == 0 or model.n_items == 0:
         return [TopK(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in user_idx]
     k = min(k, model.n_items)
-    many = len(user_idx) >= QUANTIZED_MIN_USERS
-    quantized = model.quantized if k <= INT8_MAX_K and many else None
-    chunk = QUANTIZED_CHUNK if quantized else _float_chunk(model, max_cells)
+    search = search_for(model, len(user_idx), k, max_cells)
     results: list[TopK] = []
-    for start in range(0, len(user_idx), chunk):
-        part = user_idx[start : start + chunk]
-        extra = extra_seen[start : start + chunk] if extra_seen is not None else None
+    for start in range(0, len(user_idx), search.chunk):
+        part = user_idx[start : start + search.chunk]
+        extra = extra_seen[start : start + search.chunk] if extra_seen is not None else None
         rows, cols = _excluded(model, part, exclude_seen, extra)
         with torch.inference_mode():
-            if quantized is None:
-                values, indices = _exact(model, part, k, rows, cols)
-            else:
-                values, indices = _via_int8(quantized, model, part, k, rows, cols)
+            values, indices = search(model, part, k, rows, cols)
         finite = np.isfinite(values)
         if finite.all():  # the common case: k items for everyone, rows as they are
             results.extend(map(TopK, indices, values))
@@ -146,6 +140,54 @@ def top_k(
             results.extend(TopK(indices[r][finite[r]], values[r][finite[r]])
                            for r in range(len(part)))
     return results
+
+
+class Search(Protocol):
+    """One way to find a chunk of users' top k: ``(values, items)``, each (B, k),
+    values descending and -inf where fewer than k items remain once the pairs
+    ``(rows, cols)`` (row in the chunk, item) are left out."""
+
+    @property
+    def chunk(self) -> int:
+        """Users per chunk."""
+        ...
+
+    def __call__(self, model: ServingModel, users: np.ndarray, k: int, rows: np.ndarray,
+                 cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Float32Search:
+    """Every item scored in float32, then the block top-k (:func:`_exact`)."""
+
+    chunk: int
+
+    def __call__(self, model: ServingModel, users: np.ndarray, k: int, rows: np.ndarray,
+                 cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _exact(model, users, k, rows, cols)
+
+
+@dataclass(frozen=True)
+class Int8Search:
+    """Candidates from the int8 codes, rescored in float32 (:func:`_via_int8`)."""
+
+    quantized: QuantizedItems
+    chunk: int = QUANTIZED_CHUNK
+
+    def __call__(self, model: ServingModel, users: np.ndarray, k: int, rows: np.ndarray,
+                 cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _via_int8(self.quantized, model, users, k, rows, cols)
+
+
+def search_for(model: ServingModel, n_users: int, k: int, max_cells: int = MAX_CELLS) -> Search:
+    """The search for ``n_users`` users at ``k``: through the int8 codes where the
+    model has them (large catalogs, on CPUs where int8 products are fast), ``k`` is
+    at most ``INT8_MAX_K`` and at least ``QUANTIZED_MIN_USERS`` users are asked at
+    once; else float32, in chunks of at most ``max_cells`` (user, item) scores.
+    (A user's precomputed list, engine.ranked, is looked up before either.)"""
+    if model.quantized is not None and k <= INT8_MAX_K and n_users >= QUANTIZED_MIN_USERS:
+        return Int8Search(model.quantized)
+    return Float32Search(_float_chunk(model, max_cells))
 
 
 def _float_chunk(model: ServingModel, max_cells: int) -> int:

@@ -242,3 +242,21 @@ def test_a_fallback_user_keeps_only_its_own_exclusions() -> None:
     assert int(results[3].items[0]) == favourite
     assert favourite not in results[1].items.tolist()
     _assert_same(with_int8, exact, list(range(5)), 5)
+
+
+def test_the_search_is_chosen_by_the_models_codes_the_batch_and_k(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """:func:`scorer.search_for`: int8 (chunks of ``QUANTIZED_CHUNK``) only where the
+    model has codes, enough users are asked and k is small enough; float32 otherwise,
+    in chunks that ``max_cells`` bounds."""
+    monkeypatch.setattr(scorer, "QUANTIZED_MIN_USERS", 64)
+    with_int8, exact = _pair(_payload(100, 1000, 8, seed=8))
+    chosen = scorer.search_for(with_int8, 64, 10)
+    assert isinstance(chosen, scorer.Int8Search) and chosen.chunk == scorer.QUANTIZED_CHUNK
+    assert chosen.quantized is with_int8.quantized
+    for model, n_users, k in ((exact, 64, 10), (with_int8, 63, 10),
+                              (with_int8, 64, INT8_MAX_K + 1)):
+        plain = scorer.search_for(model, n_users, k, max_cells=40 * 1024)
+        assert isinstance(plain, scorer.Float32Search)
+        assert plain.chunk == 32  # 40 users' cells at 1,024 padded items, in whole lanes
