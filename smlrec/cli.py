@@ -18,6 +18,7 @@ that does not answer) says why in one line on stderr and exits with status 1
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -33,16 +34,31 @@ from smlrec.settings import Settings, get_settings, setting_errors
 
 log = logging.getLogger("smlrec")
 
+SETTINGS_NOTE = ("Settings come from SMLREC_* environment variables; the README's "
+                 "settings table lists them all.")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("smlrec")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smlrec",
         description="A recommender service kept fresh by Sequential Meta-Learning retraining.",
+        epilog=SETTINGS_NOTE,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve = commands.add_parser(
+        "serve", help="run the HTTP service",
+        description="Run the HTTP service: recommendations, interaction logging and the "
+        "admin endpoints, on SMLREC_DATABASE_URL (SQLite by default), with the "
+        "retraining worker beside it unless --no-worker. " + SETTINGS_NOTE)
     serve.add_argument("--host", help="bind address (default: SMLREC_HOST)")
     serve.add_argument("--port", type=int, help="port (default: SMLREC_PORT)")
     serve.add_argument(
@@ -52,11 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
         "without it the worker runs beside the server (SMLREC_WORKER_MODE)",
     )
 
-    commands.add_parser("worker", help="run the retraining worker (leader election via Redis)")
-    commands.add_parser("migrate", help="bring the database schema up to date")
     commands.add_parser(
-        "bootstrap", help="warm the SML transfer by an offline replay of the stored periods"
-    )
+        "worker", help="run the retraining worker (leader election via Redis)",
+        description="Run the retraining worker alone (distributed mode): it drains the "
+        "Redis stream (SMLREC_REDIS_URL) into the database (SMLREC_DATABASE_URL), cuts "
+        "periods (SMLREC_PERIOD) and retrains at each boundary. Several may run: one "
+        "holds the lease and works, the others stand by. Stops on SIGTERM or Ctrl-C, "
+        "after the boundary under way. " + SETTINGS_NOTE)
+    commands.add_parser(
+        "migrate", help="bring the database schema up to date",
+        description="Apply the Alembic migrations to SMLREC_DATABASE_URL (the service and "
+        "the worker also do it when they start). " + SETTINGS_NOTE)
+    commands.add_parser(
+        "bootstrap", help="warm the SML transfer by an offline replay of the stored periods",
+        description="Replay the closed periods in the database through SML offline, so the "
+        "transfer starts trained rather than untrained; its state becomes the worker's "
+        "checkpoint and its model the new active version. It holds the worker lease while "
+        "it runs: in embedded mode stop the server first. " + SETTINGS_NOTE)
     commands.add_parser(
         "replay",
         add_help=False,

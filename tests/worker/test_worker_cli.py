@@ -4,6 +4,7 @@ server, argument parsing, and the worker's signal handling."""
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import io
 import signal
 import threading
@@ -134,3 +135,24 @@ def test_first_signal_stops_warm_second_exits() -> None:
     with pytest.raises(SystemExit) as exit_info:  # at once: raised by the handler itself
         handler(signal.SIGINT, None)
     assert exit_info.value.code == 128 + signal.SIGINT
+
+
+def test_version_and_every_commands_help_say_what_they_do(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--version`` prints the installed version; ``serve``, ``worker``, ``migrate``
+    and ``bootstrap --help`` describe the command and where its settings come from,
+    not only ``-h``."""
+    parser = build_parser()
+    with pytest.raises(SystemExit) as done:
+        parser.parse_args(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"smlrec {importlib.metadata.version('smlrec')}"
+    said = {"serve": "--no-worker", "worker": "SMLREC_REDIS_URL",
+            "migrate": "SMLREC_DATABASE_URL", "bootstrap": "checkpoint"}
+    for command, detail in said.items():
+        with pytest.raises(SystemExit) as done:
+            parser.parse_args([command, "--help"])
+        assert done.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert detail in text and "SMLREC_* environment variables" in text, command
