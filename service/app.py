@@ -33,6 +33,7 @@ from engine.recent import RecentInteractions
 from engine.recommender import Recommender
 from engine.sync import VersionSync
 from service.body import document_models
+from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.fastpath import RecommendationsFastPath
 from service.ingest import DatabaseIngestor, Ingestor, OpenPeriod, StreamAppender
@@ -91,6 +92,8 @@ def create_app(
         summary="A recommender that stays fresh (Sequential Meta-Learning retraining)",
         description=DESCRIPTION,
         lifespan=_lifespan,
+        docs_url=None,  # service.docs serves both pages from local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.run_worker = (not settings.redis_url) if run_worker is None else run_worker
@@ -104,6 +107,7 @@ def create_app(
     for module in (interactions, recommendations, admin, ops):
         app.include_router(module.router)
     document_models(app, [InteractionBatch])  # the body of POST /v1/interactions
+    install_docs(app)
     return app
 
 

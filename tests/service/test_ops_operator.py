@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -132,6 +133,10 @@ def test_the_build_is_pinned() -> None:
     assert pins and all(re.fullmatch(r"[a-z0-9.\-]+==[\w.]+", p) for p in pins), pins
     names = {p.split("==")[0] for p in pins}
     assert {"fastapi", "torch", "sqlalchemy", "redis", "uvicorn"} <= names
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    required = {re.split(r"[\[<>=~!; ]", d, maxsplit=1)[0].lower().replace("_", "-")
+                for d in project["dependencies"]}
+    assert required <= names, required - names  # every runtime dependency is pinned
     dockerfile = (REPO / "Dockerfile").read_text()
     (base,) = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)
     assert re.fullmatch(r"[\w./:-]+@sha256:[0-9a-f]{64}", base), base
