@@ -33,6 +33,7 @@ WORKDIR /home/smlrec
 
 ENV SMLREC_DATABASE_URL=sqlite:////data/smlrec.db \
     SMLREC_MODEL_DIR=/data/models \
+    SMLREC_ADMIN_TOKEN_FILE=/data/admin-token \
     SMLREC_HOST=0.0.0.0 \
     SMLREC_PORT=8000
 VOLUME ["/data"]

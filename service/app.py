@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import secrets
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -41,7 +40,7 @@ from service.middleware import RequestMetricsMiddleware
 from service.routes import admin, interactions, ops, recommendations
 from service.runtime import Runtime
 from service.schemas import InteractionBatch
-from smlrec.preflight import check_admin_token
+from smlrec.preflight import resolve_admin_token
 from smlrec.settings import Settings, get_settings
 from store import ArtifactStore, Bus, Caps, RedisBus, Store, StoreUnavailable, make_bus
 from store.migrate import upgrade
@@ -280,9 +279,5 @@ def _ingestor(settings: Settings, store: Store, bus: Bus, period: OpenPeriod) ->
 
 
 def _admin_token(settings: Settings) -> str:
-    if settings.admin_token:
-        return settings.admin_token
-    check_admin_token(settings)  # distributed mode: the replicas must share one
-    token = secrets.token_urlsafe(24)
-    log.warning("SMLREC_ADMIN_TOKEN is not set; the admin token of this run is: %s", token)
-    return token
+    """``SMLREC_ADMIN_TOKEN``, or the generated one its file keeps (embedded mode)."""
+    return settings.admin_token or resolve_admin_token(settings)

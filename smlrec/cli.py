@@ -131,7 +131,8 @@ def _add_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         default=5000,
         help="interactions per period: a retrain is asked after each",
     )
-    load.add_argument("--admin-token", help="admin token (default: SMLREC_ADMIN_TOKEN)")
+    load.add_argument("--admin-token", help="admin token (default: SMLREC_ADMIN_TOKEN, else "
+                      "the one in SMLREC_ADMIN_TOKEN_FILE that `smlrec serve` generated)")
     load.add_argument("--api-key", help="client key (default: SMLREC_API_KEY)")
     load.add_argument("--limit-periods", type=int, help="stop after this many periods")
 
@@ -196,6 +197,9 @@ def serve(settings: Settings, host: str | None, port: int | None, with_worker: b
     try:
         preflight.check_database(settings)
         preflight.check_redis(settings)
+        # resolved once here: a token file that cannot be written fails in one line
+        settings = settings.model_copy(
+            update={"admin_token": preflight.resolve_admin_token(settings)})
         from smlrec.app import create_app  # torch and the rest: once the checks pass
 
         app = create_app(settings, run_worker=with_worker)
@@ -293,6 +297,14 @@ def run_import(settings: Settings, path: str, periods: str) -> int:
     return 0
 
 
+def _stored_token(settings: Settings) -> str | None:
+    """The admin token an embedded service generated and keeps in its file, if any."""
+    try:
+        return settings.admin_token_file.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def load(settings: Settings, args: argparse.Namespace) -> int:
     from smlrec.load import LoadConfig, LoadError, run_load
 
@@ -301,7 +313,7 @@ def load(settings: Settings, args: argparse.Namespace) -> int:
         dataset=args.dataset,
         url=args.url,
         period_size=args.period_size,
-        admin_token=args.admin_token or settings.admin_token,
+        admin_token=args.admin_token or settings.admin_token or _stored_token(settings),
         api_key=args.api_key or settings.api_key,
         limit_periods=args.limit_periods,
     )

@@ -1,15 +1,20 @@
 """Checks made before anything starts, so that a process that cannot work says
 why in one line and exits, instead of half-starting: the listening socket is
-bound first (a taken port fails before any migration runs or token is printed),
-then the database and Redis must answer, distributed mode needs an explicit
-admin token, and Redis persistence is looked at (a warning, or a refusal with
-``SMLREC_REQUIRE_REDIS_PERSISTENCE``).
+bound first (a taken port fails before any migration runs or a token is
+generated), then the database and Redis must answer, distributed mode needs an
+explicit admin token, and Redis persistence is looked at (a warning, or a
+refusal with ``SMLREC_REQUIRE_REDIS_PERSISTENCE``). Embedded mode without an
+admin token keeps a generated one in a file (:func:`resolve_admin_token`), never
+in the log.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import socket
+from pathlib import Path
 
 from smlrec.settings import Settings, redacted
 
@@ -18,6 +23,47 @@ log = logging.getLogger("smlrec")
 
 class StartupError(Exception):
     """The process cannot start; the message says why, in one line."""
+
+
+def stored_admin_token(path: Path) -> tuple[str, bool]:
+    """The admin token kept in ``path``, and whether it was generated now: a file
+    that is missing or empty gets a new random token, written with mode 0600 (the
+    folder is created); a token that is there is reused."""
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    if token:
+        return token, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token + "\n")
+    os.replace(partial, path)  # whole or absent, whatever stops this process
+    return token, True
+
+
+def resolve_admin_token(settings: Settings) -> str:
+    """``SMLREC_ADMIN_TOKEN``; else, in embedded mode, the one kept in
+    ``SMLREC_ADMIN_TOKEN_FILE``, generated there on the first start. Says where it
+    is (the token itself never goes into the log)."""
+    if settings.admin_token:
+        return settings.admin_token
+    check_admin_token(settings)  # distributed mode: the replicas must share one
+    path = settings.admin_token_file
+    try:
+        token, created = stored_admin_token(path)
+    except OSError as error:
+        raise StartupError(f"cannot keep the generated admin token in {path} ({error}); "
+                           "set SMLREC_ADMIN_TOKEN or SMLREC_ADMIN_TOKEN_FILE") from None
+    if created:
+        log.warning("SMLREC_ADMIN_TOKEN is not set: generated an admin token and stored "
+                    "it in %s (read it there; it stays the same across restarts)", path)
+    else:
+        log.info("admin token: the one stored in %s (SMLREC_ADMIN_TOKEN is not set)", path)
+    return token
 
 
 def check_admin_token(settings: Settings) -> None:

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="smlrec", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     model_dir: Path = Path("./smlrec-data/models")
     admin_token: str | None = None
+    # where an embedded service keeps the admin token it generates when admin_token is
+    # not set (created once, mode 0600, reused at every start; `smlrec load` reads it)
+    admin_token_file: Path = Path("./smlrec-data/admin-token")
     api_key: str | None = None
     period: str = "count:5000"
     strategy: Strategy = "sml"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import stat
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from service_testkit import (
 
 import service.app
 from engine.quantized import INT8_MIN_SPEEDUP, int8_speedup
+from smlrec import cli, preflight
+from smlrec.settings import Settings
 from store import Store
 
 API_PATHS = {
@@ -125,19 +128,40 @@ def test_openapi_describes_the_api_with_examples(client: TestClient) -> None:
         1, 1000, 20)
 
 
-def test_admin_token_generated_and_logged_once(
+def test_a_generated_admin_token_is_kept_in_its_file_and_never_logged(
     tmp_path: Path, sqlite_url: str, make_client: ClientFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings = make_settings(tmp_path, sqlite_url, admin_token=None)
-    with caplog.at_level(logging.WARNING, logger="service.app"), make_client(settings) as client:
+    """Embedded mode without SMLREC_ADMIN_TOKEN: the token is generated once into
+    SMLREC_ADMIN_TOKEN_FILE (mode 0600), the log says where it is but never what it
+    is, the next start reuses it, and ``smlrec load`` finds it there."""
+    path = tmp_path / "data" / "admin-token"
+    settings = make_settings(tmp_path, sqlite_url, admin_token=None, admin_token_file=path)
+    caplog.set_level(logging.INFO)
+    with make_client(settings) as client:
         token = app_of(client).state.runtime.admin_token
-        assert len(token) >= 24
+        assert len(token) >= 24 and path.read_text() == token + "\n"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
         headers = {"Authorization": f"Bearer {token}"}
         assert client.get("/v1/admin/models", headers=headers).status_code == 200
         assert client.get("/v1/admin/models", headers=ADMIN).status_code == 403
-    logged = [r for r in caplog.records if token in r.getMessage()]
-    assert len(logged) == 1 and logged[0].levelno == logging.WARNING
+    with make_client(settings) as client:  # a restart keeps it
+        assert app_of(client).state.runtime.admin_token == token
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if token in m]
+    assert [m for m in messages if "generated an admin token" in m and str(path) in m]
+    assert [m for m in messages if "the one stored in" in m and str(path) in m]
+    assert cli._stored_token(settings) == token
+
+
+def test_an_admin_token_file_that_cannot_be_written_stops_the_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    settings = Settings(admin_token_file=blocker / "admin-token")
+    with pytest.raises(preflight.StartupError, match="SMLREC_ADMIN_TOKEN"):
+        preflight.resolve_admin_token(settings)
+    assert preflight.resolve_admin_token(
+        settings.model_copy(update={"admin_token": "given"})) == "given"
 
 
 @pytest.mark.parametrize("mode", ["process", "thread"])

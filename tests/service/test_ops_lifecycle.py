@@ -168,9 +168,11 @@ def test_a_service_that_cannot_work_says_why_in_one_line(tmp_path: Path) -> None
         taken.listen()
         port = taken.getsockname()[1]
         line = _fails_fast({**base, "SMLREC_DATABASE_URL": f"sqlite:///{database}",
-                            "SMLREC_ADMIN_TOKEN": ""}, "--port", str(port))
+                            "SMLREC_ADMIN_TOKEN": "",
+                            "SMLREC_ADMIN_TOKEN_FILE": str(tmp_path / "data" / "admin-token")},
+                           "--port", str(port))
     assert f"cannot listen on 127.0.0.1:{port}" in line
-    assert not database.exists()  # nothing migrated, no token printed (one line only)
+    assert not (tmp_path / "data").exists()  # nothing migrated, no token generated
 
     mysql = _fails_fast({**base, "SMLREC_DATABASE_URL": "mysql://root:secret@db/app"}, code=2)
     assert "SMLREC_DATABASE_URL" in mysql and "secret" not in mysql
