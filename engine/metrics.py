@@ -6,7 +6,11 @@ replicas in one process) never share or collide on counters.
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from store import Store
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RETRAIN_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -78,6 +82,28 @@ class ServiceMetrics:
             "Closed periods whose retrain gave up after its retries (see /v1/admin/periods)",
             registry=r,
         )
+        self.model_age = Gauge(
+            "smlrec_model_age_seconds",
+            "Seconds since the version this replica serves was recorded (0: no model)",
+            registry=r,
+        )
+        self.last_retrain = Gauge(
+            "smlrec_last_retrain_timestamp_seconds",
+            "Unix time the newest model version was recorded (0: none yet)", registry=r,
+        )
+        self.evaluated_version = Gauge(
+            "smlrec_last_evaluated_version",
+            "Newest version scored on the period after its own (0: none yet)", registry=r,
+        )
+        self.evaluated_quality = Gauge(
+            "smlrec_last_evaluated_quality",
+            "That version's Recall@20 and NDCG@20 on the period after its own",
+            ["metric"], registry=r,
+        )
+        self.open_period = Gauge(
+            "smlrec_open_period_interactions",
+            "Interactions stored in the open period so far", registry=r,
+        )
 
     def _define_serving(self, r: CollectorRegistry) -> None:
         self.fallbacks = Counter(
@@ -104,6 +130,26 @@ class ServiceMetrics:
     def observe_retrain(self, seconds: float) -> None:
         """Record one retrain's duration (also callable by an in-process worker)."""
         self.retrain_duration.observe(max(0.0, seconds))
+
+    def refresh_from_store(self, store: Store, served_version: int | None,
+                           now: float | None = None) -> None:
+        """Set the gauges whose values the store holds (shared by every replica: the
+        worker records them); raises StoreUnavailable, leaving the last values."""
+        now = time.time() if now is None else now
+        self.periods_failed.set(len(store.failed_periods()))
+        self.interactions_dropped.set(store.dropped_total())
+        self.open_period.set(store.count_open())
+        newest = store.newest_version()
+        self.last_retrain.set(newest.created_at if newest is not None else 0.0)
+        served = store.get_version(served_version) if served_version is not None else None
+        self.model_age.set(max(0.0, now - served.created_at) if served is not None else 0.0)
+        evaluated = store.newest_version(evaluated=True)
+        self.evaluated_version.set(evaluated.version if evaluated is not None else 0)
+        if evaluated is not None and evaluated.metrics:
+            for metric in ("recall@20", "ndcg@20"):
+                value = evaluated.metrics.get(metric)
+                if value is not None:
+                    self.evaluated_quality.labels(metric=metric).set(float(value))
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

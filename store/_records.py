@@ -247,6 +247,17 @@ class RecordsMixin(StoreBase):
             session.execute(update(ModelVersion).where(ModelVersion.version == version)
                             .values(removed_at=time.time()))
 
+    def newest_version(self, *, evaluated: bool = False) -> VersionInfo | None:
+        """The highest version (with ``evaluated``: the highest with metrics), or None."""
+        with self._tx() as session:
+            query = select(ModelVersion).order_by(ModelVersion.version.desc()).limit(1)
+            if evaluated:
+                query = query.where(ModelVersion.metrics.is_not(None))
+            row = session.scalars(query).first()
+            if row is None:
+                return None
+            return _version_info(row, self._state_value(session, ACTIVE_VERSION_KEY))
+
     def latest_version(self) -> int | None:
         """The highest version number, or None before the first model."""
         with self._tx() as session:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -91,9 +93,10 @@ def _retrain_state(failed: list[int]) -> str:
     },
 )
 def metrics(runtime: RuntimeDep) -> Response:
-    try:  # what the worker records in the store, shared by every replica
-        runtime.metrics.periods_failed.set(len(runtime.store.failed_periods()))
-        runtime.metrics.interactions_dropped.set(runtime.store.dropped_total())
-    except StoreUnavailable:
-        pass  # the last values stand
+    model = runtime.holder.current
+    # what the worker records in the store, shared by every replica; when the
+    # database does not answer, the last values stand
+    with contextlib.suppress(StoreUnavailable):
+        runtime.metrics.refresh_from_store(runtime.store,
+                                           model.version if model is not None else None)
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)

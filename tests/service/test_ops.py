@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,37 @@ def test_metrics_contents(client: TestClient, store: Store, models: ModelWriter)
     assert value("smlrec_retrain_duration_seconds_count") == 1  # version 1: 1.5 s
     assert value("smlrec_retrain_duration_seconds_sum") == 1.5
     assert "u1" not in text and "u9" not in text  # route templates, not raw paths
+
+
+def test_metrics_show_what_an_operator_watches(
+    client: TestClient, store: Store, models: ModelWriter
+) -> None:
+    """Model age, the newest retrain, the newest evaluated version's quality and the
+    open period's size, read from the store at each scrape (so every replica shows
+    the worker's figures); zeros before there is anything to show."""
+
+    def value(sample: str) -> float:
+        return metric_value(client.get("/metrics").text, sample)
+
+    assert value("smlrec_model_age_seconds") == 0
+    assert value("smlrec_last_retrain_timestamp_seconds") == 0
+    assert value("smlrec_last_evaluated_version") == 0
+    assert value("smlrec_open_period_interactions") == 0
+    first = models.write(seed=1, period_id=0)
+    second = models.write(seed=2, period_id=1, activate=False)  # newest, not served
+    assert wait_for(lambda: app_of(client).state.runtime.holder.version == first)
+    store.set_metrics(first, {"evaluated_on_period": 1, "recall@20": 0.61,
+                              "ndcg@20": 0.3, "n_interactions": 10})
+    client.post("/v1/interactions", json=interactions(("u1", "i1"), ("u2", "i2"), ("u3", "i1")))
+    versions = {v.version: v for v in store.list_versions()}
+    created, before = versions[first].created_at, time.time()
+    age = value("smlrec_model_age_seconds")  # the served version's, not the newest's
+    assert before - created <= age <= time.time() - created
+    assert value("smlrec_last_retrain_timestamp_seconds") == versions[second].created_at
+    assert value("smlrec_last_evaluated_version") == first
+    assert value('smlrec_last_evaluated_quality{metric="recall@20"}') == 0.61
+    assert value('smlrec_last_evaluated_quality{metric="ndcg@20"}') == 0.3
+    assert value("smlrec_open_period_interactions") == 3
 
 
 def test_openapi_describes_the_api_with_examples(client: TestClient) -> None:

@@ -154,3 +154,20 @@ def test_read_then_write_transactions_survive_a_concurrent_writer(
             store.set_active_version(version)  # raised StoreUnavailable before
             store.mark_trained(closed.period_id)
     assert store.active_version() == version
+
+
+def test_newest_version_and_newest_evaluated_version(store: Store) -> None:
+    assert store.newest_version() is None and store.newest_version(evaluated=True) is None
+    for period_id in range(3):
+        _record(store, period_id)
+    store.set_active_version(1)
+    store.set_metrics(2, {"evaluated_on_period": 2, "recall@20": 0.5})
+    newest = store.newest_version()
+    assert newest is not None and (newest.version, newest.active, newest.metrics) == (3, False,
+                                                                                      None)
+    evaluated = store.newest_version(evaluated=True)
+    assert evaluated is not None and evaluated.version == 2
+    assert evaluated.metrics == {"evaluated_on_period": 2, "recall@20": 0.5}
+    store.set_metrics(3, {"evaluated_on_period": 3, "recall@20": 0.6})
+    assert store.newest_version(evaluated=True).version == 3  # type: ignore[union-attr]
+    assert store.newest_version(evaluated=True) == store.newest_version()
