@@ -167,6 +167,18 @@ class RecommendedItem(BaseModel):
     )
 
 
+class SimilarItems(BaseModel):
+    """Items most like one item in the served model, by cosine descending, at most k."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "item_id": "i9", "items": [{"item_id": "i3", "score": 0.91}], "model_version": 5}]})
+
+    item_id: str
+    items: list[RecommendedItem] = Field(
+        description="Each with its cosine to the item, in [-1, 1]")
+    model_version: int = Field(description="Version of the model the vectors come from")
+
+
 class Recommendations(BaseModel):
     """Top items for one user, by score descending, at most k, no duplicates."""
 

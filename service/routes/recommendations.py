@@ -1,4 +1,4 @@
-"""Top-K recommendations for one user and for a batch of users.
+"""Top-K recommendations for one user and for a batch of users; items like an item.
 
 The single-user route runs on the event loop and awaits the scoring batcher
 (concurrent requests share one matrix product); most of its requests are
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.responses import Response
 
+from engine.similar import similar_items
 from service.deps import HolderDep, RecommenderDep, require_client_key
 from service.runtime import Runtime
 from service.schemas import (
@@ -23,6 +24,8 @@ from service.schemas import (
     BatchRecommendations,
     ErrorBody,
     Recommendations,
+    RecommendedItem,
+    SimilarItems,
 )
 
 # 1,000 ids of 128 characters, each written as \uXXXX escapes, fit in 1 MiB.
@@ -84,3 +87,36 @@ def batch_recommendations(
     )
     return Response(b'{"results":[' + b",".join(r.render() for r in results) + b"]}",
                     media_type="application/json")
+
+
+@router.get(
+    "/items/{item_id}/similar",
+    response_model=SimilarItems,
+    summary="Items like one item",
+    responses={**_AUTH_ERRORS,
+               404: {"model": ErrorBody, "description": "The served model does not know the "
+                     "item (or no model is served yet)"}},
+)
+def similar(
+    holder: HolderDep,
+    item_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
+                                 examples=["i9"])],
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items", examples=[20])] = (
+        DEFAULT_K
+    ),
+) -> SimilarItems:
+    """The ``k`` items whose vectors in the served model point the most the same way
+    as this item's (cosine, descending), the item itself excluded."""
+    model = holder.current
+    index = model.item_index.get(item_id) if model is not None else None
+    if model is None or index is None:
+        detail = ("no model is served yet" if model is None
+                  else f"item {item_id!r} is not in model version {model.version}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail)
+    top = similar_items(model, index, k)
+    return SimilarItems(
+        item_id=item_id,
+        items=[RecommendedItem(item_id=model.item_ids[i], score=v)
+               for i, v in zip(top.items.tolist(), top.scores.tolist(), strict=True)],
+        model_version=model.version,
+    )
