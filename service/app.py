@@ -101,7 +101,8 @@ def create_app(
     app.state.worker_factory = worker_factory
     app.state.metrics = ServiceMetrics()
     app.add_middleware(RecommendationsFastPath)  # inside the metrics: counted the same
-    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics,
+                       access=settings.access_log)
     install_error_handlers(app)
     for module in (interactions, recommendations, admin, ops):
         app.include_router(module.router)

@@ -1,4 +1,10 @@
-"""Per-request metrics and one JSON access-log line per request (pure ASGI)."""
+"""Per-request metrics and a JSON access-log line per request (pure ASGI).
+
+Which requests log at INFO is a setting (``SMLREC_ACCESS_LOG``): by default the
+writes (anything but GET, HEAD and OPTIONS) and every answer of 400 or more; the
+successful reads, most of the traffic (recommendations, health checks, scrapes,
+a client polling a job), log at DEBUG; ``all`` logs every request at INFO and
+``off`` none."""
 
 from __future__ import annotations
 
@@ -13,15 +19,27 @@ from engine.metrics import ServiceMetrics
 access_log = logging.getLogger("service.access")
 
 UNMATCHED = "<unmatched>"
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def access_level(mode: str, method: str, status: int) -> int | None:
+    """The level of a request's access-log line under ``mode`` (None: no line)."""
+    if mode == "off":
+        return None
+    if mode == "all" or status >= 400 or (mode == "writes_and_errors" and method not in READS):
+        return logging.INFO
+    return logging.DEBUG
 
 
 class RequestMetricsMiddleware:
     """Counts and times every HTTP request by route template (``/v1/users/{user_id}/
     recommendations``, never the raw path, so labels stay few)."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics,
+                 access: str = "writes_and_errors") -> None:
         self.app = app
         self.metrics = metrics
+        self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,9 +62,10 @@ class RequestMetricsMiddleware:
             method = scope["method"]
             self.metrics.requests.labels(method=method, route=route, status=str(status_code)).inc()
             self.metrics.latency.labels(method=method, route=route).observe(elapsed)
-            if access_log.isEnabledFor(logging.INFO):
+            level = access_level(self.access, method, status_code)
+            if level is not None and access_log.isEnabledFor(level):
                 client = scope.get("client")
-                access_log.info(json.dumps({
+                access_log.log(level, json.dumps({
                     "method": method,
                     "path": scope["path"],
                     "route": route,

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PeriodKind = Literal["count", "time", "manual"]
 Strategy = Literal["sml", "fine_tune", "full_retrain", "spmf"]
+AccessLog = Literal["all", "writes_and_errors", "errors", "off"]
 
 _DURATION_UNITS: dict[str, float] = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -107,6 +108,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"
+    # which requests get an access-log line at INFO (the others at DEBUG)
+    access_log: AccessLog = "writes_and_errors"
     swap_poll_seconds: float = Field(default=1.0, gt=0)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     train_threads: int = Field(default=1, ge=1)
