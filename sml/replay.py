@@ -153,7 +153,7 @@ def run_method(
     grid = hp.candidates(name, hyper)
     if len(grid) > 1 and roles.validation and last >= roles.validation[-1]:
         return _select_on_validation(name, data, base, grid, dim, seed, last, progress)
-    walk = _Walk(name, data, base, grid[0][1], dim, seed)
+    walk = _Walk(name, data, base, grid[0][1], dim, seed, progress=progress)
     return walk.to(last, progress)
 
 
@@ -162,17 +162,21 @@ class _Walk:
     served model is scored first, then the method retrains on the period."""
 
     def __init__(
-        self, name: str, data: ReplayData, base: MFWeights, hyper: hp.Hyper, dim: int, seed: int
+        self, name: str, data: ReplayData, base: MFWeights, hyper: hp.Hyper, dim: int, seed: int,
+        *, label: str = "", progress: bool = False,
     ) -> None:
         self.name, self.data = name, data
+        self.desc = f"{name:>12}{label}"  # what the progress bars say
         self.run = MethodRun(name, hp.resolved(name, hyper, dim, seed))
         self.strategy = _strategy(name, hyper, dim, seed)
         roles = data.roles
         history = [data.periods[p] for p in roles.pretrain]
-        for _ in range(int(hyper.get("offline_passes", 1)) - 1):
+        passes = int(hyper.get("offline_passes", 1)) - 1
+        for n in range(passes):
             self.strategy.warm_start(base, history)
             start = time.perf_counter()
-            for p in roles.offline:
+            for p in tqdm(roles.offline, desc=f"{self.desc} offline pass {n + 1}/{passes}",
+                          disable=not progress, leave=False):
                 self.strategy.boundary(data.periods[p])
             self.run.offline_seconds += time.perf_counter() - start
         self.strategy.warm_start(base, history)
@@ -182,7 +186,7 @@ class _Walk:
         """Walk on through period ``last``; the run so far."""
         roles, strategy, run = self.data.roles, self.strategy, self.run
         periods = range(self.next, last + 1)
-        for p in tqdm(periods, desc=f"{self.name:>12}", disable=not progress, leave=False):
+        for p in tqdm(periods, desc=self.desc, disable=not progress, leave=False):
             if self.name == "sml_s" and p in roles.test:
                 strategy.set_update_transfer(False)
             model = strategy.model
@@ -228,7 +232,8 @@ def _select_on_validation(
     best: tuple[tuple[float, float], _Walk, dict[str, Any]] | None = None
     cpu = 0.0
     for label, hyper in grid:
-        walk = _Walk(name, data, base, hyper, dim, seed)
+        shown = " ".join(f"{key}={value}" for key, value in label.items())
+        walk = _Walk(name, data, base, hyper, dim, seed, label=f" [{shown}]", progress=progress)
         run = walk.to(validation[-1], progress)
         cpu += sum(run.cpu_seconds.values())
         m = run.summary(validation)
@@ -270,7 +275,13 @@ def run_seeds(
     overrides = overrides or hp.HyperFile(None, {})
     runs: dict[int, dict[str, MethodRun]] = {}
     for seed in seeds:
+        started = time.perf_counter()
+        first, last = data.roles.pretrain[0], data.roles.pretrain[-1]
+        if progress:
+            tqdm.write(f"seed {seed}: pretraining the shared base on periods {first}-{last}")
         base = pretrain(data, dim, seed, overrides.pretrain)
+        if progress:
+            tqdm.write(f"seed {seed}: base ready in {time.perf_counter() - started:.0f} s")
         runs[seed] = {}
         for name in tqdm(methods, desc=f"seed {seed}", disable=not progress):
             hyper = hp.for_method(name, overrides.methods)
