@@ -65,11 +65,12 @@ class RequestMetricsMiddleware:
             level = access_level(self.access, method, status_code)
             if level is not None and access_log.isEnabledFor(level):
                 client = scope.get("client")
-                access_log.log(level, json.dumps({
+                fields = {
                     "method": method,
                     "path": scope["path"],
                     "route": route,
                     "status": status_code,
                     "duration_ms": round(elapsed * 1000, 3),
                     "client": client[0] if client else None,
-                }))
+                }
+                access_log.log(level, json.dumps(fields), extra={"fields": fields})

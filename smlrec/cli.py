@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = get_settings()
     except ValidationError as error:
         parser.exit(2, f"smlrec: invalid configuration: {setting_errors(error)}\n")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         return _run(args, settings)
     except StartupError as error:

@@ -108,6 +108,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"
+    log_format: Literal["plain", "json"] = "plain"
     # which requests get an access-log line at INFO (the others at DEBUG)
     access_log: AccessLog = "writes_and_errors"
     swap_poll_seconds: float = Field(default=1.0, gt=0)

@@ -143,7 +143,7 @@ def child_main(settings: Settings, from_parent: multiprocessing.connection.Conne
     abandon = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if settings.worker_nice:
         os.nice(settings.worker_nice)
     watcher = threading.Thread(

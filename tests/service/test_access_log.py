@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pytest
 from service_testkit import ClientFactory, interactions, make_settings
 
 from service.middleware import access_level
-from smlrec.logs import configure_logging
+from smlrec.logs import JsonFormatter, configure_logging
 
 
 @pytest.mark.parametrize(("mode", "method", "status", "level"), [
@@ -78,3 +79,24 @@ def test_alembic_says_only_what_it_migrates() -> None:
         root.handlers[:] = handlers
         root.setLevel(level)
     assert seen == ["Running upgrade 0002 -> 0003, retries"]
+
+
+def test_json_log_lines_are_objects_and_access_fields_are_their_own() -> None:
+    formatter = JsonFormatter()
+    plain = logging.LogRecord("smlrec", logging.WARNING, __file__, 1, "token in %s", ("a/b",),
+                              None)
+    line = json.loads(formatter.format(plain))
+    assert line["level"] == "WARNING" and line["logger"] == "smlrec"
+    assert line["message"] == "token in a/b" and line["time"].endswith("+00:00")
+    access = logging.LogRecord("service.access", logging.INFO, __file__, 1, "{}", None, None)
+    access.fields = {"method": "POST", "status": 202}
+    line = json.loads(formatter.format(access))
+    assert (line["method"], line["status"]) == ("POST", 202) and "message" not in line
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failed = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None,
+                                   sys.exc_info())
+    assert "ValueError: boom" in json.loads(formatter.format(failed))["exception"]
+    with pytest.raises(ValueError, match="plain, json"):
+        configure_logging("INFO", "xml")
