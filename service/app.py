@@ -32,6 +32,7 @@ from engine.recent import RecentInteractions
 from engine.recommender import Recommender
 from engine.sync import VersionSync
 from service.body import document_models
+from service.dashboard import install_dashboard
 from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.fastpath import RecommendationsFastPath
@@ -108,6 +109,7 @@ def create_app(
         app.include_router(module.router)
     document_models(app, [InteractionBatch])  # the body of POST /v1/interactions
     install_docs(app)
+    install_dashboard(app)
     return app
 
 
