@@ -19,6 +19,7 @@ import torch
 from bench.harness import Report, bench_main
 from engine.holder import ServingModel
 from engine.similar import similar_items
+from store import ModelArtifact
 
 TARGET_P99_MS = 10.0
 
@@ -37,17 +38,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _model(n_items: int, dim: int) -> ServingModel:
     generator = torch.Generator().manual_seed(0)
-    payload = {
-        "format": "smlrec-model/1", "version": 1, "period_id": 0, "strategy": "sml",
-        "created_at": 0.0,
-        "user": torch.randn(2, dim + 1, generator=generator),
-        "item": torch.randn(n_items, dim + 1, generator=generator),
-        "user_ids": ["u0", "u1"], "item_ids": [f"i{n}" for n in range(n_items)],
-        "seen_indptr": torch.zeros(3, dtype=torch.int64),
-        "seen_items": torch.zeros(0, dtype=torch.int64),
-        "popular": torch.tensor([0], dtype=torch.int64),
-    }
-    return ServingModel.from_payload(payload, quantize=False)
+    artifact = ModelArtifact(
+        version=1, period_id=0, strategy="sml", created_at=0.0,
+        user=torch.randn(2, dim + 1, generator=generator),
+        item=torch.randn(n_items, dim + 1, generator=generator),
+        user_ids=["u0", "u1"], item_ids=[f"i{n}" for n in range(n_items)],
+        seen_indptr=np.zeros(3, np.int64), seen_items=np.zeros(0, np.int64),
+        popular=np.array([0], np.int64),
+    )
+    return ServingModel.from_payload(artifact.to_payload(), quantize=False)
 
 
 def run(args: argparse.Namespace) -> Report:

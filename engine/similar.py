@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import weakref
 
+import numpy as np
 import torch
 
 from engine.holder import ServingModel
@@ -37,8 +38,7 @@ def similar_items(model: ServingModel, item: int, k: int) -> TopK:
         raise IndexError(f"item index {item} outside the model's {model.n_items} items")
     k = min(k, model.n_items - 1)
     if k <= 0:
-        return TopK(torch.empty(0, dtype=torch.int64).numpy(),
-                    torch.empty(0, dtype=torch.float32).numpy())
+        return TopK(np.empty(0, np.int64), np.empty(0, np.float32))
     inverse = _inverse_norm(model)
     with torch.inference_mode():
         query = model.item_emb[item] * inverse[item]  # (d,) unit length (or zero)

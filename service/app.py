@@ -148,7 +148,7 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     open_period = OpenPeriod(store)
     runtime = Runtime(
         settings=settings,
-        admin_token=_admin_token(settings),
+        admin_token=resolve_admin_token(settings),
         store=store,
         artifacts=artifacts,
         bus=bus,
@@ -280,7 +280,3 @@ def _ingestor(settings: Settings, store: Store, bus: Bus, period: OpenPeriod) ->
         raise TypeError(f"distributed mode needs the Redis bus, got {type(bus).__name__}")
     return StreamAppender(bus, period)
 
-
-def _admin_token(settings: Settings) -> str:
-    """``SMLREC_ADMIN_TOKEN``, or the generated one its file keeps (embedded mode)."""
-    return settings.admin_token or resolve_admin_token(settings)

@@ -299,9 +299,11 @@ def run_import(settings: Settings, path: str, periods: str) -> int:
 
 def _stored_token(settings: Settings) -> str | None:
     """The admin token an embedded service generated and keeps in its file, if any."""
+    from smlrec.preflight import read_admin_token
+
     try:
-        return settings.admin_token_file.read_text().strip() or None
-    except OSError:
+        return read_admin_token(settings.admin_token_file)
+    except OSError:  # unreadable: the loader goes on without one
         return None
 
 

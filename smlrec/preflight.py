@@ -25,14 +25,19 @@ class StartupError(Exception):
     """The process cannot start; the message says why, in one line."""
 
 
+def read_admin_token(path: Path) -> str | None:
+    """The admin token kept in ``path`` (None: no file, or an empty one)."""
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def stored_admin_token(path: Path) -> tuple[str, bool]:
     """The admin token kept in ``path``, and whether it was generated now: a file
     that is missing or empty gets a new random token, written with mode 0600 (the
     folder is created); a token that is there is reused."""
-    try:
-        token = path.read_text().strip()
-    except FileNotFoundError:
-        token = ""
+    token = read_admin_token(path)
     if token:
         return token, False
     path.parent.mkdir(parents=True, exist_ok=True)
