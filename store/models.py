@@ -130,3 +130,21 @@ class State(Base):
 
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON)
+
+
+class StrategyScore(Base):
+    """Each strategy's model scored on a closed period it had not trained on (the
+    served strategy and every challenger, the same metric on the same data);
+    ``version``: the model version scored, where it was written; ``train_seconds``:
+    the boundary that produced it."""
+
+    __tablename__ = "strategy_scores"
+
+    period_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    strategy: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int | None] = mapped_column(Integer)
+    recall: Mapped[float] = mapped_column(Float)
+    ndcg: Mapped[float] = mapped_column(Float)
+    n_interactions: Mapped[int] = mapped_column(Integer)
+    train_seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
