@@ -36,8 +36,8 @@ import torch
 from sml.model import MFWeights
 from store import ArtifactStore, NewInteraction, Store, popular_items
 from store.migrate import upgrade
-from worker.boundary import model_payload
 from worker.evaluate import SeenIndex
+from worker.versions import model_payload
 
 log = logging.getLogger(__name__)
 

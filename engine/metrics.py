@@ -100,6 +100,11 @@ class ServiceMetrics:
             "That version's Recall@20 and NDCG@20 on the period after its own",
             ["metric"], registry=r,
         )
+        self.strategy_quality = Gauge(
+            "smlrec_strategy_quality",
+            "Each strategy's (served or challenger) Recall@20 and NDCG@20 on the newest "
+            "scored period", ["strategy", "metric"], registry=r,
+        )
         self.open_period = Gauge(
             "smlrec_open_period_interactions",
             "Interactions stored in the open period so far", registry=r,
@@ -143,13 +148,19 @@ class ServiceMetrics:
         self.last_retrain.set(newest.created_at if newest is not None else 0.0)
         served = store.get_version(served_version) if served_version is not None else None
         self.model_age.set(max(0.0, now - served.created_at) if served is not None else 0.0)
-        evaluated = store.newest_version(evaluated=True)
+        evaluated = store.newest_version(  # of the served lineage, not a challenger's
+            evaluated=True, strategy=served.strategy if served is not None else None)
         self.evaluated_version.set(evaluated.version if evaluated is not None else 0)
         if evaluated is not None and evaluated.metrics:
             for metric in ("recall@20", "ndcg@20"):
                 value = evaluated.metrics.get(metric)
                 if value is not None:
                     self.evaluated_quality.labels(metric=metric).set(float(value))
+        for score in store.strategy_scores(periods=1):
+            self.strategy_quality.labels(strategy=score.strategy, metric="recall@20").set(
+                score.recall)
+            self.strategy_quality.labels(strategy=score.strategy, metric="ndcg@20").set(
+                score.ndcg)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

@@ -10,13 +10,14 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PeriodKind = Literal["count", "time", "manual"]
 Strategy = Literal["sml", "fine_tune", "full_retrain", "spmf"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 AccessLog = Literal["all", "writes_and_errors", "errors", "off"]
 
 _DURATION_UNITS: dict[str, float] = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -52,6 +53,18 @@ def parse_period(spec: str) -> PeriodRule:
         f"invalid period {spec!r}: expected 'count:N' with N >= 1, "
         "'time:DURATION' with a positive duration in s/m/h/d (e.g. 'time:8h'), or 'manual'"
     )
+
+
+def parse_promotion(spec: str) -> int | None:
+    """``manual`` (None) or ``auto:N`` with N >= 1 (N). Raises ValueError otherwise."""
+    text = spec.strip().lower()
+    if text == "manual":
+        return None
+    kind, sep, arg = text.partition(":")
+    if kind == "auto" and sep and arg.strip().isdigit() and int(arg) >= 1:
+        return int(arg)
+    raise ValueError(f"invalid promotion {spec!r}: expected 'manual' or 'auto:N' with N >= 1 "
+                     "(serve the strategy that scored best in each of the last N periods)")
 
 
 SUPPORTED_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres",
@@ -101,6 +114,12 @@ class Settings(BaseSettings):
     api_key: str | None = None
     period: str = "count:5000"
     strategy: Strategy = "sml"
+    # strategies also trained, kept and scored at every boundary beside the served
+    # one (comma-separated, e.g. "fine_tune,full_retrain"; empty: none)
+    challengers: str = ""
+    # "manual": the served strategy changes only on request; "auto:N": the strategy
+    # that scored best (recall@20) in each of the last N evaluated periods is served
+    promotion: str = "manual"
     # the file `smlrec tune` writes for this log (its methods' hyper-parameters; None:
     # the defaults, chosen on MovieLens-100K)
     hyper_file: Path | None = None
@@ -145,6 +164,22 @@ class Settings(BaseSettings):
     @classmethod
     def _check_period(cls, value: str) -> str:
         parse_period(value)
+        return value.strip().lower()
+
+    @field_validator("challengers")
+    @classmethod
+    def _check_challengers(cls, value: str) -> str:
+        names = [name.strip().lower() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in STRATEGIES]
+        if unknown:
+            raise ValueError(f"unknown strategy {unknown[0]!r}: expected a comma-separated "
+                             f"list of {', '.join(STRATEGIES)}")
+        return ",".join(dict.fromkeys(names))
+
+    @field_validator("promotion")
+    @classmethod
+    def _check_promotion(cls, value: str) -> str:
+        parse_promotion(value)
         return value.strip().lower()
 
     @field_validator("database_url")
@@ -193,6 +228,18 @@ class Settings(BaseSettings):
             except ValueError as error:
                 raise ValueError(f"SMLREC_HYPER_FILE: {error}") from None
         return self
+
+    @property
+    def lineup(self) -> tuple[str, ...]:
+        """Every strategy the worker trains: ``strategy`` first, then the challengers."""
+        names = [self.strategy, *self.challengers.split(",")] if self.challengers else [
+            self.strategy]
+        return tuple(dict.fromkeys(names))
+
+    @property
+    def promotion_periods(self) -> int | None:
+        """N of ``auto:N``; None for manual promotion."""
+        return parse_promotion(self.promotion)
 
     @property
     def caps(self) -> tuple[int | None, int | None]:

@@ -247,12 +247,17 @@ class RecordsMixin(StoreBase):
             session.execute(update(ModelVersion).where(ModelVersion.version == version)
                             .values(removed_at=time.time()))
 
-    def newest_version(self, *, evaluated: bool = False) -> VersionInfo | None:
-        """The highest version (with ``evaluated``: the highest with metrics), or None."""
+    def newest_version(
+        self, *, evaluated: bool = False, strategy: str | None = None
+    ) -> VersionInfo | None:
+        """The highest version (with ``evaluated``: the highest with metrics; with
+        ``strategy``: of that strategy), or None."""
         with self._tx() as session:
             query = select(ModelVersion).order_by(ModelVersion.version.desc()).limit(1)
             if evaluated:
                 query = query.where(ModelVersion.metrics.is_not(None))
+            if strategy is not None:
+                query = query.where(ModelVersion.strategy == strategy)
             row = session.scalars(query).first()
             if row is None:
                 return None

@@ -134,3 +134,17 @@ class ArtifactRef:
     path: str
     sha256: str
     size_bytes: int
+
+
+@dataclass(frozen=True)
+class StrategyScoreInfo:
+    """One strategy's model scored on a closed period it had not trained on."""
+
+    period_id: int
+    strategy: str
+    version: int | None
+    recall: float
+    ndcg: float
+    n_interactions: int
+    train_seconds: float
+    created_at: float

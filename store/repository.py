@@ -23,6 +23,7 @@ from store._periods import PeriodsMixin
 from store._queue import QueueMixin
 from store._reads import ReadsMixin
 from store._records import RecordsMixin
+from store._scores import ScoresMixin
 from store.db import make_engine, make_sessionmaker
 from store.dto import (
     Caps,
@@ -50,8 +51,9 @@ class CapExceeded(ValueError):
         self.cap = cap
 
 
-class Store(PeriodsMixin, ReadsMixin, QueueMixin, RecordsMixin):
-    """Interactions, periods, jobs, model versions and state in one database."""
+class Store(PeriodsMixin, ReadsMixin, QueueMixin, RecordsMixin, ScoresMixin):
+    """Interactions, periods, jobs, model versions, strategy scores and state in one
+    database."""
 
     @classmethod
     def from_url(cls, url: str, **engine_kwargs: Any) -> Store:

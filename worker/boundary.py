@@ -30,77 +30,36 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from sml.model import MFWeights
-from sml.strategy import PeriodData, Strategy
+from sml.strategy import Strategy
 from smlrec.settings import Settings
 from store import (
     ArtifactCorrupt,
     ArtifactStore,
     Bus,
     BusUnavailable,
-    ModelArtifact,
     PeriodArrays,
     Store,
     VersionInfo,
-    popular_items,
 )
+from store.lineup import choose_serving, latest_version_of, promotion_pick, serving_strategy
+from worker.challengers import Challengers, ClosedPeriod, period_data
 from worker.checkpoint import (
     CheckpointRef,
-    current_checkpoint,
+    checkpoint_of,
     point_at,
     restore_strategy,
     save_checkpoint,
 )
 from worker.evaluate import SeenIndex, online_metrics
+from worker.versions import write_version
 
 log = logging.getLogger(__name__)
 
 
 class LeadershipLost(Exception):
     """This worker is no longer the leader: it must not write anything more."""
-
-
-def model_name(version: int) -> str:
-    return f"model-v{version:06d}.pt"
-
-
-def model_payload(
-    *,
-    version: int,
-    period_id: int,
-    strategy: str,
-    weights: MFWeights,
-    user_ids: list[str],
-    item_ids: list[str],
-    seen: SeenIndex,
-    popular: np.ndarray,
-) -> dict[str, Any]:
-    """The model artifact's payload (:class:`store.ModelArtifact`), checked."""
-    n_users, n_items = weights.n_users, weights.n_items
-    if len(user_ids) < n_users or len(item_ids) < n_items:
-        raise ValueError(
-            f"the store knows {len(user_ids)} users / {len(item_ids)} items, "
-            f"fewer than the model's {n_users} / {n_items}"
-        )
-    indptr = seen.indptr[: n_users + 1]
-    if len(indptr) < n_users + 1:  # users without any interaction at the end of the table
-        indptr = np.concatenate([indptr, np.full(n_users + 1 - len(indptr), indptr[-1])])
-    artifact = ModelArtifact(
-        version=int(version),
-        period_id=int(period_id),
-        strategy=strategy,
-        created_at=time.time(),
-        user=weights.user.detach().to(torch.float32).contiguous(),  # (n_users, dim + 1)
-        item=weights.item.detach().to(torch.float32).contiguous(),  # (n_items, dim + 1)
-        user_ids=list(user_ids[:n_users]),
-        item_ids=list(item_ids[:n_items]),
-        seen_indptr=indptr.astype(np.int64),  # (n_users + 1,)
-        seen_items=seen.items[: int(indptr[-1])].astype(np.int64),
-        popular=popular.astype(np.int64),  # (<= 1000,)
-    )
-    return artifact.to_payload()
 
 
 @dataclass(frozen=True)
@@ -130,16 +89,20 @@ class PeriodTrainer:
         self.artifacts = artifacts
         self.check_leader = check_leader
         self.strategy, self.checkpoint = restore_strategy(settings, artifacts, None)
+        self.challengers = Challengers(settings, store, artifacts, check_leader)
         self._seen: tuple[int, SeenIndex] | None = None  # seen pairs through a period
         self._model: tuple[int, MFWeights] | None = None  # the last version written
+        self._served_during: tuple[int, VersionInfo | None] | None = None
 
     # ---- state --------------------------------------------------------------
 
     def restore(self) -> None:
-        """Resume the strategy from the checkpoint the store points at."""
+        """Resume the serving strategy from the checkpoint the store points at."""
+        name = serving_strategy(self.store, self.settings)
         self.strategy, self.checkpoint = restore_strategy(
-            self.settings, self.artifacts, current_checkpoint(self.store)
+            self.settings, self.artifacts, checkpoint_of(self.store, name), name
         )
+        self.challengers.reset()
         self._seen = None
         trained = [p.period_id for p in self.store.list_periods() if p.status == "trained"]
         done = self.checkpoint.through_period if self.checkpoint else None
@@ -154,13 +117,22 @@ class PeriodTrainer:
     def reset(self) -> None:
         """Drop in-memory changes since the last checkpoint (after a failed boundary)."""
         self.strategy, self.checkpoint = restore_strategy(
-            self.settings, self.artifacts, self.checkpoint
+            self.settings, self.artifacts, self.checkpoint, self.strategy.name
         )
+        self.challengers.reset()
 
     # ---- the boundary ---------------------------------------------------------
 
     def run(self, period_id: int) -> BoundaryResult:
-        """Run (or finish) the boundary of closed period ``period_id``."""
+        """Run (or finish) the boundary of closed period ``period_id``: the serving
+        strategy's first, then the challengers'."""
+        if serving_strategy(self.store, self.settings) != self.strategy.name:
+            self.restore()  # another strategy was chosen: it trains first from now on
+        result = self._run_served(period_id)
+        self._run_challengers(period_id)
+        return result
+
+    def _run_served(self, period_id: int) -> BoundaryResult:
         period = self.store.get_period(period_id)
         if period is None:
             raise ValueError(f"period {period_id} does not exist")
@@ -189,7 +161,7 @@ class PeriodTrainer:
                             "this one late, from where it stands", period_id, through)
             self.check_leader()
             started = time.perf_counter()
-            weights = self.strategy.boundary(self._period_data(arrays))
+            weights = self.strategy.boundary(period_data(arrays, self.strategy.model))
             train_seconds = time.perf_counter() - started
             log.info(
                 "period %d: %s boundary took %.2f s", period_id, self.strategy.name, train_seconds
@@ -199,14 +171,6 @@ class PeriodTrainer:
             trained = True
         version = self._write_version(period_id, weights, arrays, seen, train_seconds)
         return BoundaryResult(period_id, version, trained)
-
-    def _period_data(self, arrays: PeriodArrays) -> PeriodData:
-        """The period as the strategy takes it: its tables never shrink (a late
-        period knows fewer users and items than the model already has)."""
-        model = self.strategy.model
-        n_users = max(arrays.n_users, model.n_users if model is not None else 0)
-        n_items = max(arrays.n_items, model.n_items if model is not None else 0)
-        return PeriodData(arrays.users, arrays.items, n_users, n_items)
 
     def commit(self, period_id: int, strategy: Strategy, train_seconds: float, tag: str) -> int:
         """Adopt ``strategy``, already trained through closed period ``period_id``
@@ -242,46 +206,30 @@ class PeriodTrainer:
         seen: SeenIndex,
         train_seconds: float,
     ) -> int:
-        expected = (self.store.latest_version() or 0) + 1
-        payload = model_payload(
-            version=expected,
-            period_id=period_id,
-            strategy=self.strategy.name,
-            weights=weights,
-            user_ids=self.store.user_ids(),
-            item_ids=self.store.item_ids(),
-            seen=seen,
-            popular=popular_items(arrays.items),
+        version = write_version(
+            self.store, self.artifacts, self.check_leader,
+            period_id=period_id, strategy=self.strategy.name, weights=weights,
+            arrays=arrays, seen=seen, train_seconds=train_seconds,
         )
-        self.check_leader()
-        ref = self.artifacts.save(model_name(expected), payload)
-        self.check_leader()
-        version = self.store.record_version(
-            period_id=period_id,
-            strategy=self.strategy.name,
-            path=ref.path,
-            sha256=ref.sha256,
-            size_bytes=ref.size_bytes,
-            train_seconds=train_seconds,
-            n_users=weights.n_users,
-            n_items=weights.n_items,
-        )
-        if version != expected:
-            log.warning("version %d was recorded with the artifact of %d", version, expected)
         self._model = (version, weights)
         self._activate(version, period_id)
         return version
 
     def _activate(self, version: int, period_id: int) -> None:
         """Serve ``version`` (unless a version of a later period is active: a late
-        period's) and mark its period trained."""
+        period's; or another strategy was chosen meanwhile) and mark its period
+        trained."""
         active = self.store.active_version()
         info = self.store.get_version(active) if active is not None else None
-        if info is not None and info.period_id > period_id:
+        serving = serving_strategy(self.store, self.settings)
+        if (info is not None and info.period_id > period_id) or serving != self.strategy.name:
             self.store.mark_trained(period_id)
-            log.info("version %d (late period %d) recorded; version %d of period %d "
-                     "stays active", version, period_id, info.version, info.period_id)
+            log.info("version %d (%s, period %d) recorded; version %s stays active",
+                     version, self.strategy.name, period_id, active)
             return
+        self._serve(version, period_id)
+
+    def _serve(self, version: int, period_id: int) -> None:
         self.store.set_active_version(version)
         self.store.mark_trained(period_id)
         try:
@@ -290,9 +238,41 @@ class PeriodTrainer:
             log.warning("could not announce version %d; replicas pick it up by polling", version)
         log.info("version %d (period %d) is active", version, period_id)
 
+    # ---- challengers ------------------------------------------------------------
+
+    def _run_challengers(self, period_id: int) -> None:
+        """The challengers' part of the boundary (after the served swap), then the
+        promotion: the chosen strategy's newest version is served if it is not."""
+        pending = self.challengers.pending(period_id, self.strategy.name)
+        if pending:
+            arrays = self.store.period_arrays(period_id)
+            served = self._served_during
+            info = served[1] if served is not None and served[0] == period_id else (
+                self._served(period_id))
+            period = ClosedPeriod(period_id, arrays, self._seen_through(period_id, arrays),
+                                  self._weights_of(info) if info is not None else None)
+            self.challengers.run(period, pending)
+        if len(self.settings.lineup) > 1:
+            self._follow_choice(period_id)
+
+    def _follow_choice(self, period_id: int) -> None:
+        serving = serving_strategy(self.store, self.settings)
+        periods = self.settings.promotion_periods
+        if periods is not None:
+            pick = promotion_pick(self.store.strategy_scores(periods), periods, serving)
+            if pick is not None and latest_version_of(self.store, pick) is not None:
+                log.info("promotion: %s scored best in each of the last %d periods; "
+                         "it is served from now on (was %s)", pick, periods, serving)
+                choose_serving(self.store, pick)
+                serving = pick
+        chosen = latest_version_of(self.store, serving)
+        active = self.store.active_version()
+        if chosen is not None and chosen.version != active and chosen.period_id >= period_id:
+            self._serve(chosen.version, chosen.period_id)
+
     def _version_of(self, period_id: int) -> VersionInfo | None:
         for info in self.store.list_versions():
-            if info.period_id == period_id:
+            if info.period_id == period_id and info.strategy == self.strategy.name:
                 return info
         return None
 
@@ -325,16 +305,23 @@ class PeriodTrainer:
         if info is not None and info.period_id < period_id:
             return info
         earlier = [v for v in self.store.list_versions() if v.period_id < period_id]
-        return earlier[0] if earlier else None
+        same = [v for v in earlier if info is not None and v.strategy == info.strategy]
+        candidates = same or earlier
+        return candidates[0] if candidates else None
 
     def _score_served(self, period_id: int, arrays: PeriodArrays, seen: SeenIndex) -> None:
+        """Score the version that served during the period on it, on the version and
+        as its strategy's score for the period."""
         info = self._served(period_id)
+        self._served_during = (period_id, info)
         if info is None:
             return
         evaluated = (info.metrics or {}).get("evaluated_on_period")
         if evaluated is not None:
             if evaluated != period_id:
                 log.info("version %d keeps its metrics on period %s", info.version, evaluated)
+            else:  # scored before an interruption
+                self._record_score(period_id, info, info.metrics or {})
             return
         weights = self._weights_of(info)
         if weights is None:
@@ -349,6 +336,7 @@ class PeriodTrainer:
             period_id=period_id,
         )
         self.store.set_metrics(info.version, metrics)
+        self._record_score(period_id, info, metrics)
         log.info(
             "version %d on period %d: recall@20 %.4f, ndcg@20 %.4f (%d interactions)",
             info.version,
@@ -358,9 +346,16 @@ class PeriodTrainer:
             metrics["n_interactions"],
         )
 
+    def _record_score(self, period_id: int, info: VersionInfo, metrics: dict[str, Any]) -> None:
+        self.store.record_score(period_id=period_id, strategy=info.strategy,
+                                version=info.version, metrics=metrics,
+                                train_seconds=info.train_seconds)
+
     def _weights_of(self, info: VersionInfo) -> MFWeights | None:
         if self._model is not None and self._model[0] == info.version:
             return self._model[1]
+        if info.removed_at is not None:
+            return None
         try:
             payload = self.artifacts.load(info.path, info.sha256, info.size_bytes)
         except ArtifactCorrupt as error:

@@ -1,7 +1,9 @@
 """Strategy checkpoints: the retraining strategy's whole state (W_{t-1}, W_{t-2},
 W-hat, D_{t-1}, Theta, its optimiser and random generators) after period t,
 written atomically as ``state-p{t:06d}.pt`` and pointed at by the store's
-``strategy_state`` entry, so a restarted worker resumes where it stopped."""
+``strategy_state`` entry, so a restarted worker resumes where it stopped. Every
+strategy of the lineup (the served one and each challenger) also has a pointer of
+its own, ``strategy_state:<name>``, so either can take the other's place."""
 
 from __future__ import annotations
 
@@ -121,21 +123,34 @@ def save_checkpoint(
     )
 
 
-def point_at(store: Store, ref: CheckpointRef) -> None:
-    """Make ``ref`` the checkpoint a restarted worker resumes from."""
-    store.put_state(STATE_KEY, ref.to_state())
+def point_at(store: Store, ref: CheckpointRef, serving: bool = True) -> None:
+    """Make ``ref`` the checkpoint its strategy resumes from (and, for the serving
+    strategy, the one a restarted worker resumes from)."""
+    if serving:
+        store.put_state(STATE_KEY, ref.to_state())
+    store.put_state(f"{STATE_KEY}:{ref.strategy}", ref.to_state())
 
 
 def current_checkpoint(store: Store) -> CheckpointRef | None:
     return CheckpointRef.from_state(store.get_state(STATE_KEY))
 
 
+def checkpoint_of(store: Store, strategy: str) -> CheckpointRef | None:
+    """The newest checkpoint of ``strategy`` (served or challenger), if any."""
+    ref = CheckpointRef.from_state(store.get_state(f"{STATE_KEY}:{strategy}"))
+    if ref is None:  # written before strategies had pointers of their own
+        current = current_checkpoint(store)
+        ref = current if current is not None and current.strategy == strategy else None
+    return ref
+
+
 def restore_strategy(
-    settings: Settings, artifacts: ArtifactStore, ref: CheckpointRef | None
+    settings: Settings, artifacts: ArtifactStore, ref: CheckpointRef | None, name: str | None = None
 ) -> tuple[Strategy, CheckpointRef | None]:
-    """The strategy resumed from ``ref``, or a fresh one (with None) when there is no
-    checkpoint, it belongs to another strategy, or it cannot be read."""
-    strategy = new_strategy(settings)
+    """The strategy ``name`` (default: the configured one) resumed from ``ref``, or a
+    fresh one (with None) when there is no checkpoint, it belongs to another
+    strategy, or it cannot be read."""
+    strategy = new_strategy(settings, name)
     if ref is None:
         return strategy, None
     if ref.strategy != strategy.name:
@@ -152,6 +167,6 @@ def restore_strategy(
         strategy.load_state_dict(payload["state"])
     except (ArtifactCorrupt, KeyError, TypeError, ValueError, RuntimeError) as error:
         log.error("cannot resume from checkpoint %s (%s): starting afresh", ref.path, error)
-        return new_strategy(settings), None
+        return new_strategy(settings, name), None
     log.info("resumed strategy %r from %s (after period %d)", ref.strategy, ref.path, ref.period_id)
     return strategy, ref

@@ -1,6 +1,7 @@
 """What stays in MODEL_DIR: the active version, the newest
-``SMLREC_KEEP_VERSIONS`` versions and every pinned one, and the strategy
-checkpoint the store points at (it holds all the state the strategy needs to go
+``SMLREC_KEEP_VERSIONS`` versions, every pinned one and the newest of each
+configured strategy (what choosing that strategy serves), and the checkpoint the
+store points at for each strategy (it holds all the state the strategy needs to go
 on: older checkpoints are never read again). Everything else is deleted after
 each boundary; a deleted version's row stays (with its metrics), marked
 ``removed_at``. Temporary leftovers of interrupted saves go too, once old
@@ -12,17 +13,25 @@ from __future__ import annotations
 import logging
 
 from store import ArtifactStore, Store
-from worker.checkpoint import current_checkpoint
+from store.lineup import latest_version_of
+from worker.checkpoint import checkpoint_of, current_checkpoint
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "state-p"
 
 
-def prune(store: Store, artifacts: ArtifactStore, keep_versions: int) -> list[str]:
-    """Delete what the retention does not keep; returns the paths deleted."""
+def prune(
+    store: Store, artifacts: ArtifactStore, keep_versions: int, lineup: tuple[str, ...]
+) -> list[str]:
+    """Delete what the retention does not keep (``lineup``: the configured
+    strategies); returns the paths deleted."""
     versions = store.list_versions()  # newest first
     newest = {v.version for v in versions[:keep_versions]}
+    for name in lineup:
+        latest = latest_version_of(store, name)
+        if latest is not None:
+            newest.add(latest.version)
     keep: set[str] = set()
     removed: list[str] = []
     for info in versions:
@@ -34,9 +43,9 @@ def prune(store: Store, artifacts: ArtifactStore, keep_versions: int) -> list[st
                 removed.append(info.path)
             store.mark_removed(info.version)
             log.info("retention: removed the artifact of version %d", info.version)
-    checkpoint = current_checkpoint(store)
-    if checkpoint is not None:
-        keep.add(checkpoint.path)
+    for checkpoint in [current_checkpoint(store), *(checkpoint_of(store, n) for n in lineup)]:
+        if checkpoint is not None:
+            keep.add(checkpoint.path)
     for path in artifacts.list_files():
         if path.startswith(CHECKPOINT_PREFIX) and path not in keep and artifacts.remove(path):
             removed.append(path)

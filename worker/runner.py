@@ -325,7 +325,8 @@ class Worker(BackgroundThread):
             training.error = error
             return
         try:
-            prune(self.store, self.artifacts, self.settings.keep_versions)
+            prune(self.store, self.artifacts, self.settings.keep_versions,
+                  self.settings.lineup)
         except (StoreUnavailable, OSError) as error:
             log.warning("retention skipped this time: %s", error)
 

@@ -106,7 +106,7 @@ def csr(
 
 class ModelWriter:
     """Writes model versions with the worker's own writer: the payload is
-    ``worker.boundary.model_payload`` (the function a boundary writes with, so a
+    ``worker.versions.model_payload`` (the function a boundary writes with, so a
     change of the worker's format reaches every service test), saved with
     ``ArtifactStore.save``, then ``record_version``, then (optionally)
     ``set_active_version``, in the order ``PeriodTrainer._write_version`` keeps.
@@ -129,10 +129,11 @@ class ModelWriter:
         activate: bool = True,
         period_id: int = 0,
         train_seconds: float = 1.5,
+        strategy: str = "sml",
     ) -> int:
         from sml.model import MFWeights
-        from worker.boundary import model_name, model_payload
         from worker.evaluate import SeenIndex
+        from worker.versions import model_name, model_payload
 
         user_ids, item_ids = self.store.user_ids(), self.store.item_ids()
         generator = torch.Generator().manual_seed(seed)
@@ -148,14 +149,14 @@ class ModelWriter:
                                 np.array([i for _, i in pairs], dtype=np.int64), n_users)
         expected = (self.store.latest_version() or 0) + 1
         payload = model_payload(
-            version=expected, period_id=period_id, strategy="sml",
+            version=expected, period_id=period_id, strategy=strategy,
             weights=MFWeights(user.to(torch.float32), item.to(torch.float32)),
             user_ids=user_ids, item_ids=item_ids, seen=index,
             popular=np.array([item_pos[i] for i in popular or []], dtype=np.int64),
         )
         ref = self.artifacts.save(model_name(expected), payload)
         version = self.store.record_version(
-            period_id=period_id, strategy="sml", path=ref.path, sha256=ref.sha256,
+            period_id=period_id, strategy=strategy, path=ref.path, sha256=ref.sha256,
             size_bytes=ref.size_bytes, train_seconds=train_seconds, n_users=n_users,
             n_items=n_items,
         )

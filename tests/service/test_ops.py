@@ -36,6 +36,8 @@ API_PATHS = {
     "/v1/admin/models": ["get"],
     "/v1/admin/models/{version}/activate": ["post"],
     "/v1/admin/periods": ["get"],
+    "/v1/admin/strategies": ["get"],
+    "/v1/admin/strategy": ["post"],
     "/healthz": ["get"],
     "/readyz": ["get"],
     "/metrics": ["get"],
@@ -133,6 +135,18 @@ def test_metrics_show_what_an_operator_watches(
     assert value('smlrec_last_evaluated_quality{metric="ndcg@20"}') == 0.3
     assert value("smlrec_open_period_interactions") == 3
 
+    # a challenger's version scored later is not the served lineage's quality; the
+    # strategies' newest scores have a gauge of their own
+    challenger = models.write(seed=3, period_id=1, activate=False, strategy="fine_tune")
+    store.set_metrics(challenger, {"evaluated_on_period": 2, "recall@20": 0.7,
+                                   "ndcg@20": 0.4, "n_interactions": 10})
+    store.record_score(period_id=2, strategy="fine_tune", version=challenger,
+                       metrics={"recall@20": 0.7, "ndcg@20": 0.4, "n_interactions": 10},
+                       train_seconds=1.0)
+    assert value("smlrec_last_evaluated_version") == first
+    assert value('smlrec_strategy_quality{metric="recall@20",strategy="fine_tune"}') == 0.7
+    assert value('smlrec_strategy_quality{metric="ndcg@20",strategy="fine_tune"}') == 0.4
+
 
 def test_openapi_describes_the_api_with_examples(client: TestClient) -> None:
     document = client.get("/openapi.json").json()
@@ -143,7 +157,8 @@ def test_openapi_describes_the_api_with_examples(client: TestClient) -> None:
     schemas = document["components"]["schemas"]
     for name in ("InteractionBatch", "InteractionIn", "IngestResponse", "Recommendations",
                  "BatchRecommendationRequest", "BatchRecommendations", "RetrainAccepted",
-                 "JobOut", "ModelList", "ModelOut", "PeriodList", "PeriodOut"):
+                 "JobOut", "ModelList", "ModelOut", "PeriodList", "PeriodOut",
+                 "StrategyOverview", "StrategyChoice"):
         assert schemas[name].get("examples"), name
     batch = schemas["InteractionBatch"]["properties"]["interactions"]
     assert (batch["minItems"], batch["maxItems"]) == (1, 10_000)
