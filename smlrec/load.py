@@ -56,6 +56,7 @@ class PeriodMetrics:
     version: int
     trained_on: int
     evaluated_on: int | None
+    strategy: str
     recall: float | None
     ndcg: float | None
     n_interactions: int | None
@@ -227,6 +228,7 @@ class DemoLoad:
                     version=int(model["version"]),
                     trained_on=int(model["period_id"]),
                     evaluated_on=metrics.get("evaluated_on_period"),
+                    strategy=str(model.get("strategy", "")),
                     recall=metrics.get("recall@20"),
                     ndcg=metrics.get("ndcg@20"),
                     n_interactions=metrics.get("n_interactions"),
@@ -241,19 +243,24 @@ def format_report(rows: list[PeriodMetrics]) -> str:
             return "-"
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    lines = ["version  trained on  evaluated on  interactions  Recall@20  NDCG@20"]
+    lines = ["version  strategy      trained on  evaluated on  interactions  Recall@20  NDCG@20"]
     for r in rows:
         lines.append(
-            f"{r.version:>7}  {r.trained_on:>10}  {text(r.evaluated_on):>12}"
+            f"{r.version:>7}  {r.strategy:<12}  {r.trained_on:>10}  {text(r.evaluated_on):>12}"
             f"  {text(r.n_interactions):>12}  {text(r.recall):>9}  {text(r.ndcg):>7}"
         )
-    scored = [r for r in rows if r.recall is not None and r.n_interactions]
-    if scored:
+    strategies = dict.fromkeys(r.strategy for r in rows)  # each challenger its own mean
+    for strategy in strategies:
+        scored = [r for r in rows if r.strategy == strategy and r.recall is not None
+                  and r.n_interactions]
+        if not scored:
+            continue
         weight = sum(int(r.n_interactions or 0) for r in scored)
         recall = sum((r.recall or 0.0) * int(r.n_interactions or 0) for r in scored) / weight
         ndcg = sum((r.ndcg or 0.0) * int(r.n_interactions or 0) for r in scored) / weight
         lines.append(
-            f"mean over {len(scored)} evaluated periods: Recall@20 {recall:.4f}, NDCG@20 {ndcg:.4f}"
+            f"{strategy}: mean over {len(scored)} evaluated periods: Recall@20 {recall:.4f}, "
+            f"NDCG@20 {ndcg:.4f}"
         )
     return "\n".join(lines) + "\n"
 

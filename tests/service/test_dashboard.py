@@ -59,11 +59,11 @@ def test_the_chart_draws_every_scored_version_of_a_running_service(
     answer = client.get("/v1/admin/models", headers=ADMIN).json()["models"]
     svg = _node("d.chartSvg(d.evaluatedPoints(input.models))", models=answer)
     drawn = re.findall(r'<circle class="recall" cx="([\d.]+)" cy="([\d.]+)" r="3" '
-                       r'data-version="(\d+)"', svg)
+                       r'stroke="#[0-9a-f]+" data-version="(\d+)" data-strategy="sml"', svg)
     assert [int(v) for _, _, v in drawn] == versions[:3]  # in the order they were scored
     xs, ys = [float(x) for x, _, _ in drawn], [float(y) for _, y, _ in drawn]
     assert xs == sorted(xs) and ys == sorted(ys, reverse=True)  # recall rises: y falls
-    assert svg.count("<polyline") == 2 and "version 3 on period 3: recall@20 0.7000" in svg
+    assert svg.count("<polyline") == 2 and "version 3 (sml) on period 3: recall@20 0.7000" in svg
     summary = _node("d.strategySummary(input.models)", models=answer)
     assert summary == [{"name": "sml", "versions": 4, "scored": 3, "meanRecall": 0.6}]
 
@@ -82,3 +82,37 @@ def test_the_page_keeps_the_token_in_the_tabs_session_storage_only() -> None:
     script = Path(SCRIPT).read_text()
     assert "sessionStorage" in script and "localStorage" not in script
     assert "document.cookie" not in script
+
+
+def test_strategies_are_drawn_side_by_side(
+    client: TestClient, store: Store, models: ModelWriter
+) -> None:
+    """Each strategy gets its own lines in the chart, and the strategies table puts
+    their scores on each period side by side, the period's best marked."""
+    client.post("/v1/interactions", json=interactions(("u1", "i1"), ("u2", "i2")))
+    scored = {"sml": [0.5, 0.6], "spmf": [0.55, 0.58]}
+    for name, recalls in scored.items():
+        for period, recall in enumerate(recalls):
+            version = models.write(seed=period, period_id=period, strategy=name,
+                                   activate=name == "sml")
+            metrics = {"evaluated_on_period": period + 1, "recall@20": recall,
+                       "ndcg@20": recall / 2, "n_interactions": 2}
+            store.set_metrics(version, metrics)
+            store.record_score(period_id=period + 1, strategy=name, version=version,
+                               metrics=metrics, train_seconds=1.0)
+    answer = client.get("/v1/admin/models", headers=ADMIN).json()["models"]
+    svg = _node("d.chartSvg(d.evaluatedPoints(input.models))", models=answer)
+    assert svg.count("<polyline") == 4
+    for name in scored:
+        assert len(re.findall(rf'<circle [^>]*data-strategy="{name}"', svg)) == 2
+    assert svg.count(">p1<") == 1 and svg.count(">p2<") == 1  # one x position per period
+
+    overview = client.get("/v1/admin/strategies", headers=ADMIN).json()
+    table = _node("d.strategyTable(input.overview)", overview=overview)
+    assert table["names"] == ["sml", "spmf"]  # the serving one first, then any scored
+    assert [row["period"] for row in table["rows"]] == [2, 1]
+    assert [[c["best"] for c in row["cells"]] for row in table["rows"]] == [[True, False],
+                                                                          [False, True]]
+    assert table["summary"][0] == {"name": "sml", "serving": True, "wins": 1,
+                                   "meanRecall": 0.55}
+    assert table["summary"][1]["wins"] == 1

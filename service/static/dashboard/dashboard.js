@@ -1,5 +1,6 @@
-// The operator's dashboard: reads /v1/admin/models, /v1/admin/periods (with the admin
-// token, kept in this tab's session storage only) and /metrics, and draws them.
+// The operator's dashboard: reads /v1/admin/models, /v1/admin/periods and
+// /v1/admin/strategies (with the admin token, kept in this tab's session storage
+// only) and /metrics, and draws them.
 // Everything it loads comes from the service itself. The pure functions at the top
 // are exported for the tests when run under Node.
 "use strict";
@@ -42,6 +43,7 @@ function evaluatedPoints(models) {
     .filter((m) => m.metrics && m.metrics["recall@20"] !== undefined)
     .map((m) => ({
       version: m.version,
+      strategy: m.strategy,
       period: m.metrics.evaluated_on_period,
       recall: m.metrics["recall@20"],
       ndcg: m.metrics["ndcg@20"],
@@ -53,39 +55,58 @@ function escapeXml(value) {
   return String(value).replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-// An SVG line chart of recall@20 and ndcg@20 per evaluated version (x: the order of
-// evaluation, labelled by version and period; y: 0 to the largest value).
+const COLOURS = ["#1f5fbf", "#2e8b57", "#8b3fbf", "#b8860b", "#c0392b", "#555555"];
+
+// An SVG chart of recall@20 (solid) and ndcg@20 (dashed) per evaluated period, one
+// colour per strategy (x: the period each version was scored on; y: 0 to the
+// largest value); each point is a version, named in its tooltip.
 function chartSvg(points, width = 720, height = 260) {
   if (points.length === 0) {
     return '<p class="empty">No version has been scored yet: a version is scored ' +
       "when the period after its own closes.</p>";
   }
   const left = 40, right = 10, top = 10, bottom = 40;
-  const top_value = Math.max(...points.map((p) => Math.max(p.recall, p.ndcg || 0)), 0.01);
-  const x = (i) => left + (points.length === 1 ? (width - left - right) / 2
-    : (i * (width - left - right)) / (points.length - 1));
-  const y = (v) => top + (1 - v / top_value) * (height - top - bottom);
-  const line = (key) => points.map((p, i) => `${x(i).toFixed(1)},${y(p[key] || 0).toFixed(1)}`)
-    .join(" ");
+  const periods = [...new Set(points.map((p) => p.period))].sort((a, b) => a - b);
+  const strategies = [...new Set(points.map((p) => p.strategy))];
+  const topValue = Math.max(...points.map((p) => Math.max(p.recall, p.ndcg || 0)), 0.01);
+  const x = (period) => {
+    const i = periods.indexOf(period);
+    return left + (periods.length === 1 ? (width - left - right) / 2
+      : (i * (width - left - right)) / (periods.length - 1));
+  };
+  const y = (v) => top + (1 - v / topValue) * (height - top - bottom);
   const parts = [
     `<svg width="${width}" height="${height}" ` +
-      `role="img" aria-label="recall@20 and ndcg@20 per version">`,
+      `role="img" aria-label="recall@20 and ndcg@20 per period and strategy">`,
     `<line class="axis" x1="${left}" y1="${y(0)}" x2="${width - right}" y2="${y(0)}"/>`,
     `<line class="axis" x1="${left}" y1="${top}" x2="${left}" y2="${y(0)}"/>`,
-    `<text x="2" y="${top + 4}">${top_value.toFixed(2)}</text>`,
+    `<text x="2" y="${top + 4}">${topValue.toFixed(2)}</text>`,
     `<text x="2" y="${y(0)}">0</text>`,
-    `<polyline class="recall" points="${line("recall")}"/>`,
-    `<polyline class="ndcg" points="${line("ndcg")}"/>`,
   ];
-  points.forEach((p, i) => {
-    parts.push(`<circle class="recall" cx="${x(i).toFixed(1)}" cy="${y(p.recall).toFixed(1)}" ` +
-      `r="3" data-version="${p.version}"><title>version ${p.version} on period ${p.period}: ` +
-      `recall@20 ${p.recall.toFixed(4)}, ndcg@20 ${(p.ndcg || 0).toFixed(4)}</title></circle>`);
-    parts.push(`<text x="${x(i).toFixed(1)}" y="${height - bottom + 16}" ` +
-      `text-anchor="middle">v${escapeXml(p.version)}</text>`);
+  for (const period of periods) {
+    parts.push(`<text x="${x(period).toFixed(1)}" y="${height - bottom + 16}" ` +
+      `text-anchor="middle">p${escapeXml(period)}</text>`);
+  }
+  strategies.forEach((strategy, n) => {
+    const colour = COLOURS[n % COLOURS.length];
+    const own = points.filter((p) => p.strategy === strategy);
+    const line = (key) => own.map((p) => `${x(p.period).toFixed(1)},${y(p[key] || 0).toFixed(1)}`)
+      .join(" ");
+    const name = escapeXml(strategy);
+    parts.push(`<polyline class="recall" data-strategy="${name}" stroke="${colour}" ` +
+      `points="${line("recall")}"/>`);
+    parts.push(`<polyline class="ndcg" data-strategy="${name}" stroke="${colour}" ` +
+      `points="${line("ndcg")}"/>`);
+    for (const p of own) {
+      parts.push(`<circle class="recall" cx="${x(p.period).toFixed(1)}" ` +
+        `cy="${y(p.recall).toFixed(1)}" r="3" stroke="${colour}" data-version="${p.version}" ` +
+        `data-strategy="${name}"><title>version ${p.version} (${name}) on period ${p.period}: ` +
+        `recall@20 ${p.recall.toFixed(4)}, ndcg@20 ${(p.ndcg || 0).toFixed(4)}</title></circle>`);
+    }
+    parts.push(`<text x="${left + 10 + n * 110}" y="${height - 4}" fill="${colour}">` +
+      `■ ${name}</text>`);
   });
-  parts.push(`<text x="${width - 170}" y="${height - 4}">— recall@20</text>`);
-  parts.push(`<text x="${width - 80}" y="${height - 4}" fill="#d2691e">— ndcg@20</text>`);
+  parts.push(`<text x="${width - 190}" y="${height - 4}">solid recall@20, dashed ndcg@20</text>`);
   parts.push("</svg>");
   return parts.join("");
 }
@@ -107,9 +128,39 @@ function strategySummary(models) {
   }));
 }
 
+// GET /v1/admin/strategies -> the strategies side by side: one column per strategy
+// (the serving one first), one row per scored period (newest first) with each
+// strategy's recall@20 and ndcg@20 there and the period's best recall@20 marked, and
+// per strategy the periods it won and its mean recall@20 over the periods shown.
+function strategyTable(overview) {
+  const names = [overview.serving, ...overview.challengers];
+  for (const p of overview.periods) {
+    for (const name of Object.keys(p.scores)) if (!names.includes(name)) names.push(name);
+  }
+  const totals = names.map(() => ({ wins: 0, sum: 0, n: 0 }));
+  const rows = overview.periods.map((p) => {
+    const recalls = names.map((n) => (p.scores[n] ? p.scores[n]["recall@20"] : null));
+    const best = Math.max(...recalls.filter((r) => r !== null));
+    const cells = names.map((name, i) => {
+      const score = p.scores[name];
+      if (!score) return null;
+      totals[i].sum += score["recall@20"];
+      totals[i].n += 1;
+      if (recalls[i] === best) totals[i].wins += 1;
+      return { recall: score["recall@20"], ndcg: score["ndcg@20"], best: recalls[i] === best };
+    });
+    return { period: p.period_id, cells };
+  });
+  const summary = names.map((name, i) => ({
+    name, serving: name === overview.serving, wins: totals[i].wins,
+    meanRecall: totals[i].n ? totals[i].sum / totals[i].n : null,
+  }));
+  return { names, rows, summary };
+}
+
 if (typeof module !== "undefined") {
   module.exports = { parseMetrics, sumOf, formatAge, evaluatedPoints, chartSvg,
-                     strategySummary, escapeXml };
+                     strategySummary, strategyTable, escapeXml };
 }
 
 // ---- the page ------------------------------------------------------------------
@@ -137,6 +188,30 @@ if (typeof document !== "undefined") {
     return response.json();
   }
 
+  function fillStrategies(overview) {
+    const table = strategyTable(overview);
+    $("strategies").textContent = `serving ${overview.serving}; challengers: ` +
+      (overview.challengers.join(", ") || "none (SMLREC_CHALLENGERS)") +
+      `; promotion ${overview.promotion}`;
+    const head = $("strategy-scores").tHead.rows[0];
+    head.replaceChildren();
+    cell(head, "period");
+    for (const s of table.summary) {
+      cell(head, `${s.name}${s.serving ? " (serving)" : ""}: ${s.wins} won` +
+        (s.meanRecall !== null ? `, mean ${s.meanRecall.toFixed(4)}` : ""));
+    }
+    const body = $("strategy-scores").tBodies[0];
+    body.replaceChildren();
+    for (const r of table.rows) {
+      const row = body.insertRow();
+      cell(row, r.period);
+      for (const c of r.cells) {
+        cell(row, c ? `${c.recall.toFixed(4)} / ${c.ndcg.toFixed(4)}` : "-");
+        if (c && c.best) row.lastChild.className = "best";
+      }
+    }
+  }
+
   function fill(models, periods, metrics, elapsed) {
     const active = models.find((m) => m.active);
     $("active").textContent = active ? `version ${active.version} (${active.strategy}, ` +
@@ -150,7 +225,7 @@ if (typeof document !== "undefined") {
     const failed = periods.filter((p) => p.status === "failed").map((p) => p.period_id);
     $("failed").textContent = failed.length ? `periods ${failed.join(", ")}` : "none";
     $("chart").innerHTML = chartSvg(evaluatedPoints(models));
-    $("strategies").textContent = strategySummary(models).map((s) =>
+    $("trained").textContent = strategySummary(models).map((s) =>
       `${s.name}: ${s.versions} versions, ${s.scored} scored` +
       (s.meanRecall !== null ? `, mean recall@20 ${s.meanRecall.toFixed(4)}` : ""))
       .join(" · ") || "-";
@@ -185,14 +260,16 @@ if (typeof document !== "undefined") {
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (!token) return;
     try {
-      const [models, periods, text] = await Promise.all([
+      const [models, periods, strategies, text] = await Promise.all([
         getJson("/v1/admin/models", token),
         getJson("/v1/admin/periods", token),
+        getJson("/v1/admin/strategies", token),
         fetch("/metrics").then((r) => r.text()),
       ]);
       const now = Date.now();
       fill(models.models, periods.periods, parseMetrics(text),
            lastAt === null ? 0 : (now - lastAt) / 1000);
+      fillStrategies(strategies);
       lastAt = now;
       $("content").hidden = false;
       say(`updated ${new Date(now).toLocaleTimeString()}`);
