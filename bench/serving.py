@@ -13,8 +13,9 @@ ratios are measured side by side):
 3. hot swaps under load: every swap an admin activation while recommendations
    are served; failed requests, and resident memory before and after;
 4. p99 of recommendations during a retrain (the embedded worker trains the
-   open period) against p99 at rest at the same load, measured back to back in
-   windows of equal length, over several rounds.
+   open period, and with ``--challengers`` the challenger strategies after it)
+   against p99 at rest at the same load, measured back to back in windows of
+   equal length, over several rounds.
 
     python -m bench.serving                      # the full-size run (minutes)
     python -m bench.serving --users 2000 --items 2000 --seconds 2 --swaps 3
@@ -86,6 +87,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="SMLREC_PRECOMPUTE_DEPTH of the service (default: its own; "
                              "0: every request is scored)")
     parser.add_argument("--ranking-timeout", type=float, default=900.0)
+    parser.add_argument("--challengers", default="",
+                        help="SMLREC_CHALLENGERS of the service: the retrain figure then "
+                             "covers the challengers' part of each boundary too")
     parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
@@ -387,6 +391,9 @@ def run(args: argparse.Namespace) -> Report:
             _arithmetic(env, report)
         if args.precompute_depth is not None:
             env["SMLREC_PRECOMPUTE_DEPTH"] = str(args.precompute_depth)
+        if args.challengers:
+            env["SMLREC_CHALLENGERS"] = args.challengers
+            report.title += f", challengers {args.challengers}"
         with serve(env) as server:
             if args.precompute_depth != 0:
                 _ranking(server, args, report)

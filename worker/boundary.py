@@ -8,7 +8,11 @@ When period t has closed, :meth:`PeriodTrainer.run`:
    updated on D_t) and step 1 for t, giving W_t;
 4. writes the model artifact atomically, points the strategy checkpoint at the new
    state, records the version, activates it, marks the period trained and
-   publishes the version.
+   publishes the version;
+5. runs the challengers' part (``worker.challengers``) and the promotion rule.
+
+The strategy trained first is the one chosen to serve (``store.lineup``); when the
+choice changes, the next boundary resumes the chosen one from its own checkpoint.
 
 Every step is safe to repeat, so a boundary interrupted anywhere can be run again:
 a period that already has a version is only finished off (activated, marked,
