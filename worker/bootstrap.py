@@ -18,9 +18,9 @@ import torch
 from sml.strategy import PeriodData, Strategy
 from smlrec.settings import Settings
 from store import ArtifactStore, Bus, PeriodInfo, Store, make_bus
-from worker.boundary import LeadershipLost, PeriodTrainer
+from worker.boundary import PeriodTrainer
 from worker.checkpoint import new_strategy
-from worker.leader import Heartbeat
+from worker.leader import Heartbeat, LeadershipLost
 from worker.runner import LOCK_NAME
 
 log = logging.getLogger(__name__)

@@ -62,10 +62,6 @@ from worker.versions import write_version
 log = logging.getLogger(__name__)
 
 
-class LeadershipLost(Exception):
-    """This worker is no longer the leader: it must not write anything more."""
-
-
 @dataclass(frozen=True)
 class BoundaryResult:
     period_id: int

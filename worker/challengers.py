@@ -15,7 +15,9 @@ stored history (the strategy's warm start, as the replay starts every method fro
 the pretrained model), so it neither replays every period nor starts from
 nothing; its first score is on the period after it joined. Every step is safe to
 repeat: a challenger whose checkpoint is already past t only writes the version it
-may lack, and a score already recorded stands.
+may lack, and a score already recorded stands. A challenger that fails is logged and
+skipped for the period (the served boundary still succeeds); it goes on from its
+last checkpoint at the next one.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from sml.model import MFWeights
 from sml.strategy import PeriodData, Strategy
 from smlrec.settings import Settings
-from store import ArtifactStore, PeriodArrays, Store
+from store import ArtifactStore, BusUnavailable, PeriodArrays, Store, StoreUnavailable
 from store.lineup import challengers
 from worker.checkpoint import (
     CheckpointRef,
@@ -39,6 +41,7 @@ from worker.checkpoint import (
     save_checkpoint,
 )
 from worker.evaluate import SeenIndex, online_metrics
+from worker.leader import LeadershipLost
 from worker.versions import write_version
 
 log = logging.getLogger(__name__)
@@ -94,7 +97,15 @@ class Challengers:
         written, by strategy."""
         written = {}
         for name in names:
-            version = self._one(name, period)
+            try:
+                version = self._one(name, period)
+            except (LeadershipLost, StoreUnavailable, BusUnavailable):
+                raise  # the boundary as a whole stops and is run again
+            except Exception:  # a challenger never fails the served boundary
+                log.exception("challenger %s failed on period %d: it learns the next "
+                              "period from its last checkpoint", name, period.period_id)
+                self._held.pop(name, None)
+                continue
             if version is not None:
                 written[name] = version
         return written

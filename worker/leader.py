@@ -17,6 +17,10 @@ from store import BusUnavailable, LeaderLock, Store, StoreUnavailable
 log = logging.getLogger(__name__)
 
 
+class LeadershipLost(Exception):
+    """This worker is no longer the leader: it must not write anything more."""
+
+
 class Heartbeat(BackgroundLoop):
     def __init__(self, lock: LeaderLock, store: Store, interval_s: float) -> None:
         super().__init__("smlrec-heartbeat", first_wait=interval_s,

@@ -49,9 +49,9 @@ from store import (
     StoreUnavailable,
 )
 from worker import jobs
-from worker.boundary import BoundaryResult, LeadershipLost, PeriodTrainer
+from worker.boundary import BoundaryResult, PeriodTrainer
 from worker.ingest import StreamDrainer
-from worker.leader import Heartbeat
+from worker.leader import Heartbeat, LeadershipLost
 from worker.periods import close_due_periods, time_cut_due
 from worker.retention import prune
 

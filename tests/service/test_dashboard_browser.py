@@ -126,8 +126,8 @@ def service(tmp_path: Path, sqlite_url: str) -> Iterator[tuple[str, dict[str, An
                                metrics=metrics, train_seconds=1.0)
     store.close()
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, run_worker=False), host="127.0.0.1", port=port,
-                                           log_config=None))
+    app = create_app(settings, run_worker=False)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started or not thread.is_alive(), timeout=600)

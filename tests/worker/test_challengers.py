@@ -14,7 +14,7 @@ from worker_testkit import make_settings, rows_of
 from sml.data import InteractionLog
 from sml.model import MFWeights
 from smlrec.settings import Settings
-from store import ArtifactStore, InProcessBus, Store, StrategyScoreInfo
+from store import ArtifactStore, InProcessBus, Store, StoreUnavailable, StrategyScoreInfo
 from store.lineup import choose_serving, promotion_pick, serving_strategy
 from worker.boundary import PeriodTrainer
 from worker.challengers import Challengers
@@ -233,11 +233,11 @@ def test_a_boundary_interrupted_in_the_challengers_part_is_finished_by_a_rerun(
     def crash_on_second(self, name, period):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 2:
-            raise RuntimeError("killed")
+            raise StoreUnavailable("the database went away")
         return original(self, name, period)
 
     monkeypatch.setattr(Challengers, "_one", crash_on_second)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(StoreUnavailable):
         trainer.run(period_id)
     assert set(_versions(store, period_id)) == {"sml", "fine_tune"}
     assert store.active_version() == _versions(store, period_id)["sml"]  # the swap stood
@@ -269,3 +269,27 @@ def test_retention_keeps_each_strategys_newest_version_and_state(
         pointer = checkpoint_of(store, name)
         assert pointer is not None and pointer.path in on_disk
     assert all(v.removed_at is not None for v in store.list_versions() if v.period_id == 0)
+
+
+def test_a_failing_challenger_never_fails_the_served_boundary(
+    settings: Settings, sqlite_store: Store, small_log: InteractionLog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = sqlite_store
+    trainer, _ = _trainer(settings, store)
+    trainer.run(_close(store, small_log, 0))
+    original = Challengers._one
+
+    def fine_tune_breaks(self, name, period):  # type: ignore[no-untyped-def]
+        if name == "fine_tune":
+            raise RuntimeError("out of memory")
+        return original(self, name, period)
+
+    monkeypatch.setattr(Challengers, "_one", fine_tune_breaks)
+    result = trainer.run(_close(store, small_log, 1))  # no exception: the job succeeds
+    assert result.version == store.active_version() == _versions(store, 1)["sml"]
+    assert set(_versions(store, 1)) == {"sml", "full_retrain"}
+    monkeypatch.setattr(Challengers, "_one", original)
+    trainer.run(_close(store, small_log, 2))  # it goes on from its period-0 state
+    assert set(_versions(store, 2)) == {"sml", "fine_tune", "full_retrain"}
+    assert _scores(store, 2)["fine_tune"].version == _versions(store, 0)["fine_tune"]
