@@ -13,6 +13,7 @@ from store.dto import (
     NewInteraction,
     PeriodArrays,
     PeriodInfo,
+    StoredInteraction,
     VersionInfo,
 )
 from store.errors import ArtifactCorrupt, BusUnavailable, StoreUnavailable
@@ -41,6 +42,7 @@ __all__ = [
     "RedisBus",
     "Store",
     "StoreUnavailable",
+    "StoredInteraction",
     "VersionInfo",
     "make_bus",
     "pack_ids",
