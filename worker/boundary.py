@@ -174,7 +174,7 @@ class PeriodTrainer:
             self._activate(existing.version, period_id)
             return BoundaryResult(period_id, existing.version, False)
 
-        arrays = self.store.period_arrays(period_id)
+        arrays = self.store.period_arrays(period_id, self.settings.type_weight_map)
         seen = self._seen_through(period_id, arrays)
         self._score_served(period_id, arrays, seen)
         checkpoint = self.checkpoint
@@ -201,12 +201,13 @@ class PeriodTrainer:
         return BoundaryResult(period_id, version, trained)
 
     def _period_data(self, arrays: PeriodArrays) -> PeriodData:
-        """The period as the strategy takes it: its tables never shrink (a late
-        period knows fewer users and items than the model already has)."""
+        """The period as the strategy takes it, each interaction with its training
+        weight: its tables never shrink (a late period knows fewer users and items
+        than the model already has)."""
         model = self.strategy.model
         n_users = max(arrays.n_users, model.n_users if model is not None else 0)
         n_items = max(arrays.n_items, model.n_items if model is not None else 0)
-        return PeriodData(arrays.users, arrays.items, n_users, n_items)
+        return PeriodData(arrays.users, arrays.items, n_users, n_items, arrays.weights)
 
     def commit(self, period_id: int, strategy: Strategy, train_seconds: float, tag: str) -> int:
         """Adopt ``strategy``, already trained through closed period ``period_id``
