@@ -37,10 +37,10 @@ from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.fastpath import RecommendationsFastPath
 from service.ingest import DatabaseIngestor, Ingestor, OpenPeriod, StreamAppender
+from service.interaction_schemas import InteractionBatch
 from service.middleware import RequestMetricsMiddleware
-from service.routes import admin, interactions, ops, recommendations, strategies
+from service.routes import admin, export, interactions, ops, recommendations, strategies
 from service.runtime import Runtime
-from service.schemas import InteractionBatch
 from smlrec.preflight import resolve_admin_token
 from smlrec.settings import Settings, get_settings
 from store import ArtifactStore, Bus, Caps, RedisBus, Store, StoreUnavailable, make_bus
@@ -105,7 +105,7 @@ def create_app(
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics,
                        access=settings.access_log)
     install_error_handlers(app)
-    for module in (interactions, recommendations, admin, strategies, ops):
+    for module in (interactions, recommendations, admin, strategies, export, ops):
         app.include_router(module.router)
     document_models(app, [InteractionBatch])  # the body of POST /v1/interactions
     install_docs(app)

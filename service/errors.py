@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
-from service.schemas import TooManyInteractions
+from service.interaction_schemas import TooManyInteractions
 from store import BusUnavailable, StoreUnavailable
 
 log = logging.getLogger(__name__)

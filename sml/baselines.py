@@ -24,7 +24,9 @@ import torch
 
 from sml.fit import FitConfig, SeenPairs, fit_mf
 from sml.model import MFConfig, MFWeights, score_all
-from sml.strategy import PeriodData, PeriodLike, concat_periods
+from sml.strategy import PeriodData, PeriodLike, as_period_data, concat_periods, join_weights
+
+Pairs = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # users, items, weights (None: 1)
 
 # Largest score matrix (rows x catalog) SPMF materialises when ranking its reservoir.
 _SCORE_BUDGET = 1 << 22
@@ -81,21 +83,23 @@ class _Retrain:
         self._remember(data)
 
     def boundary(self, period: PeriodLike) -> MFWeights:
-        data = PeriodData(period.users, period.items, period.n_users, period.n_items)
+        data = as_period_data(period)
         self.seen.add(data.users, data.items)
         if self.current is None:
             start = MFWeights.init(self.config.mf, data.n_users, data.n_items, self.generator)
         else:
             start = self.current.grow(data.n_users, data.n_items, self.config.mf, self.generator)
-        users, items = self._training_pairs(data)
+        users, items, weights = self._training_pairs(data)
         self.current = fit_mf(
-            start, users, items, seen=self.seen, config=self.config.fit, rng=self.rng
+            start, users, items, seen=self.seen, config=self.config.fit, rng=self.rng,
+            weights=weights,
         )
         self._remember(data)
         return self.current
 
-    def _training_pairs(self, data: PeriodData) -> tuple[np.ndarray, np.ndarray]:
-        return data.users, data.items
+    def _training_pairs(self, data: PeriodData) -> Pairs:
+        """The interactions to train on at this boundary, with their weights."""
+        return data.users, data.items, data.weights
 
     def _remember(self, data: PeriodData) -> None:
         """Keep what later periods need (history, reservoir); nothing by default."""
@@ -137,14 +141,21 @@ class FullRetrain(_Retrain):
         super().__init__(config)
         self.history_users = np.zeros(0, dtype=np.int64)
         self.history_items = np.zeros(0, dtype=np.int64)
+        self.history_weights: np.ndarray | None = None  # None: every one weighs 1
 
-    def _training_pairs(self, data: PeriodData) -> tuple[np.ndarray, np.ndarray]:
+    def _training_pairs(self, data: PeriodData) -> Pairs:
         return (
             np.concatenate([self.history_users, data.users]),
             np.concatenate([self.history_items, data.items]),
+            self._with_history(data),
         )
 
+    def _with_history(self, data: PeriodData) -> np.ndarray | None:
+        return join_weights([(len(self.history_users), self.history_weights),
+                             (len(data.users), data.weights)])
+
     def _remember(self, data: PeriodData) -> None:
+        self.history_weights = self._with_history(data)
         self.history_users = np.concatenate([self.history_users, data.users])
         self.history_items = np.concatenate([self.history_items, data.items])
 
@@ -152,11 +163,13 @@ class FullRetrain(_Retrain):
         return {
             "history_users": torch.from_numpy(self.history_users.copy()),
             "history_items": torch.from_numpy(self.history_items.copy()),
+            "history_weights": _tensor(self.history_weights),
         }
 
     def _load_extra(self, state: dict[str, Any]) -> None:
         self.history_users = state["history_users"].numpy()
         self.history_items = state["history_items"].numpy()
+        self.history_weights = _array(state.get("history_weights"))
 
 
 class SPMF(_Retrain):
@@ -178,6 +191,7 @@ class SPMF(_Retrain):
         super().__init__(config)
         self.reservoir_users = np.zeros(0, dtype=np.int64)
         self.reservoir_items = np.zeros(0, dtype=np.int64)
+        self.reservoir_weights: np.ndarray | None = None  # None: every one weighs 1
         self.stream_length = 0  # interactions offered to the reservoir so far
 
     def _catalog_size(self) -> int:
@@ -213,44 +227,69 @@ class SPMF(_Retrain):
         weights = np.exp(logit - logit.max())
         return weights / weights.sum()
 
-    def _training_pairs(self, data: PeriodData) -> tuple[np.ndarray, np.ndarray]:
+    def _training_pairs(self, data: PeriodData) -> Pairs:
+        """D_t, then the drawn reservoir interactions, each with its own weight."""
         draws = self.config.reservoir_draws
         n = len(data.users) if draws is None else draws
         if n == 0 or len(self.reservoir_users) == 0:
-            return data.users, data.items
+            return data.users, data.items, data.weights
         drawn = self.rng.choice(len(self.reservoir_users), size=n, p=self.draw_probabilities())
+        kept = self.reservoir_weights
         return (
             np.concatenate([data.users, self.reservoir_users[drawn]]),
             np.concatenate([data.items, self.reservoir_items[drawn]]),
+            join_weights([(len(data.users), data.weights),
+                          (n, None if kept is None else kept[drawn])]),
         )
 
     def _remember(self, data: PeriodData) -> None:
-        """Algorithm R: the reservoir stays a uniform sample of every interaction so far."""
+        """Algorithm R: the reservoir stays a uniform sample of every interaction so far
+        (an interaction keeps its weight in it)."""
         size = self.config.reservoir_size
         users, items = self.reservoir_users.copy(), self.reservoir_items.copy()
         free = max(0, size - len(users))
+        weights = join_weights([(len(users), self.reservoir_weights),
+                                (len(data.users[:free]), _head(data.weights, free))])
         users = np.concatenate([users, data.users[:free]])
         items = np.concatenate([items, data.items[:free]])
         seen = self.stream_length + min(free, len(data.users))
-        for u, i in zip(data.users[free:], data.items[free:], strict=True):
+        for n, (u, i) in enumerate(zip(data.users[free:], data.items[free:], strict=True)):
             seen += 1
             slot = int(self.rng.integers(0, seen))
             if slot < size:
                 users[slot], items[slot] = u, i
+                if weights is not None:
+                    weights[slot] = 1.0 if data.weights is None else data.weights[free + n]
         self.stream_length = seen
         self.reservoir_users, self.reservoir_items = users, items
+        self.reservoir_weights = weights
 
     def _extra_state(self) -> dict[str, Any]:
         return {
             "reservoir_users": torch.from_numpy(self.reservoir_users.copy()),
             "reservoir_items": torch.from_numpy(self.reservoir_items.copy()),
+            "reservoir_weights": _tensor(self.reservoir_weights),
             "stream_length": self.stream_length,
         }
 
     def _load_extra(self, state: dict[str, Any]) -> None:
         self.reservoir_users = state["reservoir_users"].numpy()
         self.reservoir_items = state["reservoir_items"].numpy()
+        self.reservoir_weights = _array(state.get("reservoir_weights"))
         self.stream_length = int(state["stream_length"])
+
+
+def _head(weights: np.ndarray | None, n: int) -> np.ndarray | None:
+    return None if weights is None else weights[:n]
+
+
+def _tensor(weights: np.ndarray | None) -> torch.Tensor | None:
+    """Weights as a checkpoint holds them (None stays None)."""
+    return None if weights is None else torch.from_numpy(np.asarray(weights, np.float64).copy())
+
+
+def _array(weights: torch.Tensor | None) -> np.ndarray | None:
+    return None if weights is None else weights.numpy()
 
 
 class Popularity(_Retrain):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sml.fit import Batch
 from sml.model import MFWeights
 
 # the check: how the two lineages are compared on the period that just closed, as the
@@ -14,8 +13,10 @@ from sml.model import MFWeights
 CHECK_NEGATIVES = 99
 CHECK_TOP = 20
 
+Check = tuple[Tensor, Tensor, Tensor]  # users (B,), positives (B,), negatives (B, n)
 
-def ranking_score(model: MFWeights, check: Batch, chunk: int = 4096) -> float:
+
+def ranking_score(model: MFWeights, check: Check, chunk: int = 4096) -> float:
     """Share of the interactions the model ranks in the top CHECK_TOP of themselves and
     their sampled negatives (a tie with a negative counts half a place above it), i.e.
     sampled Recall@CHECK_TOP. Users beyond the tables score by item biases, as serving

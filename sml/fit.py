@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -68,7 +69,11 @@ def sample_negatives(
     return neg.reshape(-1, n_negatives)
 
 
-Batch = tuple[Tensor, Tensor, Tensor]  # users (B,), positives (B,), negatives (B, n)
+class Batch(NamedTuple):
+    users: Tensor  # (B,)
+    pos: Tensor  # (B,)
+    neg: Tensor  # (B, n)
+    weight: Tensor | None = None  # (B,) float32, each interaction's; None: all 1
 
 
 def batches(
@@ -80,16 +85,20 @@ def batches(
     n_negatives: int,
     batch_size: int,
     rng: np.random.Generator,
+    weights: np.ndarray | None = None,
 ) -> Iterator[Batch]:
-    """One epoch: shuffled positives with freshly sampled negatives."""
+    """One epoch: shuffled positives with freshly sampled negatives (and each one's
+    weight, given ``weights``: the same shuffle and draws either way)."""
     order = rng.permutation(users.shape[0])
     neg = sample_negatives(users[order], n_negatives, n_items, seen, rng)
+    w32 = None if weights is None else np.asarray(weights, dtype=np.float32)
     for start in range(0, order.shape[0], batch_size):
         idx = order[start : start + batch_size]
-        yield (
+        yield Batch(
             torch.from_numpy(users[idx]),
             torch.from_numpy(items[idx]),
             torch.from_numpy(neg[start : start + batch_size]),
+            None if w32 is None else torch.from_numpy(w32[idx]),
         )
 
 
@@ -103,10 +112,10 @@ class FitConfig:
 
 
 def mf_batch_loss(weights: MFWeights, batch: Batch, l2: float) -> Tensor:
-    users, pos, neg = batch
+    users, pos, neg, weight = batch
     u, p, n = weights.user[users], weights.item[pos], weights.item[neg]  # (B, D), (B, D), (B, n, D)
     reg = (u.square().sum() + p.square().sum() + n.square().sum()) / users.shape[0]
-    return bce_loss(u, p, n) + l2 * reg
+    return bce_loss(u, p, n, weight) + l2 * reg
 
 
 def run_epochs(
@@ -120,14 +129,20 @@ def run_epochs(
     config: FitConfig,
     rng: np.random.Generator,
     optimizer: torch.optim.Optimizer | None = None,
+    weights: np.ndarray | None = None,
 ) -> float:
     """Adam over ``params`` for some epochs of a period; returns the last epoch's mean loss.
 
     A long-lived ``optimizer`` (Theta's, kept across periods) may be passed in;
-    otherwise a fresh Adam with ``config.lr`` is used.
+    otherwise a fresh Adam with ``config.lr`` is used. ``weights`` (N,): each
+    interaction's weight in the loss (None: every one 1). Weights that are all 1
+    train as no weights do, exactly (the weighted loss's backward may sum a
+    gradient in another order).
     """
     if users.shape[0] == 0:
         return float("nan")
+    if weights is not None and bool(np.all(weights == 1)):
+        weights = None
     if optimizer is None:
         optimizer = torch.optim.Adam(params, lr=config.lr)
     mean = float("nan")
@@ -141,6 +156,7 @@ def run_epochs(
             n_negatives=config.n_negatives,
             batch_size=config.batch_size,
             rng=rng,
+            weights=weights,
         ):
             optimizer.zero_grad(set_to_none=True)
             loss = loss_of(batch)
@@ -160,20 +176,23 @@ def fit_mf(
     seen: SeenPairs,
     config: FitConfig,
     rng: np.random.Generator,
+    weights: np.ndarray | None = None,
 ) -> MFWeights:
-    """Plain MF training on (users, items) from ``start`` (which must cover every index)."""
-    weights = MFWeights(
+    """Plain MF training on (users, items) from ``start`` (which must cover every index);
+    ``weights``: each interaction's weight in the loss (None: every one 1)."""
+    model = MFWeights(
         start.user.detach().clone().requires_grad_(True),
         start.item.detach().clone().requires_grad_(True),
     )
     run_epochs(
-        [weights.user, weights.item],
-        lambda batch: mf_batch_loss(weights, batch, config.l2),
+        [model.user, model.item],
+        lambda batch: mf_batch_loss(model, batch, config.l2),
         users,
         items,
-        n_items=weights.n_items,
+        n_items=model.n_items,
         seen=seen,
         config=config,
         rng=rng,
+        weights=weights,
     )
-    return weights.detach()
+    return model.detach()

@@ -76,7 +76,7 @@ def merged_loss(
     A user beyond the tables (first seen in the objective period) is scored as
     serving scores such a user: a zero row, so only the item biases rank for them.
     """
-    b_users, pos, neg = batch
+    b_users, pos, neg, weight = batch
     u_rows, u_inv = torch.unique(b_users, return_inverse=True)
     i_rows, i_inv = torch.unique(torch.cat([pos, neg.flatten()]), return_inverse=True)
     known = u_rows < users.prev.shape[0]
@@ -90,4 +90,4 @@ def merged_loss(
     b = b_users.shape[0]
     pos_rows = i[i_inv[:b]]  # (B, D)
     neg_rows = i[i_inv[b:]].view(b, neg.shape[1], -1)  # (B, n, D)
-    return bce_loss(u[u_inv], pos_rows, neg_rows)
+    return bce_loss(u[u_inv], pos_rows, neg_rows, weight)

@@ -2,7 +2,8 @@
 
 score(u, i) = <p_u, q_i> + b_u + b_i. The loss is the SML paper's L_0: binary
 cross-entropy on observed pairs and on sampled pairs the user has not interacted
-with, plus lambda * L2 of the rows involved.
+with, plus lambda * L2 of the rows involved; an interaction may weigh more or
+less than 1 in it (its type and weight, where the log records them).
 
 The weights live in two plain tensors rather than in an ``nn.Module`` so that the
 transfer can take them as inputs and the meta-gradient can flow through them.
@@ -88,12 +89,20 @@ def logits(user_rows: Tensor, item_rows: Tensor) -> Tensor:
     return dot + user_rows[..., -1] + item_rows[..., -1]
 
 
-def bce_loss(user_rows: Tensor, pos_rows: Tensor, neg_rows: Tensor) -> Tensor:
-    """L_0 on a batch: users (B, d+1), positives (B, d+1), negatives (B, n, d+1)."""
+def bce_loss(
+    user_rows: Tensor, pos_rows: Tensor, neg_rows: Tensor, weight: Tensor | None = None
+) -> Tensor:
+    """L_0 on a batch: users (B, d+1), positives (B, d+1), negatives (B, n, d+1),
+    averaged over the B interactions. ``weight`` (B,) multiplies each interaction's
+    term (its positive and its negatives); None weighs every one 1, and weights of
+    1 give exactly the unweighted loss (each term times 1, summed in the same order)."""
     pos = logits(user_rows, pos_rows)  # (B,)
     neg = logits(user_rows.unsqueeze(1), neg_rows)  # (B, n)
-    loss_pos = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="sum")
-    loss_neg = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="sum")
+    neg_weight = None if weight is None else weight.unsqueeze(1)  # (B, 1)
+    loss_pos = F.binary_cross_entropy_with_logits(
+        pos, torch.ones_like(pos), weight=weight, reduction="sum")
+    loss_neg = F.binary_cross_entropy_with_logits(
+        neg, torch.zeros_like(neg), weight=neg_weight, reduction="sum")
     return (loss_pos + loss_neg) / pos.shape[0]
 
 

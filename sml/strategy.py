@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from sml.model import MFWeights
 
@@ -39,6 +40,29 @@ class PeriodData:
     items: np.ndarray
     n_users: int
     n_items: int
+    # (n,) each interaction's weight in the training loss; None: every one 1 (the
+    # offline replay's logs, and a service log whose weights are all 1)
+    weights: np.ndarray | None = None
+
+
+def weights_of(period: PeriodLike) -> np.ndarray | None:
+    """A period's interaction weights, where it has them (a replay's periods do not)."""
+    weights: np.ndarray | None = getattr(period, "weights", None)
+    return weights
+
+
+def as_period_data(period: PeriodLike) -> PeriodData:
+    return PeriodData(period.users, period.items, period.n_users, period.n_items,
+                      weights_of(period))
+
+
+def join_weights(parts: Sequence[tuple[int, np.ndarray | None]]) -> np.ndarray | None:
+    """The weights of consecutive runs of (length, weights or None) interactions as
+    one array; None when no run has any (a run without weights weighs 1)."""
+    if all(weights is None for _, weights in parts):
+        return None
+    return np.concatenate([np.ones(n) if weights is None else np.asarray(weights, np.float64)
+                           for n, weights in parts])
 
 
 def concat_periods(periods: Sequence[PeriodLike]) -> PeriodData:
@@ -48,7 +72,32 @@ def concat_periods(periods: Sequence[PeriodLike]) -> PeriodData:
         items=np.concatenate([p.items for p in periods]).astype(np.int64),
         n_users=max(p.n_users for p in periods),
         n_items=max(p.n_items for p in periods),
+        weights=join_weights([(len(p.users), weights_of(p)) for p in periods]),
     )
+
+
+def period_state(data: PeriodData | None) -> dict[str, Any] | None:
+    """A period as checkpoint-safe values (tensors and ints)."""
+    if data is None:
+        return None
+    state: dict[str, Any] = {
+        "users": torch.from_numpy(data.users.copy()),
+        "items": torch.from_numpy(data.items.copy()),
+        "n_users": data.n_users,
+        "n_items": data.n_items,
+    }
+    if data.weights is not None:
+        state["weights"] = torch.from_numpy(np.asarray(data.weights, np.float64).copy())
+    return state
+
+
+def period_from_state(state: dict[str, Any] | None) -> PeriodData | None:
+    """:func:`period_state` read back (a state written before weights: unweighted)."""
+    if state is None:
+        return None
+    weights = state.get("weights")
+    return PeriodData(state["users"].numpy(), state["items"].numpy(), int(state["n_users"]),
+                      int(state["n_items"]), None if weights is None else weights.numpy())
 
 
 class Strategy(Protocol):

@@ -42,7 +42,15 @@ from sml.fit import Batch, FitConfig, SeenPairs, fit_mf, run_epochs, sample_nega
 from sml.lineage import Lineage
 from sml.merge import Scope, Side, merged_loss
 from sml.model import MFConfig, MFWeights
-from sml.strategy import PeriodData, PeriodLike, concat_periods
+from sml.strategy import (
+    PeriodData,
+    PeriodLike,
+    as_period_data,
+    concat_periods,
+    period_from_state,
+    period_state,
+    weights_of,
+)
 from sml.transfer import TransferConfig, TransferPair, column_scale
 
 Variant = Literal["sml", "sml_n"]
@@ -160,17 +168,17 @@ class SMLStrategy:
         self.served.current, self.served.hat, self.served.anchor = base.detach(), base, anchor
         self._follow()
         last = history[-1]
-        self.last = PeriodData(last.users, last.items, base.n_users, base.n_items)
+        self.last = PeriodData(last.users, last.items, base.n_users, base.n_items,
+                               weights_of(last))
 
     def boundary(self, period: PeriodLike) -> MFWeights:
-        data = PeriodData(period.users, period.items, period.n_users, period.n_items)
+        data = as_period_data(period)
         self.seen.add(data.users, data.items)
         served = self.served
         if served.current is None:
             start = MFWeights.init(self.config.mf, data.n_users, data.n_items, self.generator)
-            base = fit_mf(
-                start, data.users, data.items, seen=self.seen, config=self.config.fit, rng=self.rng
-            )
+            base = fit_mf(start, data.users, data.items, seen=self.seen, config=self.config.fit,
+                          rng=self.rng, weights=data.weights)
             served.current, served.hat, served.anchor = base, base, None
             self._follow()
         else:
@@ -250,7 +258,8 @@ class SMLStrategy:
         """Step 1: W-hat on D through the transfer (Theta fixed), or on its own loss."""
         fit = replace(self.config.fit, epochs=epochs)
         if self.config.step_one == "own":
-            return fit_mf(start, data.users, data.items, seen=self.seen, config=fit, rng=self.rng)
+            return fit_mf(start, data.users, data.items, seen=self.seen, config=fit, rng=self.rng,
+                          weights=data.weights)
         hat = MFWeights(
             start.user.detach().clone().requires_grad_(True),
             start.item.detach().clone().requires_grad_(True),
@@ -264,7 +273,7 @@ class SMLStrategy:
         transfers.requires_grad_(False)
 
         def loss_of(batch: Batch) -> Tensor:
-            b_users, pos, neg = batch
+            b_users, pos, neg, _ = batch
             merged = merged_loss(transfers, users, items, batch, hat)
             reg = (
                 hat.user[b_users].square().sum()
@@ -283,6 +292,7 @@ class SMLStrategy:
                 seen=self.seen,
                 config=fit,
                 rng=self.rng,
+                weights=data.weights,
             )
         finally:
             transfers.requires_grad_(True)
@@ -296,6 +306,7 @@ class SMLStrategy:
         if meta.first_seen == "skip":
             keep &= objective.users < lineage.hat.n_users
         users, items = objective.users[keep], objective.items[keep]
+        weights = None if objective.weights is None else objective.weights[keep]
         if users.shape[0] == 0:
             return
         scope = self.config.scope
@@ -323,6 +334,7 @@ class SMLStrategy:
             config=config,
             rng=self.rng,
             optimizer=lineage.optimizer,
+            weights=weights,
         )
 
     def _merge(self, lineage: Lineage, anchor: MFWeights, hat: MFWeights) -> MFWeights:
@@ -334,21 +346,13 @@ class SMLStrategy:
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        last = None
-        if self.last is not None:
-            last = {
-                "users": torch.from_numpy(self.last.users.copy()),
-                "items": torch.from_numpy(self.last.items.copy()),
-                "n_users": self.last.n_users,
-                "n_items": self.last.n_items,
-            }
         return {
             "strategy": self.name,
             "config": _plain(asdict(self.config)),
             "served": self.served.state_dict(),
             "learner": None if self.learner is None else self.learner.state_dict(),
             "same": self.same,
-            "last": last,
+            "last": period_state(self.last),
             "seen": torch.from_numpy(self.seen.keys.copy()),
             "update_transfer": self.update_transfer,
             "boundaries": self.boundaries,
@@ -370,17 +374,7 @@ class SMLStrategy:
             if state.get("learner") is not None:
                 self.learner.load_state_dict(state["learner"])
         self.same = bool(state.get("same", True))
-        last = state["last"]
-        self.last = (
-            None
-            if last is None
-            else PeriodData(
-                last["users"].numpy(),
-                last["items"].numpy(),
-                int(last["n_users"]),
-                int(last["n_items"]),
-            )
-        )
+        self.last = period_from_state(state["last"])
         self.seen = SeenPairs(state["seen"].numpy())
         self.update_transfer = bool(state["update_transfer"])
         self.boundaries = int(state["boundaries"])

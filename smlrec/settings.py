@@ -6,6 +6,7 @@ pass it on; tests construct ``Settings(...)`` directly with overrides.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -65,6 +66,32 @@ def parse_promotion(spec: str) -> int | None:
         return int(arg)
     raise ValueError(f"invalid promotion {spec!r}: expected 'manual' or 'auto:N' with N >= 1 "
                      "(serve the strategy that scored best in each of the last N periods)")
+
+
+MAX_TYPE_LENGTH = 32  # characters of an interaction type, as the API accepts them
+
+
+def parse_type_weights(spec: str) -> dict[str, float]:
+    """Parse ``type:weight,type:weight`` (e.g. ``view:1,like:3,purchase:10``; empty:
+    none) into each type's factor, a finite number above 0. Raises ValueError
+    naming the faulty entry."""
+    weights: dict[str, float] = {}
+    for entry in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, value = entry.rpartition(":")
+        name = name.strip()
+        try:
+            factor = float(value) if sep else math.nan
+        except ValueError:
+            factor = math.nan
+        if not (0 < len(name) <= MAX_TYPE_LENGTH and math.isfinite(factor) and factor > 0):
+            raise ValueError(
+                f"invalid type weight {entry!r}: expected TYPE:WEIGHT with a type of 1 to "
+                f"{MAX_TYPE_LENGTH} characters and a finite weight above 0, comma-separated "
+                "(e.g. 'view:1,like:3,purchase:10')")
+        if name in weights:
+            raise ValueError(f"type {name!r} is given two weights")
+        weights[name] = factor
+    return weights
 
 
 SUPPORTED_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres",
@@ -144,6 +171,9 @@ class Settings(BaseSettings):
     # an interaction stamped later than now + this is refused (422): event time
     # is the client's word, and a clock far ahead is an error, not the future
     max_clock_skew_seconds: float = Field(default=300.0, ge=0)
+    # each interaction type's factor on the weight its rows carry in training
+    # (``view:1,like:3,purchase:10``; a type not named: 1)
+    type_weights: str | None = None
     # how long an event id is remembered at the API (distributed mode) so that a
     # repeat is reported as a duplicate; a later repeat is still stored once
     dedup_window_seconds: float = Field(default=300.0, gt=0, le=7 * 86400)
@@ -182,6 +212,13 @@ class Settings(BaseSettings):
         parse_promotion(value)
         return value.strip().lower()
 
+    @field_validator("type_weights")
+    @classmethod
+    def _check_type_weights(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_type_weights(value)
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
@@ -212,7 +249,8 @@ class Settings(BaseSettings):
             )
         return level
 
-    @field_validator("redis_url", "admin_token", "api_key", "hyper_file", mode="before")
+    @field_validator("redis_url", "admin_token", "api_key", "hyper_file", "type_weights",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -250,6 +288,11 @@ class Settings(BaseSettings):
     def period_rule(self) -> PeriodRule:
         """The parsed ``period`` setting."""
         return parse_period(self.period)
+
+    @property
+    def type_weight_map(self) -> dict[str, float]:
+        """The parsed ``type_weights`` setting: each named type's factor."""
+        return parse_type_weights(self.type_weights or "")
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -13,6 +13,7 @@ from store.dto import (
     NewInteraction,
     PeriodArrays,
     PeriodInfo,
+    StoredInteraction,
     StrategyScoreInfo,
     VersionInfo,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "RedisBus",
     "Store",
     "StoreUnavailable",
+    "StoredInteraction",
     "StrategyScoreInfo",
     "VersionInfo",
     "make_bus",

@@ -2,7 +2,8 @@
 
 Keys (``prefix`` defaults to ``smlrec``):
 - ``{prefix}:interactions``: stream, one entry per API request, field ``rows`` a
-  JSON array of ``[user_id, item_id, ts, event_id]``, or a period cut (field
+  JSON array of ``[user_id, item_id, ts, event_id(, type, weight)]`` (see
+  ``store.stream_format``), or a period cut (field
   ``cut``: ``{"job": ..., "period": ...}``); consumer group ``workers``. The
   worker trims it to what is not yet acknowledged (:meth:`RedisBus.trim`).
 - ``{prefix}:active``: pub/sub channel carrying "version V is active".

@@ -13,8 +13,12 @@ JobStatus = Literal["queued", "running", "succeeded", "failed"]
 FinalJobStatus = Literal["succeeded", "failed"]
 
 
+DEFAULT_TYPE = "view"
+
+
 class NewInteraction(NamedTuple):
-    """One interaction as a client reports it (external ids, event time in Unix seconds).
+    """One interaction as a client reports it (external ids, event time in Unix seconds,
+    what kind of event it was and how much it counts in training).
     A named tuple: batches of thousands are built per request, and JSON encodes
     one as its list of fields with no Python code per row."""
 
@@ -22,6 +26,20 @@ class NewInteraction(NamedTuple):
     item_id: str
     ts: float
     event_id: str | None = None
+    type: str = DEFAULT_TYPE
+    weight: float = 1.0
+
+
+class StoredInteraction(NamedTuple):
+    """One stored interaction with its external ids, as an export gives it back."""
+
+    id: int  # the ingestion order
+    user_id: str
+    item_id: str
+    ts: float
+    type: str
+    weight: float
+    event_id: str | None
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,9 @@ class PeriodArrays:
     timestamps: np.ndarray  # (N,) float64
     n_users: int
     n_items: int
+    # (N,) float64, each interaction's weight times its type's (read only when asked
+    # for, with the type weights); None: every interaction weighs 1
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.users.shape[0])

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, MetaData, String, Text, false
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -58,6 +69,10 @@ class Interaction(Base):
     ts: Mapped[float] = mapped_column(Float)
     event_id: Mapped[str | None] = mapped_column(String(128), unique=True, index=True)
     received_at: Mapped[float] = mapped_column(Float)
+    # what kind of event it was (the client's word: view, like, purchase...) and
+    # how much it counts in training, before SMLREC_TYPE_WEIGHTS scales it by type
+    type: Mapped[str] = mapped_column(String(32), server_default="view")
+    weight: Mapped[float] = mapped_column(Float, server_default=text("1"))
 
 
 class Period(Base):

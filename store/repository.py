@@ -37,6 +37,8 @@ from store.models import Interaction, Item, Period, User
 log = logging.getLogger(__name__)
 
 MAX_EXTERNAL_ID = 128
+MAX_TYPE = 32  # characters of an interaction's type
+MAX_WEIGHT = 100.0  # an interaction's weight is in (0, MAX_WEIGHT]
 
 
 class CapExceeded(ValueError):
@@ -87,7 +89,8 @@ class Store(PeriodsMixin, ReadsMixin, QueueMixin, RecordsMixin, ScoresMixin):
         Users and items get the next dense indices on first sight; a row whose
         ``event_id`` is already stored, or repeated earlier in the batch, is
         skipped and counted as a duplicate. Raises ValueError (before touching
-        the database) for an empty or over-long external id or event id.
+        the database) for an empty or over-long external id, event id or type,
+        or a weight outside (0, 100].
 
         ``caps`` bound the new users and items of the open period: a batch that
         would pass one raises :class:`CapExceeded` and stores nothing, or, with
@@ -164,6 +167,8 @@ class Store(PeriodsMixin, ReadsMixin, QueueMixin, RecordsMixin, ScoresMixin):
                 "ts": float(r.ts),
                 "event_id": r.event_id,
                 "received_at": now,
+                "type": r.type,
+                "weight": float(r.weight),
             }
             for r in kept
         ]
@@ -213,10 +218,12 @@ class Store(PeriodsMixin, ReadsMixin, QueueMixin, RecordsMixin, ScoresMixin):
             # arrays of 20,000 strings cost it a regular expression per element);
             # rowcount is what went in (ON CONFLICT skips the rest)
             result = session.connection().exec_driver_sql(
-                "INSERT INTO interactions (user_idx, item_idx, ts, event_id, received_at) "
-                "SELECT u, i, t, e, %(now)s FROM unnest(%(u)b::integer[], "
-                "%(i)b::integer[], %(t)b::double precision[], %(e)b::varchar[]) "
-                "WITH ORDINALITY AS x(u, i, t, e, n) ORDER BY n "
+                "INSERT INTO interactions "
+                "(user_idx, item_idx, ts, event_id, received_at, type, weight) "
+                "SELECT u, i, t, e, %(now)s, k, w FROM unnest(%(u)b::integer[], "
+                "%(i)b::integer[], %(t)b::double precision[], %(e)b::varchar[], "
+                "%(k)b::varchar[], %(w)b::double precision[]) "
+                "WITH ORDINALITY AS x(u, i, t, e, k, w, n) ORDER BY n "
                 "ON CONFLICT (event_id) DO NOTHING",
                 {
                     "now": params[0]["received_at"],
@@ -224,15 +231,18 @@ class Store(PeriodsMixin, ReadsMixin, QueueMixin, RecordsMixin, ScoresMixin):
                     "i": [p["item_idx"] for p in params],
                     "t": [p["ts"] for p in params],
                     "e": [p["event_id"] for p in params],
+                    "k": [p["type"] for p in params],
+                    "w": [p["weight"] for p in params],
                 },
             )
             return int(result.rowcount)
         # SQLite: the driver's executemany; its rowcount sums the rows that went in
         result = session.connection().exec_driver_sql(
-            "INSERT INTO interactions (user_idx, item_idx, ts, event_id, received_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
-            [(p["user_idx"], p["item_idx"], p["ts"], p["event_id"], p["received_at"])
-             for p in params],
+            "INSERT INTO interactions "
+            "(user_idx, item_idx, ts, event_id, received_at, type, weight) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+            [(p["user_idx"], p["item_idx"], p["ts"], p["event_id"], p["received_at"],
+              p["type"], p["weight"]) for p in params],
         )
         return int(result.rowcount)
 
@@ -293,3 +303,8 @@ def _check_row(row: NewInteraction) -> None:
         raise ValueError(f"event_id must be 1 to {MAX_EXTERNAL_ID} characters")
     if isinstance(row.ts, float) and not math.isfinite(row.ts):
         raise ValueError(f"ts must be a finite number of Unix seconds, got {row.ts!r}")
+    if not 0 < len(row.type) <= MAX_TYPE:
+        raise ValueError(f"type must be 1 to {MAX_TYPE} characters, got {row.type!r}")
+    if not 0 < row.weight <= MAX_WEIGHT:  # NaN fails too
+        raise ValueError(f"weight must be above 0 and at most {MAX_WEIGHT:g}, "
+                         f"got {row.weight!r}")

@@ -69,7 +69,8 @@ def run_bootstrap(
         heartbeat.job_id = job.job_id
         try:
             strategy = new_strategy(settings, BOOTSTRAP_STRATEGY)
-            train_seconds = _replay_periods(store, strategy, periods, check_leader)
+            train_seconds = _replay_periods(store, strategy, periods, check_leader,
+                                            settings.type_weight_map)
             trainer = PeriodTrainer(settings, store, bus, artifacts, check_leader)
             version = trainer.commit(last, strategy, train_seconds, tag=f"bootstrap-{job.job_id}")
             for period in periods:
@@ -95,15 +96,17 @@ def run_bootstrap(
 
 def _replay_periods(
     store: Store, strategy: Strategy, periods: Sequence[PeriodInfo],
-    check_leader: Callable[[], None],
+    check_leader: Callable[[], None], type_weights: dict[str, float],
 ) -> float:
-    """Every stored period through the strategy's boundary, oldest first; the seconds
-    the last one took (what the version records as its training time)."""
+    """Every stored period through the strategy's boundary, oldest first, each
+    interaction with its training weight; the seconds the last one took (what the
+    version records as its training time)."""
     train_seconds = 0.0
     for period in periods:
-        arrays = store.period_arrays(period.period_id)
+        arrays = store.period_arrays(period.period_id, type_weights)
         started = time.perf_counter()
-        strategy.boundary(PeriodData(arrays.users, arrays.items, arrays.n_users, arrays.n_items))
+        strategy.boundary(PeriodData(arrays.users, arrays.items, arrays.n_users, arrays.n_items,
+                                     arrays.weights))
         train_seconds = time.perf_counter() - started
         log.info("bootstrap: period %d (%d interactions) in %.2f s",
                  period.period_id, len(arrays), train_seconds)

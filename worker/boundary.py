@@ -146,7 +146,7 @@ class PeriodTrainer:
             self._activate(existing.version, period_id)
             return BoundaryResult(period_id, existing.version, False)
 
-        arrays = self.store.period_arrays(period_id)
+        arrays = self.store.period_arrays(period_id, self.settings.type_weight_map)
         seen = self._seen_through(period_id, arrays)
         self._score_served(period_id, arrays, seen)
         checkpoint = self.checkpoint
@@ -245,7 +245,7 @@ class PeriodTrainer:
         promotion: the chosen strategy's newest version is served if it is not."""
         pending = self.challengers.pending(period_id, self.strategy.name)
         if pending:
-            arrays = self.store.period_arrays(period_id)
+            arrays = self.store.period_arrays(period_id, self.settings.type_weight_map)
             served = self._served_during
             info = served[1] if served is not None and served[0] == period_id else (
                 self._served(period_id))

@@ -48,11 +48,12 @@ log = logging.getLogger(__name__)
 
 
 def period_data(arrays: PeriodArrays, model: MFWeights | None) -> PeriodData:
-    """A period as a strategy takes it: its tables never shrink (a late period knows
-    fewer users and items than the model already has)."""
+    """A period as a strategy takes it, each interaction with its training weight:
+    its tables never shrink (a late period knows fewer users and items than the
+    model already has)."""
     n_users = max(arrays.n_users, model.n_users if model is not None else 0)
     n_items = max(arrays.n_items, model.n_items if model is not None else 0)
-    return PeriodData(arrays.users, arrays.items, n_users, n_items)
+    return PeriodData(arrays.users, arrays.items, n_users, n_items, arrays.weights)
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,9 @@ class Challengers:
         the history before it (nothing to start from before the first model)."""
         strategy = new_strategy(self.settings, name)
         if period.served is not None and period.period_id > 0:
-            before = self.store.period_arrays(period.period_id - 1)
-            history = [self.store.history_arrays(period.period_id - 1), before]
+            weights = self.settings.type_weight_map
+            before = self.store.period_arrays(period.period_id - 1, weights)
+            history = [self.store.history_arrays(period.period_id - 1, weights), before]
             strategy.warm_start(period.served, [p for p in history if len(p)] or [before])
             log.info("challenger %s joins at period %d from the served model",
                      name, period.period_id)

@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 
 from service.body import json_body, openapi_body
 from service.deps import IngestorDep, MetricsDep, RecentDep, SettingsDep, require_client_key
-from service.schemas import ErrorBody, IngestResponse, InteractionBatch, TooManyInteractions
+from service.interaction_schemas import IngestResponse, InteractionBatch, TooManyInteractions
+from service.schemas import ErrorBody
 from store import CapExceeded, NewInteraction
 
 # A full batch of 10,000 interactions with 128-character ids is about 5 MB.
@@ -77,14 +78,18 @@ def post_interactions(
     settings: SettingsDep,
 ) -> IngestResponse:
     """Store the interactions durably (202 once they are); repeated ``event_id``s
-    are counted once, as duplicates. All or nothing. A timestamp more than
-    ``SMLREC_MAX_CLOCK_SKEW_SECONDS`` ahead of the server's clock is refused
-    (422, naming the row); an old one is welcome (it joins the open period)."""
+    are counted once, as duplicates. All or nothing. Each may say what kind of
+    event it was (``type``, default ``view``) and how much it counts in training
+    (``weight``, default 1); a field the schema does not name is refused (422).
+    A timestamp more than ``SMLREC_MAX_CLOCK_SKEW_SECONDS`` ahead of the server's
+    clock is refused (422, naming the row); an old one is welcome (it joins the
+    open period)."""
     received = time.time()
     _check_clock(batch, received, settings.max_clock_skew_seconds)
     rows = [
         NewInteraction(i.user_id, i.item_id,
-                       i.timestamp if i.timestamp is not None else received, i.event_id)
+                       i.timestamp if i.timestamp is not None else received, i.event_id,
+                       i.type, i.weight)
         for i in batch.interactions
     ]
     try:

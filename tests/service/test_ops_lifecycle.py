@@ -178,3 +178,5 @@ def test_a_service_that_cannot_work_says_why_in_one_line(tmp_path: Path) -> None
     assert "SMLREC_DATABASE_URL" in mysql and "secret" not in mysql
     period = _fails_fast({**base, "SMLREC_PERIOD": "weekly"}, code=2)
     assert "SMLREC_PERIOD" in period and "weekly" in period
+    weights = _fails_fast({**base, "SMLREC_TYPE_WEIGHTS": "view:1,like:lots"}, code=2)
+    assert "SMLREC_TYPE_WEIGHTS" in weights and "like:lots" in weights

@@ -42,7 +42,8 @@ def test_probabilities_rise_with_rank_and_low_ranked_pairs_are_drawn_more() -> N
     assert np.all(np.diff(p[:N_ITEMS]) > 0)  # one user's pairs, from first to last place
     # the paper's rule: p ~ exp(rank / n_items)
     assert p[N_ITEMS - 1] / p[0] == pytest.approx(np.exp((N_ITEMS - 1) / N_ITEMS))
-    users, items = spmf._training_pairs(_one_row())
+    users, items, weights = spmf._training_pairs(_one_row())
+    assert weights is None  # nothing weighted: the unweighted loss
     assert len(users) == 1 + 30_000  # D_t whole, then the draws
     counts = np.bincount(items[1:], minlength=N_ITEMS)
     assert counts[-1] > 2 * counts[0]
@@ -60,7 +61,7 @@ def test_sharper_draws_concentrate_on_the_last_ranked_and_zero_is_uniform() -> N
 def test_draw_size_defaults_to_the_periods_size() -> None:
     spmf = _ranked_spmf()
     period = PeriodData(np.zeros(7, dtype=np.int64), np.arange(7), 3, N_ITEMS)
-    users, _ = spmf._training_pairs(period)
+    users, _, _ = spmf._training_pairs(period)
     assert len(users) == 14
     assert len(_ranked_spmf(reservoir_draws=0)._training_pairs(period)[0]) == 7
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from store.db import make_engine
 from store.errors import StoreUnavailable
@@ -43,7 +43,7 @@ def test_sqlite_upgrade_from_any_directory(tmp_path: Path, monkeypatch: pytest.M
     upgrade(url)
     assert (tmp_path / "nested" / "folder" / "smlrec.db").is_file()
     assert _tables(url) >= TABLES
-    assert current_revision(url) == head_revision() == "0004"
+    assert current_revision(url) == head_revision() == "0005"
     upgrade(url)  # already at head: nothing to do
     downgrade(url, "base")
     assert not TABLES & _tables(url)
@@ -88,9 +88,9 @@ def test_0002_drops_the_interaction_foreign_keys_and_keeps_the_rows(db_url: str)
     downgrade(db_url, "0001")
     assert _foreign_keys(db_url) == ["fk_interactions_item_idx_items",
                                      "fk_interactions_user_idx_users"]
+    _log_rows_at_0004_or_before(db_url, [("u1", "i1", 1.0, "e1"), ("u2", "i1", 2.0, None)])
     store = Store.from_url(db_url)
     try:
-        store.ingest([NewInteraction("u1", "i1", 1.0, "e1"), NewInteraction("u2", "i1", 2.0, None)])
         upgrade(db_url)
         assert _foreign_keys(db_url) == []
         result = store.ingest([NewInteraction("u2", "i2", 3.0, "e1"),
@@ -98,5 +98,46 @@ def test_0002_drops_the_interaction_foreign_keys_and_keeps_the_rows(db_url: str)
         assert (result.accepted, result.duplicates) == (1, 1)
         assert store.count_open() == 3
         assert store.user_ids() == ["u1", "u2", "u3"] and store.item_ids() == ["i1", "i2"]
+    finally:
+        store.close()
+
+
+def _log_rows_at_0004_or_before(url: str, rows: list[tuple[str, str, float, str | None]]) -> None:
+    """Rows as the code of revisions 0001-0004 logged them (the store of today writes
+    columns those schemas lack)."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for n, (user, item, ts, event) in enumerate(rows):
+                for table, external in (("users", user), ("items", item)):
+                    known = conn.execute(text(f"SELECT idx FROM {table} WHERE external_id = :e"),
+                                         {"e": external}).scalar()
+                    if known is None:
+                        conn.execute(text(
+                            f"INSERT INTO {table} (idx, external_id) SELECT "
+                            f"COALESCE(MAX(idx), -1) + 1, :e FROM {table}"), {"e": external})
+                conn.execute(text(
+                    "INSERT INTO interactions (user_idx, item_idx, ts, event_id, received_at) "
+                    "SELECT u.idx, i.idx, :ts, :event, :now FROM users u, items i "
+                    "WHERE u.external_id = :user AND i.external_id = :item"),
+                    {"ts": ts, "event": event, "now": float(n), "user": user, "item": item})
+    finally:
+        engine.dispose()
+
+
+def test_0005_gives_rows_logged_before_it_views_of_weight_one(db_url: str) -> None:
+    from store import NewInteraction, Store
+
+    downgrade(db_url, "0004")
+    _log_rows_at_0004_or_before(db_url, [("u1", "i1", 1.0, "e1"), ("u2", "i1", 2.0, None)])
+    upgrade(db_url)
+    store = Store.from_url(db_url)
+    try:
+        store.ingest([NewInteraction("u2", "i2", 3.0, "e3", "like", 4.0)])
+        through = store.last_interaction_id()
+        assert [(r.user_id, r.item_id, r.type, r.weight, r.event_id)
+                for r in store.interactions_page(0, through, 10)] == [
+            ("u1", "i1", "view", 1.0, "e1"), ("u2", "i1", "view", 1.0, None),
+            ("u2", "i2", "like", 4.0, "e3")]
     finally:
         store.close()

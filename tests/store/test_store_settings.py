@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from smlrec.settings import PeriodRule, Settings, get_settings, parse_period
+from smlrec.settings import (
+    PeriodRule,
+    Settings,
+    get_settings,
+    parse_period,
+    parse_type_weights,
+)
 
 
 def test_defaults() -> None:
@@ -131,3 +137,36 @@ def test_every_setting_is_in_the_readme_table_and_nothing_else() -> None:
         assert any(f"`{form}`" in shown[field.upper()] for form in forms), (field, default)
         checked += 1
     assert checked >= 20
+
+
+@pytest.mark.parametrize(("spec", "parsed"), [
+    ("", {}),
+    ("  ", {}),
+    ("view:1,like:3,purchase:10", {"view": 1.0, "like": 3.0, "purchase": 10.0}),
+    (" like : 2.5 , skip:0.1,", {"like": 2.5, "skip": 0.1}),
+    ("add:to:cart:4", {"add:to:cart": 4.0}),  # the weight follows the last colon
+])
+def test_type_weights_parse(spec: str, parsed: dict[str, float]) -> None:
+    assert parse_type_weights(spec) == parsed
+
+
+@pytest.mark.parametrize("spec", [
+    "like", "like:", ":3", "like:0", "like:-1", "like:nan", "like:inf", "like:x",
+    "like:1,like:2", "t" * 33 + ":1",
+])
+def test_bad_type_weights_are_refused_naming_the_variable(
+    spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError):
+        parse_type_weights(spec)
+    monkeypatch.setenv("SMLREC_TYPE_WEIGHTS", spec)
+    with pytest.raises(ValidationError, match="type_weights"):
+        Settings()
+
+
+def test_type_weights_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().type_weight_map == {}
+    monkeypatch.setenv("SMLREC_TYPE_WEIGHTS", "view:1,like:3")
+    assert Settings().type_weight_map == {"view": 1.0, "like": 3.0}
+    monkeypatch.setenv("SMLREC_TYPE_WEIGHTS", "")
+    assert Settings().type_weights is None and Settings().type_weight_map == {}

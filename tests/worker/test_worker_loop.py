@@ -278,11 +278,11 @@ def test_transient_database_errors_are_retried(
     arrays = store.period_arrays
     failures = [2]
 
-    def flaky(period_id: int) -> Any:
+    def flaky(period_id: int, *rest: Any) -> Any:
         if failures[0] > 0:
             failures[0] -= 1
             raise StoreUnavailable("database unavailable: connection refused")
-        return arrays(period_id)
+        return arrays(period_id, *rest)
 
     monkeypatch.setattr(store, "period_arrays", flaky)
     job = running.retrain()
