@@ -144,6 +144,13 @@ def test_a_malformed_choice_is_422(service: Service, body: object) -> None:
     assert service.store.get_state("serving_strategy") is None
 
 
+def test_a_choice_that_is_not_json_is_400(service: Service) -> None:
+    response = service.client.post("/v1/admin/strategy", content=b'{"strategy": "fi',
+                                   headers={**ADMIN, "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert service.store.get_state("serving_strategy") is None
+
+
 @pytest.mark.parametrize(("method", "path"), [("GET", "/v1/admin/strategies"),
                                               ("POST", "/v1/admin/strategy")])
 @pytest.mark.parametrize(("headers", "status"), [
