@@ -145,7 +145,7 @@ def test_a_malformed_choice_is_422(service: Service, body: object) -> None:
 
 
 def test_a_choice_that_is_not_json_is_400(service: Service) -> None:
-    response = service.client.post("/v1/admin/strategy", content=b'{"strategy": "fi',
+    response = service.client.post("/v1/admin/strategy", content=b'{\xff\xfe}',
                                    headers={**ADMIN, "Content-Type": "application/json"})
     assert response.status_code == 400
     assert service.store.get_state("serving_strategy") is None
