@@ -69,8 +69,11 @@ def list_strategies(
     response_model=StrategyOverview,
     response_model_by_alias=True,
     summary="Serve this strategy's newest model now and from now on",
-    responses={409: {"model": ErrorBody, "description": "Not a configured strategy, "
-                     "or it has no model to serve yet"}},
+    responses={
+        400: {"model": ErrorBody, "description": "The body cannot be parsed as JSON"},
+        409: {"model": ErrorBody, "description": "Not a configured strategy, "
+              "or it has no model to serve yet"},
+    },
 )
 def choose_strategy(
     choice: StrategyChoice, store: StoreDep, settings: SettingsDep, bus: BusDep,
