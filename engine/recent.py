@@ -76,6 +76,7 @@ class RecentInteractions(BackgroundLoop):
         self._from_period: int | None = None  # covers periods >= this; None: nothing yet
         self._overflow = False
         self._pending: list[tuple[str, str]] | None = None  # rows added during a rebuild
+        self._forgotten_meanwhile: set[str] = set()  # users deleted during a rebuild
         self._user_ids: list[str] = []  # dense idx -> external id (append-only in the store)
         self._item_ids: list[str] = []
         self._wanted_period: int | None = None
@@ -111,6 +112,16 @@ class RecentInteractions(BackgroundLoop):
                 self._pending.extend(pairs)
             self._add_pairs(pairs)
 
+    def forget(self, user_id: str) -> None:
+        """A deleted user's items go, also from a rebuild under way (it may have read
+        them before the deletion)."""
+        with self._lock:
+            items = self._by_user.pop(user_id, None)
+            self._entries -= len(items) if items else 0
+            if self._pending is not None:
+                self._pending = [pair for pair in self._pending if pair[0] != user_id]
+                self._forgotten_meanwhile.add(user_id)
+
     def _add_pairs(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Into the served set, minding its size bound."""
         self._entries += _merge(self._by_user, pairs)
@@ -131,7 +142,7 @@ class RecentInteractions(BackgroundLoop):
     def _rebuild(self, from_period: int, pacer: Pacer | None) -> None:
         started = time.perf_counter()
         with self._lock:
-            self._pending = []
+            self._pending, self._forgotten_meanwhile = [], set()
         try:
             fresh, entries = self._read(from_period, pacer)
         except BaseException:
@@ -140,6 +151,8 @@ class RecentInteractions(BackgroundLoop):
             raise
         with self._lock:
             pending, self._pending = self._pending or [], None
+            for user_id in self._forgotten_meanwhile:
+                entries -= len(fresh.pop(user_id, ()))
             if entries > self._max_entries:
                 self._by_user, self._entries, self._overflow = {}, 0, True
             else:

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from engine.forget import Forgotten
 from engine.holder import ModelHolder
 from engine.metrics import ServiceMetrics
 from smlrec.background import BackgroundLoop
@@ -29,8 +30,11 @@ class VersionSync(BackgroundLoop):
         bus: Bus,
         metrics: ServiceMetrics,
         poll_seconds: float,
+        forgotten: Forgotten | None = None,
     ) -> None:
         self._holder = holder
+        self._forgotten = forgotten
+        self._unsubscribe_forget: Callable[[], None] | None = None
         self._store = store
         self._bus = bus
         self._metrics = metrics
@@ -48,18 +52,26 @@ class VersionSync(BackgroundLoop):
         self._observe_new_versions()
         try:
             self._unsubscribe = self._bus.subscribe_active(self._on_announcement)
+            if self._forgotten is not None:
+                self._unsubscribe_forget = self._bus.subscribe_forget(self._on_deletion)
         except BusUnavailable as error:
-            log.warning("no active-version announcements, polling only: %s", error)
+            log.warning("no announcements, polling only: %s", error)
         return super().start()
 
     def stop(self, timeout: float | None = None) -> None:
-        if self._unsubscribe is not None:
+        for unsubscribe in (self._unsubscribe, self._unsubscribe_forget):
+            if unsubscribe is None:
+                continue
             try:
-                self._unsubscribe()
+                unsubscribe()
             except Exception:  # a broken connection on the way out
-                log.debug("error stopping the announcement subscription", exc_info=True)
-            self._unsubscribe = None
+                log.debug("error stopping an announcement subscription", exc_info=True)
+        self._unsubscribe = self._unsubscribe_forget = None
         super().stop(timeout)
+
+    def _on_deletion(self, user_idx: int, user_id: str) -> None:
+        if self._forgotten is not None:
+            self._forgotten.forget(user_idx, user_id, self._holder.current)
 
     def _on_announcement(self, version: int) -> None:
         log.info("version %d announced", version)
@@ -68,6 +80,8 @@ class VersionSync(BackgroundLoop):
     def step(self) -> float:
         try:
             self._holder.sync_quietly()
+            if self._forgotten is not None:
+                self._forgotten.refresh(self._holder.current)
             self._observe_new_versions()
         except Exception:  # keep checking whatever a poll meets
             log.exception("active-version check failed")

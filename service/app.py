@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from engine.batcher import ScoringBatcher
+from engine.forget import Forgotten
 from engine.holder import ModelHolder
 from engine.metrics import ServiceMetrics
 from engine.popularity import StorePopularity
@@ -39,7 +40,15 @@ from service.fastpath import RecommendationsFastPath
 from service.ingest import DatabaseIngestor, Ingestor, OpenPeriod, StreamAppender
 from service.interaction_schemas import InteractionBatch
 from service.middleware import RequestMetricsMiddleware
-from service.routes import admin, export, interactions, ops, recommendations, strategies
+from service.routes import (
+    admin,
+    export,
+    interactions,
+    ops,
+    recommendations,
+    strategies,
+    users,
+)
 from service.runtime import Runtime
 from smlrec.preflight import resolve_admin_token
 from smlrec.settings import Settings, get_settings
@@ -105,7 +114,7 @@ def create_app(
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics,
                        access=settings.access_log)
     install_error_handlers(app)
-    for module in (interactions, recommendations, admin, strategies, export, ops):
+    for module in (interactions, recommendations, admin, strategies, users, export, ops):
         app.include_router(module.router)
     document_models(app, [InteractionBatch])  # the body of POST /v1/interactions
     install_docs(app)
@@ -141,10 +150,10 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     artifacts = ArtifactStore(settings.model_dir)
     bus = make_bus(settings)
     stack.callback(bus.close)
-    holder = ModelHolder(store, artifacts, metrics, quantize=_int8_scoring(settings))
-    holder.sync_quietly()  # serve the active version from the first request on
+    holder, forgotten = _holder(settings, store, artifacts, metrics)
     recent, batcher, scoring_pool, ranker = _start_scoring(settings, store, holder, metrics,
                                                            stack)
+    forgotten.recent = recent
     open_period = OpenPeriod(store)
     runtime = Runtime(
         settings=settings,
@@ -160,8 +169,9 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         open_period=open_period,
         recent=recent,
         batcher=batcher,
+        forgotten=forgotten,
     )
-    sync = VersionSync(holder, store, bus, metrics, settings.swap_poll_seconds)
+    sync = VersionSync(holder, store, bus, metrics, settings.swap_poll_seconds, forgotten)
     sync.start()
     stack.callback(sync.stop)
     if app.state.run_worker:
@@ -183,6 +193,18 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         "on" if app.state.run_worker else "off",
     )
     return runtime
+
+
+def _holder(settings: Settings, store: Store, artifacts: ArtifactStore,
+            metrics: ServiceMetrics) -> tuple[ModelHolder, Forgotten]:
+    """The model holder, serving the active version from the first request on, with
+    the deleted users left out of every version it serves."""
+    holder = ModelHolder(store, artifacts, metrics, quantize=_int8_scoring(settings))
+    forgotten = Forgotten(store)
+    forgotten.refresh(None)
+    holder.before_install(forgotten.apply)
+    holder.sync_quietly()
+    return holder, forgotten
 
 
 def _set_process_knobs(settings: Settings, stack: ExitStack) -> None:

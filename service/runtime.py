@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass, field
 
 from engine.batcher import ScoringBatcher
+from engine.forget import Forgotten
 from engine.holder import ModelHolder
 from engine.metrics import ServiceMetrics
 from engine.recent import RecentInteractions
@@ -30,6 +31,7 @@ class Runtime:
     open_period: OpenPeriod
     recent: RecentInteractions
     batcher: ScoringBatcher
+    forgotten: Forgotten
     retrain_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property

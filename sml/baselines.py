@@ -97,6 +97,15 @@ class _Retrain:
         self._remember(data)
         return self.current
 
+    def forget_users(self, users: np.ndarray) -> None:
+        self.seen.remove_users(users)
+        if self.current is not None:
+            self.current = self.current.without_users(users)
+        self._forget_kept(users)
+
+    def _forget_kept(self, users: np.ndarray) -> None:
+        """Drop ``users``' interactions from what is kept for later periods."""
+
     def _training_pairs(self, data: PeriodData) -> Pairs:
         """The interactions to train on at this boundary, with their weights."""
         return data.users, data.items, data.weights
@@ -154,6 +163,12 @@ class FullRetrain(_Retrain):
         return join_weights([(len(self.history_users), self.history_weights),
                              (len(data.users), data.weights)])
 
+    def _forget_kept(self, users: np.ndarray) -> None:
+        keep = ~np.isin(self.history_users, users)
+        self.history_users, self.history_items = self.history_users[keep], self.history_items[keep]
+        if self.history_weights is not None:
+            self.history_weights = self.history_weights[keep]
+
     def _remember(self, data: PeriodData) -> None:
         self.history_weights = self._with_history(data)
         self.history_users = np.concatenate([self.history_users, data.users])
@@ -193,6 +208,13 @@ class SPMF(_Retrain):
         self.reservoir_items = np.zeros(0, dtype=np.int64)
         self.reservoir_weights: np.ndarray | None = None  # None: every one weighs 1
         self.stream_length = 0  # interactions offered to the reservoir so far
+
+    def _forget_kept(self, users: np.ndarray) -> None:
+        keep = ~np.isin(self.reservoir_users, users)
+        self.reservoir_users = self.reservoir_users[keep]
+        self.reservoir_items = self.reservoir_items[keep]
+        if self.reservoir_weights is not None:
+            self.reservoir_weights = self.reservoir_weights[keep]
 
     def _catalog_size(self) -> int:
         """Items a reservoir interaction is ranked among (the current model's, at least)."""

@@ -36,6 +36,11 @@ class SeenPairs:
         new = new[~self._has(new)]
         self.keys = np.insert(self.keys, np.searchsorted(self.keys, new), new)
 
+    def remove_users(self, users: np.ndarray) -> None:
+        """Drop every pair of ``users`` (their data was deleted)."""
+        if len(self.keys):
+            self.keys = self.keys[~np.isin(self.keys // _SHIFT, users)]
+
     def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return self._has(users.astype(np.int64) * _SHIFT + items.astype(np.int64))
 

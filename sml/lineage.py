@@ -7,6 +7,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,6 +31,12 @@ class Lineage:
         optimizer = torch.optim.Adam(transfers.parameters(), lr=_lr(self.optimizer))
         optimizer.load_state_dict(self.optimizer.state_dict())
         return Lineage(transfers, optimizer, self.current, self.anchor, self.hat)
+
+    def forget_users(self, users: np.ndarray) -> None:
+        """Zero the rows of ``users`` (their data was deleted) in every model held."""
+        self.current, self.anchor, self.hat = (
+            None if w is None else w.without_users(users)
+            for w in (self.current, self.anchor, self.hat))
 
     def state_dict(self) -> dict[str, Any]:
         def weights(w: MFWeights | None) -> dict[str, Tensor] | None:

@@ -54,6 +54,16 @@ class MFWeights:
             item=new_rows(n_items, config, generator),
         )
 
+    def without_users(self, users: np.ndarray) -> MFWeights:
+        """A copy with the rows of ``users`` zeroed (their data was deleted); indices
+        beyond the table are ignored. ``self`` when none is in it."""
+        rows = users[users < self.n_users]
+        if rows.size == 0:
+            return self
+        user = self.user.detach().clone()
+        user[torch.from_numpy(rows.astype(np.int64))] = 0.0
+        return MFWeights(user, self.item)
+
     def detach(self) -> MFWeights:
         return MFWeights(self.user.detach().clone(), self.item.detach().clone())
 

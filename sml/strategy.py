@@ -56,6 +56,15 @@ def as_period_data(period: PeriodLike) -> PeriodData:
                       weights_of(period))
 
 
+def without_users(period: PeriodData | None, users: np.ndarray) -> PeriodData | None:
+    """``period`` less the interactions of ``users`` (their data was deleted)."""
+    if period is None or len(users) == 0:
+        return period
+    keep = ~np.isin(period.users, users)
+    return PeriodData(period.users[keep], period.items[keep], period.n_users, period.n_items,
+                      None if period.weights is None else period.weights[keep])
+
+
 def join_weights(parts: Sequence[tuple[int, np.ndarray | None]]) -> np.ndarray | None:
     """The weights of consecutive runs of (length, weights or None) interactions as
     one array; None when no run has any (a run without weights weighs 1)."""
@@ -125,6 +134,12 @@ class Strategy(Protocol):
 
     def set_update_transfer(self, enabled: bool) -> None:
         """Whether boundaries may still update learned merge parameters (SML-S turns it off)."""
+        ...
+
+    def forget_users(self, users: np.ndarray) -> None:
+        """Users whose data was deleted: their rows are zeroed, and every interaction
+        of theirs the strategy keeps (seen pairs, previous period, history,
+        reservoir) is dropped."""
         ...
 
     def state_dict(self) -> dict[str, Any]: ...

@@ -50,6 +50,7 @@ from sml.strategy import (
     period_from_state,
     period_state,
     weights_of,
+    without_users,
 )
 from sml.transfer import TransferConfig, TransferPair, column_scale
 
@@ -154,6 +155,13 @@ class SMLStrategy:
 
     def set_update_transfer(self, enabled: bool) -> None:
         self.update_transfer = enabled
+
+    def forget_users(self, users: np.ndarray) -> None:
+        self.seen.remove_users(users)
+        self.last = without_users(self.last, users)
+        for lineage in (self.served, self.learner):
+            if lineage is not None:
+                lineage.forget_users(users)
 
     # -- the period boundary ------------------------------------------------------------
     def warm_start(self, base: MFWeights, history: Sequence[PeriodLike]) -> None:

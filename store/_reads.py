@@ -157,10 +157,10 @@ class ReadsMixin(StoreBase):
     def user_ids(self, start: int = 0) -> list[str]:
         """External user ids from dense index ``start`` on, position = index - start
         (indices are dense and append-only: a caller holding the first ``start``
-        extends its list with this)."""
-        with self._tx() as session:
-            return list(session.scalars(
-                select(User.external_id).where(User.idx >= start).order_by(User.idx)))
+        extends its list with this); "" for a deleted user."""
+        with self._tx() as session:  # a deleted user's index keeps an empty id
+            return [external or "" for external in session.scalars(
+                select(User.external_id).where(User.idx >= start).order_by(User.idx))]
 
     def item_ids(self, start: int = 0) -> list[str]:
         """External item ids from dense index ``start`` on (as :meth:`user_ids`)."""
@@ -195,7 +195,7 @@ class ReadsMixin(StoreBase):
                     self._in(model.external_id, chunk, String())
                 )
             )
-            found.update({external: int(idx) for external, idx in rows})
+            found.update({external: int(idx) for external, idx in rows if external is not None})
         return found
 
     def _sqlite_in(self, session: Session, sql: str,

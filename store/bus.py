@@ -61,6 +61,19 @@ class Bus(Protocol):
         BusUnavailable if the bus cannot be reached now."""
         ...
 
+    def publish_forget(self, user_idx: int, user_id: str) -> None:
+        """Announce that the user ``user_id`` (dense index ``user_idx``) was deleted."""
+        ...
+
+    def subscribe_forget(self, callback: Callable[[int, str], None]) -> Callable[[], None]:
+        """Call ``callback(user_idx, user_id)`` for every later deletion (as
+        :meth:`subscribe_active`)."""
+        ...
+
+    def stream_mark(self) -> str | None:
+        """The newest entry of the interaction stream (None: none yet)."""
+        ...
+
     def append(self, rows: Sequence[NewInteraction]) -> int:
         """Durably append a batch to the interaction stream; returns its size."""
         ...

@@ -19,6 +19,11 @@ EVENT_TTL_S = 300.0
 Entry = tuple[str, list[NewInteraction] | Cut]
 
 
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 @dataclass
 class _Pending:
     consumer: str
@@ -68,6 +73,7 @@ class InProcessBus:
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._subscribers: dict[int, Callable[[int], None]] = {}
+        self._forget_subscribers: dict[int, Callable[[int, str], None]] = {}
         self._sub_ids = itertools.count()
         self._new_entries = threading.Condition(self._mutex)
         self._entry_seq = itertools.count()
@@ -97,6 +103,31 @@ class InProcessBus:
                 self._subscribers.pop(key, None)
 
         return unsubscribe
+
+    def publish_forget(self, user_idx: int, user_id: str) -> None:
+        with self._mutex:
+            callbacks = list(self._forget_subscribers.values())
+        for callback in callbacks:
+            try:
+                callback(int(user_idx), user_id)
+            except Exception:
+                log.exception("deletion subscriber failed on user index %d", user_idx)
+
+    def subscribe_forget(self, callback: Callable[[int, str], None]) -> Callable[[], None]:
+        with self._mutex:
+            key = next(self._sub_ids)
+            self._forget_subscribers[key] = callback
+
+        def unsubscribe() -> None:
+            with self._mutex:
+                self._forget_subscribers.pop(key, None)
+
+        return unsubscribe
+
+    def stream_mark(self) -> str | None:
+        with self._mutex:
+            newest = [entry_id for entry_id, _ in self._undelivered] + list(self._pending)
+        return max(newest, key=_id_key) if newest else None
 
     # ---- interaction stream -----------------------------------------------
 

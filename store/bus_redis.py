@@ -88,6 +88,7 @@ class RedisBus:
         self.event_ttl_s = max(1, int(event_ttl_s))
         self.stream = self.key("interactions")
         self.channel = self.key("active")
+        self.forget_channel = self.key("forget")
         self._socket_timeout = socket_timeout
         self.client: redis.Redis = redis.Redis.from_url(
             url,
@@ -114,9 +115,28 @@ class RedisBus:
     def subscribe_active(self, callback: Callable[[int], None]) -> Callable[[], None]:
         """Call ``callback(version)`` on a listener thread for every announcement
         made after this returns. The returned function stops the listener."""
+        return self._subscribe(self.channel, lambda data: callback(int(data)))
+
+    def publish_forget(self, user_idx: int, user_id: str) -> None:
+        with guard("publish"):
+            self.client.publish(self.forget_channel, f"{int(user_idx)} {user_id}")
+
+    def subscribe_forget(self, callback: Callable[[int, str], None]) -> Callable[[], None]:
+        def handle(data: str) -> None:
+            idx, _, user_id = data.partition(" ")
+            callback(int(idx), user_id)
+
+        return self._subscribe(self.forget_channel, handle)
+
+    def stream_mark(self) -> str | None:
+        with guard("stream mark"):
+            newest = self.client.xrevrange(self.stream, count=1)
+        return str(newest[0][0]) if newest else None
+
+    def _subscribe(self, channel: str, handle: Callable[[str], None]) -> Callable[[], None]:
         pubsub = self.client.pubsub()
         with guard("subscribe"):
-            pubsub.subscribe(self.channel)
+            pubsub.subscribe(channel)
             deadline = time.monotonic() + self._socket_timeout
             while time.monotonic() < deadline:  # wait until the server confirms
                 message = pubsub.get_message(timeout=1.0)
@@ -124,7 +144,7 @@ class RedisBus:
                     break
         stop = threading.Event()
         thread = threading.Thread(
-            target=self._listen, args=(pubsub, callback, stop), name="smlrec-sub", daemon=True
+            target=self._listen, args=(pubsub, handle, stop), name="smlrec-sub", daemon=True
         )
         thread.start()
 
@@ -142,27 +162,24 @@ class RedisBus:
         return unsubscribe
 
     @staticmethod
-    def _listen(pubsub: Any, callback: Callable[[int], None], stop: threading.Event) -> None:
+    def _listen(pubsub: Any, handle: Callable[[str], None], stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 message = pubsub.get_message(timeout=0.5)
             except Exception as error:  # the connection dropped: redis-py resubscribes
                 if stop.is_set():
                     return
-                log.warning("active-version subscription interrupted: %s", error)
+                log.warning("subscription interrupted: %s", error)
                 stop.wait(1.0)
                 continue
             if message is None or message.get("type") != "message":
                 continue
             try:
-                version = int(message["data"])
+                handle(str(message["data"]))
             except (TypeError, ValueError):
-                log.warning("ignoring malformed active-version message %r", message["data"])
-                continue
-            try:
-                callback(version)
+                log.warning("ignoring malformed message %r", message["data"])
             except Exception:
-                log.exception("active-version subscriber failed on version %d", version)
+                log.exception("subscriber failed on message %r", message["data"])
 
     # ---- interaction stream -----------------------------------------------
 

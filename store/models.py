@@ -39,12 +39,15 @@ class Base(DeclarativeBase):
 
 
 class User(Base):
-    """Users by dense index (0, 1, 2, ... in order of first insertion)."""
+    """Users by dense index (0, 1, 2, ... in order of first insertion). A deleted
+    user's row stays, anonymous (``external_id`` NULL, ``deleted_at`` set), holding
+    its index."""
 
     __tablename__ = "users"
 
     idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    external_id: Mapped[str] = mapped_column(String(128), unique=True, index=True)
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True, index=True)
+    deleted_at: Mapped[float | None] = mapped_column(Float, index=True)
 
 
 class Item(Base):
@@ -163,3 +166,15 @@ class StrategyScore(Base):
     n_interactions: Mapped[int] = mapped_column(Integer)
     train_seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class DeletedUser(Base):
+    """A deleted user by the sha256 of their external id (not the id itself), when,
+    and the newest Redis stream entry then (distributed mode): rows of theirs in
+    entries up to it are dropped when the worker drains them."""
+
+    __tablename__ = "deleted_users"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    deleted_at: Mapped[float] = mapped_column(Float)
+    stream_mark: Mapped[str | None] = mapped_column(String(64))

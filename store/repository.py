@@ -19,6 +19,7 @@ from sqlalchemy import String, func, select, text, update
 from sqlalchemy.orm import Session
 
 from store._base import LOCK_LOG
+from store._deletion import DeletionMixin
 from store._periods import PeriodsMixin
 from store._queue import QueueMixin
 from store._reads import ReadsMixin
@@ -53,7 +54,7 @@ class CapExceeded(ValueError):
         self.cap = cap
 
 
-class Store(PeriodsMixin, ReadsMixin, QueueMixin, RecordsMixin, ScoresMixin):
+class Store(PeriodsMixin, ReadsMixin, QueueMixin, RecordsMixin, ScoresMixin, DeletionMixin):
     """Interactions, periods, jobs, model versions, strategy scores and state in one
     database."""
 
@@ -82,7 +83,8 @@ class Store(PeriodsMixin, ReadsMixin, QueueMixin, RecordsMixin, ScoresMixin):
     # ---- ingestion --------------------------------------------------------
 
     def ingest(
-        self, rows: Sequence[NewInteraction], caps: Caps | None = None, drop_over_cap: bool = False
+        self, rows: Sequence[NewInteraction], caps: Caps | None = None, drop_over_cap: bool = False,
+        entries: Sequence[str] | None = None,
     ) -> IngestResult:
         """Store a batch of interactions in one transaction (all or nothing).
 
@@ -95,8 +97,14 @@ class Store(PeriodsMixin, ReadsMixin, QueueMixin, RecordsMixin, ScoresMixin):
         ``caps`` bound the new users and items of the open period: a batch that
         would pass one raises :class:`CapExceeded` and stores nothing, or, with
         ``drop_over_cap``, leaves out the rows of the new users and items beyond
-        the cap (counted in ``dropped`` and on the open period)."""
+        the cap (counted in ``dropped`` and on the open period).
+
+        ``entries`` (the worker draining the stream): each row's stream entry; rows
+        of a user deleted after their entry was appended are left out."""
         with self._tx(write=True) as session:
+            if entries is not None:
+                self._lock(session, LOCK_LOG)
+                rows = self._not_deleted(session, rows, entries)
             return self._ingest_in(session, rows, caps, drop_over_cap)
 
     def import_period(

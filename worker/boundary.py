@@ -57,6 +57,7 @@ from worker.checkpoint import (
     save_checkpoint,
 )
 from worker.evaluate import SeenIndex, online_metrics
+from worker.forgetting import Deletions
 from worker.versions import write_version
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ class PeriodTrainer:
         self.artifacts = artifacts
         self.check_leader = check_leader
         self.strategy, self.checkpoint = restore_strategy(settings, artifacts, None)
-        self.challengers = Challengers(settings, store, artifacts, check_leader)
+        self.deletions = Deletions(store)
+        self.challengers = Challengers(settings, store, artifacts, check_leader, self.deletions)
         self._seen: tuple[int, SeenIndex] | None = None  # seen pairs through a period
         self._model: tuple[int, MFWeights] | None = None  # the last version written
         self._served_during: tuple[int, VersionInfo | None] | None = None
@@ -103,6 +105,7 @@ class PeriodTrainer:
             self.settings, self.artifacts, checkpoint_of(self.store, name), name
         )
         self.challengers.reset()
+        self.deletions.reset()
         self._seen = None
         trained = [p.period_id for p in self.store.list_periods() if p.status == "trained"]
         done = self.checkpoint.through_period if self.checkpoint else None
@@ -120,6 +123,7 @@ class PeriodTrainer:
             self.settings, self.artifacts, self.checkpoint, self.strategy.name
         )
         self.challengers.reset()
+        self.deletions.reset()
 
     # ---- the boundary ---------------------------------------------------------
 
@@ -146,6 +150,8 @@ class PeriodTrainer:
             self._activate(existing.version, period_id)
             return BoundaryResult(period_id, existing.version, False)
 
+        if self.deletions.apply(self.strategy):  # users deleted: seen pairs read again
+            self._seen = None
         arrays = self.store.period_arrays(period_id, self.settings.type_weight_map)
         seen = self._seen_through(period_id, arrays)
         self._score_served(period_id, arrays, seen)

@@ -41,6 +41,7 @@ from worker.checkpoint import (
     save_checkpoint,
 )
 from worker.evaluate import SeenIndex, online_metrics
+from worker.forgetting import Deletions
 from worker.leader import LeadershipLost
 from worker.versions import write_version
 
@@ -77,8 +78,10 @@ class Challengers:
         store: Store,
         artifacts: ArtifactStore,
         check_leader: Callable[[], None],
+        deletions: Deletions | None = None,
     ) -> None:
         self.settings = settings
+        self.deletions = deletions or Deletions(store)
         self.store = store
         self.artifacts = artifacts
         self.check_leader = check_leader
@@ -87,6 +90,7 @@ class Challengers:
     def reset(self) -> None:
         """Forget in-memory states: the next boundary resumes each from its pointer."""
         self._held.clear()
+        self.deletions.reset()
 
     def pending(self, period_id: int, serving: str) -> list[str]:
         """The challengers that still have ``period_id`` to learn or to write."""
@@ -106,6 +110,7 @@ class Challengers:
                 log.exception("challenger %s failed on period %d: it learns the next "
                               "period from its last checkpoint", name, period.period_id)
                 self._held.pop(name, None)
+                self.deletions.reset(name)
                 continue
             if version is not None:
                 written[name] = version
@@ -134,7 +139,8 @@ class Challengers:
         strategy, ref = self._state(name)
         if ref is None:
             strategy = self._join(name, period)
-        elif ref.through_period < period.period_id:
+        self.deletions.apply(strategy)
+        if ref is not None and ref.through_period < period.period_id:
             self._score(name, strategy, ref, period)
         if ref is None or ref.through_period < period.period_id:
             self.check_leader()

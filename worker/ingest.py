@@ -124,8 +124,10 @@ class StreamDrainer:
 
     def _store(self, entries: list[tuple[str, list[NewInteraction]]]) -> int:
         rows = [row for entry_id, batch in entries for row in with_event_ids(entry_id, batch)]
-        try:
-            return self.store.ingest(rows, self.caps, drop_over_cap=True).accepted
+        of_entry = [entry_id for entry_id, batch in entries for _ in batch]
+        try:  # rows of a user deleted since their entry was appended are dropped
+            return self.store.ingest(rows, self.caps, drop_over_cap=True,
+                                     entries=of_entry).accepted
         except ValueError:
             if len(entries) == 1:
                 # A row the store rejects would block the stream forever: drop it, loudly.

@@ -1,6 +1,6 @@
 """Model versions as the worker writes them: the artifact's payload from a
-strategy's weights, saved atomically, then recorded in the store (not yet served:
-activating is the caller's choice)."""
+strategy's weights (deleted users' rows zeroed, their ids empty), saved atomically,
+then recorded in the store (not yet served: activating is the caller's choice)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def write_version(
         version=expected,
         period_id=period_id,
         strategy=strategy,
-        weights=weights,
+        weights=weights.without_users(store.deleted_user_indices()),  # deleted: zero rows
         user_ids=store.user_ids(),
         item_ids=store.item_ids(),
         seen=seen,
