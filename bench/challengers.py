@@ -85,7 +85,7 @@ class Replayer:
         return Boundary(self._announced[result.version] - started, info.train_seconds, total)
 
 
-def _rows(dataset: str, size: int, periods: int) -> list[list[NewInteraction]]:
+def period_rows(dataset: str, size: int, periods: int) -> list[list[NewInteraction]]:
     data = load_dataset(dataset)
     out = []
     for p in range(min(periods, len(data) // size)):
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> Report:
     torch.set_num_threads(args.threads)
     report = Report(f"Challengers beside the served strategy ({args.dataset}, periods of "
                     f"{args.period_size:,}, challengers {args.challengers})")
-    periods = _rows(args.dataset, args.period_size, args.periods)
+    periods = period_rows(args.dataset, args.period_size, args.periods)
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         alone, beside = Replayer(Path(a), ""), Replayer(Path(b), args.challengers)
         pairs = [(alone.boundary(rows), beside.boundary(rows)) for rows in periods]

@@ -81,6 +81,20 @@ class Forgotten:
         with self._lock:
             new = {idx for idx, _ in found} - self._indices
             self._indices |= new
+        first = self._checked is None
         self._checked = max([self._checked or 0.0] + [at for _, at in found])
         if new and model is not None:
             drop_users(model, new)
+        if new and self.recent is not None and not first:  # at start it was built after
+            self._forget_recent(since)
+
+    def _forget_recent(self, since: float | None) -> None:
+        """Deleted users' items out of the recent set, by the hash of their ids (the
+        database keeps no id of theirs)."""
+        assert self.recent is not None
+        try:
+            hashes = self._store.deleted_id_hashes(since)
+        except StoreUnavailable as error:
+            log.debug("recent set not checked for deleted users: %s", error)
+            return
+        self.recent.forget_hashed(hashes)

@@ -18,6 +18,7 @@ the database per request, as they do before the first rebuild.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -121,6 +122,17 @@ class RecentInteractions(BackgroundLoop):
             if self._pending is not None:
                 self._pending = [pair for pair in self._pending if pair[0] != user_id]
                 self._forgotten_meanwhile.add(user_id)
+
+    def forget_hashed(self, id_hashes: set[str]) -> int:
+        """Forget the users whose ids hash (sha256) to one of ``id_hashes`` (a deletion
+        found in the database, whose message this replica missed); returns how many."""
+        with self._lock:
+            users = list(self._by_user) + [user for user, _ in self._pending or ()]
+        found = {user for user in users
+                 if hashlib.sha256(user.encode("utf-8")).hexdigest() in id_hashes}
+        for user in found:
+            self.forget(user)
+        return len(found)
 
     def _add_pairs(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Into the served set, minding its size bound."""

@@ -30,6 +30,7 @@ import numpy as np
 import orjson
 
 from engine.batcher import ScoringBatcher
+from engine.foldin import fold_in_top_k
 from engine.holder import ServingModel
 from engine.metrics import ServiceMetrics
 from engine.popularity import StorePopularity
@@ -41,6 +42,7 @@ from store import Store, StoreUnavailable
 log = logging.getLogger(__name__)
 
 FALLBACK = "popularity"
+FOLD_IN = "fold_in"
 DB_BACKOFF_S = 5.0  # after a database error, seen items come from the model alone this long
 
 
@@ -99,12 +101,15 @@ class Recommender:
         batcher: ScoringBatcher | None = None,
         scoring_pool: Executor | None = None,
         ranker: Ranker | None = None,
+        fold_in_l2: float | None = None,
     ) -> None:
         """``scoring_pool``: where :meth:`recommend` runs its product (None: on the
         calling thread). Each scoring thread keeps a score buffer of up to 64 MiB,
         so a small pool bounds what many concurrent batch requests hold; the
         request threads themselves (up to 40 in the framework's pool) keep none.
-        ``ranker``: the precomputed top lists (None: every request is scored)."""
+        ``ranker``: the precomputed top lists (None: every request is scored).
+        ``fold_in_l2``: a user the model does not know but with interactions logged
+        since is answered by fold-in with this L2 weight (None: popularity)."""
         self._store = store
         self._popularity = popularity
         self._metrics = metrics
@@ -112,6 +117,7 @@ class Recommender:
         self._batcher = batcher
         self._scoring_pool = scoring_pool
         self._ranker = ranker
+        self._fold_in_l2 = fold_in_l2
         self._skip_db_until = 0.0  # monotonic time; requests must not each wait on a dead DB
 
     def _in_memory(self, model: ServingModel | None) -> bool:
@@ -132,8 +138,9 @@ class Recommender:
             model is None
             or self._batcher is None
             or (exclude_seen and not self._in_memory(model))
-            or (user_id not in model.user_index and not len(model.popular))
-        ):
+            or (user_id not in model.user_index
+                and (not len(model.popular) or self._fold_in_l2 is not None))
+        ):  # the database, or a fold-in's fit and scan: off the event loop
             [result] = await anyio.to_thread.run_sync(
                 functools.partial(self.recommend, model, [user_id], k, exclude_seen))
             return result
@@ -178,7 +185,18 @@ class Recommender:
 
     def _fallback(self, model: ServingModel, user_id: str, k: int,
                   extra: np.ndarray | None) -> Recommendation:
-        """A user ``model`` does not know: the popular items, less ``extra``."""
+        """A user ``model`` does not know: fold-in from their interactions since the
+        model (where enabled and there are some the model knows the items of), else
+        the popular items; less ``extra`` either way."""
+        if self._fold_in_l2 is not None:
+            history = extra if extra is not None else self._seen(model, [user_id], True).get(
+                user_id)
+            top = None if history is None else fold_in_top_k(
+                model, user_id, history, k, l2=self._fold_in_l2, exclude=extra)
+            if top is not None:
+                self._metrics.fallbacks.labels(reason="fold_in").inc()
+                return _result(user_id, _listed(top), model.item_ids, model.version, FOLD_IN,
+                               model.item_prefix)
         self._metrics.fallbacks.labels(reason="unknown_user").inc()
         popular, item_ids = self._popular(model)
         return _result(user_id, _listed(rank_popular(popular, k, extra)), item_ids,

@@ -164,7 +164,7 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         metrics=metrics,
         holder=holder,
         recommender=Recommender(store, StorePopularity(store), metrics, recent, batcher,
-                                scoring_pool, ranker),
+                                scoring_pool, ranker, _fold_in_l2(settings)),
         ingestor=_ingestor(settings, store, bus, open_period),
         open_period=open_period,
         recent=recent,
@@ -193,6 +193,11 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         "on" if app.state.run_worker else "off",
     )
     return runtime
+
+
+def _fold_in_l2(settings: Settings) -> float | None:
+    """The fold-in's L2 weight, or None where it is off (``SMLREC_FOLD_IN``)."""
+    return settings.fold_in_l2 if settings.fold_in else None
 
 
 def _holder(settings: Settings, store: Store, artifacts: ArtifactStore,

@@ -65,8 +65,9 @@ class Recommendations(BaseModel):
     user_id: str
     items: list[RecommendedItem]
     model_version: int | None = Field(description="Version of the model in use (null: none)")
-    fallback: Literal["popularity"] | None = Field(
-        description='"popularity" for a user the model does not know, or before any model'
+    fallback: Literal["popularity", "fold_in"] | None = Field(
+        description='"fold_in" for a user the model does not know, answered from their '
+        'interactions logged since; "popularity" for one without any (or before any model)'
     )
 
 

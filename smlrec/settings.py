@@ -166,6 +166,10 @@ class Settings(BaseSettings):
     worker_nice: int = Field(default=10, ge=0, le=19)
     int8_scoring: bool | Literal["auto"] = "auto"  # auto: where int8 is faster here
     precompute_depth: int = Field(default=50, ge=0, le=1000)  # 0: score every request
+    # a user the served model does not know, with interactions logged since, is answered
+    # from a vector fitted to them (the items fixed) with this L2 weight
+    fold_in: bool = True
+    fold_in_l2: float = Field(default=0.1, gt=0, le=1e6)
     lock_ttl_seconds: float = Field(default=10.0, gt=0)
     seed: int = 0
     # an interaction stamped later than now + this is refused (422): event time

@@ -82,6 +82,14 @@ class DeletionMixin(StoreBase):
             rows = session.execute(query.order_by(User.deleted_at)).all()
             return [(int(idx), float(at or 0.0)) for idx, at in rows]
 
+    def deleted_id_hashes(self, since: float | None = None) -> set[str]:
+        """The sha256 of the ids of users deleted after ``since`` (all: None)."""
+        with self._tx() as session:
+            query = select(DeletedUser.id_hash)
+            if since is not None:
+                query = query.where(DeletedUser.deleted_at > since)
+            return set(session.scalars(query))
+
     def any_deletion(self) -> bool:
         """Whether any user was ever deleted (a cheap check before a drain looks)."""
         with self._tx() as session:

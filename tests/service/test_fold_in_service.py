@@ -1,0 +1,109 @@
+"""A user the served model does not know, with interactions logged since, is
+answered by fold-in (``"fallback": "fold_in"``), single and batch, embedded and
+distributed: the items are those of the vector fitted to their interactions
+(``engine.foldin``), their own items left out unless asked; with no interaction
+logged, or only on items the model does not know, the answer is popularity as
+before; ``SMLREC_FOLD_IN=false`` turns it off."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from service_testkit import ADMIN, ClientFactory, ModelWriter, TestClient, app_of, make_settings
+
+from engine.foldin import fold_in_top_k
+from smlrec.settings import Settings
+from store import NewInteraction, Store
+
+ITEMS = [f"i{n}" for n in range(12)]
+
+
+def _item_table() -> torch.Tensor:
+    """Three groups of items along three axes (i0, i3, i6, i9 on the first...)."""
+    item = torch.zeros(len(ITEMS), 5)
+    for n in range(len(ITEMS)):
+        item[n, n % 3] = 2.0
+        item[n, 3] = 0.1 * n
+    item[:, 4] = torch.linspace(0.0, 0.5, len(ITEMS))  # biases: i11 most popular
+    return item
+
+
+class Service:
+    def __init__(self, settings: Settings, client: TestClient, store: Store) -> None:
+        self.settings, self.client, self.store = settings, client, store
+
+    def ask(self, user_id: str, **params: object) -> dict[str, object]:
+        body: dict[str, object] = self.client.get(f"/v1/users/{user_id}/recommendations",
+                                                  params=params).json()
+        return body
+
+
+@pytest.fixture(params=["sqlite", "postgres_redis"])
+def service(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str, make_client: ClientFactory
+) -> Iterator[Service]:
+    if request.param == "sqlite":
+        settings = make_settings(tmp_path, sqlite_url)
+    else:
+        settings = request.getfixturevalue("distributed_settings")
+    store = Store.from_url(settings.database_url)
+    store.ingest([NewInteraction("u1", item, float(n), f"e{n}") for n, item in enumerate(ITEMS)])
+    version = ModelWriter(store, settings.model_dir).write(item=_item_table(), popular=ITEMS[::-1])
+    # logged after the model was trained: u9 is new, with items of the second group
+    store.ingest([NewInteraction("u9", "i1", 100.0, "n1"), NewInteraction("u9", "i4", 101.0, "n2"),
+                  NewInteraction("u7", "new-item", 102.0, "n3")])
+    with make_client(settings) as client:
+        assert app_of(client).state.runtime.holder.version == version
+        yield Service(settings, client, store)
+    store.close()
+
+
+def test_a_new_user_with_interactions_is_answered_by_fold_in(service: Service) -> None:
+    answer = service.ask("u9", k=4)
+    assert answer["fallback"] == "fold_in"
+    items = [entry["item_id"] for entry in answer["items"]]  # type: ignore[attr-defined]
+    assert set(items[:2]) == {"i7", "i10"}  # the rest of their group first
+    assert "i1" not in items and "i4" not in items  # their own items left out
+    model = app_of(service.client).state.runtime.holder.current
+    history = np.array([model.item_index["i1"], model.item_index["i4"]])
+    expected = fold_in_top_k(model, "u9", history, 4, l2=service.settings.fold_in_l2,
+                             exclude=history)
+    assert expected is not None
+    assert items == [model.item_ids[i] for i in expected.items]
+    with_seen = service.ask("u9", k=2, exclude_seen="false")
+    assert with_seen["fallback"] == "fold_in"
+
+
+def test_without_usable_interactions_a_new_user_gets_popularity(service: Service) -> None:
+    for user_id in ("nobody", "u7"):  # nothing logged; only an item the model does not know
+        answer = service.ask(user_id, k=3)
+        assert answer["fallback"] == "popularity"
+        listed = [e["item_id"] for e in answer["items"]]  # type: ignore[attr-defined]
+        assert listed == ["i11", "i10", "i9"]
+
+
+def test_the_batch_answers_new_users_the_same_way(service: Service) -> None:
+    body = service.client.post("/v1/recommendations",
+                               json={"user_ids": ["u1", "u9", "nobody"], "k": 4}).json()
+    assert [r["fallback"] for r in body["results"]] == [None, "fold_in", "popularity"]
+    assert body["results"][1]["items"] == service.ask("u9", k=4)["items"]
+
+
+def test_fold_in_can_be_turned_off(
+    tmp_path: Path, sqlite_url: str, make_client: ClientFactory
+) -> None:
+    settings = make_settings(tmp_path, sqlite_url, fold_in=False)
+    store = Store.from_url(settings.database_url)
+    store.ingest([NewInteraction("u1", item, float(n)) for n, item in enumerate(ITEMS)])
+    ModelWriter(store, settings.model_dir).write(item=_item_table(), popular=ITEMS[::-1])
+    store.ingest([NewInteraction("u9", "i1", 100.0)])
+    with make_client(settings) as client:
+        answer = client.get("/v1/users/u9/recommendations").json()
+        assert answer["fallback"] == "popularity"
+        metrics = client.get("/metrics", headers=ADMIN).text
+        assert 'reason="fold_in"' not in metrics
+    store.close()
