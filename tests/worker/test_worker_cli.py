@@ -17,7 +17,7 @@ from worker_testkit import free_port, make_settings, wait_for
 
 from smlrec.app import create_app
 from smlrec.cli import _StopOnSignal, build_parser
-from smlrec.load import LoadConfig, run_load
+from smlrec.load import LoadConfig, LoadError, run_load
 from store import Store
 
 
@@ -92,6 +92,13 @@ def test_load_replays_periods_and_reports_online_metrics(live_server: str, sqlit
         io.StringIO(),
     )
     assert len(again) == 3
+
+
+def test_load_stops_with_the_services_refusal(live_server: str) -> None:
+    config = LoadConfig(dataset="synthetic", url=live_server, period_size=10,
+                        admin_token="wrong", limit_periods=1)
+    with pytest.raises(LoadError, match="403"):
+        run_load(config, io.StringIO())
 
 
 def test_command_line_arguments() -> None:
