@@ -23,7 +23,15 @@ from tqdm import tqdm
 
 from sml.data import InteractionLog
 from sml.readers import load_dataset
-from smlrec.client import Client, Conflict, Interaction, Job, RetryPolicy, SmlrecError
+from smlrec.client import (
+    Client,
+    Conflict,
+    Interaction,
+    Job,
+    RetryPolicy,
+    SmlrecError,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +158,12 @@ class DemoLoad:
                     continue
                 log.warning("no retrain for this period: %s", detail)
                 return None
+            except Unavailable as lost:  # no answer: the request may have queued a retrain
+                if attempt or lost.status is not None:
+                    raise
+                log.warning("retrain request unanswered (%s): waiting for any it started", lost)
+                self._wait_idle()
+                continue
             job = self.client.wait_job(queued.job_id, self.config.job_timeout_s,
                                        self.config.poll_s)
             if job.status == "failed":
