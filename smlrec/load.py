@@ -17,18 +17,27 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-import httpx
 from tqdm import tqdm
 
 from sml.data import InteractionLog
 from sml.readers import load_dataset
+from smlrec.client import (
+    Client,
+    Conflict,
+    Interaction,
+    Job,
+    RetryPolicy,
+    SmlrecError,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1000
-FINAL_STATUSES = ("succeeded", "failed")
+# a service that restarts or fails over answers 503 or drops connections for a while
+RETRY = RetryPolicy(attempts=8, max_total_s=300.0, backoff_s=1.0, max_backoff_s=10.0)
 
 
 class LoadError(RuntimeError):
@@ -62,47 +71,6 @@ class PeriodMetrics:
     n_interactions: int | None
 
 
-class ServiceClient:
-    """The service's HTTP API, retrying on 503 (``Retry-After``) and lost connections."""
-
-    def __init__(self, config: LoadConfig, attempts: int = 8) -> None:
-        headers = {"X-API-Key": config.api_key} if config.api_key else {}
-        self.http = httpx.Client(base_url=config.url.rstrip("/"), headers=headers, timeout=120.0)
-        self.admin = {"Authorization": f"Bearer {config.admin_token}"} if config.admin_token else {}
-        self.attempts = attempts
-
-    def close(self) -> None:
-        self.http.close()
-
-    def request(self, method: str, path: str, admin: bool = False, **kwargs: Any) -> httpx.Response:
-        headers = self.admin if admin else None
-        for attempt in range(1, self.attempts + 1):
-            try:
-                response = self.http.request(method, path, headers=headers, **kwargs)
-            except httpx.TransportError as error:
-                if attempt == self.attempts:
-                    raise LoadError(f"{method} {path}: {error}") from error
-                time.sleep(min(10.0, 0.5 * 2**attempt))
-                continue
-            if response.status_code != 503 or attempt == self.attempts:
-                return response
-            time.sleep(_retry_after(response, attempt))
-        raise AssertionError("unreachable")
-
-    def json(self, method: str, path: str, admin: bool = False, **kwargs: Any) -> Any:
-        response = self.request(method, path, admin=admin, **kwargs)
-        if response.status_code >= 400:
-            raise LoadError(f"{method} {path}: {response.status_code} {response.text}")
-        return response.json()
-
-
-def _retry_after(response: httpx.Response, attempt: int) -> float:
-    try:
-        return min(30.0, float(response.headers.get("Retry-After", "")))
-    except ValueError:
-        return min(30.0, 0.5 * 2**attempt)
-
-
 def dataset_tag(name: str) -> str:
     """A short prefix for the event ids of a data set's rows."""
     return (Path(name).name or name)[-48:]
@@ -110,22 +78,22 @@ def dataset_tag(name: str) -> str:
 
 def interaction_chunks(
     data: InteractionLog, start: int, stop: int, size: int, tag: str
-) -> Iterator[list[dict[str, Any]]]:
+) -> Iterator[list[Interaction]]:
     for lo in range(start, stop, size):
         hi = min(stop, lo + size)
         yield [
-            {
-                "user_id": data.user_ids[int(data.users[row])],
-                "item_id": data.item_ids[int(data.items[row])],
-                "timestamp": float(data.timestamps[row]),
-                "event_id": f"{tag}:{row}",
-            }
+            Interaction(
+                user_id=data.user_ids[int(data.users[row])],
+                item_id=data.item_ids[int(data.items[row])],
+                timestamp=float(data.timestamps[row]),
+                event_id=f"{tag}:{row}",
+            )
             for row in range(lo, hi)
         ]
 
 
 class DemoLoad:
-    def __init__(self, config: LoadConfig, client: ServiceClient) -> None:
+    def __init__(self, config: LoadConfig, client: Client) -> None:
         self.config = config
         self.client = client
 
@@ -152,15 +120,12 @@ class DemoLoad:
                 stop = min(total, start + config.period_size)
                 accepted = 0
                 for chunk in interaction_chunks(data, start, stop, config.chunk_size, tag):
-                    body = self.client.json(
-                        "POST", "/v1/interactions", json={"interactions": chunk}
-                    )
-                    accepted += int(body.get("accepted", 0))
+                    accepted += self.client.add_interactions(chunk).accepted
                     bar.update(len(chunk))
                 self._wait_ingested(accepted)
                 job = self._retrain()
                 if job is not None:
-                    bar.set_postfix(period=period, version=job.get("model_version"))
+                    bar.set_postfix(period=period, version=job.model_version)
         return self.metrics()
 
     def _wait_ingested(self, accepted: int) -> None:
@@ -179,59 +144,54 @@ class DemoLoad:
             time.sleep(self.config.poll_s)
 
     def _open_count(self) -> int:
-        periods = self.client.json("GET", "/v1/admin/periods", admin=True)["periods"]
-        return sum(int(p["n_interactions"]) for p in periods if p["status"] == "open")
+        return sum(p.n_interactions for p in self.client.periods() if p.status == "open")
 
-    def _retrain(self) -> dict[str, Any] | None:
+    def _retrain(self) -> Job | None:
         for attempt in range(2):
-            response = self.client.request("POST", "/v1/admin/retrain", admin=True)
-            if response.status_code == 202:
-                return self._wait_job(str(response.json()["job_id"]))
-            if response.status_code != 409:
-                raise LoadError(f"retrain: {response.status_code} {response.text}")
-            detail = str(response.json().get("detail", ""))
-            if attempt == 0 and "empty" not in detail:
-                log.warning("retrain refused (%s): waiting for the running job", detail)
+            try:
+                queued = self.client.retrain()
+            except Conflict as refused:
+                detail = str(refused.detail)
+                if attempt == 0 and "empty" not in detail:
+                    log.warning("retrain refused (%s): waiting for the running job", detail)
+                    self._wait_idle()
+                    continue
+                log.warning("no retrain for this period: %s", detail)
+                return None
+            except Unavailable as lost:  # no answer: the request may have queued a retrain
+                if attempt or lost.status is not None:
+                    raise
+                log.warning("retrain request unanswered (%s): waiting for any it started", lost)
                 self._wait_idle()
                 continue
-            log.warning("no retrain for this period: %s", detail)
-            return None
+            job = self.client.wait_job(queued.job_id, self.config.job_timeout_s,
+                                       self.config.poll_s)
+            if job.status == "failed":
+                log.error("retrain job %s failed: %s", job.job_id, job.error)
+            return job
         return None
-
-    def _wait_job(self, job_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.config.job_timeout_s
-        while time.monotonic() < deadline:
-            job: dict[str, Any] = self.client.json("GET", f"/v1/admin/jobs/{job_id}", admin=True)
-            if job["status"] in FINAL_STATUSES:
-                if job["status"] == "failed":
-                    log.error("retrain job %s failed: %s", job_id, job.get("error"))
-                return job
-            time.sleep(self.config.poll_s)
-        raise LoadError(f"retrain job {job_id} did not finish in {self.config.job_timeout_s} s")
 
     def _wait_idle(self) -> None:
         """Until no closed period waits for its retrain."""
         deadline = time.monotonic() + self.config.job_timeout_s
         while time.monotonic() < deadline:
-            periods = self.client.json("GET", "/v1/admin/periods", admin=True)["periods"]
-            if not any(p["status"] == "closed" for p in periods):
+            if not any(p.status == "closed" for p in self.client.periods()):
                 return
             time.sleep(self.config.poll_s)
 
     def metrics(self) -> list[PeriodMetrics]:
-        models = self.client.json("GET", "/v1/admin/models", admin=True)["models"]
         rows = []
-        for model in sorted(models, key=lambda m: int(m["version"])):
-            metrics = model.get("metrics") or {}
+        for model in sorted(self.client.models(), key=lambda m: m.version):
+            metrics = model.metrics
             rows.append(
                 PeriodMetrics(
-                    version=int(model["version"]),
-                    trained_on=int(model["period_id"]),
-                    evaluated_on=metrics.get("evaluated_on_period"),
-                    strategy=str(model.get("strategy", "")),
-                    recall=metrics.get("recall@20"),
-                    ndcg=metrics.get("ndcg@20"),
-                    n_interactions=metrics.get("n_interactions"),
+                    version=model.version,
+                    trained_on=model.period_id,
+                    evaluated_on=metrics.evaluated_on_period if metrics else None,
+                    strategy=model.strategy,
+                    recall=metrics.recall_at_20 if metrics else None,
+                    ndcg=metrics.ndcg_at_20 if metrics else None,
+                    n_interactions=metrics.n_interactions if metrics else None,
                 )
             )
         return rows
@@ -266,10 +226,14 @@ def format_report(rows: list[PeriodMetrics]) -> str:
 
 
 def run_load(config: LoadConfig, out: TextIO = sys.stdout) -> list[PeriodMetrics]:
-    """Run the demo and write the per-period report to ``out``."""
-    client = ServiceClient(config)
+    """Run the demo and write the per-period report to ``out``. A request the service
+    refuses, or that stays unanswered through the retries, ends it with LoadError."""
+    client = Client(config.url, api_key=config.api_key, admin_token=config.admin_token,
+                    timeout=120.0, retry=RETRY)
     try:
         rows = DemoLoad(config, client).run()
+    except SmlrecError as error:
+        raise LoadError(str(error)) from error
     finally:
         client.close()
     out.write(format_report(rows))

@@ -88,6 +88,19 @@ def test_the_rules_see_imports_inside_functions_and_relative_ones() -> None:
     assert not breaks("smlrec.settings", FORBIDDEN["store"])
 
 
+def test_the_client_library_imports_nothing_of_the_service() -> None:
+    """Applications run ``smlrec.client`` beside their own code: it needs httpx, not
+    the method, the store or the web layer."""
+    project = ("sml", "store", "engine", "service", "worker", "smlrec", "bench")
+    found = []
+    for path in sorted((ROOT / "smlrec" / "client").rglob("*.py")):
+        found += [f"{path.relative_to(ROOT)} imports {name}"
+                  for name in sorted(imported(path.read_text(), "smlrec.client"))
+                  if breaks(name, project) and not breaks(name, ("smlrec.client",))]
+    assert (ROOT / "smlrec" / "client" / "__init__.py").is_file()
+    assert found == []
+
+
 PRODUCT = ("sml", "store", "engine", "service", "worker", "smlrec")
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60

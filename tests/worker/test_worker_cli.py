@@ -11,13 +11,15 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from worker_testkit import free_port, make_settings, wait_for
 
 from smlrec.app import create_app
 from smlrec.cli import _StopOnSignal, build_parser
-from smlrec.load import LoadConfig, run_load
+from smlrec.client import Client
+from smlrec.load import DemoLoad, LoadConfig, LoadError, run_load
 from store import Store
 
 
@@ -92,6 +94,42 @@ def test_load_replays_periods_and_reports_online_metrics(live_server: str, sqlit
         io.StringIO(),
     )
     assert len(again) == 3
+
+
+def test_load_stops_with_the_services_refusal(live_server: str) -> None:
+    config = LoadConfig(dataset="synthetic", url=live_server, period_size=10,
+                        admin_token="wrong", limit_periods=1)
+    with pytest.raises(LoadError, match="403"):
+        run_load(config, io.StringIO())
+
+
+def test_an_unanswered_retrain_request_is_followed_not_sent_blind() -> None:
+    """A retrain POST whose answer is lost may have closed the period: the loader
+    waits until no period waits for its retrain, then asks again (here: nothing is
+    left to retrain)."""
+    sent: list[tuple[str, str]] = []
+    answers = iter([
+        httpx.ConnectError("connection reset"),
+        httpx.Response(200, json={"periods": [
+            {"period_id": 0, "status": "trained", "n_interactions": 5, "start": 1.0,
+             "end": 2.0},
+            {"period_id": 1, "status": "open", "n_interactions": 0, "start": None,
+             "end": None}]}),
+        httpx.Response(409, json={"detail": "the open period is empty"}),
+    ])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append((request.method, request.url.path))
+        reply = next(answers)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    config = LoadConfig(dataset="synthetic", url="http://service", poll_s=0.01)
+    with Client(config.url, transport=httpx.MockTransport(answer)) as client:
+        assert DemoLoad(config, client)._retrain() is None
+    assert sent == [("POST", "/v1/admin/retrain"), ("GET", "/v1/admin/periods"),
+                    ("POST", "/v1/admin/retrain")]
 
 
 def test_command_line_arguments() -> None:
