@@ -56,6 +56,8 @@ def _query(raw: bytes) -> tuple[int, bool] | None:
             if flag is None:
                 return None
             exclude_seen = flag
+        elif name == "category":
+            return None  # a filter: the route answers it
     return k, exclude_seen
 
 
