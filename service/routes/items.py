@@ -6,9 +6,12 @@ new model version."""
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 
 from service.deps import RuntimeDep, require_admin
 from service.schemas import ID_PATTERN, MAX_ID_LENGTH, ErrorBody, ItemOut, ItemUpdate
@@ -16,7 +19,29 @@ from store import ItemInfo
 
 log = logging.getLogger(__name__)
 
+
+
+class JsonBodyRoute(APIRoute):
+    """A route whose body must be JSON: one that is not (a syntax error) is 400, and
+    a JSON body that does not fit the model stays 422."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as error:
+                if any(e.get("type") == "json_invalid" for e in error.errors()):
+                    raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                                        detail="the body is not valid JSON") from None
+                raise
+
+        return handle
+
+
 router = APIRouter(
+    route_class=JsonBodyRoute,
     prefix="/v1/items",
     tags=["items"],
     dependencies=[Depends(require_admin)],
