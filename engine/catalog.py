@@ -42,7 +42,10 @@ class ItemView:
 
     def __init__(self, model: ServingModel, revision: int, hidden: np.ndarray,
                  categories: dict[str, np.ndarray]) -> None:
-        self.model = model
+        # the model's tables, not the model: a view must not keep its version alive
+        # (views are held weakly by their model, which a strong reference would pin)
+        self._item_emb, self._item_bias = model.item_emb, model.item_bias
+        self._n_items = model.n_items
         self.revision = revision
         self.hidden = hidden  # (n_hidden,) int64 sorted item indices
         self.visible: np.ndarray | None = None  # (n_items,) bool; None: nothing hidden
@@ -69,10 +72,10 @@ class ItemView:
         if cached is not None:
             return cached
         rows = torch.from_numpy(self.category(name))
-        pair = (self.model.item_emb.index_select(0, rows),  # (m, d) contiguous
-                self.model.item_bias.index_select(0, rows))  # (m,)
+        pair = (self._item_emb.index_select(0, rows),  # (m, d) contiguous
+                self._item_bias.index_select(0, rows))  # (m,)
         with self._lock:
-            if self._cached_rows + len(rows) <= CACHED_ROWS_FACTOR * self.model.n_items:
+            if self._cached_rows + len(rows) <= CACHED_ROWS_FACTOR * self._n_items:
                 self._matrices[name] = pair
                 self._cached_rows += len(rows)
         return pair

@@ -6,6 +6,8 @@ items, in the same order, from the lists or from its sub-matrix."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -166,3 +168,18 @@ def test_similar_items_leave_the_hidden_ones_out(model: ServingModel) -> None:
     assert similar_items(model, 7, 6, hidden).items.tolist() == full[4:10]
     few = ServingModel.from_payload(random_payload(1, 4, 2, [[]]))
     assert similar_items(few, 0, 10, np.array([1, 2])).items.tolist() == [3]
+
+
+def test_a_views_model_is_freed_with_its_last_request() -> None:
+    store = MetadataStore()
+    store.put("i1", ["jazz"])
+    store.put("i2", hidden=True)
+    catalog = Catalog(store)  # type: ignore[arg-type]
+    model = ServingModel.from_payload(random_payload(2, 10, 4, [[], []]))
+    catalog.refresh(model)
+    view = catalog.view(model)
+    assert view.category("jazz").tolist() == [1] and view.matrix("jazz")[0].shape == (1, 4)
+    freed = weakref.ref(model)
+    del model
+    gc.collect()
+    assert freed() is None
