@@ -11,6 +11,9 @@ anyway), and requests read their answer from the lists:
 - the items the user interacted with since the model's period (the request's
   ``extra_seen``) are dropped from the list; the first ``k`` left are the
   answer, exactly what scoring with those items masked returns;
+- a filter (the items not hidden, or one category's) drops the items it does
+  not allow the same way: the first ``k`` allowed items left are the answer,
+  since the list holds the user's best items of the whole catalogue;
 - when fewer than ``k`` are left, ``k`` exceeds the depth, the request keeps
   seen items in (``exclude_seen=false``), or the user's row is not ranked yet
   (the thread goes through the users in order; a swap starts it over), the
@@ -47,6 +50,10 @@ RANK_CHUNK = 1024
 RANKER_NICE = 10
 
 
+# Which of an array of item indices may be answered (same shape, bool).
+Allowed = Callable[[np.ndarray], np.ndarray]
+
+
 class Listed(NamedTuple):
     """One user's answer from a list: item indices by score descending, and scores."""
 
@@ -76,22 +83,26 @@ class Rankings:
             self.lengths[row] = n
         self.ready = max(self.ready, start + len(tops))
 
-    def lookup(self, users: Sequence[int], k: int,
-               extra_seen: Sequence[np.ndarray | None]) -> list[Listed | None]:
+    def lookup(self, users: Sequence[int], k: int, extra_seen: Sequence[np.ndarray | None],
+               allowed: Allowed | None = None) -> list[Listed | None]:
         """Each user's top ``k`` without its ``extra_seen`` items (item indices),
-        or None where the list cannot tell it (not ranked yet, ``k`` beyond the
-        depth, or too few items left once those are dropped: score that user).
-        One pass of array operations for all the users."""
+        and only of the items ``allowed`` lets through (a category, the visible
+        items), or None where the list cannot tell it (not ranked yet, ``k``
+        beyond the depth, or too few items left once those are dropped: score
+        that user). One pass of array operations for all the users."""
         if k > self.depth:
             return [None] * len(users)
         ready = self.ready  # read before the rows: rows filled later count as not ready
         rows_of = np.asarray(users, dtype=np.int64)  # (B,)
         longest = max((len(e) for e in extra_seen if e is not None), default=0)
-        # dropping m items leaves k of the first k + m, unless the list ends first
-        window = min(self.depth, k + longest)
+        # dropping m items leaves k of the first k + m, unless the list ends first;
+        # a filter may drop any number: the whole list is read
+        window = self.depth if allowed is not None else min(self.depth, k + longest)
         items = self.items[rows_of, :window]  # (B, W)
         lengths = self.lengths[rows_of]  # (B,)
         keep = np.arange(window) < lengths[:, None]  # (B, W)
+        if allowed is not None:
+            keep &= allowed(items)
         rows, dropped = extra_pairs(extra_seen, self.model.n_items)  # (P,), (P,)
         if len(rows):
             pair, position = np.nonzero(items[rows] == dropped[:, None])
@@ -149,12 +160,13 @@ class Ranker(BackgroundThread):
         return current if current is not None and current.model is model else None
 
     def lookup(self, model: ServingModel, users: Sequence[int], k: int,
-               extra_seen: Sequence[np.ndarray | None]) -> list[Listed | None]:
+               extra_seen: Sequence[np.ndarray | None],
+               allowed: Allowed | None = None) -> list[Listed | None]:
         """:meth:`Rankings.lookup` on ``model``'s lists; all None without them."""
         rankings = self.rankings(model)
         if rankings is None:
             return [None] * len(users)
-        return rankings.lookup(users, k, extra_seen)
+        return rankings.lookup(users, k, extra_seen, allowed)
 
     def _report(self, ready: int) -> None:
         """Tell ``on_progress`` how many users of the version being ranked are

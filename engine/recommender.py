@@ -12,10 +12,17 @@ Known users are answered from the served version's precomputed top lists
 (:meth:`Recommender.recommend_one`) are scored through the
 :class:`ScoringBatcher`, so concurrent ones share one matrix product, and batch
 requests in one product of their own.
+
+Item metadata (engine.catalog) narrows every answer: hidden items are left out
+of the lists' answers, of scoring (as if every user had seen them) and of the
+popularity fallback; a category request takes the lists' items of that category
+where they tell, else scores the category's sub-matrix alone (engine.filtered).
+Requests that need no filter pay one dictionary look-up for it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import operator
@@ -30,14 +37,17 @@ import numpy as np
 import orjson
 
 from engine.batcher import ScoringBatcher
+from engine.catalog import Catalog, ItemView
+from engine.filtered import category_top_k
 from engine.foldin import fold_in_top_k
 from engine.holder import ServingModel
 from engine.metrics import ServiceMetrics
 from engine.popularity import StorePopularity
-from engine.ranked import Listed, Ranker
+from engine.ranked import Allowed, Listed, Ranker
 from engine.recent import RecentInteractions
 from engine.scorer import TopK, rank_popular, top_k
 from store import Store, StoreUnavailable
+from store.model_artifact import POPULAR_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +111,7 @@ class Recommender:
         batcher: ScoringBatcher | None = None,
         scoring_pool: Executor | None = None,
         ranker: Ranker | None = None,
+        catalog: Catalog | None = None,
         fold_in_l2: float | None = None,
     ) -> None:
         """``scoring_pool``: where :meth:`recommend` runs its product (None: on the
@@ -108,6 +119,7 @@ class Recommender:
         so a small pool bounds what many concurrent batch requests hold; the
         request threads themselves (up to 40 in the framework's pool) keep none.
         ``ranker``: the precomputed top lists (None: every request is scored).
+        ``catalog``: the item metadata (None: nothing hidden, no category known).
         ``fold_in_l2``: a user the model does not know but with interactions logged
         since is answered by fold-in with this L2 weight (None: popularity)."""
         self._store = store
@@ -117,6 +129,7 @@ class Recommender:
         self._batcher = batcher
         self._scoring_pool = scoring_pool
         self._ranker = ranker
+        self._catalog = catalog
         self._fold_in_l2 = fold_in_l2
         self._skip_db_until = 0.0  # monotonic time; requests must not each wait on a dead DB
 
@@ -128,38 +141,53 @@ class Recommender:
             and self._recent.covers(model.period_id)
         )
 
+    def _view(self, model: ServingModel | None, category: str | None) -> ItemView | None:
+        """``model``'s item metadata where an answer must be filtered (None: not)."""
+        if model is None or self._catalog is None or (category is None and self._catalog.empty):
+            return None
+        view = self._catalog.view(model)
+        return view if category is not None or view.filters else None
+
     async def recommend_one(
-        self, model: ServingModel | None, user_id: str, k: int, exclude_seen: bool = True
+        self, model: ServingModel | None, user_id: str, k: int, exclude_seen: bool = True,
+        category: str | None = None,
     ) -> Recommendation:
         """:meth:`recommend` for one user, for the event loop: a known user's
         product goes through the batcher, shared with concurrent requests; a
-        request that needs the database runs :meth:`recommend` on the thread pool."""
+        request that needs the database, or a category, runs :meth:`recommend`
+        on the thread pool."""
+        view = self._view(model, category)
         if (
             model is None
             or self._batcher is None
+            or category is not None
             or (exclude_seen and not self._in_memory(model))
+            or (view is not None and not exclude_seen)
             or (user_id not in model.user_index
                 and (not len(model.popular) or self._fold_in_l2 is not None))
         ):  # the database, or a fold-in's fit and scan: off the event loop
             [result] = await anyio.to_thread.run_sync(
-                functools.partial(self.recommend, model, [user_id], k, exclude_seen))
+                functools.partial(self.recommend, model, [user_id], k, exclude_seen, category))
             return result
         extra = self._seen(model, [user_id], exclude_seen).get(user_id)  # from memory
         idx = model.user_index.get(user_id)
         if idx is None:
-            return self._fallback(model, user_id, k, extra)
-        [listed] = self._precomputed(model, [idx], k, exclude_seen, [extra])
+            return self._unknown(model, user_id, k, extra, view, None)
+        allowed = view.allows_visible if view is not None else None
+        [listed] = self._precomputed(model, [idx], k, exclude_seen, [extra], allowed)
         if listed is None:
+            if view is not None:  # hidden items are left out as if seen
+                extra = view.hidden if extra is None else np.concatenate([extra, view.hidden])
             listed = _listed(await self._batcher.top_k(model, idx, k, exclude_seen, extra))
         return _result(user_id, listed, model.item_ids, model.version, None, model.item_prefix)
 
     def _precomputed(self, model: ServingModel, users: Sequence[int], k: int,
-                     exclude_seen: bool, extra: Sequence[np.ndarray | None]
-                     ) -> list[Listed | None]:
+                     exclude_seen: bool, extra: Sequence[np.ndarray | None],
+                     allowed: Allowed | None = None) -> list[Listed | None]:
         """Each user's answer from the precomputed lists, or None (score it)."""
         if self._ranker is None or not exclude_seen:
             return [None] * len(users)
-        listed = self._ranker.lookup(model, users, k, extra)
+        listed = self._ranker.lookup(model, users, k, extra, allowed)
         answered = sum(one is not None for one in listed)
         if answered:
             self._metrics.precomputed_answers.inc(answered)
@@ -209,37 +237,79 @@ class Recommender:
         user_ids: Sequence[str],
         k: int,
         exclude_seen: bool = True,
+        category: str | None = None,
     ) -> list[Recommendation]:
         """One result per user, in order, all from ``model`` (the caller takes
-        it from the holder once, so a swap never splits a request)."""
+        it from the holder once, so a swap never splits a request); with a
+        ``category``, only its items."""
         seen = self._seen(model, user_ids, exclude_seen)
         if model is None:
-            return self._from_store_popularity(user_ids, k, seen)
+            return self._from_store_popularity(user_ids, k, seen, category)
+        view = self._view(model, category)
         positions = [pos for pos, uid in enumerate(user_ids) if uid in model.user_index]
-        from_lists = self._precomputed(
+        answers = self._known(
             model, [model.user_index[user_ids[pos]] for pos in positions], k, exclude_seen,
-            [seen.get(user_ids[pos]) for pos in positions])
-        by_position = {pos: one for pos, one in zip(positions, from_lists, strict=True)
-                       if one is not None}
-        to_score = [pos for pos, one in zip(positions, from_lists, strict=True) if one is None]
-        if to_score:
-            score = functools.partial(
-                top_k,
-                model,
-                [model.user_index[user_ids[pos]] for pos in to_score],
-                k,
-                exclude_seen=exclude_seen,
-                extra_seen=[seen.get(user_ids[pos]) for pos in to_score],
-            )
-            tops = (score() if self._scoring_pool is None
-                    else self._scoring_pool.submit(score).result())
-            by_position.update(zip(to_score, map(_listed, tops), strict=True))
+            [seen.get(user_ids[pos]) for pos in positions], view, category)
+        by_position = dict(zip(positions, answers, strict=True))
         return [
             _result(uid, listed, model.item_ids, model.version, None, model.item_prefix)
             if (listed := by_position.get(pos)) is not None
-            else self._fallback(model, uid, k, seen.get(uid))
+            else self._unknown(model, uid, k, seen.get(uid), view, category)
             for pos, uid in enumerate(user_ids)
         ]
+
+    def _known(self, model: ServingModel, users: Sequence[int], k: int, exclude_seen: bool,
+               extras: Sequence[np.ndarray | None], view: ItemView | None,
+               category: str | None) -> list[Listed]:
+        """Known users' answers: from the precomputed lists where they tell, the
+        others scored in one product (on the scoring pool), filtered by ``view``."""
+        allowed: Allowed | None = None
+        if view is not None:
+            allowed = view.in_category(category) if category is not None else view.allows_visible
+        listed = self._precomputed(model, users, k, exclude_seen, extras, allowed)
+        to_score = [n for n, one in enumerate(listed) if one is None]
+        if to_score:
+            score = functools.partial(self._score, model, [users[n] for n in to_score], k,
+                                      exclude_seen, [extras[n] for n in to_score], view,
+                                      category)
+            tops = (score() if self._scoring_pool is None
+                    else self._scoring_pool.submit(score).result())
+            for n, top in zip(to_score, tops, strict=True):
+                listed[n] = _listed(top)
+        return [one if one is not None else Listed([], []) for one in listed]
+
+    @staticmethod
+    def _score(model: ServingModel, users: Sequence[int], k: int, exclude_seen: bool,
+               extras: Sequence[np.ndarray | None], view: ItemView | None,
+               category: str | None) -> list[TopK]:
+        """The whole catalogue less the hidden items, or one category's sub-matrix."""
+        if category is None:
+            return top_k(model, users, k, exclude_seen=exclude_seen, extra_seen=extras,
+                         hidden=view.hidden if view is not None else None)
+        if view is None:  # no metadata at all: no item is in any category
+            return [TopK(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in users]
+        return category_top_k(model, users, k, view.category(category),
+                              view.matrix(category), exclude_seen=exclude_seen,
+                              extra_seen=extras)
+
+    def _unknown(self, model: ServingModel, user_id: str, k: int, extra: np.ndarray | None,
+                 view: ItemView | None, category: str | None) -> Recommendation:
+        """A user ``model`` does not know: the fallback, less what the metadata
+        leaves out (taken from the whole popular list, then cut to ``k``)."""
+        if view is None and category is None:
+            return self._fallback(model, user_id, k, extra)
+        return self._narrowed(self._fallback(model, user_id, POPULAR_SIZE, extra), k, category)
+
+    def _narrowed(self, result: Recommendation, k: int, category: str | None
+                  ) -> Recommendation:
+        """``result`` without hidden items, and only ``category``'s if one is asked,
+        by external id (the fallback's items need not be in the model's indices)."""
+        catalog = self._catalog
+        keep = [n for n, item in enumerate(result.items)
+                if (catalog.allows(result.names[item], category) if catalog is not None
+                    else category is None)][:k]
+        return dataclasses.replace(result, items=[result.items[n] for n in keep],
+                                   scores=[result.scores[n] for n in keep])
 
     def _popular(self, model: ServingModel) -> tuple[np.ndarray, list[str]]:
         """The model's popular items, or the store's while it has none."""
@@ -252,7 +322,8 @@ class Recommender:
         return popular.items, popular.item_ids
 
     def _from_store_popularity(
-        self, user_ids: Sequence[str], k: int, seen: dict[str, np.ndarray]
+        self, user_ids: Sequence[str], k: int, seen: dict[str, np.ndarray],
+        category: str | None = None,
     ) -> list[Recommendation]:
         self._metrics.fallbacks.labels(reason="no_model").inc(len(user_ids))
         try:
@@ -260,11 +331,14 @@ class Recommender:
         except StoreUnavailable as error:
             log.warning("no model and no popularity (database unavailable): %s", error)
             return [Recommendation(uid, [], [], [], None, FALLBACK) for uid in user_ids]
-        return [
-            _result(uid, _listed(rank_popular(popular.items, k, seen.get(uid))),
+        narrow = category is not None or (self._catalog is not None and self._catalog.hides_any)
+        results = [
+            _result(uid, _listed(rank_popular(popular.items, POPULAR_SIZE if narrow else k,
+                                              seen.get(uid))),
                     popular.item_ids, None, FALLBACK)
             for uid in user_ids
         ]
+        return [self._narrowed(r, k, category) for r in results] if narrow else results
 
     def _seen_in_store(
         self, model: ServingModel | None, user_ids: Sequence[str]

@@ -112,13 +112,15 @@ def top_k(
     *,
     exclude_seen: bool = True,
     extra_seen: Sequence[np.ndarray | None] | None = None,
+    hidden: np.ndarray | None = None,
     max_cells: int = MAX_CELLS,
 ) -> list[TopK]:
     """Top ``k`` items for each of ``users`` (dense indices known to ``model``).
 
     With ``exclude_seen``, items in the model's seen CSR and in ``extra_seen``
     (one array per user, e.g. interactions logged since the model was trained)
-    are left out, so a user may get fewer than ``k`` items. The users are scored
+    are left out, so a user may get fewer than ``k`` items; the ``hidden`` items
+    are left out of every user's answer either way. The users are scored
     chunk by chunk with the search :func:`search_for` picks; every search gives
     the float32 top k."""
     user_idx = np.asarray(users, dtype=np.int64)
@@ -130,7 +132,7 @@ def top_k(
     for start in range(0, len(user_idx), search.chunk):
         part = user_idx[start : start + search.chunk]
         extra = extra_seen[start : start + search.chunk] if extra_seen is not None else None
-        rows, cols = _excluded(model, part, exclude_seen, extra)
+        rows, cols = excluded_pairs(model, part, exclude_seen, extra, hidden)
         with torch.inference_mode():
             values, indices = search(model, part, k, rows, cols)
         finite = np.isfinite(values)
@@ -197,20 +199,25 @@ def _float_chunk(model: ServingModel, max_cells: int) -> int:
     return chunk - chunk % USER_LANES if chunk >= USER_LANES else chunk
 
 
-def _excluded(
+def excluded_pairs(
     model: ServingModel,
     users: np.ndarray,
     exclude_seen: bool,
     extra_seen: Sequence[np.ndarray | None] | None,
+    hidden: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(row, item) pairs to leave out of ``users``' answers."""
-    if not exclude_seen:
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty
-    rows, cols = seen_pairs(model.seen_indptr, model.seen_items, users)
-    if extra_seen is not None:
-        more_rows, more_cols = extra_pairs(extra_seen, model.n_items)
-        rows, cols = np.concatenate([rows, more_rows]), np.concatenate([cols, more_cols])
+    """(row, item) pairs to leave out of ``users``' answers: with ``exclude_seen``
+    their seen items and ``extra_seen``, and the ``hidden`` items for every row."""
+    rows = cols = np.empty(0, dtype=np.int64)
+    if exclude_seen:
+        rows, cols = seen_pairs(model.seen_indptr, model.seen_items, users)
+        if extra_seen is not None:
+            more_rows, more_cols = extra_pairs(extra_seen, model.n_items)
+            rows, cols = np.concatenate([rows, more_rows]), np.concatenate([cols, more_cols])
+    if hidden is not None and len(hidden):
+        rows = np.concatenate([rows, np.repeat(np.arange(len(users), dtype=np.int64),
+                                               len(hidden))])
+        cols = np.concatenate([cols, np.tile(hidden.astype(np.int64, copy=False), len(users))])
     return rows, cols
 
 

@@ -1,6 +1,6 @@
 """Items like a given one, from the served model's item vectors: the cosine of their
 embeddings (the bias is left out: it says how popular an item is, not what it is
-like), exact over the whole catalogue, the item itself excluded."""
+like), exact over the whole catalogue, the item itself and the hidden items excluded."""
 
 from __future__ import annotations
 
@@ -31,9 +31,10 @@ def _inverse_norm(model: ServingModel) -> torch.Tensor:
     return cached
 
 
-def similar_items(model: ServingModel, item: int, k: int) -> TopK:
+def similar_items(model: ServingModel, item: int, k: int,
+                  hidden: np.ndarray | None = None) -> TopK:
     """The ``k`` items of ``model`` most like item index ``item``, by cosine
-    descending (fewer when the catalogue is smaller)."""
+    descending (fewer when the catalogue is smaller), the ``hidden`` items left out."""
     if not 0 <= item < model.n_items:
         raise IndexError(f"item index {item} outside the model's {model.n_items} items")
     k = min(k, model.n_items - 1)
@@ -44,5 +45,9 @@ def similar_items(model: ServingModel, item: int, k: int) -> TopK:
         query = model.item_emb[item] * inverse[item]  # (d,) unit length (or zero)
         scores = torch.mv(model.item_emb, query) * inverse  # (n_items,)
         scores[item] = -torch.inf
+        if hidden is not None and len(hidden):
+            scores[torch.from_numpy(hidden)] = -torch.inf
         top = torch.topk(scores, k, sorted=True)
-    return TopK(top.indices.numpy(), top.values.numpy())
+    values, indices = top.values.numpy(), top.indices.numpy()
+    finite = np.isfinite(values)
+    return TopK(indices[finite], values[finite])

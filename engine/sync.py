@@ -4,7 +4,9 @@ A background thread checks the store's active version every
 ``swap_poll_seconds``, and at once when the bus announces a version (the
 announcement only wakes it: the store stays the authority, so a late or lost
 message can neither roll a replica back by mistake nor strand it). The same
-thread records the training time of every version recorded meanwhile.
+thread records the training time of every version recorded meanwhile, and
+follows the item metadata (engine.catalog): a change written on any replica
+reaches this one within ``swap_poll_seconds``, and at once where it was written.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from engine.catalog import Catalog
 from engine.forget import Forgotten
 from engine.holder import ModelHolder
 from engine.metrics import ServiceMetrics
@@ -31,8 +34,10 @@ class VersionSync(BackgroundLoop):
         metrics: ServiceMetrics,
         poll_seconds: float,
         forgotten: Forgotten | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self._holder = holder
+        self._catalog = catalog
         self._forgotten = forgotten
         self._unsubscribe_forget: Callable[[], None] | None = None
         self._store = store
@@ -43,6 +48,8 @@ class VersionSync(BackgroundLoop):
         self._unsubscribe: Callable[[], None] | None = None
         self._last_version: int | None = None  # newest version whose duration is recorded
         self._baseline_known = False
+        if catalog is not None:
+            catalog.on_write(self.wake)
 
     def start(self) -> threading.Thread:
         """Subscribe to announcements (polling alone if the bus is down) and start
@@ -82,6 +89,8 @@ class VersionSync(BackgroundLoop):
             self._holder.sync_quietly()
             if self._forgotten is not None:
                 self._forgotten.refresh(self._holder.current)
+            if self._catalog is not None:
+                self._catalog.refresh(self._holder.current)
             self._observe_new_versions()
         except Exception:  # keep checking whatever a poll meets
             log.exception("active-version check failed")

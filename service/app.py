@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from engine.batcher import ScoringBatcher
+from engine.catalog import Catalog
 from engine.forget import Forgotten
 from engine.holder import ModelHolder
 from engine.metrics import ServiceMetrics
@@ -44,6 +45,7 @@ from service.routes import (
     admin,
     export,
     interactions,
+    items,
     ops,
     recommendations,
     strategies,
@@ -114,7 +116,8 @@ def create_app(
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics,
                        access=settings.access_log)
     install_error_handlers(app)
-    for module in (interactions, recommendations, admin, strategies, users, export, ops):
+    for module in (interactions, recommendations, items, admin, strategies, users, export,
+                   ops):
         app.include_router(module.router)
     document_models(app, [InteractionBatch])  # the body of POST /v1/interactions
     install_docs(app)
@@ -150,7 +153,7 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     artifacts = ArtifactStore(settings.model_dir)
     bus = make_bus(settings)
     stack.callback(bus.close)
-    holder, forgotten = _holder(settings, store, artifacts, metrics)
+    holder, forgotten, catalog = _holder(settings, store, artifacts, metrics)
     recent, batcher, scoring_pool, ranker = _start_scoring(settings, store, holder, metrics,
                                                            stack)
     forgotten.recent = recent
@@ -164,16 +167,16 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         metrics=metrics,
         holder=holder,
         recommender=Recommender(store, StorePopularity(store), metrics, recent, batcher,
-                                scoring_pool, ranker, _fold_in_l2(settings)),
+                                scoring_pool, ranker, catalog=catalog,
+                                fold_in_l2=_fold_in_l2(settings)),
         ingestor=_ingestor(settings, store, bus, open_period),
         open_period=open_period,
         recent=recent,
         batcher=batcher,
         forgotten=forgotten,
+        catalog=catalog,
     )
-    sync = VersionSync(holder, store, bus, metrics, settings.swap_poll_seconds, forgotten)
-    sync.start()
-    stack.callback(sync.stop)
+    _start_sync(runtime, stack)
     if app.state.run_worker:
         worker = app.state.worker_factory(settings, store, bus, artifacts)
         worker.start()
@@ -200,16 +203,29 @@ def _fold_in_l2(settings: Settings) -> float | None:
     return settings.fold_in_l2 if settings.fold_in else None
 
 
+def _start_sync(runtime: Runtime, stack: ExitStack) -> None:
+    """The thread that keeps the replica on the active version, the deleted users
+    and the item metadata."""
+    sync = VersionSync(runtime.holder, runtime.store, runtime.bus, runtime.metrics,
+                       runtime.settings.swap_poll_seconds, runtime.forgotten, runtime.catalog)
+    sync.start()
+    stack.callback(sync.stop)
+
+
 def _holder(settings: Settings, store: Store, artifacts: ArtifactStore,
-            metrics: ServiceMetrics) -> tuple[ModelHolder, Forgotten]:
+            metrics: ServiceMetrics) -> tuple[ModelHolder, Forgotten, Catalog]:
     """The model holder, serving the active version from the first request on, with
-    the deleted users left out of every version it serves."""
+    the deleted users left out of every version it serves and the item metadata
+    laid out for each before it serves."""
     holder = ModelHolder(store, artifacts, metrics, quantize=_int8_scoring(settings))
     forgotten = Forgotten(store)
     forgotten.refresh(None)
     holder.before_install(forgotten.apply)
+    catalog = Catalog(store)
+    catalog.refresh(None)
+    holder.before_install(catalog.prepare)
     holder.sync_quietly()
-    return holder, forgotten
+    return holder, forgotten, catalog
 
 
 def _set_process_knobs(settings: Settings, stack: ExitStack) -> None:

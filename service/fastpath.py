@@ -6,9 +6,10 @@ event loop's time per request bounds its throughput: routing, the dependency
 and parameter machinery, the request object and the response class are a good
 part of it (bench/RESULTS.md has what skipping them gained). It answers a
 request itself when it is plainly valid (a well-formed id, ``k`` and
-``exclude_seen`` as plain literals, the client key right when one is set) and
-hands every other request, unchanged, to the documented route, which then
-answers it (or refuses it with its usual 4xx) exactly as before. The body it
+``exclude_seen`` as plain literals, a ``category`` of the route's length, the
+client key right when one is set) and hands every other request, unchanged,
+to the documented route, which then answers it (or refuses it with its usual
+4xx) exactly as before. The body it
 writes is the route's body, from the same code (``Recommender.recommend_one``),
 and the request is still counted and logged under the route's template.
 """
@@ -22,7 +23,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.deps import same_secret
-from service.schemas import DEFAULT_K, MAX_ID_LENGTH, MAX_K
+from service.schemas import DEFAULT_K, MAX_CATEGORY_LENGTH, MAX_ID_LENGTH, MAX_K
 
 PREFIX = "/v1/users/"
 SUFFIX = "/recommendations"
@@ -38,12 +39,12 @@ _TRUE = {"true": True, "1": True, "false": False, "0": False}
 _HEADERS = [(b"content-type", b"application/json")]
 
 
-def _query(raw: bytes) -> tuple[int, bool] | None:
-    """``(k, exclude_seen)`` when both are absent or plain valid literals; None
-    for anything the route should judge (last value wins, as in the route)."""
-    k, exclude_seen = DEFAULT_K, True
+def _query(raw: bytes) -> tuple[int, bool, str | None] | None:
+    """``(k, exclude_seen, category)`` when they are absent or plain valid values;
+    None for anything the route should judge (last value wins, as in the route)."""
+    k, exclude_seen, category = DEFAULT_K, True, None
     if not raw:
-        return k, exclude_seen
+        return k, exclude_seen, category
     for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
         if name == "k":
             if not (value.isascii() and value.isdigit() and len(value) <= 4):
@@ -56,7 +57,11 @@ def _query(raw: bytes) -> tuple[int, bool] | None:
             if flag is None:
                 return None
             exclude_seen = flag
-    return k, exclude_seen
+        elif name == "category":
+            if not 0 < len(value) <= MAX_CATEGORY_LENGTH or "\x00" in value:
+                return None
+            category = value
+    return k, exclude_seen, category
 
 
 class RecommendationsFastPath:
@@ -85,10 +90,10 @@ class RecommendationsFastPath:
             given = Headers(scope=scope).get("x-api-key")  # as the route reads it
             if not given or not same_secret(given, expected):
                 return False  # the route answers 401 or 403
-        k, exclude_seen = query
+        k, exclude_seen, category = query
         try:
             result = await runtime.recommender.recommend_one(
-                runtime.holder.current, user_id, k, exclude_seen)
+                runtime.holder.current, user_id, k, exclude_seen, category)
         except Exception:  # the route runs it again and answers errors its usual way
             return False
         body = result.render()

@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass, field
 
 from engine.batcher import ScoringBatcher
+from engine.catalog import Catalog
 from engine.forget import Forgotten
 from engine.holder import ModelHolder
 from engine.metrics import ServiceMetrics
@@ -32,6 +33,7 @@ class Runtime:
     recent: RecentInteractions
     batcher: ScoringBatcher
     forgotten: Forgotten
+    catalog: Catalog
     retrain_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property

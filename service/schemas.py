@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
 from pydantic.config import JsonDict
+
+from store.model_artifact import POPULAR_SIZE
 
 MAX_ID_LENGTH = 128
 MAX_K = 1000
@@ -21,6 +23,14 @@ ID_PATTERN = "^[^\\x00]+$"
 ExternalId = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)
 ]
+MAX_CATEGORY_LENGTH = 64
+MAX_CATEGORIES = 100
+Category = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_CATEGORY_LENGTH, pattern=ID_PATTERN)
+]
+CATEGORY_FILTER = (
+    "Only items of this category (unknown: no items). For a user the model does not "
+    f"know, the category's items among the {POPULAR_SIZE} most popular")
 
 
 # ---- recommendations --------------------------------------------------------
@@ -81,6 +91,42 @@ class BatchRecommendationRequest(BaseModel):
     user_ids: list[ExternalId] = Field(min_length=1, max_length=MAX_BATCH_USERS)
     k: int = Field(default=DEFAULT_K, ge=1, le=MAX_K)
     exclude_seen: bool = True
+    category: Category | None = Field(default=None, description=CATEGORY_FILTER,
+                                      examples=["jazz"])
+
+
+# ---- items ------------------------------------------------------------------
+
+
+class ItemUpdate(BaseModel):
+    """An item's metadata, replacing what it had (a field left out takes its default)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"categories": ["jazz"], "hidden": False}]})
+
+    categories: list[Category] = Field(
+        default_factory=list, max_length=MAX_CATEGORIES,
+        description=f"Names of 1 to {MAX_CATEGORY_LENGTH} characters, at most "
+        f"{MAX_CATEGORIES}, none repeated")
+    hidden: StrictBool = Field(default=False, description="Never recommend it while true")
+
+    @field_validator("categories")
+    @classmethod
+    def _distinct(cls, categories: list[str]) -> list[str]:
+        if len(set(categories)) != len(categories):
+            raise ValueError("categories must not repeat")
+        return categories
+
+
+class ItemOut(BaseModel):
+    """An item's stored metadata."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"item_id": "i9", "categories": ["jazz"], "hidden": False}]})
+
+    item_id: str
+    categories: list[str]
+    hidden: bool
 
 
 class BatchRecommendations(BaseModel):

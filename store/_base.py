@@ -25,6 +25,7 @@ T = TypeVar("T")
 _LOCK_NAMESPACE = 0x736D6C72
 LOCK_LOG = 1  # the interaction log, the id allocation of users/items and the periods
 LOCK_VERSIONS = 2  # model version numbering
+LOCK_ITEMS = 3  # the item metadata revision counter
 
 # Stay well below SQLite's and PostgreSQL's bound-parameter limits.
 IN_CHUNK = 5000

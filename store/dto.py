@@ -169,3 +169,14 @@ class StrategyScoreInfo:
     n_interactions: int
     train_seconds: float
     created_at: float
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """An item's metadata: its categories (as given, in order) and whether it is
+    hidden; ``revision``: the write that stored it (0: never written)."""
+
+    item_id: str
+    categories: tuple[str, ...] = ()
+    hidden: bool = False
+    revision: int = 0

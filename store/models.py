@@ -178,3 +178,18 @@ class DeletedUser(Base):
     id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     deleted_at: Mapped[float] = mapped_column(Float)
     stream_mark: Mapped[str | None] = mapped_column(String(64))
+
+
+class ItemMetadata(Base):
+    """What an integrator says about an item (``PUT /v1/items/{item_id}``), keyed by
+    its external id: it may come before any interaction with the item. ``revision``
+    grows with every write, so replicas read only what changed since they last
+    looked."""
+
+    __tablename__ = "item_metadata"
+
+    external_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    categories: Mapped[list[str]] = mapped_column(JSON)
+    hidden: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    revision: Mapped[int] = mapped_column(BigInteger, index=True)
+    updated_at: Mapped[float] = mapped_column(Float)

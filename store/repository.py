@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from store._base import LOCK_LOG
 from store._deletion import DeletionMixin
+from store._items import ItemsMixin
 from store._periods import PeriodsMixin
 from store._queue import QueueMixin
 from store._reads import ReadsMixin
@@ -54,9 +55,10 @@ class CapExceeded(ValueError):
         self.cap = cap
 
 
-class Store(PeriodsMixin, ReadsMixin, QueueMixin, RecordsMixin, ScoresMixin, DeletionMixin):
-    """Interactions, periods, jobs, model versions, strategy scores and state in one
-    database."""
+class Store(PeriodsMixin, ReadsMixin, QueueMixin, RecordsMixin, ScoresMixin, DeletionMixin,
+            ItemsMixin):
+    """Interactions, periods, jobs, model versions, strategy scores, item metadata and
+    state in one database."""
 
     @classmethod
     def from_url(cls, url: str, **engine_kwargs: Any) -> Store:

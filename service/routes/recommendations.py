@@ -13,11 +13,13 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from fastapi.responses import Response
 
 from engine.similar import similar_items
-from service.deps import HolderDep, RecommenderDep, require_client_key
+from service.deps import HolderDep, RecommenderDep, RuntimeDep, require_client_key
 from service.runtime import Runtime
 from service.schemas import (
+    CATEGORY_FILTER,
     DEFAULT_K,
     ID_PATTERN,
+    MAX_CATEGORY_LENGTH,
     MAX_ID_LENGTH,
     MAX_K,
     BatchRecommendationRequest,
@@ -56,13 +58,17 @@ async def user_recommendations(
     exclude_seen: Annotated[
         bool, Query(description="Drop items the user has interacted with")
     ] = True,
+    category: Annotated[
+        str | None, Query(min_length=1, max_length=MAX_CATEGORY_LENGTH, pattern=ID_PATTERN,
+                          description=CATEGORY_FILTER, examples=["jazz"])
+    ] = None,
 ) -> Response:
-    """Items by score, descending, at most ``k``. A user the model does not know
-    (or any user before the first model) gets the most popular items, with
-    ``"fallback": "popularity"``."""
+    """Items by score, descending, at most ``k``; hidden items never. A user the
+    model does not know (or any user before the first model) gets the most popular
+    items, with ``"fallback": "popularity"``."""
     runtime: Runtime = request.app.state.runtime  # the hot path: no dependency chain
     result = await runtime.recommender.recommend_one(
-        runtime.holder.current, user_id, k, exclude_seen
+        runtime.holder.current, user_id, k, exclude_seen, category
     )
     return Response(result.render(), media_type="application/json")
 
@@ -83,7 +89,7 @@ def batch_recommendations(
 ) -> Response:
     """One result per user id, in the order given, all from the same model version."""
     results = recommender.recommend(
-        holder.current, request.user_ids, request.k, request.exclude_seen
+        holder.current, request.user_ids, request.k, request.exclude_seen, request.category
     )
     return Response(b'{"results":[' + b",".join(r.render() for r in results) + b"]}",
                     media_type="application/json")
@@ -98,7 +104,7 @@ def batch_recommendations(
                      "item (or no model is served yet)"}},
 )
 def similar(
-    holder: HolderDep,
+    runtime: RuntimeDep,
     item_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
                                  examples=["i9"])],
     k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items", examples=[20])] = (
@@ -106,14 +112,15 @@ def similar(
     ),
 ) -> SimilarItems:
     """The ``k`` items whose vectors in the served model point the most the same way
-    as this item's (cosine, descending), the item itself excluded."""
-    model = holder.current
+    as this item's (cosine, descending), the item itself and hidden items excluded
+    (a hidden item may still be asked about)."""
+    model = runtime.holder.current
     index = model.item_index.get(item_id) if model is not None else None
     if model is None or index is None:
         detail = ("no model is served yet" if model is None
                   else f"item {item_id!r} is not in model version {model.version}")
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail)
-    top = similar_items(model, index, k)
+    top = similar_items(model, index, k, runtime.catalog.hidden_of(model))
     return SimilarItems(
         item_id=item_id,
         items=[RecommendedItem(item_id=model.item_ids[i], score=v)

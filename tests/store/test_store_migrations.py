@@ -43,7 +43,7 @@ def test_sqlite_upgrade_from_any_directory(tmp_path: Path, monkeypatch: pytest.M
     upgrade(url)
     assert (tmp_path / "nested" / "folder" / "smlrec.db").is_file()
     assert _tables(url) >= TABLES
-    assert current_revision(url) == head_revision() == "0006"
+    assert current_revision(url) == head_revision() == "0007"
     upgrade(url)  # already at head: nothing to do
     downgrade(url, "base")
     assert not TABLES & _tables(url)

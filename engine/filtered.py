@@ -1,0 +1,59 @@
+"""Top-K within one category: the users scored against the category's rows of the
+item table only (its sub-matrix, :meth:`engine.catalog.ItemView.matrix`), so a
+request costs m x d multiply-adds per user for a category of m items instead of
+the whole catalogue's n x d. The scores are the model's own,
+U[u] . V[i] + b_i, so a category's answer is the unfiltered ranking restricted
+to its items; seen items are masked as :func:`engine.scorer.top_k` masks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from engine.holder import ServingModel
+from engine.scorer import MAX_CELLS, TopK, excluded_pairs
+
+
+def category_top_k(
+    model: ServingModel,
+    users: Sequence[int],
+    k: int,
+    items: np.ndarray,
+    matrix: tuple[torch.Tensor, torch.Tensor],
+    *,
+    exclude_seen: bool = True,
+    extra_seen: Sequence[np.ndarray | None] | None = None,
+    max_cells: int = MAX_CELLS,
+) -> list[TopK]:
+    """Top ``k`` of ``items`` (sorted item indices; ``matrix``: their embeddings
+    (m, d) and biases (m,)) for each of ``users``, seen items left out as in
+    :func:`engine.scorer.top_k` (so a user may get fewer than ``k``)."""
+    user_idx = np.asarray(users, dtype=np.int64)
+    m = len(items)
+    if m == 0 or len(user_idx) == 0:
+        return [TopK(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in user_idx]
+    emb, bias = matrix
+    k = min(k, m)
+    chunk = max(1, max_cells // m)
+    results: list[TopK] = []
+    for start in range(0, len(user_idx), chunk):
+        part = user_idx[start : start + chunk]
+        extra = extra_seen[start : start + chunk] if extra_seen is not None else None
+        rows, cols = excluded_pairs(model, part, exclude_seen, extra)
+        at = np.minimum(np.searchsorted(items, cols), m - 1)  # each pair's place in items
+        inside = items[at] == cols
+        with torch.inference_mode():
+            user_emb = model.user_emb.index_select(0, torch.from_numpy(part))  # (B, d)
+            scores = torch.addmm(bias, user_emb, emb.T)  # (B, m)
+            if inside.any():
+                scores[torch.from_numpy(rows[inside]), torch.from_numpy(at[inside])] = (
+                    -torch.inf)
+            top = torch.topk(scores, k, dim=1, sorted=True)
+        values, positions = top.values.numpy(), top.indices.numpy()  # (B, k) each
+        finite = np.isfinite(values)
+        results.extend(TopK(items[positions[r][finite[r]]], values[r][finite[r]])
+                       for r in range(len(part)))
+    return results
