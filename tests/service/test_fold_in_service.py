@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from service_testkit import ADMIN, ClientFactory, ModelWriter, TestClient, app_of, make_settings
+from service_testkit import (
+    ADMIN,
+    ClientFactory,
+    ModelWriter,
+    TestClient,
+    app_of,
+    make_settings,
+    wait_for,
+)
 
 from engine.foldin import fold_in_top_k
 from smlrec.settings import Settings
@@ -107,3 +115,28 @@ def test_fold_in_can_be_turned_off(
         metrics = client.get("/metrics", headers=ADMIN).text
         assert 'reason="fold_in"' not in metrics
     store.close()
+
+
+def test_hidden_items_and_categories_narrow_the_fold_in_answer(service: Service) -> None:
+    first = service.ask("u9", k=2)
+    assert first["fallback"] == "fold_in"
+    top = [e["item_id"] for e in first["items"]]  # type: ignore[attr-defined]
+    put = service.client.put(f"/v1/items/{top[0]}", json={"hidden": True}, headers=ADMIN)
+    assert put.status_code == 200
+
+    def hidden_gone() -> bool:
+        answer = service.ask("u9", k=2)
+        listed = [e["item_id"] for e in answer["items"]]  # type: ignore[attr-defined]
+        return answer["fallback"] == "fold_in" and top[0] not in listed
+
+    assert wait_for(hidden_gone, timeout=600)
+    for item in ("i0", "i3"):
+        assert service.client.put(f"/v1/items/{item}", json={"categories": ["jazz"]},
+                                  headers=ADMIN).status_code == 200
+
+    def only_jazz() -> bool:
+        answer = service.ask("u9", k=5, category="jazz")
+        listed = [e["item_id"] for e in answer["items"]]  # type: ignore[attr-defined]
+        return answer["fallback"] == "fold_in" and sorted(listed) == ["i0", "i3"]
+
+    assert wait_for(only_jazz, timeout=600)
