@@ -8,9 +8,10 @@ take ``X-API-Key`` (missing: 401, wrong: 403). Both compare in constant time.
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from enum import Enum
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from engine.holder import ModelHolder
@@ -19,6 +20,7 @@ from engine.recent import RecentInteractions
 from engine.recommender import Recommender
 from service.ingest import Ingestor
 from service.runtime import Runtime
+from service.schemas import ErrorBody
 from smlrec.settings import Settings
 from store import Bus, Store
 
@@ -115,3 +117,16 @@ async def require_client_key(
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="X-API-Key header required")
     if not same_secret(key, expected):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wrong API key")
+
+
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Authorization header missing or malformed"},
+    403: {"model": ErrorBody, "description": "Wrong admin token"},
+}
+
+
+def admin_router(prefix: str = "/v1/admin", tags: list[str | Enum] | None = None,
+                 **options: Any) -> APIRouter:
+    """A router every route of which takes the admin token (its 401 and 403 documented)."""
+    return APIRouter(prefix=prefix, tags=tags or ["admin"], dependencies=[Depends(require_admin)],
+                     responses=dict(ADMIN_ERRORS), **options)

@@ -23,6 +23,8 @@ last checkpoint at the next one.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +48,14 @@ from worker.leader import LeadershipLost
 from worker.versions import write_version
 
 log = logging.getLogger(__name__)
+
+
+def _lowest_priority() -> None:
+    """This thread at nice 19 (Linux: a thread's own priority); elsewhere unchanged."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError) as error:
+        log.debug("challengers keep the worker's priority: %s", error)
 
 
 def period_data(arrays: PeriodArrays, model: MFWeights | None) -> PeriodData:
@@ -82,6 +92,7 @@ class Challengers:
     ) -> None:
         self.settings = settings
         self.deletions = deletions or Deletions(store)
+        self.lowest_priority = False
         self.store = store
         self.artifacts = artifacts
         self.check_leader = check_leader
@@ -99,7 +110,12 @@ class Challengers:
 
     def run(self, period: ClosedPeriod, names: list[str]) -> dict[str, int]:
         """Score, train and write each challenger in ``names``; returns the versions
-        written, by strategy."""
+        written, by strategy. With ``lowest_priority``, the calling thread (a
+        boundary's own: it ends with it) first drops to the lowest CPU priority, so
+        the challengers yield to serving, and to the replicas' ranking of the
+        version just swapped in, more than the served strategy's training does."""
+        if self.lowest_priority:
+            _lowest_priority()
         written = {}
         for name in names:
             try:

@@ -105,6 +105,7 @@ class Worker(BackgroundThread):
         self._lock = bus.leader_lock(LOCK_NAME, settings.lock_ttl_seconds)
         self._heartbeat = Heartbeat(self._lock, store, settings.lock_ttl_seconds / 3)
         self._trainer = PeriodTrainer(settings, store, bus, artifacts, self._check_leader)
+        self._trainer.challengers.lowest_priority = True  # boundaries run on their own threads
         self._rule = settings.period_rule
         users, items = settings.caps
         self._ingestor = (

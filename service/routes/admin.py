@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 import re
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import HTTPException, status
 
 from engine.holder import ModelLoadError
-from service.deps import BusDep, HolderDep, RuntimeDep, StoreDep, require_admin
+from service.deps import BusDep, HolderDep, RuntimeDep, StoreDep, admin_router
 from service.schemas import (
     ErrorBody,
     JobOut,
@@ -28,15 +28,7 @@ log = logging.getLogger(__name__)
 MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
 _JOB_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")  # anything else is no job (404, no query)
 
-router = APIRouter(
-    prefix="/v1/admin",
-    tags=["admin"],
-    dependencies=[Depends(require_admin)],
-    responses={
-        401: {"model": ErrorBody, "description": "Authorization header missing or malformed"},
-        403: {"model": ErrorBody, "description": "Wrong admin token"},
-    },
-)
+router = admin_router()
 
 
 def _job_out(job: JobInfo) -> JobOut:

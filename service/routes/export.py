@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Query
+from fastapi import Query
 from fastapi.responses import StreamingResponse
 
-from service.deps import StoreDep, require_admin
+from service.deps import StoreDep, admin_router
 from service.interaction_schemas import EXPORT_EXAMPLE, ExportedInteraction
 from service.schemas import ErrorBody
 from store import Store, StoredInteraction, StoreUnavailable
@@ -28,15 +28,7 @@ log = logging.getLogger(__name__)
 NDJSON = "application/x-ndjson"
 PAGE_ROWS = 5_000  # interactions per database read (and per chunk written)
 
-router = APIRouter(
-    prefix="/v1/admin",
-    tags=["admin"],
-    dependencies=[Depends(require_admin)],
-    responses={
-        401: {"model": ErrorBody, "description": "Authorization header missing or malformed"},
-        403: {"model": ErrorBody, "description": "Wrong admin token"},
-    },
-)
+router = admin_router()
 
 def _lines(rows: list[StoredInteraction]) -> bytes:
     return b"".join(

@@ -9,11 +9,11 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
+from fastapi import HTTPException, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
-from service.deps import RuntimeDep, require_admin
+from service.deps import RuntimeDep, admin_router
 from service.schemas import ID_PATTERN, MAX_ID_LENGTH, ErrorBody, ItemOut, ItemUpdate
 from store import ItemInfo
 
@@ -40,16 +40,7 @@ class JsonBodyRoute(APIRoute):
         return handle
 
 
-router = APIRouter(
-    route_class=JsonBodyRoute,
-    prefix="/v1/items",
-    tags=["items"],
-    dependencies=[Depends(require_admin)],
-    responses={
-        401: {"model": ErrorBody, "description": "Authorization header missing or malformed"},
-        403: {"model": ErrorBody, "description": "Wrong admin token"},
-    },
-)
+router = admin_router("/v1/items", ["items"], route_class=JsonBodyRoute)
 
 ItemId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
                              examples=["i9"])]

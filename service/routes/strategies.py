@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import HTTPException, Query, status
 
 from engine.holder import ModelLoadError
-from service.deps import BusDep, HolderDep, SettingsDep, StoreDep, require_admin
+from service.deps import BusDep, HolderDep, SettingsDep, StoreDep, admin_router
 from service.schemas import ErrorBody
 from service.strategy_schemas import (
     PeriodScores,
@@ -22,15 +22,7 @@ from store.lineup import challengers, choose_serving, latest_version_of, serving
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(
-    prefix="/v1/admin",
-    tags=["admin"],
-    dependencies=[Depends(require_admin)],
-    responses={
-        401: {"model": ErrorBody, "description": "Authorization header missing or malformed"},
-        403: {"model": ErrorBody, "description": "Wrong admin token"},
-    },
-)
+router = admin_router()
 
 
 def _overview(store: Store, settings: Settings, periods: int) -> StrategyOverview:

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi import HTTPException, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.deps import RuntimeDep, require_admin
+from service.deps import RuntimeDep, admin_router
 from service.runtime import Runtime
 from service.schemas import ID_PATTERN, MAX_ID_LENGTH, ErrorBody
 from store import BusUnavailable
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(
-    prefix="/v1/admin",
-    tags=["admin"],
-    dependencies=[Depends(require_admin)],
-    responses={
-        401: {"model": ErrorBody, "description": "Authorization header missing or malformed"},
-        403: {"model": ErrorBody, "description": "Wrong admin token"},
-    },
-)
+router = admin_router()
 
 
 class UserDeleted(BaseModel):

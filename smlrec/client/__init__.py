@@ -19,6 +19,7 @@ from smlrec.client.errors import (
 from smlrec.client.models import (
     Ingested,
     Interaction,
+    ItemInfo,
     Job,
     ModelMetrics,
     ModelVersion,
@@ -45,6 +46,7 @@ __all__ = [
     "Ingested",
     "Interaction",
     "InvalidRequest",
+    "ItemInfo",
     "Job",
     "ModelMetrics",
     "ModelVersion",

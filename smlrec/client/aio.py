@@ -182,6 +182,16 @@ class AsyncClient:
         """Serve this strategy's newest model now and from now on."""
         return await self._call(calls.choose_strategy(name))
 
+    async def set_item(self, item_id: str, categories: Sequence[str] = (),
+                 hidden: bool = False) -> m.ItemInfo:
+        """Store an item's categories and whether it is hidden, replacing what it had
+        (an item no interaction named yet may be described first)."""
+        return await self._call(calls.set_item(item_id, categories, hidden))
+
+    async def item(self, item_id: str) -> m.ItemInfo:
+        """An item's metadata (404 :class:`NotFound`: neither described nor seen)."""
+        return await self._call(calls.item(item_id))
+
     async def delete_user(self, user_id: str) -> m.UserDeleted:
         """Delete a user's data (404 :class:`NotFound`: a user never seen)."""
         return await self._call(calls.delete_user(user_id))

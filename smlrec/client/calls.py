@@ -249,6 +249,18 @@ def choose_strategy(name: str) -> Call[m.StrategyOverview]:
                 auth="admin", body={"strategy": name}, idempotent=True)
 
 
+def set_item(item_id: str, categories: Sequence[str], hidden: bool) -> Call[m.ItemInfo]:
+    """Replaces what the item had: the same request twice stores the same."""
+    return Call("PUT", f"/v1/items/{segment(item_id)}", _json(m.ItemInfo.from_json),
+                auth="admin", body={"categories": list(categories), "hidden": hidden},
+                idempotent=True)
+
+
+def item(item_id: str) -> Call[m.ItemInfo]:
+    return Call("GET", f"/v1/items/{segment(item_id)}", _json(m.ItemInfo.from_json),
+                auth="admin", idempotent=True)
+
+
 def delete_user(user_id: str) -> Call[m.UserDeleted]:
     """Not retried on a lost connection: a second try would answer 404."""
     return Call("DELETE", f"/v1/admin/users/{segment(user_id)}",

@@ -249,6 +249,20 @@ class UserDeleted:
 
 
 @dataclass(frozen=True)
+class ItemInfo:
+    """An item's metadata: its categories and whether it is hidden (never served)."""
+
+    item_id: str
+    categories: tuple[str, ...]
+    hidden: bool
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> ItemInfo:
+        return cls(str(body["item_id"]), tuple(str(c) for c in body.get("categories") or ()),
+                   bool(body.get("hidden", False)))
+
+
+@dataclass(frozen=True)
 class StoredInteraction:
     """One line of the interaction export."""
 

@@ -179,6 +179,16 @@ class Client:
         """Serve this strategy's newest model now and from now on."""
         return self._call(calls.choose_strategy(name))
 
+    def set_item(self, item_id: str, categories: Sequence[str] = (),
+                 hidden: bool = False) -> m.ItemInfo:
+        """Store an item's categories and whether it is hidden, replacing what it had
+        (an item no interaction named yet may be described first)."""
+        return self._call(calls.set_item(item_id, categories, hidden))
+
+    def item(self, item_id: str) -> m.ItemInfo:
+        """An item's metadata (404 :class:`NotFound`: neither described nor seen)."""
+        return self._call(calls.item(item_id))
+
     def delete_user(self, user_id: str) -> m.UserDeleted:
         """Delete a user's data (404 :class:`NotFound`: a user never seen)."""
         return self._call(calls.delete_user(user_id))

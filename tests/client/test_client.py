@@ -205,3 +205,16 @@ def test_operations(url: str) -> None:
         assert (ready.ready, ready.database, ready.redis, ready.model_version) == (
             True, "ok", "not configured", None)
         assert "smlrec_" in client.prometheus_metrics()
+
+
+def test_item_metadata_is_stored_and_read_back(url: str) -> None:
+    with Client(url, admin_token=ADMIN_TOKEN) as client:
+        stored = client.set_item("catalogue-1", ["jazz", "live"], hidden=True)
+        assert (stored.item_id, stored.categories, stored.hidden) == (
+            "catalogue-1", ("jazz", "live"), True)
+        assert client.item("catalogue-1") == stored
+        assert client.set_item("catalogue-1").categories == ()  # replaced, not merged
+        with pytest.raises(NotFound):
+            client.item("never-seen")
+        with pytest.raises(InvalidRequest):
+            client.set_item("catalogue-1", ["jazz", "jazz"])

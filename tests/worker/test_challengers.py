@@ -5,6 +5,8 @@ served model, switched to by choice or by the promotion rule, and safe to repeat
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -293,3 +295,30 @@ def test_a_failing_challenger_never_fails_the_served_boundary(
     trainer.run(_close(store, small_log, 2))  # it goes on from its period-0 state
     assert set(_versions(store, 2)) == {"sml", "fine_tune", "full_retrain"}
     assert _scores(store, 2)["fine_tune"].version == _versions(store, 0)["fine_tune"]
+
+
+def test_challengers_train_at_the_lowest_priority_on_the_boundarys_thread_only(
+    settings: Settings, sqlite_store: Store, small_log: InteractionLog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not hasattr(os, "setpriority"):
+        pytest.skip("no per-thread priorities here")
+    store = sqlite_store
+    trainer, _ = _trainer(settings, store)
+    trainer.challengers.lowest_priority = True
+    seen: dict[str, int] = {}
+    original = Challengers._one
+
+    def record(self, name, period):  # type: ignore[no-untyped-def]
+        seen[name] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return original(self, name, period)
+
+    monkeypatch.setattr(Challengers, "_one", record)
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    period_id = _close(store, small_log, 0)
+    thread = threading.Thread(target=trainer.run, args=(period_id,))
+    thread.start()
+    thread.join(timeout=600)
+    assert seen == {"fine_tune": 19, "full_retrain": 19}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+    assert store.active_version() == _versions(store, period_id)["sml"]
