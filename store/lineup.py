@@ -29,6 +29,14 @@ def choose_serving(store: Store, name: str) -> None:
     store.put_state(SERVING_KEY, name)
 
 
+def version_of(store: Store, strategy: str, period_id: int) -> VersionInfo | None:
+    """``strategy``'s version trained through ``period_id``, if one was recorded."""
+    for info in store.list_versions():
+        if info.strategy == strategy and info.period_id == period_id:
+            return info
+    return None
+
+
 def latest_version_of(store: Store, strategy: str) -> VersionInfo | None:
     """``strategy``'s newest version whose artifact is still on disk."""
     for info in store.list_versions():  # newest first

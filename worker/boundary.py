@@ -47,7 +47,13 @@ from store import (
     Store,
     VersionInfo,
 )
-from store.lineup import choose_serving, latest_version_of, promotion_pick, serving_strategy
+from store.lineup import (
+    choose_serving,
+    latest_version_of,
+    promotion_pick,
+    serving_strategy,
+    version_of,
+)
 from worker.challengers import Challengers, ClosedPeriod, period_data
 from worker.checkpoint import (
     CheckpointRef,
@@ -142,7 +148,7 @@ class PeriodTrainer:
             raise ValueError(f"period {period_id} does not exist")
         if period.status == "open":
             raise ValueError(f"period {period_id} is still open")
-        existing = self._version_of(period_id)
+        existing = version_of(self.store, self.strategy.name, period_id)
         if period.status == "trained":
             log.info("period %d is already trained", period_id)
             return BoundaryResult(period_id, existing.version if existing else None, False)
@@ -276,11 +282,6 @@ class PeriodTrainer:
         if chosen is not None and chosen.version != active and chosen.period_id >= period_id:
             self._serve(chosen.version, chosen.period_id)
 
-    def _version_of(self, period_id: int) -> VersionInfo | None:
-        for info in self.store.list_versions():
-            if info.period_id == period_id and info.strategy == self.strategy.name:
-                return info
-        return None
 
     # ---- evaluation -------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from sml.model import MFWeights
 from sml.strategy import PeriodData, Strategy
 from smlrec.settings import Settings
 from store import ArtifactStore, BusUnavailable, PeriodArrays, Store, StoreUnavailable
-from store.lineup import challengers
+from store.lineup import challengers, version_of
 from worker.checkpoint import (
     CheckpointRef,
     checkpoint_of,
@@ -146,10 +146,8 @@ class Challengers:
                 and self._version(name, period_id) is not None)
 
     def _version(self, name: str, period_id: int) -> int | None:
-        for info in self.store.list_versions():
-            if info.strategy == name and info.period_id == period_id:
-                return info.version
-        return None
+        info = version_of(self.store, name, period_id)
+        return info.version if info is not None else None
 
     def _one(self, name: str, period: ClosedPeriod) -> int | None:
         strategy, ref = self._state(name)

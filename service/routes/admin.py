@@ -10,6 +10,7 @@ import re
 from fastapi import HTTPException, status
 
 from engine.holder import ModelLoadError
+from service.activation import serve_everywhere
 from service.deps import BusDep, HolderDep, RuntimeDep, StoreDep, admin_router
 from service.schemas import (
     ErrorBody,
@@ -177,7 +178,7 @@ def activate(
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"version {version}'s artifact "
                             "was removed by the retention (SMLREC_KEEP_VERSIONS)")
     try:
-        holder.activate(version, lambda: store.set_active_version(version))
+        serve_everywhere(version, store, bus, holder)
     except ModelLoadError as error:
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail=f"version {version} cannot be loaded: {error}"
@@ -186,10 +187,6 @@ def activate(
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, detail=f"unknown model version {version}"
         ) from error
-    try:
-        bus.publish_active(version)
-    except BusUnavailable as error:
-        log.warning("version %d activated but not announced (replicas poll): %s", version, error)
     log.info("version %d activated", version)
     return _model_out(info, active=True)
 

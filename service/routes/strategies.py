@@ -8,6 +8,7 @@ import logging
 from fastapi import HTTPException, Query, status
 
 from engine.holder import ModelLoadError
+from service.activation import serve_everywhere
 from service.deps import BusDep, HolderDep, SettingsDep, StoreDep, admin_router
 from service.schemas import ErrorBody
 from service.strategy_schemas import (
@@ -17,7 +18,7 @@ from service.strategy_schemas import (
     StrategyScore,
 )
 from smlrec.settings import Settings
-from store import BusUnavailable, Store
+from store import Store
 from store.lineup import challengers, choose_serving, latest_version_of, serving_strategy
 
 log = logging.getLogger(__name__)
@@ -82,20 +83,11 @@ def choose_strategy(
     if latest is None:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=(
             f"strategy {name!r} has no model yet: it is trained at the next boundary"))
-    def commit() -> None:
-        store.set_active_version(latest.version)
-        choose_serving(store, name)
-
     try:
-        holder.activate(latest.version, commit)
+        serve_everywhere(latest.version, store, bus, holder, lambda: choose_serving(store, name))
     except (ModelLoadError, KeyError) as error:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=(
             f"strategy {name!r}'s version {latest.version} cannot be served: {error}"
         )) from error
-    try:
-        bus.publish_active(latest.version)
-    except BusUnavailable as error:
-        log.warning("version %d activated but not announced (replicas poll): %s",
-                    latest.version, error)
     log.info("strategy %s chosen: version %d is served", name, latest.version)
     return _overview(store, settings, 100)
