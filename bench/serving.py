@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -79,6 +80,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--phases", default=",".join(PHASES),
                         help=f"comma-separated subset of {','.join(PHASES)}")
     parser.add_argument("--retrain-connections", type=int, default=8)
+    parser.add_argument("--retrain-users", type=int, default=512,
+                        help="distinct users the retrain figure's requests ask for "
+                             "(the users active while the version serves)")
     parser.add_argument("--retrains", type=int, default=3, help="rounds of the retrain figure")
     parser.add_argument("--retrain-window", type=float, default=5.0,
                         help="seconds of each load window (at rest, then from the retrain on)")
@@ -271,13 +275,14 @@ def _model_bytes(args: argparse.Namespace) -> int:
 def _retrain(server: Server, args: argparse.Namespace, report: Report) -> None:
     """``--retrains`` rounds, each back to back: a window of load at rest, then
     windows of the same length from the retrain request until the job has
-    finished (training, artifact write, swap to the new version). Each round
+    finished (training, artifact write, the challengers) and the replica serves
+    the new version with every user's list (staging, swap, ranking). Each round
     compares the p99 of every request served during the retrain, pooled, with
     the p99 of the window at rest. Before each round a period's worth of
     interactions (one per user) is logged through the API: that is what the job
     trains on; and the served version's top lists are complete (the previous
     round's swap started them over)."""
-    paths = _reco_paths(args.users, seed=4)
+    paths = _reco_paths(args.users, count=args.retrain_users, seed=4)
     ratios: list[float] = []
     details: list[str] = []
     with server.client(timeout=120.0) as client:
@@ -305,6 +310,11 @@ def _retrain(server: Server, args: argparse.Namespace, report: Report) -> None:
                 job = client.get(f"/v1/admin/jobs/{job_id}").json()
             took = ((job["finished_at"] or 0.0) - (job["started_at"] or 0.0)
                     if job["status"] == "succeeded" else time.monotonic() - started)
+            while job["status"] == "succeeded" and not _settled(server, args, job) \
+                    and time.monotonic() - started < args.retrain_timeout:
+                during.append(load(server.url, paths, seconds=args.retrain_window,
+                                   connections=args.retrain_connections, tool=args.tool))
+            settled = time.monotonic() - started
             p99_rest = pooled_percentile([rest], 99)
             p99_during = pooled_percentile(during, 99)
             errors = sum(r.errors for r in during)
@@ -312,7 +322,8 @@ def _retrain(server: Server, args: argparse.Namespace, report: Report) -> None:
             ratios.append(ratio if job["status"] == "succeeded" and not errors else float("inf"))
             windows = "/".join(f"{r.p99_ms:.0f}" for r in during)
             details.append(f"{p99_during:.1f} vs {p99_rest:.1f} ms ({ratio:.2f}x; job "
-                           f"{job['status']} in {took:.1f} s, {errors} errors; "
+                           f"{job['status']} in {took:.1f} s, new version served with "
+                           f"its lists after {settled:.0f} s, {errors} errors; "
                            f"p99 of each window {windows} ms)")
     if not ratios:
         return
@@ -323,6 +334,15 @@ def _retrain(server: Server, args: argparse.Namespace, report: Report) -> None:
                f"({len(ratios)} rounds, median)", f"<= {RETRAIN_P99_FACTOR:.0f}x",
                f"{median:.2f}x; rounds: {'; '.join(details)}",
                median <= RETRAIN_P99_FACTOR)
+
+
+def _settled(server: Server, args: argparse.Namespace, job: dict[str, Any]) -> bool:
+    """Whether the replica serves the job's version with every user's list
+    (lists off: serves it): the end of what a boundary does to serving."""
+    values = _metrics(server, "smlrec_active_model_version", "smlrec_ranked_users")
+    serving = values.get("smlrec_active_model_version") == job["model_version"]
+    return serving and (args.precompute_depth == 0
+                        or values.get("smlrec_ranked_users", 0.0) >= args.users)
 
 
 def _log_period(client: httpx.Client, args: argparse.Namespace, seed: int) -> None:

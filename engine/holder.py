@@ -207,6 +207,7 @@ class ModelHolder:
         self._failed: dict[int, float] = {}  # version -> monotonic time it may be retried
         self._listeners: list[Callable[[ServingModel], None]] = []
         self._preparers: list[Callable[[ServingModel], None]] = []
+        self._stagers: list[Callable[[ServingModel], object]] = []
 
     @property
     def quantize(self) -> bool:
@@ -222,6 +223,14 @@ class ModelHolder:
         thread; requests go on with the current model meanwhile). An error is
         logged and the swap goes on."""
         self._preparers.append(preparer)
+
+    def stage_with(self, stager: Callable[[ServingModel], object]) -> None:
+        """Call ``stager(model)`` on each version this replica takes up from the
+        store (:meth:`sync`), once it is loaded and before it serves, with no lock
+        held: the current version serves meanwhile, and an activation may come
+        (then the staged version is not served). Not called on activations, which
+        serve at once. An error is logged and the swap goes on."""
+        self._stagers.append(stager)
 
     @property
     def current(self) -> ServingModel | None:
@@ -307,10 +316,10 @@ class ModelHolder:
                 self.install(model, explicit=True)
 
     def sync(self) -> bool:
-        """Serve the store's active version if this replica does not yet.
-        A version that failed to load recently is not retried before its time.
-        True if a swap happened. Raises StoreUnavailable."""
-        with self._load_lock:  # read the active version and swap with no activation between
+        """Serve the store's active version if this replica does not yet (staged
+        first: :meth:`stage_with`). A version that failed to load recently is not
+        retried before its time. True if a swap happened. Raises StoreUnavailable."""
+        with self._load_lock:  # read the active version and load it with no activation between
             active = self._store.active_version()
             if active is None or active == self.version:
                 return False
@@ -318,9 +327,21 @@ class ModelHolder:
             if retry_at is not None and time.monotonic() < retry_at:
                 return False
             try:
-                return self.install(self.load(active), explicit=True)
+                model = self.load(active)
             except ModelLoadError:
                 return False
+            if not self._stagers:
+                return self.install(model, explicit=True)
+        for stager in self._stagers:
+            try:
+                stager(model)
+            except Exception:  # serving the new version matters more than its extras
+                log.exception("staging failed for version %d", model.version)
+        with self._load_lock:  # still the active version, and no activation between
+            if self._store.active_version() != active:
+                log.info("version %d is no longer active; not serving it", active)
+                return False
+            return self.install(model, explicit=True)
 
     def sync_quietly(self) -> None:
         """:meth:`sync`, logging (not raising) a database outage."""

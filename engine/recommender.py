@@ -43,7 +43,8 @@ from engine.foldin import fold_in_top_k
 from engine.holder import ServingModel
 from engine.metrics import ServiceMetrics
 from engine.popularity import StorePopularity
-from engine.ranked import Allowed, Listed, Ranker
+from engine.ranked import Allowed, Listed
+from engine.ranker import Ranker
 from engine.recent import RecentInteractions
 from engine.scorer import TopK, rank_popular, top_k
 from store import Store, StoreUnavailable

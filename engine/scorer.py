@@ -107,7 +107,7 @@ def extra_pairs(extra: Sequence[np.ndarray | None], n_items: int) -> tuple[np.nd
 
 def top_k(
     model: ServingModel,
-    users: Sequence[int],
+    users: Sequence[int] | np.ndarray,
     k: int,
     *,
     exclude_seen: bool = True,

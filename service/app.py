@@ -29,7 +29,7 @@ from engine.holder import ModelHolder
 from engine.metrics import ServiceMetrics
 from engine.popularity import StorePopularity
 from engine.quantized import INT8_MIN_SPEEDUP, int8_speedup
-from engine.ranked import Ranker
+from engine.ranker import Ranker
 from engine.recent import RecentInteractions
 from engine.recommender import Recommender
 from engine.sync import VersionSync
@@ -305,12 +305,19 @@ def _recent(settings: Settings, store: Store, holder: ModelHolder) -> RecentInte
 
 def _ranker(settings: Settings, holder: ModelHolder, metrics: ServiceMetrics) -> Ranker | None:
     """The thread that precomputes each served version's top lists
-    (``SMLREC_PRECOMPUTE_DEPTH`` items per user; 0: none, every request is scored)."""
+    (``SMLREC_PRECOMPUTE_DEPTH`` items for up to ``SMLREC_PRECOMPUTE_USERS`` users;
+    depth 0: none, every request is scored). A version taken up from the store
+    serves once its active users are ranked (at most
+    ``SMLREC_PRECOMPUTE_WAIT_SECONDS`` later)."""
     if settings.precompute_depth == 0:
         return None
-    ranker = Ranker(settings.precompute_depth, on_progress=metrics.ranked_users.set)
+    ranker = Ranker(settings.precompute_depth, capacity=settings.precompute_users,
+                    on_progress=metrics.ranked_users.set)
     ranker.start()
     holder.on_install(ranker.submit)
+    if settings.precompute_wait_seconds > 0:
+        wait_s = settings.precompute_wait_seconds
+        holder.stage_with(lambda model: ranker.stage(model, wait_s))
     if holder.current is not None:
         ranker.submit(holder.current)
     return ranker

@@ -166,6 +166,11 @@ class Settings(BaseSettings):
     worker_nice: int = Field(default=10, ge=0, le=19)
     int8_scoring: bool | Literal["auto"] = "auto"  # auto: where int8 is faster here
     precompute_depth: int = Field(default=50, ge=0, le=1000)  # 0: score every request
+    # most users of a version with a precomputed list (the rest are scored per request)
+    precompute_users: int = Field(default=500_000, ge=1)
+    # how long a replica keeps the previous version serving while it ranks the
+    # new one's active users (0: serve at once, rank afterwards)
+    precompute_wait_seconds: float = Field(default=120.0, ge=0)
     # a user the served model does not know, with interactions logged since, is answered
     # from a vector fitted to them (the items fixed) with this L2 weight
     fold_in: bool = True

@@ -54,7 +54,7 @@ class ListsOf:
 
     def __init__(self, model: ServingModel) -> None:
         self.rankings = Rankings(model, DEPTH)
-        self.rankings.fill(0, top_k(model, range(model.n_users), DEPTH))
+        self.rankings.fill(np.arange(model.n_users), top_k(model, range(model.n_users), DEPTH))
 
     def lookup(self, model: ServingModel, users: Sequence[int], k: int,
                extra: Sequence[np.ndarray | None], allowed: Allowed | None = None

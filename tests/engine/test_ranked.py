@@ -1,4 +1,5 @@
-"""Precomputed top lists (engine.ranked) against the scorer they stand in for."""
+"""Precomputed top lists (engine.ranked, engine.ranker) against the scorer they
+stand in for; which users get a list, and when."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 import torch
 from engine_testkit import random_payload
 
-import engine.ranked
+import engine.ranker
 from engine.holder import ServingModel
-from engine.ranked import Ranker, Rankings
+from engine.ranked import Rankings
+from engine.ranker import Ranker
 from engine.scorer import TopK, top_k
 
 N_USERS, N_ITEMS, DIM = 130, 700, 6
@@ -40,7 +42,7 @@ def _ranked(ranker: Ranker, model: ServingModel) -> Rankings:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         rankings = ranker.rankings(model)
-        if rankings is not None and rankings.ready == model.n_users:
+        if rankings is not None and rankings.filled == min(model.n_users, ranker.capacity):
             return rankings
         time.sleep(0.01)
     raise AssertionError(f"version {model.version} was not ranked in time")
@@ -76,8 +78,9 @@ def test_lists_answer_what_scoring_answers(ranker: Ranker) -> None:
                 expected = top_k(model, [user], k, extra_seen=[more[user]])[0]
                 if got is None:  # only a full list that loses too many of its items
                     declined += 1
-                    listed = rankings.items[user, : rankings.lengths[user]]
-                    assert rankings.lengths[user] == 20
+                    slot = rankings.slot_of[user]
+                    listed = rankings.items[slot, : rankings.lengths[slot]]
+                    assert rankings.lengths[slot] == 20
                     assert len(np.setdiff1d(listed, more[user])) < k
                     continue
                 answered += 1
@@ -85,74 +88,191 @@ def test_lists_answer_what_scoring_answers(ranker: Ranker) -> None:
                 assert got.scores == pytest.approx(expected.scores.tolist(), rel=1e-6)
     assert answered and declined
     # user 5 has 4 unseen items: its short list is its whole answer, for any k
-    assert rankings.lengths[5] == 4
+    assert rankings.lengths[rankings.slot_of[5]] == 4
     short = top_k(model, [5], 20)[0].items.tolist()
-    assert rankings.lookup([5], 20, [None]) == [(short, rankings.scores[5, :4].tolist())]
+    assert rankings.lookup([5], 20, [None]) == [
+        (short, rankings.scores[rankings.slot_of[5], :4].tolist())]
     assert rankings.lookup([5], 20, [np.array([short[1]])])[0].items == short[:1] + short[2:]
     assert rankings.lookup([0], 21, [None]) == [None]  # beyond the depth
 
 
-def test_rows_not_ranked_yet_are_not_answered() -> None:
+def test_users_without_a_list_are_not_answered() -> None:
     model = _model()
     rankings = Rankings(model, 10)
-    rankings.fill(0, top_k(model, range(40), 10))
-    assert rankings.ready == 40
-    assert rankings.lookup([39, 40, 0], 1, [None, None, np.array([7])])[1] is None
-    assert rankings.lookup([39], 10, [None])[0] is not None
+    users = np.arange(40, 80)
+    assert rankings.fill(users, top_k(model, users, 10)) == 40
+    assert rankings.filled == 40 and rankings.slot_of[40] == 0 and rankings.slot_of[39] == -1
+    assert rankings.lookup([79, 39, 40], 1, [None, None, np.array([7])])[1] is None
+    assert rankings.lookup([79], 10, [None])[0] is not None
+    assert rankings.missing([3, 40, 79, 80]).tolist() == [3, 80]
+    assert rankings.unranked(np.array([80, 3, 40, 80, -1, N_USERS])).tolist() == [80, 3]
 
 
-def test_rows_filled_while_a_lookup_reads_them_are_not_answered() -> None:
-    """The ranking thread may fill rows between a lookup's reads: a lookup goes
-    by the rows ready when it began (else it would take unfilled rows for empty
-    lists: seen as empty answers under concurrent swaps)."""
+def test_a_list_published_while_a_lookup_reads_is_not_answered() -> None:
+    """The ranking thread may fill slots between a lookup's reads: a lookup goes
+    by the slots published when it began (else it would take unfilled rows for
+    empty lists: seen as empty answers under concurrent swaps)."""
     model = _model()
     rankings = Rankings(model, 10)
-    tops = top_k(model, range(40), 10)
+    users = np.arange(40)
+    tops = top_k(model, users, 10)
 
     class FilledRightAfterRead(np.ndarray):
         def __getitem__(self, key: object) -> object:
             rows = super().__getitem__(key)  # as they are before the fill
-            if rankings.ready == 0:
-                rankings.fill(0, tops)
+            if rankings.filled == 0:
+                rankings.fill(users, tops)
             return rows
 
     rankings.lengths = rankings.lengths.view(FilledRightAfterRead)
     assert rankings.lookup([3], 5, [None]) == [None]
-    assert rankings.ready == 40 and rankings.lookup([3], 5, [None])[0] is not None
+    assert rankings.filled == 40 and rankings.lookup([3], 5, [None])[0] is not None
+
+
+def test_lists_are_bounded_and_asked_for_users_take_the_free_slots() -> None:
+    """At most ``capacity`` users get a list, the newest first; a user without one
+    whose request finds none is ranked next while slots are free; past the
+    capacity requests are scored (None), and the lists say which answered."""
+    model = _model()
+    ranker = Ranker(depth=5, capacity=30, chunk=8)
+    ranker.start()
+    try:
+        rankings = _rank(ranker, model)
+        assert rankings.capacity == 30 and len(rankings.slot_of) == N_USERS
+        assert sorted(rankings.user_of.tolist()) == list(range(N_USERS - 30, N_USERS))
+        assert rankings.active().size == 0
+        answers = ranker.lookup(model, [0, N_USERS - 1], 5, [None, None])
+        assert answers[0] is None and answers[1] is not None  # user 0: no slot left
+        assert rankings.active().tolist() == [N_USERS - 1]
+        assert rankings.slot_of[0] == -1
+    finally:
+        ranker.stop()
+    small = Ranker(depth=5, capacity=N_USERS, chunk=8)
+    paused, resume = threading.Event(), threading.Event()
+    score = engine.ranker.top_k
+    calls: list[list[int]] = []
+
+    def scoring(m: ServingModel, users: np.ndarray, k: int) -> list[TopK]:
+        calls.append(np.asarray(users).tolist())
+        if len(calls) == 1:
+            paused.set()
+            resume.wait(60)
+        return score(m, users, k)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine.ranker, "top_k", scoring)
+        small.start()
+        try:
+            small.submit(model)
+            assert paused.wait(60)  # the first chunk: the newest users
+            assert small.lookup(model, [2, 0, 2], 5, [None] * 3) == [None] * 3
+            resume.set()
+            _ranked(small, model)
+        finally:
+            resume.set()
+            small.stop()
+    assert calls[0] == list(range(N_USERS - 1, N_USERS - 9, -1))
+    assert calls[1][:2] == [2, 0]  # asked for: ranked before the rest of the order
+    assert sorted(u for chunk in calls for u in chunk) == list(range(N_USERS))
+
+
+def test_the_active_users_are_ranked_before_a_staged_version_serves() -> None:
+    """Staging ranks the users whose lists answered requests under the served
+    version into the new version's lists, while the served version's lists keep
+    answering; the swap (submit) keeps those lists and ranks the rest."""
+    first, second = _model(1, seed=1), _model(2, seed=2)
+    ranker = Ranker(depth=5, chunk=4)
+    ranker.start()
+    try:
+        _rank(ranker, first)
+        assert ranker.lookup(first, [7, 60, 7], 5, [None] * 3)[0] is not None
+        ranker.lookup(first, [60, 3], 50, [None] * 2)  # beyond the depth: not answered
+        assert ranker.stage(second, wait_s=60)
+        assert ranker.rankings(second) is None  # not served yet
+        assert ranker.lookup(first, [3], 5, [None])[0] is not None  # the served lists answer
+        ranker.submit(second)
+        rankings = ranker.rankings(second)
+        assert rankings is not None and sorted(rankings.user_of[:2].tolist()) == [7, 60]
+        assert ranker.rankings(first) is None
+        _ranked(ranker, second)
+        assert rankings.lookup([7], 5, [None])[0].items == \
+            top_k(second, [7], 5)[0].items.tolist()
+    finally:
+        ranker.stop()
+
+
+def test_a_stage_gives_up_after_its_time_or_when_another_version_comes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second, third = _model(1, seed=1), _model(2, seed=2), _model(3, seed=3)
+    blocked, release = threading.Event(), threading.Event()
+    score = engine.ranker.top_k
+
+    def scoring(model: ServingModel, users: np.ndarray, k: int) -> list[TopK]:
+        if model is not first:
+            blocked.set()
+            release.wait(60)
+        return score(model, users, k)
+
+    monkeypatch.setattr(engine.ranker, "top_k", scoring)
+    ranker = Ranker(depth=5, chunk=4)
+    ranker.start()
+    try:
+        _rank(ranker, first)
+        ranker.lookup(first, [9], 5, [None])
+        began = time.monotonic()
+        assert not ranker.stage(second, wait_s=0.3)  # the thread is held up
+        assert 0.3 <= time.monotonic() - began < 30
+        outcome: list[bool] = []
+        staging = threading.Thread(target=lambda: outcome.append(ranker.stage(second, 60)))
+        staging.start()
+        assert blocked.wait(60)
+        ranker.submit(third)  # an activation meanwhile: the stage is dropped
+        staging.join(60)
+        assert outcome == [False]
+        release.set()
+        _ranked(ranker, third)
+    finally:
+        release.set()
+        ranker.stop()
 
 
 def test_a_newer_version_replaces_the_lists_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Submitting a version drops the earlier lists before the thread gets to it,
     a ranking in progress stops at its next chunk, and progress is reported for
-    the version being ranked only."""
+    the version served only."""
     first, second = _model(1, seed=1), _model(2, seed=2)
     paused, resume = threading.Event(), threading.Event()
     progress: list[int] = []
-    score = engine.ranked.top_k
+    score = engine.ranker.top_k
+    calls = 0
 
-    def scoring(model: ServingModel, users: range, k: int) -> list[TopK]:
-        if model is first and users.start == 10:  # the first version's second chunk
+    def scoring(model: ServingModel, users: np.ndarray, k: int) -> list[TopK]:
+        nonlocal calls
+        calls += model is first
+        if model is first and calls == 2:  # the first version's second chunk
             paused.set()
             resume.wait(60)
         return score(model, users, k)
 
-    monkeypatch.setattr(engine.ranked, "top_k", scoring)
+    monkeypatch.setattr(engine.ranker, "top_k", scoring)
     ranker = Ranker(depth=5, chunk=10, on_progress=progress.append)
     ranker.start()
     try:
         ranker.submit(first)
-        assert paused.wait(60)  # ranking users 10-19 of the first version
-        assert ranker.rankings(first) is not None and ranker.rankings(first).ready == 10
+        assert paused.wait(60)  # ranking the first version's second chunk
+        assert ranker.rankings(first) is not None and ranker.rankings(first).filled == 10
         ranker.submit(second)
-        assert ranker.rankings(first) is None and ranker.rankings(second) is None
+        assert ranker.rankings(first) is None
+        assert ranker.rankings(second) is not None and ranker.rankings(second).filled == 0
         resume.set()
         rankings = _ranked(ranker, second)
         assert ranker.rankings(first) is None
-        assert rankings.items[N_USERS - 1, :5].tolist() == \
+        assert rankings.items[rankings.slot_of[N_USERS - 1], :5].tolist() == \
             score(second, [N_USERS - 1], 5)[0].items.tolist()
         # submit, first chunk, submit, then the second version from its start: the
-        # first version's users 10-19 were ranked but not reported, and no more
-        assert progress == [0, 10, 0, *range(10, N_USERS + 1, 10)]
+        # first version's second chunk was ranked but not reported, and no more
+        assert progress == [0, 10, 0, *range(10, N_USERS, 10), N_USERS]
+        assert calls == 2
     finally:
         resume.set()
         ranker.stop()

@@ -19,6 +19,7 @@ from service_testkit import (
     wait_for,
 )
 
+from engine.holder import ModelHolder
 from store import Store
 
 USERS = [f"u{n}" for n in range(30)]
@@ -165,6 +166,49 @@ def test_preparers_run_before_the_swap_and_cannot_stop_it(
     assert holder.swap_to(second) is True
     assert seen == [(second, first)] and holder.version == second
     assert holder.swap_to(second) is False and len(seen) == 1  # no swap: nothing prepared
+
+
+def test_a_version_taken_up_from_the_store_is_staged_first_and_an_activation_wins(
+    client: TestClient, models: ModelWriter, store: Store
+) -> None:
+    """A replica following the store stages the new version (its lists ranked)
+    while the current one serves, then serves it; an activation during a stage
+    serves at once, and the staged version is then not served. (A holder of its
+    own over the app's store, so that only this test's calls sync it.)"""
+    _, first, second = _two_inactive_versions(client, models)
+    runtime = app_of(client).state.runtime
+    holder = ModelHolder(runtime.store, runtime.artifacts, runtime.metrics)
+    staged: list[tuple[int, int | None]] = []  # (staged, serving meanwhile)
+    entered, release = threading.Event(), threading.Event()
+
+    def stage(model: Any) -> None:
+        staged.append((model.version, holder.version))
+        entered.set()
+        assert release.wait(60)
+
+    holder.stage_with(stage)
+    holder.activate(first, lambda: store.set_active_version(first))
+    assert holder.version == first and not staged  # an activation is not staged
+    store.set_active_version(second)
+    with ThreadPoolExecutor(1) as pool:
+        following = pool.submit(holder.sync)
+        assert entered.wait(60) and holder.version == first  # staging: first serves
+        release.set()
+        assert following.result(60) is True
+    assert holder.version == second and staged == [(second, first)]
+
+    third = models.write(seed=3, activate=False)
+    store.set_active_version(third)
+    entered.clear()
+    release.clear()
+    with ThreadPoolExecutor(1) as pool:
+        following = pool.submit(holder.sync)
+        assert entered.wait(60)
+        holder.activate(first, lambda: store.set_active_version(first))  # not held up
+        assert holder.version == first
+        release.set()
+        assert following.result(60) is False
+    assert holder.version == first and staged[-1] == (third, second)
 
 
 def test_a_rollback_to_an_earlier_period_is_served_from_memory_at_once(
