@@ -11,7 +11,10 @@ rule lets a batch gather what one pass of the loop brings instead of the first
 few.
 
 Requests keep the model object they took, so one batch may hold several
-versions around a swap: users are grouped by model and by ``exclude_seen``.
+versions around a swap: users are grouped by model, by ``exclude_seen`` and by
+the items they are scored against (the whole catalogue, or one category's rows:
+:func:`engine.filtered.category_top_k`, so concurrent requests for a category
+read its rows once).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engine.filtered import Within, category_top_k
 from engine.holder import ServingModel
 from engine.scorer import TopK, top_k
 from engine.threads import start_thread
@@ -50,6 +54,7 @@ class _Request:
     # exactly one of the two: a thread's future, or an event loop's future
     future: Future[TopK] | None = None
     loop_future: asyncio.Future[TopK] | None = None
+    within: Within | None = None  # one category's items (None: the whole catalogue)
 
 
 class BatcherStopped(RuntimeError):
@@ -120,11 +125,14 @@ class ScoringBatcher(BackgroundThread):
         k: int,
         exclude_seen: bool = True,
         extra_seen: np.ndarray | None = None,
+        within: Within | None = None,
     ) -> TopK:
-        """:meth:`submit` for the running event loop: the scoring thread resolves
-        all of a batch's futures of one loop in a single loop callback."""
+        """:meth:`submit` for the running event loop (``within``: score only one
+        category's items): the scoring thread resolves all of a batch's futures of
+        one loop in a single loop callback."""
         future: asyncio.Future[TopK] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Request(model, user, k, exclude_seen, extra_seen, loop_future=future))
+        self._enqueue(_Request(model, user, k, exclude_seen, extra_seen, loop_future=future,
+                               within=within))
         return await future
 
     def _enqueue(self, request: _Request) -> None:
@@ -175,9 +183,11 @@ class ScoringBatcher(BackgroundThread):
         self.scored += len(batch)
         if self._on_batch is not None:
             self._on_batch(len(batch))
-        groups: dict[tuple[int, bool], list[_Request]] = {}
+        groups: dict[tuple[int, bool, int], list[_Request]] = {}
         for request in batch:
-            groups.setdefault((id(request.model), request.exclude_seen), []).append(request)
+            within = id(request.within.items) if request.within is not None else 0
+            groups.setdefault((id(request.model), request.exclude_seen, within),
+                              []).append(request)
         outcomes: list[tuple[_Request, TopK | BaseException]] = []
         for requests in groups.values():
             outcomes.extend(self._score(requests))
@@ -208,14 +218,15 @@ class ScoringBatcher(BackgroundThread):
     def _score(requests: list[_Request]) -> list[tuple[_Request, TopK | BaseException]]:
         first = requests[0]
         k = max(r.k for r in requests)
+        users, extra = [r.user for r in requests], [r.extra_seen for r in requests]
         try:
-            tops = top_k(
-                first.model,
-                [r.user for r in requests],
-                k,
-                exclude_seen=first.exclude_seen,
-                extra_seen=[r.extra_seen for r in requests],
-            )
+            if first.within is None:
+                tops = top_k(first.model, users, k, exclude_seen=first.exclude_seen,
+                             extra_seen=extra)
+            else:
+                tops = category_top_k(first.model, users, k, first.within.items,
+                                      first.within.matrix, exclude_seen=first.exclude_seen,
+                                      extra_seen=extra)
         except Exception as error:  # hand the error to every waiting request
             log.exception("scoring a batch of %d users failed", len(requests))
             return [(request, error) for request in requests]

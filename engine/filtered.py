@@ -9,12 +9,32 @@ to its items; seen items are masked as :func:`engine.scorer.top_k` masks them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from engine.holder import ServingModel
 from engine.scorer import MAX_CELLS, TopK, excluded_pairs
+
+# A single request for a category of m items x d dims is scored where it arrives
+# (the event loop) while m x d is at most this: tens of microseconds, less than
+# the hop to a thread and back.
+INLINE_CELLS = 1 << 21
+
+
+class Within(NamedTuple):
+    """A category to score within: its item indices (sorted) and their rows of
+    the item table, (m, d), and biases, (m,)."""
+
+    items: np.ndarray
+    matrix: tuple[torch.Tensor, torch.Tensor]
+
+
+def scored_inline(m: int, d: int) -> bool:
+    """Whether one user's scores over a category of ``m`` items are cheap enough
+    to compute without leaving the caller's thread."""
+    return m * d <= INLINE_CELLS
 
 
 def category_top_k(

@@ -38,7 +38,7 @@ import orjson
 
 from engine.batcher import ScoringBatcher
 from engine.catalog import Catalog, ItemView
-from engine.filtered import category_top_k
+from engine.filtered import Within, category_top_k, scored_inline
 from engine.foldin import fold_in_top_k
 from engine.holder import ServingModel
 from engine.metrics import ServiceMetrics
@@ -154,33 +154,47 @@ class Recommender:
         category: str | None = None,
     ) -> Recommendation:
         """:meth:`recommend` for one user, for the event loop: a known user's
-        product goes through the batcher, shared with concurrent requests; a
-        request that needs the database, or a category, runs :meth:`recommend`
-        on the thread pool."""
+        product goes through the batcher, shared with concurrent requests (a
+        category's too), but a small category's runs on the loop itself (its list
+        is tried first either way); a request that needs the database runs
+        :meth:`recommend` on the thread pool."""
         view = self._view(model, category)
         if (
             model is None
             or self._batcher is None
-            or category is not None
             or (exclude_seen and not self._in_memory(model))
             or (view is not None and not exclude_seen)
+            or (category is not None and (view is None or user_id not in model.user_index))
             or (user_id not in model.user_index
                 and (not len(model.popular) or self._fold_in_l2 is not None))
-        ):  # the database, or a fold-in's fit and scan: off the event loop
-            [result] = await anyio.to_thread.run_sync(
-                functools.partial(self.recommend, model, [user_id], k, exclude_seen, category))
-            return result
+        ):  # the database, a fold-in's fit and scan, a category's fallback: off the event loop
+            return await self._off_loop(model, user_id, k, exclude_seen, category)
         extra = self._seen(model, [user_id], exclude_seen).get(user_id)  # from memory
         idx = model.user_index.get(user_id)
         if idx is None:
             return self._unknown(model, user_id, k, extra, view, None)
-        allowed = view.allows_visible if view is not None else None
+        allowed = None if view is None else (
+            view.in_category(category) if category is not None else view.allows_visible)
         [listed] = self._precomputed(model, [idx], k, exclude_seen, [extra], allowed)
-        if listed is None:
+        if listed is None and category is not None:
+            assert view is not None
+            within = Within(view.category(category), view.matrix(category))
+            listed = _listed(
+                category_top_k(model, [idx], k, *within, extra_seen=[extra])[0]
+                if scored_inline(len(within.items), model.user_emb.shape[1])
+                else await self._batcher.top_k(model, idx, k, True, extra, within))
+        elif listed is None:
             if view is not None:  # hidden items are left out as if seen
                 extra = view.hidden if extra is None else np.concatenate([extra, view.hidden])
             listed = _listed(await self._batcher.top_k(model, idx, k, exclude_seen, extra))
         return _result(user_id, listed, model.item_ids, model.version, None, model.item_prefix)
+
+    async def _off_loop(self, model: ServingModel | None, user_id: str, k: int,
+                        exclude_seen: bool, category: str | None) -> Recommendation:
+        """:meth:`recommend` for one user on the thread pool."""
+        [result] = await anyio.to_thread.run_sync(
+            functools.partial(self.recommend, model, [user_id], k, exclude_seen, category))
+        return result
 
     def _precomputed(self, model: ServingModel, users: Sequence[int], k: int,
                      exclude_seen: bool, extra: Sequence[np.ndarray | None],

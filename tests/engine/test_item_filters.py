@@ -9,11 +9,15 @@ import asyncio
 import gc
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
+import anyio.to_thread
 import numpy as np
 import pytest
 from engine_testkit import random_payload
 
+import engine.filtered
+from engine.batcher import ScoringBatcher
 from engine.catalog import Catalog
 from engine.filtered import category_top_k
 from engine.holder import ServingModel
@@ -137,6 +141,63 @@ def test_a_category_answers_its_items_in_the_unfiltered_order(
     popular = [f"i{i}" for i in range(0, 60, 2) if i in jazz]
     assert stranger.fallback == "popularity" and stranger.item_ids == popular[:k]
     assert rec.recommend(model, ["u0", "stranger"], k, category="rock")[1].item_ids == ["i2"]
+
+
+class NothingSince:
+    """A recent set that covers every model and holds nothing logged since."""
+
+    def covers(self, period_id: int) -> bool:
+        return True
+
+    def items_of(self, user_id: str, item_index: dict[str, int]) -> np.ndarray | None:
+        return None
+
+
+@pytest.mark.parametrize("inline_cells", [0, engine.filtered.INLINE_CELLS])
+def test_a_single_category_request_is_scored_on_the_loop_when_small_else_batched(
+    model: ServingModel, inline_cells: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the scoring batcher and the recent set in memory (as in the service),
+    a category small enough is scored on the event loop itself, and a larger one
+    through the batcher, never with a hop to the thread pool: the same answers as
+    a batch request either way, from the lists where they tell and from the
+    sub-matrix where not."""
+    store = MetadataStore()
+    catalog = Catalog(store)  # type: ignore[arg-type]
+    batcher = ScoringBatcher(max_batch=8, max_wait_s=0.0)
+    rec = Recommender(store, None, ServiceMetrics(),  # type: ignore[arg-type]
+                      recent=NothingSince(), batcher=batcher,  # type: ignore[arg-type]
+                      ranker=ListsOf(model), catalog=catalog)  # type: ignore[arg-type]
+    for i in range(0, N_ITEMS, 40):  # ten items: rarely in a user's top 30 of 400
+        store.put(f"i{i}", ["rare"])
+    store.put("i3", ["odd"], hidden=True)
+    catalog.refresh(model)
+    hops: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        hops.append("thread")
+        return await run_sync(*args, **kwargs)
+
+    monkeypatch.setattr(engine.filtered, "INLINE_CELLS", inline_cells)
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    batcher.start()
+    try:
+        for user in range(N_USERS):
+            expected = [f"i{i}" for i in _ranking(model, user) if i % 40 == 0][:5]
+            single = asyncio.run(rec.recommend_one(model, f"u{user}", 5, category="rare"))
+            [batch] = rec.recommend(model, [f"u{user}"], 5, category="rare")
+            assert single.item_ids == batch.item_ids == expected
+            assert single.scores == pytest.approx(batch.scores, rel=1e-5)
+            assert asyncio.run(rec.recommend_one(model, f"u{user}", 5, category="odd")
+                               ).item_ids == []
+    finally:
+        batcher.stop()
+    # an empty category costs nothing; a list holding 5 rare items answers
+    from_lists = sum(sum(i % 40 == 0 for i in _ranking(model, u)[:DEPTH]) >= 5
+                     for u in range(N_USERS))
+    assert from_lists < N_USERS  # some users are scored
+    assert hops == [] and batcher.scored == (0 if inline_cells else N_USERS - from_lists)
 
 
 @pytest.mark.parametrize("lists", [True, False])
