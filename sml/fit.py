@@ -114,6 +114,9 @@ class FitConfig:
     l2: float = 1e-4  # lambda_1
     n_negatives: int = 4
     batch_size: int = 1024
+    # Adam on the rows a batch touches only (per-row step counts; the others keep
+    # their values and moments): a step then costs the batch, not the tables
+    rows_only: bool = False
 
 
 def mf_batch_loss(weights: MFWeights, batch: Batch, l2: float) -> Tensor:
@@ -185,6 +188,9 @@ def fit_mf(
 ) -> MFWeights:
     """Plain MF training on (users, items) from ``start`` (which must cover every index);
     ``weights``: each interaction's weight in the loss (None: every one 1)."""
+    if config.rows_only:
+        return _fit_rows(start, users, items, seen=seen, config=config, rng=rng,
+                         weights=weights)
     model = MFWeights(
         start.user.detach().clone().requires_grad_(True),
         start.item.detach().clone().requires_grad_(True),
@@ -201,3 +207,65 @@ def fit_mf(
         weights=weights,
     )
     return model.detach()
+
+
+class _RowAdam:
+    """Adam's moments for one table, applied to the rows a step touches only, each
+    row with its own step count for the bias correction."""
+
+    BETAS = (0.9, 0.999)
+    EPS = 1e-8
+
+    def __init__(self, table: Tensor, lr: float) -> None:
+        self.table, self.lr = table, lr
+        self.first = torch.zeros_like(table)  # (rows, D)
+        self.second = torch.zeros_like(table)  # (rows, D)
+        self.steps = torch.zeros(table.shape[0], 1)  # (rows, 1)
+
+    def step(self, rows: Tensor, grad: Tensor) -> None:
+        """One Adam step on ``rows`` (unique) with their gradients (len(rows), D)."""
+        b1, b2 = self.BETAS
+        steps = self.steps[rows] + 1  # (R, 1)
+        first = self.first[rows].mul_(b1).add_(grad, alpha=1 - b1)
+        second = self.second[rows].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        self.steps[rows], self.first[rows], self.second[rows] = steps, first, second
+        update = (first / (1 - b1**steps)) / ((second / (1 - b2**steps)).sqrt() + self.EPS)
+        self.table[rows] -= self.lr * update
+
+
+def _fit_rows(
+    start: MFWeights,
+    users: np.ndarray,
+    items: np.ndarray,
+    *,
+    seen: SeenPairs,
+    config: FitConfig,
+    rng: np.random.Generator,
+    weights: np.ndarray | None = None,
+) -> MFWeights:
+    """:func:`fit_mf` with ``rows_only``: each batch's loss on copies of the rows it
+    touches, and Adam on those rows alone (the loss is the same function)."""
+    model = start.detach()  # a copy
+    if users.shape[0] == 0:
+        return model
+    if weights is not None and bool(np.all(weights == 1)):
+        weights = None
+    user_adam, item_adam = _RowAdam(model.user, config.lr), _RowAdam(model.item, config.lr)
+    for _ in range(config.epochs):
+        for b_users, pos, neg, weight in batches(
+            users, items, n_items=model.n_items, seen=seen, n_negatives=config.n_negatives,
+            batch_size=config.batch_size, rng=rng, weights=weights,
+        ):
+            user_rows, local_users = torch.unique(b_users, return_inverse=True)
+            item_rows, local_items = torch.unique(torch.cat([pos, neg.reshape(-1)]),
+                                                  return_inverse=True)
+            part = MFWeights(model.user[user_rows].requires_grad_(True),
+                             model.item[item_rows].requires_grad_(True))
+            local = Batch(local_users, local_items[: len(pos)],
+                          local_items[len(pos):].reshape(neg.shape), weight)
+            mf_batch_loss(part, local, config.l2).backward()
+            assert part.user.grad is not None and part.item.grad is not None
+            with torch.no_grad():
+                user_adam.step(user_rows, part.user.grad)
+                item_adam.step(item_rows, part.item.grad)
+    return model
