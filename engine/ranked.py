@@ -23,8 +23,8 @@ The lists are bounded: at most ``capacity`` users of a version have one
 (``SMLREC_PRECOMPUTE_USERS``), in slots filled in the order the ranking thread
 reaches them, so memory is capacity x depth x 8 bytes plus 4 bytes per user of
 the model for the slot index, whatever the number of users. Each slot records
-whether its list answered a request: those users, the ones active while the
-version served, are ranked first for the next version.
+whether a request looked it up: those users, the ones active while the version
+served, are ranked first for the next version.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Rankings:
     items); ``slot_of[u]`` is user u's slot, -1 while u has none. Slots
     ``[0, filled)`` are in use. A slot is written once, before ``slot_of`` points
     at it, so a lookup that finds a user's slot finds it filled; only the
-    ranking thread fills. ``used[s]``: slot s answered a request."""
+    ranking thread fills. ``used[s]``: a request looked slot s up."""
 
     def __init__(self, model: ServingModel, depth: int, capacity: int = DEFAULT_CAPACITY) -> None:
         rows = max(0, min(capacity, model.n_users))
@@ -109,7 +109,7 @@ class Rankings:
         return count
 
     def active(self) -> np.ndarray:
-        """The users whose list answered a request, in slot order."""
+        """The users whose list a request looked up, in slot order."""
         filled = self.filled
         return self.user_of[:filled][self.used[:filled]]
 
@@ -124,8 +124,8 @@ class Rankings:
         and only of the items ``allowed`` lets through (a category, the visible
         items), or None where the list cannot tell it (no list, ``k`` beyond the
         depth, or too few items left once those are dropped: score that user).
-        One pass of array operations for all the users; the lists that answer
-        are marked used."""
+        One pass of array operations for all the users; the lists looked up are
+        marked used."""
         if k > self.depth or not self.capacity:
             return [None] * len(users)
         # the slots are read before the rows: a list published later counts as absent
@@ -151,7 +151,7 @@ class Rankings:
         top_scores = np.take_along_axis(self.scores[at, :window], first, axis=1).tolist()
         # a list shorter than the depth holds every unseen item: what it keeps is the answer
         answered = listed & ((kept >= k) | (lengths < self.depth))
-        self.used[at[answered]] = True
+        self.used[at[listed]] = True  # the user is active, answered from here or not
         counts = np.minimum(kept, k).tolist()
         return [Listed(top_items[b][:n], top_scores[b][:n]) if ok else None
                 for b, (ok, n) in enumerate(zip(answered.tolist(), counts, strict=True))]

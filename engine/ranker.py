@@ -2,12 +2,13 @@
 
 Which users, and when:
 
-- A version's users are ranked in this order: first those whose lists answered
-  requests under the version served before it (the users active now), then
-  any user whose request found no list (as they come), then the others, newest
-  first, until the lists' capacity (``SMLREC_PRECOMPUTE_USERS``) is reached.
-  Users past the capacity are scored per request; they take a free slot when
-  they ask, while one is left.
+- A version's users are ranked in this order: first the users active under
+  the version served before it (those whose requests found their list, then
+  those whose requests found none: up to 65,536 of them), then any user whose
+  request finds no list (as they come), then the others, newest first, until
+  the lists' capacity (``SMLREC_PRECOMPUTE_USERS``) is reached. Users past the
+  capacity are scored per request; they take a free slot when they ask, while
+  one is left.
 - A replica that takes up a new version from the store stages it
   (:meth:`Ranker.stage`): the version served now keeps answering from its own
   lists while the new version's active users are ranked, and the swap follows
@@ -57,7 +58,9 @@ class _Job:
         self.position = 0  # order[:position] is picked
         self.done = 0  # order[:done] has its lists
         self.urgent = urgent  # a stage is ready once order[:urgent] has its lists
-        self.wanted: deque[int] = deque(maxlen=WANTED_MAX)  # asked for, without a list
+        self.wanted: deque[int] = deque(maxlen=WANTED_MAX)  # asked for, to rank now
+        # asked for without a list, slots free or not: active, ranked first next version
+        self.asked: deque[int] = deque(maxlen=WANTED_MAX)
         self.started = time.perf_counter()
         self.finished = False
         self.failed = False  # ranking raised: nothing more is ranked for this version
@@ -119,7 +122,12 @@ class Ranker(BackgroundThread):
         first, then the others newest first (as many as can get a slot)."""
         rankings = Rankings(model, min(self.depth, max(1, model.n_items)), self.capacity)
         serving = self._serving
-        active = serving.rankings.active() if serving is not None else np.empty(0, np.int64)
+        active = np.empty(0, np.int64)
+        if serving is not None:
+            active = np.concatenate([serving.rankings.active(),
+                                     np.asarray(serving.asked, dtype=np.int64)])
+            _, first = np.unique(active, return_index=True)
+            active = active[np.sort(first)]
         active = active[active < model.n_users][: rankings.capacity]
         newest = model.n_users - 1
         others = np.arange(newest, max(-1, newest - rankings.capacity - len(active)), -1,
@@ -163,15 +171,17 @@ class Ranker(BackgroundThread):
                extra_seen: Sequence[np.ndarray | None],
                allowed: Allowed | None = None) -> list[Listed | None]:
         """:meth:`Rankings.lookup` on ``model``'s lists (all None without them);
-        users with no list are ranked next, while slots are free."""
+        users with no list are ranked next, while slots are free, and first for
+        the next version either way."""
         serving = self._serving
         if serving is None or serving.model is not model:
             return [None] * len(users)
         listed = serving.rankings.lookup(users, k, extra_seen, allowed)
-        if None in listed and serving.rankings.room:
-            missing = serving.rankings.missing(users)
-            if len(missing):
-                serving.wanted.extend(missing.tolist())
+        if None in listed:
+            missing = serving.rankings.missing(users).tolist()
+            serving.asked.extend(missing)
+            if missing and serving.rankings.room:
+                serving.wanted.extend(missing)
                 if self._idle:
                     with self._cond:
                         self._cond.notify_all()

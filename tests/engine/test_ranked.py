@@ -132,7 +132,8 @@ def test_a_list_published_while_a_lookup_reads_is_not_answered() -> None:
 def test_lists_are_bounded_and_asked_for_users_take_the_free_slots() -> None:
     """At most ``capacity`` users get a list, the newest first; a user without one
     whose request finds none is ranked next while slots are free; past the
-    capacity requests are scored (None), and the lists say which answered."""
+    capacity requests are scored (None), and the users who asked, with a list or
+    without, are ranked first for the next version."""
     model = _model()
     ranker = Ranker(depth=5, capacity=30, chunk=8)
     ranker.start()
@@ -145,6 +146,13 @@ def test_lists_are_bounded_and_asked_for_users_take_the_free_slots() -> None:
         assert answers[0] is None and answers[1] is not None  # user 0: no slot left
         assert rankings.active().tolist() == [N_USERS - 1]
         assert rankings.slot_of[0] == -1
+        # both asked: the next version ranks them first, user 0 past the capacity too
+        second = _model(2, seed=2)
+        assert ranker.stage(second, wait_s=60)
+        ranker.submit(second)
+        following = ranker.rankings(second)
+        assert following is not None
+        assert sorted(following.user_of[:2].tolist()) == [0, N_USERS - 1]
     finally:
         ranker.stop()
     small = Ranker(depth=5, capacity=N_USERS, chunk=8)
