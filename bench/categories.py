@@ -81,18 +81,6 @@ def describe(database_url: str, names: list[list[str]], hidden: np.ndarray) -> N
     engine.dispose()
 
 
-def _wait_ranked(server: Server, args: argparse.Namespace) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < args.ranking_timeout:
-        text = httpx.get(server.url + "/metrics", timeout=30).text
-        ranked = next((float(line.split()[-1]) for line in text.splitlines()
-                       if line.startswith("smlrec_ranked_users ")), 0.0)
-        if ranked >= args.users:
-            break
-        time.sleep(0.5)
-    return time.monotonic() - started
-
-
 def _paths(args: argparse.Namespace, categories: list[str] | None) -> list[str]:
     rng = random.Random(1)
     return [f"/v1/users/{user_id(rng.randrange(args.users))}/recommendations?k=20"
@@ -137,7 +125,7 @@ def run(args: argparse.Namespace) -> Report:
         env.update({"SMLREC_ADMIN_TOKEN": "bench", "SMLREC_LOG_LEVEL": "WARNING"})
         with serve(env) as server:
             report.add("precomputed top lists, every user", "—",
-                       f"{_wait_ranked(server, args):.0f} s")
+                       f"{server.wait_ranked(args.users, args.ranking_timeout)[0]:.0f} s")
             _phase(server, args, report, "unfiltered k=20", None, False)
             every = [f"c{c}" for c in range(args.categories)]
             _phase(server, args, report, "category k=20, categories uniform", every, True)

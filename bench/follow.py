@@ -28,8 +28,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
-
 from bench.harness import (
     Report,
     Server,
@@ -66,22 +64,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _gauges(server: Server) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for line in httpx.get(server.url + "/metrics", timeout=30).text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in ("smlrec_active_model_version", "smlrec_ranked_users"):
-            values[name] = float(value)
-    return values
-
-
 def _wait(server: Server, done: threading.Event, stamps: dict[str, float], version: int,
           listed: int, timeout: float) -> None:
     """Stamp when the replica serves ``version`` and when ``listed`` users of it
     have their lists (polled every 0.2 s); then set ``done``."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        gauges = _gauges(server)
+        gauges = server.metrics("smlrec_active_model_version", "smlrec_ranked_users")
         if gauges.get("smlrec_active_model_version") == version:
             stamps.setdefault("serving", time.monotonic())
             if gauges.get("smlrec_ranked_users", 0.0) >= listed:
@@ -137,13 +126,9 @@ def run(args: argparse.Namespace) -> Report:
             env["SMLREC_PRECOMPUTE_USERS"] = str(args.capacity)
         listed = min(args.users, args.capacity or DEFAULT_CAPACITY)
         with serve(env) as server:
-            started = time.monotonic()
-            while _gauges(server).get("smlrec_ranked_users", 0.0) < listed:
-                if time.monotonic() - started > args.timeout:
-                    break
-                time.sleep(1.0)
+            waited, _ = server.wait_ranked(listed, args.timeout)
             report.add(f"first version: lists of {listed:,} users complete after start-up",
-                       "—", f"{time.monotonic() - started:.0f} s, resident memory "
+                       "—", f"{waited:.0f} s, resident memory "
                        f"{rss_bytes(server.pid) / 2**20:,.0f} MiB")
             rest = load(server.url, paths, seconds=args.window, connections=args.connections,
                         tool=args.tool)

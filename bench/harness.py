@@ -151,6 +151,27 @@ class Server:
         return httpx.Client(base_url=self.url, timeout=timeout,
                             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
 
+    def metrics(self, *names: str) -> dict[str, float]:
+        """The values of unlabelled samples of /metrics (absent ones left out)."""
+        values: dict[str, float] = {}
+        for line in httpx.get(self.url + "/metrics", timeout=30).text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in names:
+                values[name] = float(value)
+        return values
+
+    def wait_ranked(self, users: int, timeout: float) -> tuple[float, float]:
+        """Wait until ``users`` users of the served version have their top lists
+        (polled every 0.5 s, at most ``timeout`` s): (seconds waited, users ranked)."""
+        started = time.monotonic()
+        ranked = 0.0
+        while time.monotonic() - started < timeout:
+            ranked = self.metrics("smlrec_ranked_users").get("smlrec_ranked_users", 0.0)
+            if ranked >= users:
+                break
+            time.sleep(0.5)
+        return time.monotonic() - started, ranked
+
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     """Warm stop (SIGTERM), then SIGKILL if the process has not exited in ``timeout`` s."""

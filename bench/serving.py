@@ -143,7 +143,7 @@ def _throughput(server: Server, args: argparse.Namespace, report: Report) -> Loa
                 tool=args.tool)
     ratio = reco.rps / health.rps if health.rps else 0.0
     report.add(f"/healthz, {args.connections} connections", "—", health.describe())
-    precomputed = _metrics(server, "smlrec_precomputed_answers_total").get(
+    precomputed = server.metrics("smlrec_precomputed_answers_total").get(
         "smlrec_precomputed_answers_total", 0.0)
     report.add(f"recommendations k=20, {args.connections} connections", "—",
                f"{reco.describe()}; mean scoring batch {_mean_batch(server):.1f} users; "
@@ -155,19 +155,10 @@ def _throughput(server: Server, args: argparse.Namespace, report: Report) -> Loa
     return reco
 
 
-def _metrics(server: Server, *names: str) -> dict[str, float]:
-    """The values of unlabelled samples of /metrics (absent ones left out)."""
-    values: dict[str, float] = {}
-    for line in httpx.get(server.url + "/metrics", timeout=30).text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in names:
-            values[name] = float(value)
-    return values
-
-
 def _mean_batch(server: Server) -> float:
     """Mean size of the batcher's batches so far (from /metrics)."""
-    values = _metrics(server, "smlrec_scoring_batch_size_sum", "smlrec_scoring_batch_size_count")
+    values = server.metrics("smlrec_scoring_batch_size_sum",
+                            "smlrec_scoring_batch_size_count")
     count = values.get("smlrec_scoring_batch_size_count", 0.0)
     return values.get("smlrec_scoring_batch_size_sum", 0.0) / count if count else 0.0
 
@@ -175,14 +166,7 @@ def _mean_batch(server: Server) -> float:
 def _wait_ranked(server: Server, args: argparse.Namespace) -> tuple[float, float]:
     """Wait until the service has precomputed every user's top list of the
     version it serves: (seconds waited, users ranked)."""
-    started = time.monotonic()
-    ranked = 0.0
-    while time.monotonic() - started < args.ranking_timeout:
-        ranked = _metrics(server, "smlrec_ranked_users").get("smlrec_ranked_users", 0.0)
-        if ranked >= args.users:
-            break
-        time.sleep(0.5)
-    return time.monotonic() - started, ranked
+    return server.wait_ranked(args.users, args.ranking_timeout)
 
 
 def _ranking(server: Server, args: argparse.Namespace, report: Report) -> None:
@@ -339,7 +323,7 @@ def _retrain(server: Server, args: argparse.Namespace, report: Report) -> None:
 def _settled(server: Server, args: argparse.Namespace, job: dict[str, Any]) -> bool:
     """Whether the replica serves the job's version with every user's list
     (lists off: serves it): the end of what a boundary does to serving."""
-    values = _metrics(server, "smlrec_active_model_version", "smlrec_ranked_users")
+    values = server.metrics("smlrec_active_model_version", "smlrec_ranked_users")
     serving = values.get("smlrec_active_model_version") == job["model_version"]
     return serving and (args.precompute_depth == 0
                         or values.get("smlrec_ranked_users", 0.0) >= args.users)

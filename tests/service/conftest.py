@@ -35,6 +35,16 @@ def settings(tmp_path: Path, sqlite_url: str) -> Settings:
     return make_settings(tmp_path, sqlite_url)
 
 
+@pytest.fixture(params=["sqlite", "postgres_redis"])
+def either_mode(request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str) -> Settings:
+    """For a test that runs in both modes: embedded (this test's SQLite file), then
+    distributed (this test's PostgreSQL database and Redis keys)."""
+    if request.param == "sqlite":
+        return make_settings(tmp_path, sqlite_url)
+    distributed: Settings = request.getfixturevalue("distributed_settings")
+    return distributed
+
+
 @pytest.fixture
 def make_client() -> ClientFactory:
     """``with make_client(settings) as client``: the app with its lifespan running

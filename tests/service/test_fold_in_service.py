@@ -50,14 +50,9 @@ class Service:
         return body
 
 
-@pytest.fixture(params=["sqlite", "postgres_redis"])
-def service(
-    request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str, make_client: ClientFactory
-) -> Iterator[Service]:
-    if request.param == "sqlite":
-        settings = make_settings(tmp_path, sqlite_url)
-    else:
-        settings = request.getfixturevalue("distributed_settings")
+@pytest.fixture
+def service(either_mode: Settings, make_client: ClientFactory) -> Iterator[Service]:
+    settings = either_mode
     store = Store.from_url(settings.database_url)
     store.ingest([NewInteraction("u1", item, float(n), f"e{n}") for n, item in enumerate(ITEMS)])
     version = ModelWriter(store, settings.model_dir).write(item=_item_table(), popular=ITEMS[::-1])

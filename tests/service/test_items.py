@@ -10,7 +10,6 @@ unknown category is an empty list; another replica follows a PUT within seconds.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,6 @@ from service_testkit import (
     ModelWriter,
     TestClient,
     app_of,
-    make_settings,
     wait_for,
 )
 
@@ -69,12 +67,9 @@ class Service:
         return found
 
 
-@pytest.fixture(params=["sqlite", "postgres_redis"])
-def service(
-    request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str, make_client: ClientFactory
-) -> Iterator[Service]:
-    settings = (make_settings(tmp_path, sqlite_url) if request.param == "sqlite"
-                else request.getfixturevalue("distributed_settings"))
+@pytest.fixture
+def service(either_mode: Settings, make_client: ClientFactory) -> Iterator[Service]:
+    settings = either_mode
     store = Store.from_url(settings.database_url)
     store.ingest(ROWS)
     with make_client(settings) as client:

@@ -8,7 +8,6 @@ neither the served version nor the choice."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from service_testkit import (
@@ -17,7 +16,6 @@ from service_testkit import (
     ModelWriter,
     TestClient,
     app_of,
-    make_settings,
     wait_for,
 )
 
@@ -43,15 +41,9 @@ class Service:
         return version
 
 
-@pytest.fixture(params=["sqlite", "postgres_redis"])
-def service(
-    request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str, make_client: ClientFactory
-) -> Iterator[Service]:
-    if request.param == "sqlite":
-        settings = make_settings(tmp_path, sqlite_url, **LINEUP)
-    else:
-        distributed: Settings = request.getfixturevalue("distributed_settings")
-        settings = distributed.model_copy(update=LINEUP)
+@pytest.fixture
+def service(either_mode: Settings, make_client: ClientFactory) -> Iterator[Service]:
+    settings = either_mode.model_copy(update=LINEUP)
     with make_client(settings) as client:
         running = Service(settings, client)
         yield running

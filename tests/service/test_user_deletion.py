@@ -44,18 +44,9 @@ class Service:
         return answer
 
 
-def _settings(request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str) -> Settings:
-    if request.param == "sqlite":
-        return make_settings(tmp_path, sqlite_url)
-    distributed: Settings = request.getfixturevalue("distributed_settings")
-    return distributed
-
-
-@pytest.fixture(params=["sqlite", "postgres_redis"])
-def service(
-    request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str, make_client: ClientFactory
-) -> Iterator[Service]:
-    settings = _settings(request, tmp_path, sqlite_url)
+@pytest.fixture
+def service(either_mode: Settings, make_client: ClientFactory) -> Iterator[Service]:
+    settings = either_mode
     store = Store.from_url(settings.database_url)
     store.ingest(ROWS)
     with make_client(settings) as client:
