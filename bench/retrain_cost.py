@@ -10,6 +10,10 @@ on a shared machine) and wall-clock time.
 
     python -m bench.retrain_cost [--history 20000,100000,400000,1000000,2000000]
                                  [--hyper hyper.json] [--threads 1] [--json out.json]
+                                 [--device cpu|cuda|auto]
+
+On a GPU (``--device cuda``) compare the wall-clock seconds: CPU time then counts
+only the host's share of the work.
 
 ``--hyper`` takes the file ``smlrec tune`` writes (or {method: overrides}); without
 it every strategy runs with its defaults (``sml.hyperparameters``).
@@ -27,8 +31,9 @@ import torch
 
 from sml import hyperparameters as hp
 from sml.data import split_equal_count
+from sml.device import DEVICES, resolve
 from sml.model import MFConfig, MFWeights
-from sml.registry import make_strategy
+from sml.registry import from_hyper
 from sml.strategy import concat_periods
 from sml.synthetic import SYNTHETIC_PROFILES, synthetic_drift
 
@@ -39,7 +44,8 @@ PERIOD = 5000
 
 
 def measure(
-    history: int, methods: dict[str, hp.Hyper], dim: int = 64, seed: int = 0
+    history: int, methods: dict[str, hp.Hyper], dim: int = 64, seed: int = 0,
+    device: str = "cpu",
 ) -> dict[str, dict[str, float]]:
     """One boundary of each strategy after ``history`` interactions (whole periods)."""
     n_history = max(1, history // PERIOD)
@@ -57,13 +63,7 @@ def measure(
         "_shape": {"users": float(new.n_users), "items": float(new.n_items)}
     }
     for name, hyper in methods.items():
-        strategy = make_strategy(
-            name,
-            dim=dim,
-            seed=seed,
-            sml=hp.sml_config(hyper, dim, seed) if name.startswith("sml") else None,
-            baseline=None if name.startswith("sml") else hp.baseline_config(hyper, dim, seed),
-        )
+        strategy = from_hyper(name, hyper, dim=dim, seed=seed, device=device)
         # warm start on all but the last past period, then one boundary on it, so that
         # SML holds a previous model and a fit and runs its whole boundary (meta step too)
         strategy.warm_start(base, past[:-1] or past)
@@ -84,7 +84,9 @@ def main() -> None:
     parser.add_argument("--hyper", type=Path, help="the file smlrec tune writes")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="where to train")
     args = parser.parse_args()
+    device = resolve(args.device)
     torch.set_num_threads(args.threads)
     chosen = hp.read_hyper_file(args.hyper, 64).methods if args.hyper else {}
     methods = {name: hp.for_method(name, chosen) for name in STRATEGIES}
@@ -96,7 +98,7 @@ def main() -> None:
         flush=True,
     )
     for h in (int(x) for x in args.history.split(",")):
-        figures = measure(h, methods)
+        figures = measure(h, methods, device=device)
         rows[h] = figures
         ratio = figures["sml"]["cpu_s"] / figures["full_retrain"]["cpu_s"]
         shape = figures["_shape"]
@@ -109,7 +111,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"threads": args.threads, "hyper": methods, "by_history": rows}, indent=2
+                {"threads": args.threads, "device": device, "hyper": methods,
+                 "by_history": rows}, indent=2
             )
         )
 

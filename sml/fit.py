@@ -91,19 +91,21 @@ def batches(
     batch_size: int,
     rng: np.random.Generator,
     weights: np.ndarray | None = None,
+    device: str = "cpu",
 ) -> Iterator[Batch]:
     """One epoch: shuffled positives with freshly sampled negatives (and each one's
-    weight, given ``weights``: the same shuffle and draws either way)."""
+    weight, given ``weights``: the same shuffle and draws either way), drawn on the
+    CPU and moved to ``device``."""
     order = rng.permutation(users.shape[0])
     neg = sample_negatives(users[order], n_negatives, n_items, seen, rng)
     w32 = None if weights is None else np.asarray(weights, dtype=np.float32)
     for start in range(0, order.shape[0], batch_size):
         idx = order[start : start + batch_size]
         yield Batch(
-            torch.from_numpy(users[idx]),
-            torch.from_numpy(items[idx]),
-            torch.from_numpy(neg[start : start + batch_size]),
-            None if w32 is None else torch.from_numpy(w32[idx]),
+            torch.from_numpy(users[idx]).to(device),  # the same tensor on the CPU
+            torch.from_numpy(items[idx]).to(device),
+            torch.from_numpy(neg[start : start + batch_size]).to(device),
+            None if w32 is None else torch.from_numpy(w32[idx]).to(device),
         )
 
 
@@ -117,6 +119,7 @@ class FitConfig:
     # Adam on the rows a batch touches only (per-row step counts; the others keep
     # their values and moments): a step then costs the batch, not the tables
     rows_only: bool = False
+    device: str = "cpu"  # where the fit runs (sml.device); its result is on the CPU
 
 
 def mf_batch_loss(weights: MFWeights, batch: Batch, l2: float) -> Tensor:
@@ -165,6 +168,7 @@ def run_epochs(
             batch_size=config.batch_size,
             rng=rng,
             weights=weights,
+            device=config.device,
         ):
             optimizer.zero_grad(set_to_none=True)
             loss = loss_of(batch)
@@ -187,13 +191,14 @@ def fit_mf(
     weights: np.ndarray | None = None,
 ) -> MFWeights:
     """Plain MF training on (users, items) from ``start`` (which must cover every index);
-    ``weights``: each interaction's weight in the loss (None: every one 1)."""
+    ``weights``: each interaction's weight in the loss (None: every one 1). It runs on
+    ``config.device`` and returns CPU tensors."""
     if config.rows_only:
         return _fit_rows(start, users, items, seen=seen, config=config, rng=rng,
                          weights=weights)
     model = MFWeights(
-        start.user.detach().clone().requires_grad_(True),
-        start.item.detach().clone().requires_grad_(True),
+        start.user.detach().to(config.device, copy=True).requires_grad_(True),
+        start.item.detach().to(config.device, copy=True).requires_grad_(True),
     )
     run_epochs(
         [model.user, model.item],
@@ -206,7 +211,7 @@ def fit_mf(
         rng=rng,
         weights=weights,
     )
-    return model.detach()
+    return model.detach().to("cpu")
 
 
 class _RowAdam:
@@ -220,7 +225,7 @@ class _RowAdam:
         self.table, self.lr = table, lr
         self.first = torch.zeros_like(table)  # (rows, D)
         self.second = torch.zeros_like(table)  # (rows, D)
-        self.steps = torch.zeros(table.shape[0], 1)  # (rows, 1)
+        self.steps = torch.zeros(table.shape[0], 1, device=table.device)  # (rows, 1)
 
     def step(self, rows: Tensor, grad: Tensor) -> None:
         """One Adam step on ``rows`` (unique) with their gradients (len(rows), D)."""
@@ -245,16 +250,16 @@ def _fit_rows(
 ) -> MFWeights:
     """:func:`fit_mf` with ``rows_only``: each batch's loss on copies of the rows it
     touches, and Adam on those rows alone (the loss is the same function)."""
-    model = start.detach()  # a copy
+    model = start.detach().to(config.device)  # a copy
     if users.shape[0] == 0:
-        return model
+        return model.to("cpu")
     if weights is not None and bool(np.all(weights == 1)):
         weights = None
     user_adam, item_adam = _RowAdam(model.user, config.lr), _RowAdam(model.item, config.lr)
     for _ in range(config.epochs):
         for b_users, pos, neg, weight in batches(
             users, items, n_items=model.n_items, seen=seen, n_negatives=config.n_negatives,
-            batch_size=config.batch_size, rng=rng, weights=weights,
+            batch_size=config.batch_size, rng=rng, weights=weights, device=config.device,
         ):
             user_rows, local_users = torch.unique(b_users, return_inverse=True)
             item_rows, local_items = torch.unique(torch.cat([pos, neg.reshape(-1)]),
@@ -268,4 +273,4 @@ def _fit_rows(
             with torch.no_grad():
                 user_adam.step(user_rows, part.user.grad)
                 item_adam.step(item_rows, part.item.grad)
-    return model
+    return model.to("cpu")

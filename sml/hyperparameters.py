@@ -84,6 +84,8 @@ def _build(cls: Any, values: dict[str, Any]) -> Any:
 
 
 def fit_config(values: dict[str, Any]) -> FitConfig:
+    if "device" in values:
+        raise ValueError("device is not a hyper-parameter: give --device or SMLREC_DEVICE")
     config: FitConfig = _build(FitConfig, values)
     return config
 

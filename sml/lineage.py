@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sml.device import to_cpu
 from sml.model import MFWeights
 from sml.transfer import TransferPair
 
@@ -46,9 +47,10 @@ class Lineage:
             "current": weights(self.current),
             "anchor": weights(self.anchor),
             "hat": weights(self.hat),
-            # copies: a state dict is a snapshot, never a view of live training tensors
-            "theta": {k: v.detach().clone() for k, v in self.transfers.state_dict().items()},
-            "theta_optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            # CPU copies: a snapshot, never a view of live training tensors, and loadable
+            # where there is no GPU
+            "theta": to_cpu(self.transfers.state_dict()),
+            "theta_optimizer": to_cpu(self.optimizer.state_dict()),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

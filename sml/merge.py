@@ -29,7 +29,7 @@ class Side:
     @classmethod
     def of(cls, prev: Tensor, hat: Tensor, scope: Scope) -> Side:
         if scope == "all":
-            merged = torch.ones(prev.shape[0], dtype=torch.bool)
+            merged = torch.ones(prev.shape[0], dtype=torch.bool, device=prev.device)
         else:
             merged = (hat != prev).any(dim=1)
         return cls(prev, hat, merged, column_scale(prev))
@@ -80,7 +80,7 @@ def merged_loss(
     u_rows, u_inv = torch.unique(b_users, return_inverse=True)
     i_rows, i_inv = torch.unique(torch.cat([pos, neg.flatten()]), return_inverse=True)
     known = u_rows < users.prev.shape[0]
-    u = torch.zeros(u_rows.shape[0], users.prev.shape[1])  # (U, D)
+    u = torch.zeros(u_rows.shape[0], users.prev.shape[1], device=users.prev.device)  # (U, D)
     if bool(known.any()):
         rows = u_rows[known]
         fitted = None if hat is None else hat.user[rows]

@@ -60,59 +60,80 @@ class TooFewNegatives(ValueError):
 class Candidates:
     """Per-row evaluation candidates, built once per data set and shared by every method.
 
-    `items[r, 0]` is the item of row r of the log; `items[r, 1:]` are the row's sampled
-    negatives, distinct items the row's user never interacts with anywhere in the log.
+    `items[r - first_row, 0]` is the item of row r of the log; `items[r - first_row, 1:]`
+    are the row's sampled negatives, distinct items the row's user never interacts with
+    anywhere in the log. Only rows from `first_row` on have candidates (a large log
+    scores its last periods only: 999 negatives for every row of 3M would be 12 GB).
     """
 
-    items: np.ndarray  # (N, 1 + n_negatives) int64
+    items: np.ndarray  # (N - first_row, 1 + n_negatives) int32
     seed: int
+    first_row: int = 0
 
     @property
     def n_negatives(self) -> int:
         return int(self.items.shape[1]) - 1
 
     def __len__(self) -> int:
-        return int(self.items.shape[0])
+        """The log's row count: rows before `first_row` have no candidates."""
+        return self.first_row + int(self.items.shape[0])
 
     def for_rows(self, start: int, stop: int) -> np.ndarray:
         """Candidates of log rows [start, stop): (stop - start, 1 + n_negatives)."""
-        if not 0 <= start <= stop <= len(self):
-            raise ValueError(f"rows [{start}, {stop}) out of range for {len(self)} rows")
-        return self.items[start:stop]
+        if not self.first_row <= start <= stop <= len(self):
+            raise ValueError(
+                f"rows [{start}, {stop}) out of range: candidates cover rows "
+                f"[{self.first_row}, {len(self)})"
+            )
+        return self.items[start - self.first_row : stop - self.first_row]
+
+    def covers(self, start: int) -> bool:
+        """Whether rows from ``start`` on have candidates."""
+        return start >= self.first_row
 
     @classmethod
-    def sample(cls, log: InteractionLog, n_negatives: int = 99, seed: int = 2020) -> Candidates:
-        """Draw `n_negatives` negatives per row, uniformly without replacement.
+    def sample(
+        cls, log: InteractionLog, n_negatives: int = 99, seed: int = 2020, first_row: int = 0
+    ) -> Candidates:
+        """Draw `n_negatives` negatives per row from `first_row` on, uniformly without
+        replacement, each from the items its user has no row with in the whole log.
 
-        Deterministic in (log, n_negatives, seed): users are visited in ascending
-        dense index, and each user's rows are drawn together, in log order, from
-        the user's complement (see `_draw_distinct`).
+        Deterministic in (log, n_negatives, seed, first_row): users are visited in
+        ascending dense index, and each user's rows are drawn together, in log order,
+        from the user's complement (see `_draw_distinct`).
         """
         if n_negatives < 0:
             raise ValueError(f"n_negatives must be >= 0, got {n_negatives}")
         users = np.asarray(log.users, dtype=np.int64)
         items = np.asarray(log.items, dtype=np.int64)
         n_rows, n_items = len(users), log.n_items
-        out = np.empty((n_rows, 1 + n_negatives), dtype=np.int64)
-        out[:, 0] = items
+        if not 0 <= first_row <= n_rows:
+            raise ValueError(f"first_row {first_row} out of range for {n_rows} rows")
+        out = np.empty((n_rows - first_row, 1 + n_negatives), dtype=np.int32)
+        out[:, 0] = items[first_row:]
         rng = np.random.default_rng(seed)
-        if n_rows == 0 or n_negatives == 0:
-            return cls(items=out, seed=seed)
+        if n_rows == first_row or n_negatives == 0:
+            return cls(items=out, seed=seed, first_row=first_row)
 
         order = np.argsort(users, kind="stable")  # rows grouped by user, log order within
         bounds = np.flatnonzero(np.diff(users[order])) + 1
-        all_items = np.arange(n_items, dtype=np.int64)
+        outside = np.ones(n_items, dtype=bool)  # the current user's complement
         for rows in np.split(order, bounds):
-            complement = np.setdiff1d(all_items, items[rows], assume_unique=False)
+            drawn = rows[rows >= first_row] - first_row  # rows of `out`, log order
+            if len(drawn) == 0:
+                continue
+            outside[items[rows]] = False
+            complement = np.flatnonzero(outside)  # ascending, as a set difference gives
+            outside[items[rows]] = True
             size = len(complement)
             if size < n_negatives:
                 raise TooFewNegatives(log.user_ids[int(users[rows[0]])], size, n_negatives)
             step = max(1, ELEMENT_BUDGET // _draw_width(size, n_negatives))
-            for lo in range(0, len(rows), step):
-                chunk = rows[lo : lo + step]
+            for lo in range(0, len(drawn), step):
+                chunk = drawn[lo : lo + step]
                 out[chunk, 1:] = complement[_draw_distinct(rng, size, n_negatives, len(chunk))]
-        logger.debug("sampled %d negatives for %d rows (seed %d)", n_negatives, n_rows, seed)
-        return cls(items=out, seed=seed)
+        logger.debug("sampled %d negatives for %d rows (seed %d)", n_negatives, len(out), seed)
+        return cls(items=out, seed=seed, first_row=first_row)
 
 
 def ranks(scores: np.ndarray) -> np.ndarray:

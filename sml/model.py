@@ -67,6 +67,10 @@ class MFWeights:
     def detach(self) -> MFWeights:
         return MFWeights(self.user.detach().clone(), self.item.detach().clone())
 
+    def to(self, device: str) -> MFWeights:
+        """These tables on ``device`` (the same tensors where they are there already)."""
+        return MFWeights(self.user.to(device), self.item.to(device))
+
     def grow(
         self, n_users: int, n_items: int, config: MFConfig, generator: torch.Generator
     ) -> MFWeights:

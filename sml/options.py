@@ -15,6 +15,7 @@ import numpy as np
 
 from sml import hyperparameters as hp
 from sml.data import InteractionLog, Period, split_daily, split_equal_count, split_time_windows
+from sml.device import DEVICES
 from sml.readers import CsvColumns
 from sml.registry import ALL_METHODS
 
@@ -238,6 +239,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dim", type=positive_int, default=64)
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads")
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help="where the models train: auto (a CUDA GPU where there is one), cpu (default) "
+        "or cuda; results and artifacts are CPU tensors either way",
+    )
 
 
 def check_data_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

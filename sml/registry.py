@@ -24,17 +24,20 @@ def make_strategy(
     seed: int = 0,
     sml: SMLConfig | None = None,
     baseline: BaselineConfig | None = None,
+    device: str = "cpu",
 ) -> Strategy:
     """A fresh strategy with the replay-tuned hyper-parameters (``sml.hyperparameters``);
-    ``sml``/``baseline`` replace them."""
+    ``sml``/``baseline`` replace them. It trains on ``device`` (resolved: ``cpu`` or
+    ``cuda``, see :mod:`sml.device`)."""
     if name in SML_VARIANTS:
-        base = sml or hp.sml_config(hp.DEFAULTS[name], dim, seed)
-        sml_strategy = SMLStrategy(replace(base.for_variant(name), seed=seed), name=name)
+        base = (sml or hp.sml_config(hp.DEFAULTS[name], dim, seed)).for_variant(name)
+        sml_strategy = SMLStrategy(
+            replace(base, seed=seed, fit=replace(base.fit, device=device)), name=name)
         if name == "sml_frozen":  # Theta stays the fine-tune start: what learning it adds
             sml_strategy.set_update_transfer(False)
         return sml_strategy
-    default = hp.baseline_config(hp.DEFAULTS.get(name, {}), dim, seed)
-    config = replace(baseline or default, seed=seed)
+    config = baseline or hp.baseline_config(hp.DEFAULTS.get(name, {}), dim, seed)
+    config = replace(config, seed=seed, fit=replace(config.fit, device=device))
     classes: dict[str, Any] = {
         "fine_tune": FineTune,
         "full_retrain": FullRetrain,
@@ -47,10 +50,22 @@ def make_strategy(
     return strategy
 
 
+def from_hyper(name: str, hyper: hp.Hyper, *, dim: int, seed: int, device: str = "cpu"
+               ) -> Strategy:
+    """A fresh strategy from its hyper-parameters as :func:`sml.hyperparameters.for_method`
+    gives them."""
+    if name in SML_VARIANTS:
+        return make_strategy(name, dim=dim, seed=seed, sml=hp.sml_config(hyper, dim, seed),
+                             device=device)
+    return make_strategy(name, dim=dim, seed=seed, baseline=hp.baseline_config(hyper, dim, seed),
+                         device=device)
+
+
 def transfer_state(strategy: Strategy, *, learner: bool = False) -> dict[str, Tensor] | None:
     """Theta alone (None for strategies without a transfer): the served lineage's, or with
     ``learner`` the one trained at every boundary (the served one without the check)."""
     if isinstance(strategy, SMLStrategy):
         lineage = (strategy.learner or strategy.served) if learner else strategy.served
-        return {k: v.detach().clone() for k, v in lineage.transfers.state_dict().items()}
+        return {k: v.detach().to("cpu", copy=True)
+                for k, v in lineage.transfers.state_dict().items()}
     return None

@@ -19,7 +19,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from sml.data import (
     drop_repeats,
     split_equal_count,
 )
+from sml.device import resolve as resolve_device
 from sml.fit import SeenPairs, fit_mf
 from sml.metrics import Candidates, PeriodEvaluation, TooFewNegatives, aggregate, evaluate_period
 from sml.model import MFConfig, MFWeights, numpy_scorer
@@ -52,13 +53,14 @@ from sml.options import (
     seed_list,
 )
 from sml.readers import CsvColumns, load_dataset
-from sml.registry import ALL_METHODS, make_strategy
-from sml.strategy import Strategy, concat_periods
+from sml.registry import ALL_METHODS, from_hyper
+from sml.strategy import concat_periods
 from sml.trainer import SMLStrategy
 
 logger = logging.getLogger(__name__)
 
 MAIN_METHODS = ("sml", "full_retrain", "fine_tune", "spmf")
+SCORE_CHOICES = ("online", "heldout")  # which periods a walk scores (ReplayData.prepare)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class ReplayData:
     periods: list[Period]
     candidates: Candidates
     roles: Roles
+    device: str = "cpu"  # where every method and the pretraining train (sml.device)
 
     @classmethod
     def prepare(
@@ -76,14 +79,30 @@ class ReplayData:
         *,
         periods: Sequence[Period] | None = None,
         n_negatives: int = 99,
+        score: str = "online",
+        device: str = "cpu",
     ) -> ReplayData:
         """Equal-count periods as many as the roles ask, unless `periods` are given (a time
-        split); the protocol's candidates with `n_negatives` sampled negatives per row."""
+        split); the protocol's candidates with `n_negatives` sampled negatives per row of
+        the periods that are scored: every online period (``score="online"``) or only the
+        validation and test ones (``"heldout"``, for logs so large that drawing and
+        scoring candidates for the offline periods would cost more than the training)."""
         if periods is None:
             periods = split_equal_count(log, n_periods=roles.n_periods)
         if len(periods) != roles.n_periods:
             raise ValueError(f"{len(periods)} periods, the roles ask for {roles.n_periods}")
-        return cls(log, list(periods), Candidates.sample(log, n_negatives), roles)
+        if score not in SCORE_CHOICES:
+            raise ValueError(f"score must be one of {SCORE_CHOICES}, got {score!r}")
+        first = roles.first_online if score == "online" else roles.validation[0]
+        candidates = Candidates.sample(log, n_negatives, first_row=periods[first].start)
+        return cls(log, list(periods), candidates, roles, device)
+
+    def scored(self, period: int) -> bool:
+        """Whether the model served during ``period`` is scored on it (the first online
+        period is served by the shared base alone, so it is never scored)."""
+        return period > self.roles.first_online and self.candidates.covers(
+            self.periods[period].start
+        )
 
 
 @dataclass
@@ -118,15 +137,9 @@ def pretrain(data: ReplayData, dim: int, seed: int, hyper: hp.Hyper | None = Non
         history.users,
         history.items,
         seen=seen,
-        config=hp.fit_config(hyper or hp.PRETRAIN),
+        config=replace(hp.fit_config(hyper or hp.PRETRAIN), device=data.device),
         rng=np.random.default_rng(seed),
     )
-
-
-def _strategy(name: str, hyper: hp.Hyper, dim: int, seed: int) -> Strategy:
-    if name.startswith("sml"):
-        return make_strategy(name, dim=dim, seed=seed, sml=hp.sml_config(hyper, dim, seed))
-    return make_strategy(name, dim=dim, seed=seed, baseline=hp.baseline_config(hyper, dim, seed))
 
 
 def run_method(
@@ -168,7 +181,7 @@ class _Walk:
         self.name, self.data = name, data
         self.desc = f"{name:>12}{label}"  # what the progress bars say
         self.run = MethodRun(name, hp.resolved(name, hyper, dim, seed))
-        self.strategy = _strategy(name, hyper, dim, seed)
+        self.strategy = from_hyper(name, hyper, dim=dim, seed=seed, device=data.device)
         roles = data.roles
         history = [data.periods[p] for p in roles.pretrain]
         passes = int(hyper.get("offline_passes", 1)) - 1
@@ -191,7 +204,7 @@ class _Walk:
                 strategy.set_update_transfer(False)
             model = strategy.model
             assert model is not None
-            if p > roles.first_online:  # the first online period is scored by the base alone
+            if self.data.scored(p):
                 run.evaluations[p] = _evaluate(model, self.data, p)
                 fitted = strategy.fitted
                 if fitted is not None:
@@ -298,6 +311,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="smlrec replay", description=__doc__.splitlines()[0])
     add_data_arguments(parser)
     parser.add_argument(
+        "--score",
+        choices=SCORE_CHOICES,
+        default="online",
+        help="which periods each method is scored on: every online period (default) or "
+        "only validation and test (heldout: for large logs, where drawing and scoring "
+        "candidates for the offline periods costs more than the training)",
+    )
+    parser.add_argument(
         "--methods",
         type=method_list,
         default=list(MAIN_METHODS),
@@ -352,7 +373,15 @@ def prepare_data(args: argparse.Namespace) -> tuple[ReplayData, int]:
         kept = drop_repeats(log)
         dropped, log = len(log) - len(kept), kept
     periods, roles = plan(log, args)
-    data = ReplayData.prepare(log, roles, periods=periods, n_negatives=args.negatives)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise UsageError(f"--device: {exc}") from None
+    data = ReplayData.prepare(
+        log, roles, periods=periods, n_negatives=args.negatives,
+        score=getattr(args, "score", "online"),  # smlrec tune scores the offline periods too
+        device=device,
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     # the same seed must give the same numbers: no order-dependent float scatters

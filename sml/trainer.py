@@ -18,8 +18,8 @@ changed are merged (``scope="touched"``; ``"all"`` is the paper's formula); with
 and is adopted only once it has ranked a closing period better (sampled Recall@20,
 :mod:`sml.check`); no meta step follows a warm start (``warm_anchor="none"``); step
 1 fits W-hat on its own loss (``step_one="own"``, the paper's SML-FP) or through
-the transfer (``"transfer"``, the paper's SML). The step-2 rate and step 1's fit
-are chosen on the log's validation periods by the replay (``sml.replay``).
+the transfer (``"transfer"``, the paper's SML). The replay chooses the step-2 rate
+and step 1's fit on the log's validation periods; ``fit.device`` says where it trains.
 
 Variants: ``sml_n`` trains Theta on D_{t-1} itself; ``sml_fp`` and ``sml_st`` fix
 ``step_one`` to ``"own"`` and ``"transfer"``; SML-S is ``set_update_transfer(False)``
@@ -123,9 +123,10 @@ class SMLStrategy:
         self.config = config
         self.generator = torch.Generator().manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
+        self.device = config.fit.device  # where every step trains (sml.device)
         with torch.random.fork_rng():  # Theta's initial value follows the seed too
             torch.manual_seed(config.seed)
-            transfers = TransferPair(config.mf.dim + 1, config.transfer)
+            transfers = TransferPair(config.mf.dim + 1, config.transfer).to(self.device)
         optimizer = torch.optim.Adam(transfers.parameters(), lr=config.meta.lr)
         self.served = Lineage(transfers, optimizer)
         self.learner: Lineage | None = self.served.copy() if config.meta.check else None
@@ -268,14 +269,16 @@ class SMLStrategy:
         if self.config.step_one == "own":
             return fit_mf(start, data.users, data.items, seen=self.seen, config=fit, rng=self.rng,
                           weights=data.weights)
-        hat = MFWeights(
-            start.user.detach().clone().requires_grad_(True),
-            start.item.detach().clone().requires_grad_(True),
-        )
+        device = self.device
+        hat = start.to(device).detach()  # a copy
+        hat.user.requires_grad_(True)
+        hat.item.requires_grad_(True)
         # step 1 changes every row of a batch, so every row of a batch goes through f
         users, items = (
-            Side(prev, fitted, torch.ones(prev.shape[0], dtype=torch.bool), column_scale(prev))
-            for prev, fitted in ((anchor.user, hat.user), (anchor.item, hat.item))
+            Side(prev, fitted, torch.ones(prev.shape[0], dtype=torch.bool, device=device),
+                 column_scale(prev))
+            for prev, fitted in ((anchor.user.to(device), hat.user),
+                                 (anchor.item.to(device), hat.item))
         )
         transfers = lineage.transfers
         transfers.requires_grad_(False)
@@ -304,7 +307,7 @@ class SMLStrategy:
             )
         finally:
             transfers.requires_grad_(True)
-        return hat.detach()
+        return hat.detach().to("cpu")
 
     def _step_two(self, lineage: Lineage, objective: PeriodData) -> None:
         """Step 2: Theta on the objective period with W-hat fixed."""
@@ -317,9 +320,7 @@ class SMLStrategy:
         weights = None if objective.weights is None else objective.weights[keep]
         if users.shape[0] == 0:
             return
-        scope = self.config.scope
-        users_side = Side.of(lineage.anchor.user, lineage.hat.user, scope)
-        items_side = Side.of(lineage.anchor.item, lineage.hat.item, scope)
+        users_side, items_side = self._sides(lineage.anchor, lineage.hat)
         transfers = lineage.transfers
         if not meta.keep_optimizer:
             lineage.optimizer = torch.optim.Adam(transfers.parameters(), lr=meta.lr)
@@ -329,9 +330,8 @@ class SMLStrategy:
             reg = sum(p.square().sum() for p in params)
             return merged_loss(transfers, users_side, items_side, batch) + meta.l2 * reg
 
-        config = FitConfig(
-            epochs=meta.epochs, lr=meta.lr, n_negatives=meta.n_negatives, batch_size=meta.batch_size
-        )
+        config = FitConfig(epochs=meta.epochs, lr=meta.lr, n_negatives=meta.n_negatives,
+                           batch_size=meta.batch_size, device=self.device)
         run_epochs(
             params,
             loss_of,
@@ -345,15 +345,19 @@ class SMLStrategy:
             weights=weights,
         )
 
+    def _sides(self, anchor: MFWeights, hat: MFWeights) -> tuple[Side, Side]:
+        """The transfer's inputs for users and items, on the training device."""
+        prev, fitted, scope = anchor.to(self.device), hat.to(self.device), self.config.scope
+        return Side.of(prev.user, fitted.user, scope), Side.of(prev.item, fitted.item, scope)
+
     def _merge(self, lineage: Lineage, anchor: MFWeights, hat: MFWeights) -> MFWeights:
-        scope = self.config.scope
-        users = Side.of(anchor.user, hat.user, scope)
-        items = Side.of(anchor.item, hat.item, scope)
+        users, items = self._sides(anchor, hat)
         transfers = lineage.transfers
-        return MFWeights(users.table(transfers.user), items.table(transfers.item))
+        return MFWeights(users.table(transfers.user), items.table(transfers.item)).to("cpu")
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        counts = ("boundaries", "theta_updates", "promotions", "rejections")
         return {
             "strategy": self.name,
             "config": _plain(asdict(self.config)),
@@ -363,10 +367,7 @@ class SMLStrategy:
             "last": period_state(self.last),
             "seen": torch.from_numpy(self.seen.keys.copy()),
             "update_transfer": self.update_transfer,
-            "boundaries": self.boundaries,
-            "theta_updates": self.theta_updates,
-            "promotions": self.promotions,
-            "rejections": self.rejections,
+            **{key: getattr(self, key) for key in counts},
             "rng": self.rng.bit_generator.state,
             "generator": self.generator.get_state(),
         }
@@ -386,9 +387,8 @@ class SMLStrategy:
         self.seen = SeenPairs(state["seen"].numpy())
         self.update_transfer = bool(state["update_transfer"])
         self.boundaries = int(state["boundaries"])
-        self.theta_updates = int(state.get("theta_updates", 0))
-        self.promotions = int(state.get("promotions", 0))
-        self.rejections = int(state.get("rejections", 0))
+        self.theta_updates, self.promotions, self.rejections = (
+            int(state.get(key, 0)) for key in ("theta_updates", "promotions", "rejections"))
         self.rng.bit_generator.state = state["rng"]
         self.generator.set_state(state["generator"])
 

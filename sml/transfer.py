@@ -77,7 +77,7 @@ def stack_rows(prev: Tensor, new: Tensor, eps: float) -> Tensor:
 def column_scale(table: Tensor, eps: float = 1e-8) -> Tensor:
     """The RMS of each column of a (N, D) table: (D,), never below ``eps``."""
     if table.shape[0] == 0:
-        return torch.ones(table.shape[1], dtype=table.dtype)
+        return torch.ones(table.shape[1], dtype=table.dtype, device=table.device)
     return table.detach().square().mean(0).sqrt().clamp_min(eps)
 
 
@@ -155,7 +155,7 @@ class Transfer(nn.Module):
             # a = 0 at start: exactly w-hat_t under either initialisation
             return new + self.alpha * (prev - new)  # (N, D)
         if scale is None or not self.config.scale_inputs:
-            scale = torch.ones(self.dim, dtype=new.dtype)
+            scale = torch.ones(self.dim, dtype=new.dtype, device=new.device)
         unit = scale  # (D,)
         prev_u, new_u = prev / unit, new / unit  # (N, D) each, in units of the columns' RMS
         if kind == "mlp":

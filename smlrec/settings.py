@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     # the defaults, chosen on MovieLens-100K)
     hyper_file: Path | None = None
     embed_dim: int = Field(default=64, ge=1, le=1024)
+    # where the worker trains (sml.device): "auto" takes a CUDA GPU where there is one;
+    # models and checkpoints are CPU tensors whichever it is
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"
@@ -274,6 +277,13 @@ class Settings(BaseSettings):
                 read_hyper_file(self.hyper_file, self.embed_dim)
             except ValueError as error:
                 raise ValueError(f"SMLREC_HYPER_FILE: {error}") from None
+        if self.device == "cuda":  # a worker that cannot train must not start
+            from sml.device import resolve
+
+            try:
+                resolve(self.device)
+            except ValueError as error:
+                raise ValueError(f"SMLREC_DEVICE: {error}") from None
         return self
 
     @property

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sml import hyperparameters as hp
-from sml.registry import SML_VARIANTS, make_strategy
+from sml.device import resolve as resolve_device
+from sml.registry import from_hyper
 from sml.strategy import Strategy
 from smlrec.settings import Settings
 from store import ArtifactCorrupt, ArtifactStore, Store
@@ -87,10 +88,8 @@ def new_strategy(settings: Settings, name: str | None = None) -> Strategy:
     given = {}
     if settings.hyper_file is not None:
         given = hp.read_hyper_file(settings.hyper_file, dim).methods
-    hyper = hp.for_live(name, given)
-    if name in SML_VARIANTS:
-        return make_strategy(name, dim=dim, seed=seed, sml=hp.sml_config(hyper, dim, seed))
-    return make_strategy(name, dim=dim, seed=seed, baseline=hp.baseline_config(hyper, dim, seed))
+    return from_hyper(name, hp.for_live(name, given), dim=dim, seed=seed,
+                      device=resolve_device(settings.device))
 
 
 def save_checkpoint(

@@ -122,7 +122,7 @@ def test_candidates_are_valid_negatives() -> None:
     log = _random_log(2_000, 40, 300)
     cands = Candidates.sample(log, n_negatives=99, seed=2020)
     assert cands.items.shape == (len(log), 100)
-    assert cands.items.dtype == np.int64
+    assert cands.items.dtype == np.int32  # 999 negatives for 750k rows: 3 GB, not 6
     np.testing.assert_array_equal(cands.items[:, 0], log.items)
     interacted: dict[int, set[int]] = {}
     for u, i in zip(log.users.tolist(), log.items.tolist(), strict=True):
@@ -133,6 +133,27 @@ def test_candidates_are_valid_negatives() -> None:
         assert not set(negatives) & interacted[u]
         assert all(0 <= i < log.n_items for i in negatives)
     np.testing.assert_array_equal(cands.for_rows(10, 20), cands.items[10:20])
+
+
+def test_candidates_from_a_first_row_cover_only_the_rows_after_it() -> None:
+    log = _random_log(2_000, 40, 300)
+    tail = Candidates.sample(log, n_negatives=50, seed=3, first_row=1_500)
+    assert tail.items.shape == (500, 51) and len(tail) == len(log)
+    assert tail.covers(1_500) and not tail.covers(1_499)
+    rows = tail.for_rows(1_600, 1_700)
+    np.testing.assert_array_equal(rows[:, 0], log.items[1_600:1_700])
+    interacted: dict[int, set[int]] = {}
+    for u, i in zip(log.users.tolist(), log.items.tolist(), strict=True):
+        interacted.setdefault(u, set()).add(i)  # the whole log, rows before 1,500 too
+    for u, row in zip(log.users[1_500:].tolist(), tail.items.tolist(), strict=True):
+        assert len(set(row[1:])) == 50 and not set(row[1:]) & interacted[u]
+    with pytest.raises(ValueError, match="candidates cover rows"):
+        tail.for_rows(1_400, 1_600)
+    # from row 0 it is the same draw as the default
+    np.testing.assert_array_equal(
+        Candidates.sample(log, n_negatives=50, seed=3, first_row=0).items,
+        Candidates.sample(log, n_negatives=50, seed=3).items,
+    )
 
 
 def test_candidates_are_reproducible() -> None:

@@ -245,6 +245,8 @@ ERRORS = [
     (["--hyper", "{tmp}/nothere.json"], "--hyper {tmp}/nothere.json: No such file"),
     (["--hyper", "{tmp}/sml.json"], "sml.json: sml: step_one must be one of 'transfer', 'own'"),
     (["--out", "{csv}/inside"], "plays.csv/inside: Not a directory"),
+    (["--score", "offline"], "argument --score: invalid choice: 'offline'"),
+    (["--device", "gpu"], "argument --device: invalid choice: 'gpu'"),
 ]
 
 
@@ -379,6 +381,27 @@ def small_data() -> ReplayData:
         )
     )
     return ReplayData.prepare(log, Roles.from_counts(2, 2, 2, 1), n_negatives=20)
+
+
+def test_heldout_scores_validation_and_test_only(small_data: ReplayData) -> None:
+    """With ``score="heldout"`` candidates exist from the first validation row on and a
+    walk scores exactly the validation and test periods (a 3M-row log at 999 negatives
+    would need 12 GB of candidates for every online period)."""
+    roles = small_data.roles
+    heldout = ReplayData.prepare(small_data.log, roles, periods=small_data.periods,
+                                 n_negatives=20, score="heldout")
+    first = small_data.periods[roles.validation[0]].start
+    assert heldout.candidates.first_row == first
+    assert len(heldout.candidates.items) == len(small_data.log) - first
+    base = pretrain(heldout, 8, 0)
+    run = run_method("fine_tune", heldout, base, hyper=hp.for_method("fine_tune", {}), dim=8)
+    assert sorted(run.evaluations) == [*roles.validation, *roles.test]
+    assert sorted(run.cpu_seconds) == list(range(roles.first_online, roles.test[-1] + 1))
+    online = run_method("fine_tune", small_data, pretrain(small_data, 8, 0),
+                        hyper=hp.for_method("fine_tune", {}), dim=8)
+    assert sorted(online.evaluations) == list(range(roles.first_online + 1, roles.test[-1] + 1))
+    with pytest.raises(ValueError, match="score must be one of"):
+        ReplayData.prepare(small_data.log, roles, periods=small_data.periods, score="all")
 
 
 def test_the_step_two_rate_is_chosen_on_validation_and_that_walk_goes_on(
