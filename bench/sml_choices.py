@@ -27,7 +27,8 @@ from sml import hyperparameters as hp
 from sml.metrics import aggregate
 from sml.options import roles_for
 from sml.readers import load_dataset
-from sml.replay import ReplayData, pretrain, run_method
+from sml.replay import pretrain, run_method
+from sml.replay_data import ReplayData
 
 # name -> (what it changes, overrides laid over the centre configuration)
 CHOICES: dict[str, tuple[str, hp.Hyper]] = {

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sml.metrics import ELEMENT_BUDGET
+from sml.candidates import ELEMENT_BUDGET
 
 
 @dataclass(frozen=True)

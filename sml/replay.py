@@ -19,7 +19,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +29,17 @@ from tqdm import tqdm
 
 from sml import hyperparameters as hp
 from sml import report, results
+from sml.candidates import TooFewNegatives
 from sml.data import (
     DataFormatError,
-    InteractionLog,
-    Period,
     drop_repeats,
-    split_equal_count,
 )
 from sml.device import resolve as resolve_device
 from sml.fit import SeenPairs, fit_mf
-from sml.metrics import Candidates, PeriodEvaluation, TooFewNegatives, aggregate, evaluate_period
+from sml.metrics import PeriodEvaluation, evaluate_period
 from sml.model import MFConfig, MFWeights, numpy_scorer
 from sml.options import (
     OneLineParser,
-    Roles,
     UsageError,
     add_data_arguments,
     check_data_arguments,
@@ -54,75 +51,13 @@ from sml.options import (
 )
 from sml.readers import CsvColumns, load_dataset
 from sml.registry import ALL_METHODS, from_hyper
+from sml.replay_data import SCORE_CHOICES, MethodRun, ReplayData
 from sml.strategy import concat_periods
 from sml.trainer import SMLStrategy
 
 logger = logging.getLogger(__name__)
 
 MAIN_METHODS = ("sml", "full_retrain", "fine_tune", "spmf")
-SCORE_CHOICES = ("online", "heldout")  # which periods a walk scores (ReplayData.prepare)
-
-
-@dataclass(frozen=True)
-class ReplayData:
-    log: InteractionLog
-    periods: list[Period]
-    candidates: Candidates
-    roles: Roles
-    device: str = "cpu"  # where every method and the pretraining train (sml.device)
-
-    @classmethod
-    def prepare(
-        cls,
-        log: InteractionLog,
-        roles: Roles = Roles(),
-        *,
-        periods: Sequence[Period] | None = None,
-        n_negatives: int = 99,
-        score: str = "online",
-        device: str = "cpu",
-    ) -> ReplayData:
-        """Equal-count periods as many as the roles ask, unless `periods` are given (a time
-        split); the protocol's candidates with `n_negatives` sampled negatives per row of
-        the periods that are scored: every online period (``score="online"``) or only the
-        validation and test ones (``"heldout"``, for logs so large that drawing and
-        scoring candidates for the offline periods would cost more than the training)."""
-        if periods is None:
-            periods = split_equal_count(log, n_periods=roles.n_periods)
-        if len(periods) != roles.n_periods:
-            raise ValueError(f"{len(periods)} periods, the roles ask for {roles.n_periods}")
-        if score not in SCORE_CHOICES:
-            raise ValueError(f"score must be one of {SCORE_CHOICES}, got {score!r}")
-        first = roles.first_online if score == "online" else roles.validation[0]
-        candidates = Candidates.sample(log, n_negatives, first_row=periods[first].start)
-        return cls(log, list(periods), candidates, roles, device)
-
-    def scored(self, period: int) -> bool:
-        """Whether the model served during ``period`` is scored on it (the first online
-        period is served by the shared base alone, so it is never scored)."""
-        return period > self.roles.first_online and self.candidates.covers(
-            self.periods[period].start
-        )
-
-
-@dataclass
-class MethodRun:
-    name: str
-    hyperparameters: dict[str, Any]
-    evaluations: dict[int, PeriodEvaluation] = field(default_factory=dict)
-    # W-hat of the served model where the method merges (SML): the merge's own contribution
-    fitted_evaluations: dict[int, PeriodEvaluation] = field(default_factory=dict)
-    seconds: dict[int, float] = field(default_factory=dict)  # wall clock
-    cpu_seconds: dict[int, float] = field(default_factory=dict)  # this process's CPU time
-    offline_seconds: float = 0.0
-    # SML with its check: over the whole walk, how often the learner's Theta was adopted
-    # ("promotions") and how often the served lineage kept its own ("rejections")
-    lineages: dict[str, int] = field(default_factory=dict)
-    # SML given several step-2 learning rates: each one's validation figures, the choice
-    selection: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self, periods: Sequence[int], group: str = "all") -> dict[str, float]:
-        return aggregate([self.evaluations[p] for p in periods], group)  # type: ignore[arg-type]
 
 
 def pretrain(data: ReplayData, dim: int, seed: int, hyper: hp.Hyper | None = None) -> MFWeights:

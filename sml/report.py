@@ -28,7 +28,7 @@ from sml.results import (
 )
 
 if TYPE_CHECKING:
-    from sml.replay import ReplayData
+    from sml.replay_data import ReplayData
 
 TABLE1_KEYS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
 

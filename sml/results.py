@@ -25,7 +25,7 @@ from sml.metrics import METRIC_KEYS
 if TYPE_CHECKING:
     from sml.metrics import PeriodEvaluation
     from sml.options import Roles
-    from sml.replay import MethodRun, ReplayData
+    from sml.replay_data import MethodRun, ReplayData
 
 WIN_KEYS = ("recall@20", "ndcg@20")  # the figures per-seed wins and the bootstrap look at
 GROUPS = ("all", "returning")

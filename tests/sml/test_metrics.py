@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from sml import bootstrap, metrics
+from sml import bootstrap, candidates
+from sml.candidates import Candidates
 from sml.data import InteractionLog, Period, from_records
 from sml.metrics import (
     KS,
     METRIC_KEYS,
-    Candidates,
     PeriodEvaluation,
     aggregate,
     evaluate_period,
@@ -175,7 +175,7 @@ def test_candidates_take_the_whole_complement_when_it_is_just_enough() -> None:
 
 def test_candidates_raise_on_a_too_small_complement() -> None:
     log = _log([0, 0, 0, 1], [0, 1, 2, 0], n_users=2, n_items=4)
-    with pytest.raises(metrics.TooFewNegatives, match="u0") as caught:
+    with pytest.raises(candidates.TooFewNegatives, match="u0") as caught:
         Candidates.sample(log, n_negatives=2)
     assert (caught.value.user, caught.value.available) == ("u0", 1)
 
@@ -185,9 +185,9 @@ def test_candidate_draw_is_uniform_even_when_rows_are_redrawn(
 ) -> None:
     # A draw width of exactly k leaves most rows short of k distinct values, so the
     # fallback draw is exercised; every value must still come up equally often.
-    monkeypatch.setattr(metrics, "_draw_width", lambda size, k: k)
+    monkeypatch.setattr(candidates, "_draw_width", lambda size, k: k)
     rng = np.random.default_rng(0)
-    drawn = metrics._draw_distinct(rng, 12, 4, 30_000)
+    drawn = candidates._draw_distinct(rng, 12, 4, 30_000)
     assert drawn.shape == (30_000, 4)
     assert all(len(set(row)) == 4 for row in drawn.tolist())
     frequency = np.bincount(drawn.ravel(), minlength=12) / (30_000 * 4 / 12)

@@ -9,7 +9,8 @@ import torch
 from sml import readers
 from sml.metrics import aggregate
 from sml.model import MFConfig, MFWeights
-from sml.replay import ReplayData, run_method
+from sml.replay import run_method
+from sml.replay_data import ReplayData
 
 
 @pytest.fixture(scope="module")

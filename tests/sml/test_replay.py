@@ -16,7 +16,8 @@ from sml import hyperparameters as hp
 from sml import replay
 from sml.metrics import METRIC_KEYS
 from sml.options import Roles
-from sml.replay import ReplayData, main, pretrain, run_method
+from sml.replay import main, pretrain, run_method
+from sml.replay_data import ReplayData
 from sml.synthetic import SyntheticConfig, synthetic_drift
 
 QUICK = {"fit": {"epochs": 1}}

@@ -12,6 +12,7 @@ import pytest
 
 from sml import hyperparameters as hp
 from sml import options, replay, tune
+from sml.replay_data import ReplayData
 from sml.synthetic import SyntheticConfig, synthetic_drift
 from sml.tune import SPACES, Choice, LogUniform, draw, flat, neighbour, nest
 
@@ -206,7 +207,7 @@ def test_a_trial_records_the_step_two_rate_it_used(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(tune.SPACES, "sml", {"meta.lr": LogUniform(1e-4, 1e-3)})
     log = synthetic_drift(SyntheticConfig(n_periods=6, interactions_per_period=300,
                                           n_users_initial=30, n_items_initial=120, seed=3))
-    data = replay.ReplayData.prepare(log, options.Roles.from_counts(2, 2, 1, 1), n_negatives=20)
+    data = ReplayData.prepare(log, options.Roles.from_counts(2, 2, 1, 1), n_negatives=20)
     trials = tune.tune_method("sml", data, hp.PRETRAIN, trials=2, dim=8, seed=0,
                               rng=np.random.default_rng(0))
     # the drawn rate lies in [1e-4, 1e-3], so a rate from meta_lrs marks the defaults' trial
