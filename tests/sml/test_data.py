@@ -32,7 +32,7 @@ from sml.readers import (
     read_recbole_inter,
     read_yelp_reviews,
 )
-from sml.synthetic import SyntheticConfig, synthetic_drift
+from sml.synthetic import SYNTHETIC_PROFILES, SyntheticConfig, synthetic_drift
 
 SAMPLES = Path(__file__).parent / "samples"
 OSLO = ZoneInfo("Europe/Oslo")
@@ -335,6 +335,23 @@ def test_synthetic_log_shape() -> None:
         assert period.n_users > before.n_users and period.n_items > before.n_items
         assert np.isin(period.users, before.users).mean() > 0.3  # active users come back
         assert bool(np.all(np.diff(period.timestamps) > 0))
+
+
+@pytest.mark.slow
+def test_the_yelp_sized_profile_has_the_papers_shape() -> None:
+    """synthetic-yelp: 3.0M interactions in 40 equal periods, Yelp's users and items
+    (59k, 123k in the paper), no repeated pair, and users who come back."""
+    log = synthetic_drift(SYNTHETIC_PROFILES["synthetic-yelp"])
+    assert len(log) == 3_000_000
+    assert 58_000 <= log.n_users <= 60_000 and 120_000 <= log.n_items <= 128_000
+    assert len(np.unique(log.users * log.n_items + log.items)) == len(log)
+    periods = split_equal_count(log, n_periods=40)
+    assert {len(p) for p in periods} == {75_000}
+    first_row = np.full(log.n_users, len(log))
+    np.minimum.at(first_row, log.users, np.arange(len(log)))
+    for period in periods[2:]:
+        returning = first_row[period.users] < period.start
+        assert returning.mean() > 0.85
 
 
 def test_synthetic_signal_is_learnable() -> None:
