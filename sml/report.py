@@ -184,8 +184,9 @@ def contribution_table(result: Replay) -> str:
     for name in result.methods:
         chosen = [run.selection for run in result.of(name) if run.selection]
         if chosen:
+            by = chosen[0].get("by", "validation recall@20").removeprefix("validation ")
             lines.append(f"{name}: step-1 fit and step-2 learning rate chosen on validation "
-                         f"periods {','.join(map(str, chosen[0]['periods']))} (recall@20), "
+                         f"periods {','.join(map(str, chosen[0]['periods']))} ({by}), "
                          "per seed: " + "; ".join(_selection_line(c) for c in chosen))
     for name in result.contributions:
         counts = [run.lineages for run in result.of(name) if run.lineages]

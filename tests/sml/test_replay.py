@@ -446,6 +446,29 @@ def test_the_step_two_rate_is_chosen_on_validation_and_that_walk_goes_on(
     assert alone.evaluations[test].mean() == run.evaluations[test].mean()
 
 
+def test_with_several_seeds_the_rate_is_chosen_on_their_mean(small_data: ReplayData) -> None:
+    """Every seed walks every candidate; the one with the best validation Recall@20 averaged
+    over the seeds goes on, on every seed, and each seed's test figures are those of its
+    own walk given that rate alone."""
+    roles = small_data.roles
+    hyper = {**QUICK_SML, "transfer": {"hidden": 16}, "meta": {"epochs": 1, "lr": 1e-2},
+             "meta_lrs": [0.0, 3e-2, 1e-4]}
+    runs = replay.run_seeds(small_data, ["sml"], [0, 1], dim=8,
+                            overrides=hp.HyperFile(None, {"sml": hyper}))
+    selections = [runs[seed]["sml"].selection for seed in (0, 1)]
+    assert all(s["seeds"] == [0, 1] and "mean over seeds" in s["by"] for s in selections)
+    lrs = [c["lr"] for c in selections[0]["candidates"]]
+    mean = [np.mean([s["candidates"][i]["recall@20"] for s in selections]) for i in range(3)]
+    best = lrs[int(np.argmax(mean))]
+    assert {s["chosen_lr"] for s in selections} == {best}
+    test = roles.test[0]
+    for seed in (0, 1):
+        alone = run_method("sml", small_data, pretrain(small_data, 8, seed),
+                           hyper=hp.with_theta_lr(hp.for_method("sml", {"sml": hyper}), best),
+                           dim=8, seed=seed)
+        assert alone.evaluations[test].mean() == runs[seed]["sml"].evaluations[test].mean()
+
+
 def test_a_given_step_two_rate_is_used_and_the_list_is_checked() -> None:
     assert hp.for_method("sml", {"sml": {"meta": {"lr": 3e-5}}})["meta_lrs"] == [3e-5]
     assert hp.theta_lrs("sml", hp.for_method("sml")) == hp.DEFAULTS["sml"]["meta_lrs"]
