@@ -24,7 +24,11 @@ The lists are bounded: at most ``capacity`` users of a version have one
 reaches them, so memory is capacity x depth x 8 bytes plus 4 bytes per user of
 the model for the slot index, whatever the number of users. Each slot records
 whether a request looked it up: those users, the ones active while the version
-served, are ranked first for the next version.
+served, are ranked first for the next version. Once every slot is taken, a user
+whose request finds no list takes the slot of a user no request has looked up
+(the lists follow the users who ask, not the order they were filled in); a slot
+being rewritten is never read as anyone's list (each slot has a generation,
+odd while it is rewritten, that a lookup reads before and after).
 """
 
 from __future__ import annotations
@@ -58,9 +62,12 @@ class Rankings:
     user ``user_of[s]``'s best ``depth`` unseen items by score, descending
     (``lengths[s]`` of them; fewer only when the user has not that many unseen
     items); ``slot_of[u]`` is user u's slot, -1 while u has none. Slots
-    ``[0, filled)`` are in use. A slot is written once, before ``slot_of`` points
-    at it, so a lookup that finds a user's slot finds it filled; only the
-    ranking thread fills. ``used[s]``: a request looked slot s up."""
+    ``[0, filled)`` are in use. A slot is written before ``slot_of`` points at
+    it, so a lookup that finds a user's slot finds it filled; only the ranking
+    thread fills. ``used[s]``: a request looked slot s up. A slot no request
+    looked up may be given to another user (:meth:`fill`): ``gen[s]`` is odd
+    while it is rewritten and grows by two each time, so a lookup that read it
+    meanwhile discards what it read."""
 
     def __init__(self, model: ServingModel, depth: int, capacity: int = DEFAULT_CAPACITY) -> None:
         rows = max(0, min(capacity, model.n_users))
@@ -72,7 +79,9 @@ class Rankings:
         self.user_of = np.empty(rows, dtype=np.int64)  # (rows,) slot -> user
         self.used = np.zeros(rows, dtype=bool)  # (rows,)
         self.slot_of = np.full(model.n_users, -1, dtype=np.int32)  # (n_users,) user -> slot
+        self.gen = np.zeros(rows, dtype=np.int64)  # (rows,) odd while a slot is rewritten
         self.filled = 0
+        self._hand = 0  # where the search for slots to give away goes on from
 
     @property
     def capacity(self) -> int:
@@ -82,6 +91,11 @@ class Rankings:
     def room(self) -> int:
         """Slots still free."""
         return self.capacity - self.filled
+
+    def reusable(self) -> int:
+        """Filled slots that no request has looked up: a user who asks may take one."""
+        filled = self.filled
+        return filled - int(np.count_nonzero(self.used[:filled]))
 
     def unranked(self, users: np.ndarray) -> np.ndarray:
         """Those of ``users`` (dense indices) that are the model's and have no
@@ -93,20 +107,38 @@ class Rankings:
         return users[self.slot_of[users] < 0]
 
     def fill(self, users: Sequence[int] | np.ndarray, tops: list[TopK]) -> int:
-        """Give ``users`` (without a list yet) their lists from ``tops``, as far as
-        the free slots go; how many got one."""
-        start = self.filled
-        count = min(len(tops), self.room)
-        for slot, top in zip(range(start, start + count), tops, strict=False):
+        """Give ``users`` (without a list yet) their lists from ``tops``: the free
+        slots first, then slots no request has looked up (their users' lists go);
+        how many got one."""
+        users = np.asarray(users, dtype=np.int64)[: len(tops)]
+        free = min(len(users), self.room)
+        taken = self._unused(len(users) - free)  # (T,) slots given to other users
+        slots = np.concatenate([np.arange(self.filled, self.filled + free), taken])
+        self.gen[taken] += 1  # odd: a lookup reading these now discards what it read
+        self.slot_of[self.user_of[taken]] = -1
+        for slot, top in zip(slots.tolist(), tops, strict=False):
             n = len(top.items)
             self.items[slot, :n] = top.items
             self.scores[slot, :n] = top.scores
             self.lengths[slot] = n
-        placed = np.asarray(users, dtype=np.int64)[:count]
-        self.user_of[start : start + count] = placed
-        self.filled = start + count
-        self.slot_of[placed] = np.arange(start, start + count, dtype=np.int32)  # publishes them
-        return count
+        placed = users[: len(slots)]
+        self.user_of[slots] = placed
+        self.gen[taken] += 1
+        self.filled += free
+        self.slot_of[placed] = slots.astype(np.int32)  # publishes them
+        return len(slots)
+
+    def _unused(self, n: int) -> np.ndarray:
+        """Up to ``n`` filled slots no request has looked up, taken round the slots
+        from where the last search ended."""
+        filled = self.filled
+        if n <= 0 or not filled:
+            return np.empty(0, dtype=np.int64)
+        order = (np.arange(filled, dtype=np.int64) + self._hand) % filled
+        found = order[~self.used[order]][:n]
+        if len(found):
+            self._hand = int(found[-1] + 1) % filled
+        return found
 
     def active(self) -> np.ndarray:
         """The users whose list a request looked up, in slot order."""
@@ -129,9 +161,11 @@ class Rankings:
         if k > self.depth or not self.capacity:
             return [None] * len(users)
         # the slots are read before the rows: a list published later counts as absent
-        slots = self.slot_of[np.asarray(users, dtype=np.int64)].astype(np.int64)  # (B,)
+        asked = np.asarray(users, dtype=np.int64)
+        slots = self.slot_of[asked].astype(np.int64)  # (B,)
         listed = slots >= 0
         at = np.where(listed, slots, 0)  # (B,) a real slot for every row; unlisted ones ignored
+        before, owners = self.gen[at], self.user_of[at]  # copies, read before the rows
         longest = max((len(e) for e in extra_seen if e is not None), default=0)
         # dropping m items leaves k of the first k + m, unless the list ends first;
         # a filter may drop any number: the whole list is read
@@ -149,6 +183,8 @@ class Rankings:
         first = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # (B, <=k) kept positions
         top_items = np.take_along_axis(items, first, axis=1).tolist()
         top_scores = np.take_along_axis(self.scores[at, :window], first, axis=1).tolist()
+        # a slot given to another user meanwhile, or being rewritten, was not this user's
+        listed &= (self.gen[at] == before) & (before % 2 == 0) & (owners == asked)
         # a list shorter than the depth holds every unseen item: what it keeps is the answer
         answered = listed & ((kept >= k) | (lengths < self.depth))
         self.used[at[listed]] = True  # the user is active, answered from here or not

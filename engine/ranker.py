@@ -6,9 +6,10 @@ Which users, and when:
   the version served before it (those whose requests found their list, then
   those whose requests found none: up to 65,536 of them), then any user whose
   request finds no list (as they come), then the others, newest first, until
-  the lists' capacity (``SMLREC_PRECOMPUTE_USERS``) is reached. Users past the
-  capacity are scored per request; they take a free slot when they ask, while
-  one is left.
+  the lists' capacity (``SMLREC_PRECOMPUTE_USERS``) is reached. A user without
+  a list is scored per request and ranked next: into a free slot, or once none
+  is left, into the slot of a user no request has looked up (so the lists go to
+  the users who ask, however many users the model has).
 - A replica that takes up a new version from the store stages it
   (:meth:`Ranker.stage`): the version served now keeps answering from its own
   lists while the new version's active users are ranked, and the swap follows
@@ -76,17 +77,19 @@ class _Job:
 
     def next_users(self, chunk: int) -> np.ndarray:
         """Up to ``chunk`` users to rank next, none with a list: the wanted ones
-        first, then the order; fewer only when nothing else is left."""
+        first (they may take slots no request looked up), then the order, into
+        free slots only; fewer only when nothing else is left."""
         if self.failed:
             return np.empty(0, dtype=np.int64)
         wanted = [self.wanted.popleft() for _ in range(min(chunk, len(self.wanted)))]
         users = self.rankings.unranked(np.asarray(wanted, dtype=np.int64))
+        asking = len(users)
         limit = min(chunk, self.rankings.room)
         while len(users) < limit and self.position < len(self.order):
             take = self.order[self.position : self.position + limit - len(users)]
             self.position += len(take)
             users = self.rankings.unranked(np.concatenate([users, take]))
-        return users[:limit]
+        return users[: max(limit, asking)]
 
 
 class Ranker(BackgroundThread):
@@ -171,8 +174,8 @@ class Ranker(BackgroundThread):
                extra_seen: Sequence[np.ndarray | None],
                allowed: Allowed | None = None) -> list[Listed | None]:
         """:meth:`Rankings.lookup` on ``model``'s lists (all None without them);
-        users with no list are ranked next, while slots are free, and first for
-        the next version either way."""
+        users with no list are ranked next, while a slot is free or held by a
+        user no request looked up, and first for the next version either way."""
         serving = self._serving
         if serving is None or serving.model is not model:
             return [None] * len(users)
@@ -180,7 +183,7 @@ class Ranker(BackgroundThread):
         if None in listed:
             missing = serving.rankings.missing(users).tolist()
             serving.asked.extend(missing)
-            if missing and serving.rankings.room:
+            if missing and (serving.rankings.room or serving.rankings.reusable()):
                 serving.wanted.extend(missing)
                 if self._idle:
                     with self._cond:

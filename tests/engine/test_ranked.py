@@ -129,11 +129,45 @@ def test_a_list_published_while_a_lookup_reads_is_not_answered() -> None:
     assert rankings.filled == 40 and rankings.lookup([3], 5, [None])[0] is not None
 
 
+def test_a_slot_no_request_looked_up_goes_to_a_user_who_asks() -> None:
+    """With every slot taken, a user's list replaces one that no request looked up;
+    a lookup that read that slot while it was rewritten answers nothing rather than
+    the other user's list."""
+    model = _model()
+    rankings = Rankings(model, 10, capacity=10)
+    assert rankings.fill(np.arange(10), top_k(model, np.arange(10), 10)) == 10
+    assert rankings.lookup([3], 5, [None])[0] is not None  # user 3's slot is used
+    assert rankings.reusable() == 9
+    assert rankings.fill([50], top_k(model, [50], 10)) == 1
+    gone = [u for u in range(10) if rankings.slot_of[u] < 0]
+    assert len(gone) == 1 and gone != [3] and rankings.filled == 10
+    listed = rankings.lookup([50, gone[0]], 10, [None, None])
+    assert listed[1] is None
+    expected = top_k(model, [50], 10)[0]
+    assert listed[0] is not None and listed[0].items == expected.items.tolist()
+
+    victim = next(u for u in range(10) if u not in (3, 50) and rankings.slot_of[u] >= 0)
+    rankings.lookup([u for u in range(10) if u not in (victim,) and rankings.slot_of[u] >= 0],
+                    5, [None] * 8)  # every slot but the victim's is used now
+    tops = top_k(model, [60], 10)
+
+    class RewrittenRightAfterRead(np.ndarray):
+        def __getitem__(self, key: object) -> object:
+            rows = super().__getitem__(key)  # the victim's, as they were
+            if rankings.slot_of[60] < 0:
+                assert rankings.fill([60], tops) == 1  # takes the victim's slot
+            return rows
+
+    rankings.lengths = rankings.lengths.view(RewrittenRightAfterRead)
+    assert rankings.lookup([victim], 5, [None]) == [None]
+    assert rankings.slot_of[victim] == -1 and rankings.lookup([60], 5, [None])[0] is not None
+
+
 def test_lists_are_bounded_and_asked_for_users_take_the_free_slots() -> None:
-    """At most ``capacity`` users get a list, the newest first; a user without one
-    whose request finds none is ranked next while slots are free; past the
-    capacity requests are scored (None), and the users who asked, with a list or
-    without, are ranked first for the next version."""
+    """At most ``capacity`` users get a list, the newest first; a user whose request
+    finds none is scored (None) and ranked next, into a free slot or, once none is
+    left, into the slot of a user no request looked up; the users who asked, with
+    a list or without, are ranked first for the next version."""
     model = _model()
     ranker = Ranker(depth=5, capacity=30, chunk=8)
     ranker.start()
@@ -143,9 +177,15 @@ def test_lists_are_bounded_and_asked_for_users_take_the_free_slots() -> None:
         assert sorted(rankings.user_of.tolist()) == list(range(N_USERS - 30, N_USERS))
         assert rankings.active().size == 0
         answers = ranker.lookup(model, [0, N_USERS - 1], 5, [None, None])
-        assert answers[0] is None and answers[1] is not None  # user 0: no slot left
+        assert answers[0] is None and answers[1] is not None  # user 0: no list
         assert rankings.active().tolist() == [N_USERS - 1]
-        assert rankings.slot_of[0] == -1
+        # no slot is free: user 0 takes one no request looked up, never user N - 1's
+        deadline = time.monotonic() + 60
+        while rankings.slot_of[0] < 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert rankings.slot_of[0] >= 0 and rankings.slot_of[N_USERS - 1] >= 0
+        assert rankings.filled == 30 and int((rankings.slot_of >= 0).sum()) == 30
+        assert ranker.lookup(model, [0], 5, [None])[0] is not None
         # both asked: the next version ranks them first, user 0 past the capacity too
         second = _model(2, seed=2)
         assert ranker.stage(second, wait_s=60)
