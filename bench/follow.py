@@ -6,7 +6,8 @@ Figures, from one run:
 
 1. time until the first version's lists are complete (``SMLREC_PRECOMPUTE_USERS``
    of them at most), and resident memory then;
-2. recommendation p99 at rest for ``--active`` distinct users (8 connections);
+2. recommendation p99 at rest for ``--active`` distinct users (8 connections),
+   first as they come (most have no list), then once each of them has asked once;
 3. per new version, made active in the store as the worker does: seconds until
    the replica serves it (loading it, then ranking its active users while the
    previous version answers), p99 of the active users' requests over that time,
@@ -26,7 +27,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import httpx
 
 from bench.harness import (
     Report,
@@ -111,6 +115,17 @@ def _follow(server: Server, args: argparse.Namespace, report: Report, paths: lis
                f"lists complete after {listed_after})")
 
 
+def _ask_each(url: str, paths: Sequence[str], connections: int) -> float:
+    """Each distinct path requested once, ``connections`` at a time; the seconds it took."""
+    started = time.monotonic()
+    limits = httpx.Limits(max_connections=connections)
+    with httpx.Client(base_url=url, timeout=300.0, limits=limits) as client, \
+            ThreadPoolExecutor(connections) as pool:
+        for response in pool.map(client.get, dict.fromkeys(paths)):
+            response.raise_for_status()
+    return time.monotonic() - started
+
+
 def run(args: argparse.Namespace) -> Report:
     report = Report(f"Following new versions: {args.users:,} users x {args.items:,} items x "
                     f"{args.dim} dims, one API process (embedded mode)")
@@ -133,7 +148,14 @@ def run(args: argparse.Namespace) -> Report:
             rest = load(server.url, paths, seconds=args.window, connections=args.connections,
                         tool=args.tool)
             report.add(f"p99 at rest, {args.active:,} distinct users, {args.connections} "
-                       "connections", "—", f"{rest.p99_ms:.1f} ms ({rest.rps:,.0f} req/s)")
+                       "connections (most without a list yet)", "—",
+                       f"{rest.p99_ms:.1f} ms ({rest.rps:,.0f} req/s)")
+            asked = _ask_each(server.url, paths, args.connections)
+            rest = load(server.url, paths, seconds=args.window, connections=args.connections,
+                        tool=args.tool)
+            report.add("every one of them asks once (scored, then given the list of a user "
+                       "no request looked up); p99 at rest then", "—",
+                       f"{asked:.0f} s; {rest.p99_ms:.1f} ms ({rest.rps:,.0f} req/s)")
             for version in range(2, 2 + args.versions):
                 _follow(server, args, report, paths, version, listed)
             after = load(server.url, paths, seconds=args.window, connections=args.connections,
