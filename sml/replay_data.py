@@ -46,8 +46,10 @@ class ReplayData:
             raise ValueError(f"{len(periods)} periods, the roles ask for {roles.n_periods}")
         if score not in SCORE_CHOICES:
             raise ValueError(f"score must be one of {SCORE_CHOICES}, got {score!r}")
-        first = roles.first_online if score == "online" else roles.validation[0]
-        candidates = Candidates.sample(log, n_negatives, first_row=periods[first].start)
+        # "online" draws for every row, as the protocol always has (the same negatives,
+        # though the pretraining rows are never scored); "heldout" from validation on
+        first_row = 0 if score == "online" else periods[roles.validation[0]].start
+        candidates = Candidates.sample(log, n_negatives, first_row=first_row)
         return cls(log, list(periods), candidates, roles, device)
 
     def scored(self, period: int) -> bool:

@@ -393,6 +393,7 @@ def test_heldout_scores_validation_and_test_only(small_data: ReplayData) -> None
                                  n_negatives=20, score="heldout")
     first = small_data.periods[roles.validation[0]].start
     assert heldout.candidates.first_row == first
+    assert small_data.candidates.first_row == 0  # "online": the protocol's draws, unchanged
     assert len(heldout.candidates.items) == len(small_data.log) - first
     base = pretrain(heldout, 8, 0)
     run = run_method("fine_tune", heldout, base, hyper=hp.for_method("fine_tune", {}), dim=8)
