@@ -30,8 +30,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-
 from bench.harness import (
     Report,
     Server,
@@ -115,12 +113,10 @@ def _follow(server: Server, args: argparse.Namespace, report: Report, paths: lis
                f"lists complete after {listed_after})")
 
 
-def _ask_each(url: str, paths: Sequence[str], connections: int) -> float:
+def _ask_each(server: Server, paths: Sequence[str], connections: int) -> float:
     """Each distinct path requested once, ``connections`` at a time; the seconds it took."""
     started = time.monotonic()
-    limits = httpx.Limits(max_connections=connections)
-    with httpx.Client(base_url=url, timeout=300.0, limits=limits) as client, \
-            ThreadPoolExecutor(connections) as pool:
+    with server.client(timeout=300.0) as client, ThreadPoolExecutor(connections) as pool:
         for response in pool.map(client.get, dict.fromkeys(paths)):
             response.raise_for_status()
     return time.monotonic() - started
@@ -150,7 +146,7 @@ def run(args: argparse.Namespace) -> Report:
             report.add(f"p99 at rest, {args.active:,} distinct users, {args.connections} "
                        "connections (most without a list yet)", "—",
                        f"{rest.p99_ms:.1f} ms ({rest.rps:,.0f} req/s)")
-            asked = _ask_each(server.url, paths, args.connections)
+            asked = _ask_each(server, paths, args.connections)
             rest = load(server.url, paths, seconds=args.window, connections=args.connections,
                         tool=args.tool)
             report.add("every one of them asks once (scored, then given the list of a user "

@@ -196,10 +196,7 @@ def fit_mf(
     if config.rows_only:
         return _fit_rows(start, users, items, seen=seen, config=config, rng=rng,
                          weights=weights)
-    model = MFWeights(
-        start.user.detach().to(config.device, copy=True).requires_grad_(True),
-        start.item.detach().to(config.device, copy=True).requires_grad_(True),
-    )
+    model = start.trainable(config.device)
     run_epochs(
         [model.user, model.item],
         lambda batch: mf_batch_loss(model, batch, config.l2),

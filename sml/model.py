@@ -71,6 +71,11 @@ class MFWeights:
         """These tables on ``device`` (the same tensors where they are there already)."""
         return MFWeights(self.user.to(device), self.item.to(device))
 
+    def trainable(self, device: str) -> MFWeights:
+        """A copy on ``device`` whose tables require gradients: what a fit trains."""
+        return MFWeights(self.user.detach().to(device, copy=True).requires_grad_(True),
+                         self.item.detach().to(device, copy=True).requires_grad_(True))
+
     def grow(
         self, n_users: int, n_items: int, config: MFConfig, generator: torch.Generator
     ) -> MFWeights:

@@ -331,9 +331,11 @@ def run_reporting_errors(
     return 2
 
 
-def prepare_data(args: argparse.Namespace) -> tuple[ReplayData, int]:
+def prepare_data(args: argparse.Namespace, *, score: str = "online"
+                 ) -> tuple[ReplayData, int]:
     """The log the data options name, cut into periods with roles and candidates; also
-    how many repeated rows --dedupe dropped. Sets the torch threads and determinism."""
+    how many repeated rows --dedupe dropped (``score``: which periods get candidates, as
+    :meth:`ReplayData.prepare` takes it). Sets the torch threads and determinism."""
     log = load_dataset(args.dataset, args.cache_dir, columns=args.columns or CsvColumns())
     dropped = 0
     if args.dedupe:
@@ -346,7 +348,7 @@ def prepare_data(args: argparse.Namespace) -> tuple[ReplayData, int]:
         raise UsageError(f"--device: {exc}") from None
     data = ReplayData.prepare(
         log, roles, periods=periods, n_negatives=args.negatives,
-        score=getattr(args, "score", "online"),  # smlrec tune scores the offline periods too
+        score=score,
         device=device,
     )
     if args.threads:
@@ -358,7 +360,7 @@ def prepare_data(args: argparse.Namespace) -> tuple[ReplayData, int]:
 
 def _replay(args: argparse.Namespace) -> int:
     overrides = read_overrides(args.hyper, args.dim)
-    data, dropped = prepare_data(args)
+    data, dropped = prepare_data(args, score=args.score)
     args.out.mkdir(parents=True, exist_ok=True)
     header = report.header(data, args.dataset, args.split.text, args.seeds, args.dedupe, dropped)
     print(header, flush=True)

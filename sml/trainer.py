@@ -270,9 +270,7 @@ class SMLStrategy:
             return fit_mf(start, data.users, data.items, seen=self.seen, config=fit, rng=self.rng,
                           weights=data.weights)
         device = self.device
-        hat = start.to(device).detach()  # a copy
-        hat.user.requires_grad_(True)
-        hat.item.requires_grad_(True)
+        hat = start.trainable(device)
         # step 1 changes every row of a batch, so every row of a batch goes through f
         users, items = (
             Side(prev, fitted, torch.ones(prev.shape[0], dtype=torch.bool, device=device),
