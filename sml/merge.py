@@ -50,9 +50,10 @@ class Side:
             out = out.index_put((at,), transfer(prev[at], new[at], self.scale))
         return out
 
-    def table(self, transfer: Transfer, chunk: int = 65536) -> Tensor:
-        """The whole merged table, without autograd: (N, D)."""
-        if transfer.skippable():
+    def table(self, transfer: Transfer, chunk: int = 4096) -> Tensor:
+        """The whole merged table, without autograd: (N, D). A transfer that returns
+        W-hat (as one never trained does) is not evaluated, trainable or not."""
+        if transfer.is_identity():
             return self.hat.detach().clone()
         out = self.prev.clone()
         at = self.merged.nonzero().squeeze(1)

@@ -87,6 +87,27 @@ def test_step_two_at_rate_zero_is_the_frozen_transfer(periods: list) -> None:
     assert sml.promotions == sml.rejections == 0
 
 
+def test_a_transfer_still_at_its_start_is_never_run_to_merge(periods: list) -> None:
+    """At rate 0 Theta stays trainable but never moves from the identity, so the merge
+    returns W-hat without evaluating the network (on a Yelp-sized log that evaluation was
+    two of a boundary's five CPU seconds); once Theta moves, every merge runs it."""
+    still = replace(UNCHECKED, meta=replace(UNCHECKED.meta, lr=0.0), step_one="own")
+    sml = SMLStrategy(still)
+    calls = _count_transfer_runs(sml)
+    sml.boundary(periods[0])
+    for period in periods[1:3]:
+        served = sml.boundary(period)
+        hat = sml.fitted
+        assert hat is not None and torch.equal(served.user, hat.user)
+    assert calls == {"fit": 0, "other": 0}
+    assert all(p.requires_grad for p in sml.transfers.parameters())
+    with torch.no_grad():
+        sml.transfers.user.out.bias.fill_(0.125)  # type: ignore[union-attr]
+    served, hat = sml.boundary(periods[3]), sml.fitted
+    assert hat is not None
+    assert calls["other"] > 0 and not torch.equal(served.user, hat.user)
+
+
 def test_rows_the_period_did_not_touch_are_carried_over(periods: list) -> None:
     """Scope "touched": a user absent from D_t keeps W_{t-1}'s row exactly (absent from
     D_{t-1} too, or the meta step refines the row W_{t-1} merged); with scope "all" the
