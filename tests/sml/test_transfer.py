@@ -222,3 +222,48 @@ def test_alpha_mixes_the_previous_and_the_fitted_rows() -> None:
     prev, new = torch.tensor([[4.0, 4.0, 4.0]]), torch.tensor([[2.0, 2.0, 2.0]])
     assert torch.allclose(transfer(prev, new), torch.tensor([[2.0, 2.5, 4.0]]))
     assert not transfer.is_identity()
+
+
+@pytest.mark.parametrize("kind", ["cnn", "no_fc"])
+def test_the_convolutions_are_the_papers_3x1_and_1x1_filters(kind: str) -> None:
+    """The channel-leading products compute what Conv2d computes over the 3 x D picture:
+    a 3x1 filter per channel, a 1x1 mix, then (cnn) the FC layers on the (D, channel)
+    flattening or (no_fc) a per-dimension 1x1 map; forward and gradients alike."""
+    torch.manual_seed(3)
+    config = TransferConfig(kind=kind, init="paper", hidden=16, scale_inputs=False)  # type: ignore[arg-type]
+    transfer = Transfer(7, config)
+    assert transfer.conv is not None and transfer.mix is not None
+    conv = torch.nn.Conv2d(1, 10, (3, 1))
+    mix = torch.nn.Conv2d(10, 5, 1)
+    with torch.no_grad():
+        conv.weight.copy_(transfer.conv.weight.view(10, 1, 3, 1))
+        conv.bias.copy_(transfer.conv.bias)
+        mix.weight.copy_(transfer.mix.weight.view(5, 10, 1, 1))
+        mix.bias.copy_(transfer.mix.bias)
+    prev, new = torch.randn(4, 7, requires_grad=True), torch.randn(4, 7, requires_grad=True)
+
+    def reference() -> torch.Tensor:
+        picture = stack_rows(prev, new, 1e-8).unsqueeze(1)  # (N, 1, 3, D)
+        x = torch.nn.functional.gelu(mix(torch.nn.functional.gelu(conv(picture))))  # (N, 5, 1, D)
+        x = x.squeeze(2).transpose(1, 2)  # (N, D, 5)
+        if kind == "no_fc":
+            return transfer.out(x).squeeze(-1)
+        assert transfer.fc1 is not None
+        return transfer.out(torch.nn.functional.gelu(transfer.fc1(x.flatten(1))))
+
+    def gradients(out: torch.Tensor) -> list[torch.Tensor]:
+        out.square().sum().backward()
+        assert prev.grad is not None and new.grad is not None and transfer.out.weight.grad is not None
+        found = [prev.grad.clone(), new.grad.clone(), transfer.out.weight.grad.clone()]
+        prev.grad, new.grad = None, None
+        transfer.zero_grad()
+        return found
+
+    expected = reference()
+    wanted = gradients(expected) + [conv.weight.grad.view(10, 3), mix.weight.grad.view(5, 10)]
+    got = transfer(prev, new)
+    assert torch.allclose(got, expected, atol=1e-6)
+    got.square().sum().backward()
+    found = [prev.grad, new.grad, transfer.out.weight.grad, transfer.conv.weight.grad,
+             transfer.mix.weight.grad]
+    assert all(torch.allclose(f, w, atol=1e-5) for f, w in zip(found, wanted, strict=True))
