@@ -11,6 +11,14 @@ on a shared machine) and wall-clock time.
     python -m bench.retrain_cost [--history 20000,100000,400000,1000000,2000000]
                                  [--hyper hyper.json] [--threads 1] [--json out.json]
                                  [--device cpu|cuda|auto]
+    python -m bench.retrain_cost --profile synthetic-yelp [--hyper bench/rows_only.json]
+
+``--profile`` times instead the last boundary of a named synthetic log's own periods
+(``synthetic-yelp``: Yelp's size, 40 periods of 75,000), every earlier period being
+the history: SML with Theta learning (its default step-2 rate) and with Theta frozen
+(``sml_frozen``: what SML costs where its validation periods chose rate 0), fine-tune
+and full-retrain. A replay's Table 2 gives the same figure with trained models; this
+gives it in minutes instead of hours.
 
 On a GPU (``--device cuda``) compare the wall-clock seconds: CPU time then counts
 only the host's share of the work.
@@ -40,6 +48,7 @@ from sml.synthetic import SYNTHETIC_PROFILES, synthetic_drift
 # SML-ST: W-hat fit through the transfer, the paper's step 1 (SML's default fits it on its
 # own loss, see docs/method.md)
 STRATEGIES = ("sml", "sml_st", "full_retrain", "fine_tune")
+PROFILE_STRATEGIES = ("sml", "sml_frozen", "full_retrain", "fine_tune")
 PERIOD = 5000
 
 
@@ -56,6 +65,21 @@ def measure(
         seed=seed,
     )
     periods = split_equal_count(synthetic_drift(profile), n_periods=profile.n_periods)
+    return _last_boundary(periods, methods, dim=dim, seed=seed, device=device)
+
+
+def measure_profile(
+    name: str, methods: dict[str, hp.Hyper], dim: int = 64, seed: int = 0, device: str = "cpu"
+) -> dict[str, dict[str, float]]:
+    """The last boundary of the named synthetic log, after all of its earlier periods."""
+    profile = dataclasses.replace(SYNTHETIC_PROFILES[name], seed=seed)
+    periods = split_equal_count(synthetic_drift(profile), n_periods=profile.n_periods)
+    return _last_boundary(periods, methods, dim=dim, seed=seed, device=device)
+
+
+def _last_boundary(
+    periods: list, methods: dict[str, hp.Hyper], *, dim: int, seed: int, device: str
+) -> dict[str, dict[str, float]]:
     past, new = periods[:-1], periods[-1]
     shape = concat_periods(past)
     base = MFWeights.init(MFConfig(dim=dim), shape.n_users, shape.n_items, torch.Generator())
@@ -81,6 +105,10 @@ def main() -> None:
         default="20000,100000,400000,1000000,2000000",
         help="history lengths, in interactions (whole periods of 5,000)",
     )
+    parser.add_argument(
+        "--profile", choices=sorted(SYNTHETIC_PROFILES),
+        help="time the last boundary of this synthetic log instead (e.g. synthetic-yelp)",
+    )
     parser.add_argument("--hyper", type=Path, help="the file smlrec tune writes")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -89,32 +117,43 @@ def main() -> None:
     device = resolve(args.device)
     torch.set_num_threads(args.threads)
     chosen = hp.read_hyper_file(args.hyper, 64).methods if args.hyper else {}
-    methods = {name: hp.for_method(name, chosen) for name in STRATEGIES}
-    rows = {}
+    names = PROFILE_STRATEGIES if args.profile else STRATEGIES
+    methods = {name: hp.for_method(name, chosen) for name in names}
     print(
-        f"{'history':>16}{'users':>8}{'items':>8}"
-        + "".join(f"{n + ' cpu s':>20}" for n in STRATEGIES)
+        f"{'history' if not args.profile else 'log':>16}{'users':>8}{'items':>8}"
+        + "".join(f"{n + ' cpu s':>20}" for n in names)
         + f"{'sml / full':>12}",
         flush=True,
     )
-    for h in (int(x) for x in args.history.split(",")):
-        figures = measure(h, methods, device=device)
-        rows[h] = figures
-        ratio = figures["sml"]["cpu_s"] / figures["full_retrain"]["cpu_s"]
-        shape = figures["_shape"]
-        print(
-            f"{h:>9,} inter.{int(shape['users']):>8}{int(shape['items']):>8}"
-            + "".join(f"{figures[n]['cpu_s']:>20.3f}" for n in STRATEGIES)
-            + f"{ratio:>12.3f}",
-            flush=True,
-        )
+    rows = {}
+    if args.profile:
+        rows[args.profile] = _print_row(
+            args.profile, measure_profile(args.profile, methods, device=device), names)
+    else:
+        for h in (int(x) for x in args.history.split(",")):
+            rows[str(h)] = _print_row(f"{h:>9,} inter.", measure(h, methods, device=device),
+                                      names)
     if args.json:
+        key = "by_profile" if args.profile else "by_history"
         args.json.write_text(
             json.dumps(
-                {"threads": args.threads, "device": device, "hyper": methods,
-                 "by_history": rows}, indent=2
+                {"threads": args.threads, "device": device, "hyper": methods, key: rows},
+                indent=2,
             )
         )
+
+
+def _print_row(label: str, figures: dict[str, dict[str, float]], names: tuple[str, ...]
+               ) -> dict[str, dict[str, float]]:
+    ratio = figures["sml"]["cpu_s"] / figures["full_retrain"]["cpu_s"]
+    shape = figures["_shape"]
+    print(
+        f"{label:>16}{int(shape['users']):>8}{int(shape['items']):>8}"
+        + "".join(f"{figures[n]['cpu_s']:>20.3f}" for n in names)
+        + f"{ratio:>12.3f}",
+        flush=True,
+    )
+    return figures
 
 
 if __name__ == "__main__":

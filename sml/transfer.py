@@ -197,7 +197,7 @@ class Transfer(nn.Module):
         assert self.fc1 is not None
         flat = x.view(c2, n, d).transpose(0, 1).reshape(n, c2 * d)  # (N, c2*D)
         w1 = self.fc1.weight.view(-1, d, c2).transpose(1, 2).reshape(-1, c2 * d)  # (h, c2*D)
-        return self.out(F.gelu(F.linear(flat, w1, self.fc1.bias)))  # type: ignore[no-any-return]
+        return self.out(F.gelu(F.linear(flat, w1, self.fc1.bias)))
 
 
 class TransferPair(nn.Module):

@@ -251,19 +251,21 @@ def test_the_convolutions_are_the_papers_3x1_and_1x1_filters(kind: str) -> None:
         assert transfer.fc1 is not None
         return transfer.out(torch.nn.functional.gelu(transfer.fc1(x.flatten(1))))
 
-    def gradients(out: torch.Tensor) -> list[torch.Tensor]:
+    def gradients(out: torch.Tensor, filters: tuple[torch.nn.Module, ...]) -> list[torch.Tensor]:
+        """d(sum of squares) by the inputs, the output layer and the two filters."""
         out.square().sum().backward()
-        assert prev.grad is not None and new.grad is not None and transfer.out.weight.grad is not None
-        found = [prev.grad.clone(), new.grad.clone(), transfer.out.weight.grad.clone()]
-        prev.grad, new.grad = None, None
+        tensors = [prev, new, transfer.out.weight, *(f.weight for f in filters)]
+        found = [t.grad.clone().view(t.shape[0], -1) for t in tensors if t.grad is not None]
+        for t in (prev, new):
+            t.grad = None
         transfer.zero_grad()
+        assert len(found) == 5
         return found
 
     expected = reference()
-    wanted = gradients(expected) + [conv.weight.grad.view(10, 3), mix.weight.grad.view(5, 10)]
+    wanted = gradients(expected, (conv, mix))
     got = transfer(prev, new)
     assert torch.allclose(got, expected, atol=1e-6)
-    got.square().sum().backward()
-    found = [prev.grad, new.grad, transfer.out.weight.grad, transfer.conv.weight.grad,
-             transfer.mix.weight.grad]
+    assert transfer.conv is not None and transfer.mix is not None
+    found = gradients(got, (transfer.conv, transfer.mix))
     assert all(torch.allclose(f, w, atol=1e-5) for f, w in zip(found, wanted, strict=True))
