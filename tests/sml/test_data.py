@@ -448,3 +448,18 @@ def test_drop_repeats_keeps_each_pairs_first_row() -> None:
     assert [kept.item_ids[i] for i in kept.items] == ["x", "x", "y", "z"]
     assert kept.user_ids == log.user_ids and kept.item_ids == log.item_ids
     assert len(data.drop_repeats(kept)) == len(kept)
+
+
+def test_the_small_yelp_profile_is_the_yelp_profile_at_a_tenth() -> None:
+    """synthetic-yelp-small: the periods, topics, drift and churn of synthetic-yelp, with
+    a tenth of its interactions, users and items (so as many interactions per user)."""
+    small, full = SYNTHETIC_PROFILES["synthetic-yelp-small"], SYNTHETIC_PROFILES["synthetic-yelp"]
+    assert small.n_periods == full.n_periods and small.n_topics == full.n_topics
+    assert (small.drift, small.churn, small.long_term_weight) == (
+        full.drift, full.churn, full.long_term_weight)
+    for field in ("interactions_per_period", "n_users_initial", "n_items_initial",
+                  "new_users_per_period", "new_items_per_period"):
+        assert getattr(small, field) * 10 == pytest.approx(getattr(full, field), rel=0.01)
+    log = synthetic_drift(small)
+    assert len(log) == 300_000
+    assert 5_800 <= log.n_users <= 6_000 and 12_000 <= log.n_items <= 12_800
