@@ -184,7 +184,6 @@ class Transfer(nn.Module):
         channels leading, as (c_out, c_in) x (c_in, N * D) products, which a CPU computes
         much faster than N * D rows of 3 or 10 values; the first FC layer's weight, laid
         out for (dimension, channel) order, is read in (channel, dimension) order."""
-        assert self.conv is not None and self.mix is not None
         assert isinstance(self.conv, nn.Linear) and isinstance(self.mix, nn.Linear)
         n, d = prev.shape
         planes = stack_planes(prev, new, self.config.eps).view(3, n * d)  # (3, N*D)
