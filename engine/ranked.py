@@ -50,6 +50,16 @@ DEFAULT_CAPACITY = 500_000
 Allowed = Callable[[np.ndarray], np.ndarray]
 
 
+def list_may_answer(depth: int, k: int, members: int, n_items: int) -> bool:
+    """Whether lists of ``depth`` items are worth reading for ``k`` items of a filter
+    that lets ``members`` of ``n_items`` items through. A list answers only when ``k``
+    of its items pass; a filter's members fill ``depth * members / n_items`` of a list
+    when they are spread through the ranking, and below ``k`` a list answers only
+    the users whose best items gather in the filter, while every miss costs the read
+    on top of the scoring. (Reading or not, the answer is the same.)"""
+    return depth * members >= k * n_items
+
+
 class Listed(NamedTuple):
     """One user's answer from a list: item indices by score descending, and scores."""
 
@@ -149,6 +159,12 @@ class Rankings:
         """Those of ``users`` with no list (as indices of this model)."""
         rows_of = np.asarray(users, dtype=np.int64)
         return rows_of[self.slot_of[rows_of] < 0]
+
+    def touch(self, users: Sequence[int]) -> None:
+        """Mark ``users``' lists looked up without reading them (their request was
+        answered otherwise): they are active users all the same."""
+        slots = self.slot_of[np.asarray(users, dtype=np.int64)]
+        self.used[slots[slots >= 0]] = True
 
     def lookup(self, users: Sequence[int], k: int, extra_seen: Sequence[np.ndarray | None],
                allowed: Allowed | None = None) -> list[Listed | None]:

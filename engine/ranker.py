@@ -35,7 +35,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from engine.holder import ServingModel, release_freed_memory
-from engine.ranked import DEFAULT_CAPACITY, DEFAULT_DEPTH, Allowed, Listed, Rankings
+from engine.ranked import (
+    DEFAULT_CAPACITY,
+    DEFAULT_DEPTH,
+    Allowed,
+    Listed,
+    Rankings,
+    list_may_answer,
+)
 from engine.scorer import top_k
 from engine.threads import start_thread
 from smlrec.background import BackgroundThread
@@ -172,14 +179,22 @@ class Ranker(BackgroundThread):
 
     def lookup(self, model: ServingModel, users: Sequence[int], k: int,
                extra_seen: Sequence[np.ndarray | None],
-               allowed: Allowed | None = None) -> list[Listed | None]:
+               allowed: Allowed | None = None, members: int | None = None
+               ) -> list[Listed | None]:
         """:meth:`Rankings.lookup` on ``model``'s lists (all None without them);
         users with no list are ranked next, while a slot is free or held by a
-        user no request looked up, and first for the next version either way."""
+        user no request looked up, and first for the next version either way.
+        ``members``: how many items ``allowed`` lets through, where known; the lists
+        are not read when they would rarely answer (:func:`list_may_answer`)."""
         serving = self._serving
         if serving is None or serving.model is not model:
             return [None] * len(users)
-        listed = serving.rankings.lookup(users, k, extra_seen, allowed)
+        rankings = serving.rankings
+        if members is None or list_may_answer(rankings.depth, k, members, model.n_items):
+            listed = rankings.lookup(users, k, extra_seen, allowed)
+        else:
+            rankings.touch(users)
+            listed = [None] * len(users)
         if None in listed:
             missing = serving.rankings.missing(users).tolist()
             serving.asked.extend(missing)

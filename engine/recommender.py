@@ -173,9 +173,7 @@ class Recommender:
         idx = model.user_index.get(user_id)
         if idx is None:
             return self._unknown(model, user_id, k, extra, view, None)
-        allowed = None if view is None else (
-            view.in_category(category) if category is not None else view.allows_visible)
-        [listed] = self._precomputed(model, [idx], k, exclude_seen, [extra], allowed)
+        [listed] = self._precomputed(model, [idx], k, exclude_seen, [extra], view, category)
         if listed is None and category is not None:
             assert view is not None
             within = Within(view.category(category), view.matrix(category))
@@ -198,11 +196,19 @@ class Recommender:
 
     def _precomputed(self, model: ServingModel, users: Sequence[int], k: int,
                      exclude_seen: bool, extra: Sequence[np.ndarray | None],
-                     allowed: Allowed | None = None) -> list[Listed | None]:
-        """Each user's answer from the precomputed lists, or None (score it)."""
+                     view: ItemView | None = None, category: str | None = None
+                     ) -> list[Listed | None]:
+        """Each user's answer from the precomputed lists, or None (score it); with
+        ``view``, of the items it lets through (``category``'s, or the visible ones)."""
         if self._ranker is None or not exclude_seen:
             return [None] * len(users)
-        listed = self._ranker.lookup(model, users, k, extra, allowed)
+        allowed: Allowed | None = None
+        members = None  # how many items pass, where a category says
+        if view is not None and category is not None:
+            allowed, members = view.in_category(category), len(view.category(category))
+        elif view is not None:
+            allowed = view.allows_visible
+        listed = self._ranker.lookup(model, users, k, extra, allowed, members)
         answered = sum(one is not None for one in listed)
         if answered:
             self._metrics.precomputed_answers.inc(answered)
@@ -278,10 +284,7 @@ class Recommender:
                category: str | None) -> list[Listed]:
         """Known users' answers: from the precomputed lists where they tell, the
         others scored in one product (on the scoring pool), filtered by ``view``."""
-        allowed: Allowed | None = None
-        if view is not None:
-            allowed = view.in_category(category) if category is not None else view.allows_visible
-        listed = self._precomputed(model, users, k, exclude_seen, extras, allowed)
+        listed = self._precomputed(model, users, k, exclude_seen, extras, view, category)
         to_score = [n for n, one in enumerate(listed) if one is None]
         if to_score:
             score = functools.partial(self._score, model, [users[n] for n in to_score], k,

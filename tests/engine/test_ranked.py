@@ -14,7 +14,7 @@ from engine_testkit import random_payload
 
 import engine.ranker
 from engine.holder import ServingModel
-from engine.ranked import Rankings
+from engine.ranked import Rankings, list_may_answer
 from engine.ranker import Ranker
 from engine.scorer import TopK, top_k
 
@@ -161,6 +161,38 @@ def test_a_slot_no_request_looked_up_goes_to_a_user_who_asks() -> None:
     rankings.lengths = rankings.lengths.view(RewrittenRightAfterRead)
     assert rankings.lookup([victim], 5, [None]) == [None]
     assert rankings.slot_of[victim] == -1 and rankings.lookup([60], 5, [None])[0] is not None
+
+
+def test_a_filter_too_small_to_fill_k_of_a_list_does_not_read_it() -> None:
+    """A list answers a filtered request when k of its depth items pass; a filter's
+    members fill depth * members / n_items of a list on average, so below k the lists
+    are not read (the request is scored), but the user still counts as active, and a
+    user with no list is still ranked next."""
+    assert list_may_answer(50, 20, 40_000, 100_000)  # 20 expected: read
+    assert not list_may_answer(50, 20, 39_999, 100_000)
+    assert list_may_answer(5, 5, N_ITEMS, N_ITEMS)  # no filter narrower than the catalogue
+    model = _model()
+    ranker = Ranker(depth=10, capacity=N_USERS - 1, chunk=16)
+    ranker.start()
+    try:
+        rankings = _rank(ranker, model)
+        unlisted = int(np.flatnonzero(rankings.slot_of < 0)[0])
+        everything = lambda items: np.ones(items.shape, dtype=bool)  # noqa: E731
+        half = N_ITEMS // 2
+        read = ranker.lookup(model, [1, 2], 5, [None, None], everything, members=half)
+        assert read[0] is not None and read[0].items == top_k(model, [1], 5)[0].items.tolist()
+        assert sorted(rankings.active().tolist()) == [1, 2]
+        # 10 * 349 < 5 * 700: not read, though these lists would answer, and marked used
+        small = ranker.lookup(model, [3, unlisted], 5, [None, None], everything,
+                              members=half - 1)
+        assert small == [None, None]
+        assert sorted(rankings.active().tolist()) == [1, 2, 3]
+        deadline = time.monotonic() + 60
+        while rankings.slot_of[unlisted] < 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert rankings.slot_of[unlisted] >= 0  # asked: ranked next, in a reused slot
+    finally:
+        ranker.stop()
 
 
 def test_lists_are_bounded_and_asked_for_users_take_the_free_slots() -> None:
