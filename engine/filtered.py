@@ -57,6 +57,8 @@ def category_top_k(
         return [TopK(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in user_idx]
     emb, bias = matrix
     k = min(k, m)
+    if len(user_idx) == 1:  # one request, scored where it arrives
+        return [_one(model, int(user_idx[0]), k, items, matrix, exclude_seen, extra_seen)]
     chunk = max(1, max_cells // m)
     results: list[TopK] = []
     for start in range(0, len(user_idx), chunk):
@@ -77,3 +79,23 @@ def category_top_k(
         results.extend(TopK(items[positions[r][finite[r]]], values[r][finite[r]])
                        for r in range(len(part)))
     return results
+
+
+def _one(model: ServingModel, user: int, k: int, items: np.ndarray,
+         matrix: tuple[torch.Tensor, torch.Tensor], exclude_seen: bool,
+         extra_seen: Sequence[np.ndarray | None] | None) -> TopK:
+    """:func:`category_top_k` for one user (``k`` <= m): a matrix-vector product and a
+    1-D top-k on the user's row, without the batch's gather and 2-D indexing, which
+    cost a single request a fifth to a third of its time (50-17,000 items)."""
+    emb, bias = matrix
+    _, cols = excluded_pairs(model, np.array([user], dtype=np.int64), exclude_seen, extra_seen)
+    at = np.minimum(np.searchsorted(items, cols), len(items) - 1)
+    masked = at[items[at] == cols]  # positions in items of the pairs to leave out
+    with torch.inference_mode():
+        scores = torch.mv(emb, model.user_emb[user]).add_(bias)  # (m,)
+        if len(masked):
+            scores[torch.from_numpy(masked)] = -torch.inf
+        top = torch.topk(scores, k, sorted=True)
+    values, positions = top.values.numpy(), top.indices.numpy()  # (k,) each
+    finite = np.isfinite(values)
+    return TopK(items[positions[finite]], values[finite])

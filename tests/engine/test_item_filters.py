@@ -225,6 +225,26 @@ def test_the_category_product_scores_as_the_whole_catalogue() -> None:
         np.testing.assert_allclose(top.scores, whole.scores[keep][:25], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("k", [5, 40])
+def test_one_users_category_answer_is_the_batchs_row(k: int) -> None:
+    """A single request takes its own path (a matrix-vector product): the same items
+    and scores as the same user's row of a batch, seen and logged items left out, and
+    fewer than ``k`` where the category runs out of unseen items."""
+    model = ServingModel.from_payload(random_payload(
+        12, 500, 16, [list(range(0, 500, 25))] * 11 + [list(range(0, 500, 20))], seed=4))
+    items = np.arange(0, 500, 10, dtype=np.int64)  # 50: users 0-10 have seen 10, user 11 25
+    rows = (model.item_emb[items].contiguous(), model.item_bias[items].contiguous())
+    extra = [np.array([10, 30]) if u % 3 else None for u in range(12)]
+    batch = category_top_k(model, range(12), k, items, rows, extra_seen=extra)
+    for user in range(12):
+        [one] = category_top_k(model, [user], k, items, rows, extra_seen=[extra[user]])
+        assert one.items.tolist() == batch[user].items.tolist()
+        np.testing.assert_allclose(one.scores, batch[user].scores, rtol=1e-5, atol=1e-6)
+    assert len(batch[0].items) == min(k, 40) and len(batch[11].items) == min(k, 23)
+    [unseen] = category_top_k(model, [0], k, items, rows, exclude_seen=False)
+    assert len(unseen.items) == min(k, 50)
+
+
 def test_similar_items_leave_the_hidden_ones_out(model: ServingModel) -> None:
     full = similar_items(model, 7, 10).items.tolist()
     hidden = np.array(sorted(full[:4]), dtype=np.int64)
