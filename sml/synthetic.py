@@ -4,7 +4,7 @@ and its named profiles (``--dataset synthetic``, ``synthetic-returning``, ``synt
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -61,6 +61,22 @@ class SyntheticConfig:
             raise ValueError("period_seconds must be positive")
 
 
+_YELP = SyntheticConfig(
+    n_periods=40,
+    interactions_per_period=75_000,
+    n_users_initial=20_000,
+    n_items_initial=44_000,
+    new_users_per_period=1_020,
+    new_items_per_period=2_330,
+    n_topics=50,
+    drift=0.3,
+    long_term_weight=0.7,
+    topic_concentration=0.3,
+    freshness=2.0,
+    freshness_decay=2.0,
+    churn=0.05,
+)
+
 SYNTHETIC_PROFILES: dict[str, SyntheticConfig] = {
     # the small default log of the tests and demos
     "synthetic": SyntheticConfig(),
@@ -88,38 +104,17 @@ SYNTHETIC_PROFILES: dict[str, SyntheticConfig] = {
     # 40 equal periods, so 75,000 interactions a period) with the returning users and
     # drift of the profile above: the log for measuring retraining cost at that size.
     # A third of the users and items are there from the start, the rest arrive evenly.
-    "synthetic-yelp": SyntheticConfig(
-        n_periods=40,
-        interactions_per_period=75_000,
-        n_users_initial=20_000,
-        n_items_initial=44_000,
-        new_users_per_period=1_020,
-        new_items_per_period=2_330,
-        n_topics=50,
-        drift=0.3,
-        long_term_weight=0.7,
-        topic_concentration=0.3,
-        freshness=2.0,
-        freshness_decay=2.0,
-        churn=0.05,
-    ),
+    "synthetic-yelp": _YELP,
     # The same log at a tenth of its size (300,000 interactions, 40 periods of 7,500;
     # users and items a tenth too, so as many interactions per user): a Yelp-shaped
     # replay in minutes instead of hours.
-    "synthetic-yelp-small": SyntheticConfig(
-        n_periods=40,
+    "synthetic-yelp-small": replace(
+        _YELP,
         interactions_per_period=7_500,
         n_users_initial=2_000,
         n_items_initial=4_400,
         new_users_per_period=102,
         new_items_per_period=233,
-        n_topics=50,
-        drift=0.3,
-        long_term_weight=0.7,
-        topic_concentration=0.3,
-        freshness=2.0,
-        freshness_decay=2.0,
-        churn=0.05,
     ),
 }
 
