@@ -33,9 +33,12 @@ def fit_user(
     l2: float,
     seed: int = 0,
     negatives: int = NEGATIVES_PER_POSITIVE,
+    prior: np.ndarray | None = None,
 ) -> np.ndarray:
     """The user vector (d,) fitted to ``positives`` (item indices, distinct) with
-    ``item_emb`` (n_items, d) and ``item_bias`` (n_items,) fixed."""
+    ``item_emb`` (n_items, d) and ``item_bias`` (n_items,) fixed. ``prior`` (d,): the
+    user's vector in the model, which the fit starts from and its L2 term pulls
+    towards (``l2 |u - prior|^2``): the interactions move it rather than replace it."""
     n_items, dim = item_emb.shape
     rng = np.random.default_rng(seed)
     drawn = rng.integers(0, n_items, size=negatives * len(positives))
@@ -45,11 +48,12 @@ def fit_user(
     bias = item_bias[rows].astype(np.float64)  # (m,)
     labels = np.zeros(len(rows))
     labels[: len(positives)] = 1.0
-    user = np.zeros(dim)
+    centre = np.zeros(dim) if prior is None else prior.astype(np.float64)
+    user = centre.copy()
     ridge = l2 * np.eye(dim)
     for _ in range(NEWTON_STEPS):
         prob = 1.0 / (1.0 + np.exp(-(vectors @ user + bias)))  # (m,)
-        gradient = vectors.T @ (prob - labels) + l2 * user  # (d,)
+        gradient = vectors.T @ (prob - labels) + l2 * (user - centre)  # (d,)
         curvature = (vectors * (prob * (1.0 - prob))[:, None]).T @ vectors + ridge  # (d, d)
         user -= np.linalg.solve(curvature, gradient)
     return user
@@ -62,18 +66,26 @@ def history_seed(user_id: str, history: np.ndarray) -> int:
 
 def fold_in_top_k(
     model: ServingModel, user_id: str, history: np.ndarray, k: int, *, l2: float,
-    exclude: np.ndarray | None = None,
+    exclude: np.ndarray | None = None, known: int | None = None,
 ) -> TopK | None:
     """The top ``k`` for a user the model does not know, from their interactions since
     (``history``: item indices; those beyond the model's table are ignored), leaving
-    out ``exclude``; None when none of the items is known to the model."""
+    out ``exclude``; None when none of the items is known to the model. ``known``: the
+    index of a user the model does know, whose vector the interactions move (its
+    ``prior``) and whose seen items in the model are left out too."""
+    prior = None
+    if known is not None:
+        prior = model.user_emb[known].numpy()
+        seen = _seen_in_model(model, known)
+        history = np.setdiff1d(history, seen)  # what the vector has not learnt from yet
+        exclude = seen if exclude is None else np.concatenate([exclude, seen])
     positives = np.unique(history[(history >= 0) & (history < model.n_items)])
     if len(positives) == 0:
         return None
     item_emb = model.item_emb.numpy()
     item_bias = model.item_bias.numpy()
     user = fit_user(item_emb, item_bias, positives, l2=l2,
-                    seed=history_seed(user_id, positives))
+                    seed=history_seed(user_id, positives), prior=prior)
     with torch.inference_mode():
         scores = (model.item_emb @ torch.from_numpy(user.astype(np.float32))
                   + model.item_bias).numpy()  # (n_items,)
@@ -85,3 +97,16 @@ def fold_in_top_k(
     top = top[np.argsort(-scores[top], kind="stable")]
     top = top[np.isfinite(scores[top])]
     return TopK(top.astype(np.int64), scores[top].astype(np.float32))
+
+
+def moves(model: ServingModel, known: int, history: np.ndarray | None) -> bool:
+    """Whether ``history`` (a known user's items: logged since the model, or all of
+    them) holds an item the model knows and had not seen the user take."""
+    if history is None or not len(history):
+        return False
+    since = np.setdiff1d(history, _seen_in_model(model, known))
+    return bool(np.any((since >= 0) & (since < model.n_items)))
+
+
+def _seen_in_model(model: ServingModel, user: int) -> np.ndarray:
+    return model.seen_items[model.seen_indptr[user]:model.seen_indptr[user + 1]]

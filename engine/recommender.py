@@ -25,21 +25,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import operator
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import Any
 
 import anyio.to_thread
 import numpy as np
-import orjson
 
+from engine.answer import Recommendation
 from engine.batcher import ScoringBatcher
 from engine.catalog import Catalog, ItemView
 from engine.filtered import Within, category_top_k, scored_inline
-from engine.foldin import fold_in_top_k
+from engine.foldin import fold_in_top_k, moves
 from engine.holder import ServingModel
 from engine.metrics import ServiceMetrics
 from engine.popularity import StorePopularity
@@ -57,51 +54,6 @@ FOLD_IN = "fold_in"
 DB_BACKOFF_S = 5.0  # after a database error, seen items come from the model alone this long
 
 
-@dataclass(frozen=True)
-class Recommendation:
-    """One user's answer. Items are indices into an id table (``names``, and
-    ``prefixes``: each item's entry in a body up to its score, where the model
-    has them), looked up only when rendered."""
-
-    user_id: str
-    items: list[int]
-    scores: list[float]
-    names: list[str]
-    model_version: int | None
-    fallback: str | None
-    prefixes: list[bytes] | None = None
-
-    @property
-    def item_ids(self) -> list[str]:
-        return list(map(self.names.__getitem__, self.items))
-
-    def render(self) -> bytes:
-        """:meth:`to_json` as compact JSON bytes. With the model's item prefixes,
-        no object is made per item: the scores are written as one JSON array (the
-        shortest repr of each, as ``json`` writes them) and cut at its commas."""
-        if self.prefixes is None:
-            return orjson.dumps(self.to_json())
-        entries = b""
-        if self.items:
-            scores = orjson.dumps(self.scores)[1:-1].split(b",")
-            entries = b"},".join(map(operator.add, map(self.prefixes.__getitem__, self.items),
-                                     scores)) + b"}"
-        version = b"null" if self.model_version is None else b"%d" % self.model_version
-        fallback = b"null" if self.fallback is None else orjson.dumps(self.fallback)
-        return (b'{"user_id":' + orjson.dumps(self.user_id) + b',"items":[' + entries
-                + b'],"model_version":' + version + b',"fallback":' + fallback + b"}")
-
-    def to_json(self) -> dict[str, Any]:
-        """The API body (see ``schemas.Recommendations``)."""
-        return {
-            "user_id": self.user_id,
-            "items": [{"item_id": i, "score": s} for i, s in zip(self.item_ids, self.scores,
-                                                                  strict=True)],
-            "model_version": self.model_version,
-            "fallback": self.fallback,
-        }
-
-
 class Recommender:
     def __init__(
         self,
@@ -114,6 +66,7 @@ class Recommender:
         ranker: Ranker | None = None,
         catalog: Catalog | None = None,
         fold_in_l2: float | None = None,
+        fold_in_known: bool = False,
     ) -> None:
         """``scoring_pool``: where :meth:`recommend` runs its product (None: on the
         calling thread). Each scoring thread keeps a score buffer of up to 64 MiB,
@@ -122,7 +75,9 @@ class Recommender:
         ``ranker``: the precomputed top lists (None: every request is scored).
         ``catalog``: the item metadata (None: nothing hidden, no category known).
         ``fold_in_l2``: a user the model does not know but with interactions logged
-        since is answered by fold-in with this L2 weight (None: popularity)."""
+        since is answered by fold-in with this L2 weight (None: popularity).
+        ``fold_in_known``: so is a user the model knows, from their model vector moved
+        by those interactions (with fold-in on; else from the model's vector)."""
         self._store = store
         self._popularity = popularity
         self._metrics = metrics
@@ -132,6 +87,7 @@ class Recommender:
         self._ranker = ranker
         self._catalog = catalog
         self._fold_in_l2 = fold_in_l2
+        self._fold_in_known = fold_in_known and fold_in_l2 is not None
         self._skip_db_until = 0.0  # monotonic time; requests must not each wait on a dead DB
 
     def _in_memory(self, model: ServingModel | None) -> bool:
@@ -173,6 +129,8 @@ class Recommender:
         idx = model.user_index.get(user_id)
         if idx is None:
             return self._unknown(model, user_id, k, extra, view, None)
+        if self._moves(model, user_id, extra):  # a fit and a scan: off the event loop
+            return await self._off_loop(model, user_id, k, exclude_seen, category)
         [listed] = self._precomputed(model, [idx], k, exclude_seen, [extra], view, category)
         if listed is None and category is not None:
             assert view is not None
@@ -241,7 +199,8 @@ class Recommender:
             history = extra if extra is not None else self._seen(model, [user_id], True).get(
                 user_id)
             top = None if history is None else fold_in_top_k(
-                model, user_id, history, k, l2=self._fold_in_l2, exclude=extra)
+                model, user_id, history, k, l2=self._fold_in_l2, exclude=extra,
+                known=model.user_index.get(user_id))
             if top is not None:
                 self._metrics.fallbacks.labels(reason="fold_in").inc()
                 return _result(user_id, _listed(top), model.item_ids, model.version, FOLD_IN,
@@ -267,7 +226,8 @@ class Recommender:
         if model is None:
             return self._from_store_popularity(user_ids, k, seen, category)
         view = self._view(model, category)
-        positions = [pos for pos, uid in enumerate(user_ids) if uid in model.user_index]
+        positions = [pos for pos, uid in enumerate(user_ids)
+                     if uid in model.user_index and not self._moves(model, uid, seen.get(uid))]
         answers = self._known(
             model, [model.user_index[user_ids[pos]] for pos in positions], k, exclude_seen,
             [seen.get(user_ids[pos]) for pos in positions], view, category)
@@ -310,10 +270,16 @@ class Recommender:
                               view.matrix(category), exclude_seen=exclude_seen,
                               extra_seen=extras)
 
+    def _moves(self, model: ServingModel, user_id: str, extra: np.ndarray | None) -> bool:
+        """Whether a user ``model`` knows is answered by moving their vector (``extra``,
+        their seen items beyond the model's, holds items the model knows)."""
+        return self._fold_in_known and moves(model, model.user_index[user_id], extra)
+
     def _unknown(self, model: ServingModel, user_id: str, k: int, extra: np.ndarray | None,
                  view: ItemView | None, category: str | None) -> Recommendation:
-        """A user ``model`` does not know: the fallback, less what the metadata
-        leaves out (taken from the whole popular list, then cut to ``k``)."""
+        """A user ``model`` does not know (or one whose vector it moves): the fallback,
+        less what the metadata leaves out (taken from the whole popular list, then cut
+        to ``k``)."""
         if view is None and category is None:
             return self._fallback(model, user_id, k, extra)
         return self._narrowed(self._fallback(model, user_id, POPULAR_SIZE, extra), k, category)

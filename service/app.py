@@ -16,7 +16,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, asynccontextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from fastapi import FastAPI
@@ -167,8 +167,7 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
         metrics=metrics,
         holder=holder,
         recommender=Recommender(store, StorePopularity(store), metrics, recent, batcher,
-                                scoring_pool, ranker, catalog=catalog,
-                                fold_in_l2=_fold_in_l2(settings)),
+                                scoring_pool, ranker, catalog=catalog, **_fold_in(settings)),
         ingestor=_ingestor(settings, store, bus, open_period),
         open_period=open_period,
         recent=recent,
@@ -198,9 +197,11 @@ def _start(app: FastAPI, stack: ExitStack) -> Runtime:
     return runtime
 
 
-def _fold_in_l2(settings: Settings) -> float | None:
-    """The fold-in's L2 weight, or None where it is off (``SMLREC_FOLD_IN``)."""
-    return settings.fold_in_l2 if settings.fold_in else None
+def _fold_in(settings: Settings) -> dict[str, Any]:
+    """The recommender's fold-in settings: the L2 weight, None where it is off
+    (``SMLREC_FOLD_IN``), and whether known users are moved too."""
+    return {"fold_in_l2": settings.fold_in_l2 if settings.fold_in else None,
+            "fold_in_known": settings.fold_in_known}
 
 
 def _start_sync(runtime: Runtime, stack: ExitStack) -> None:

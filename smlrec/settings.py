@@ -178,6 +178,8 @@ class Settings(BaseSettings):
     # from a vector fitted to them (the items fixed) with this L2 weight
     fold_in: bool = True
     fold_in_l2: float = Field(default=0.1, gt=0, le=1e6)
+    # a user it knows, with interactions logged since, from their vector moved by them
+    fold_in_known: bool = False
     lock_ttl_seconds: float = Field(default=10.0, gt=0)
     seed: int = 0
     # an interaction stamped later than now + this is refused (422): event time

@@ -9,8 +9,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from engine_testkit import random_payload
 
-from engine.foldin import fit_user, fold_in_top_k, history_seed
+from engine.foldin import fit_user, fold_in_top_k, history_seed, moves
 from engine.holder import ServingModel
 from store import ModelArtifact
 
@@ -71,3 +72,22 @@ def test_the_same_interactions_give_the_same_answer(order: list[int]) -> None:
     assert top is not None and reference is not None
     assert top.items.tolist() == reference.items.tolist()
     assert history_seed("u9", np.array([3, 6, 9])) != history_seed("u8", np.array([3, 6, 9]))
+
+
+def test_a_known_users_vector_moves_from_where_the_model_had_it() -> None:
+    """With a prior (the user's vector in the model) the fit starts there and its L2
+    pulls back to it: a huge weight leaves it in place, a small one lets the items move
+    it towards them. ``moves`` says whether there is anything new to move it with."""
+    rng = np.random.default_rng(0)
+    item_emb, item_bias = rng.normal(size=(50, 6)), np.zeros(50)
+    prior = rng.normal(size=6)
+    positives = np.array([3, 7, 11])
+    still = fit_user(item_emb, item_bias, positives, l2=1e9, prior=prior)
+    np.testing.assert_allclose(still, prior, atol=1e-6)
+    moved = fit_user(item_emb, item_bias, positives, l2=0.1, prior=prior)
+    assert (item_emb[positives] @ moved).mean() > (item_emb[positives] @ prior).mean()
+    model = ServingModel.from_payload(random_payload(2, 10, 4, [[1, 2], []], seed=1))
+    assert not moves(model, 0, None) and not moves(model, 0, np.empty(0, np.int64))
+    assert not moves(model, 0, np.array([2, 1]))  # seen in the model already
+    assert not moves(model, 0, np.array([1, 12]))  # and an item beyond the table
+    assert moves(model, 0, np.array([1, 5])) and moves(model, 1, np.array([1]))

@@ -135,3 +135,44 @@ def test_hidden_items_and_categories_narrow_the_fold_in_answer(service: Service)
         return answer["fallback"] == "fold_in" and sorted(listed) == ["i0", "i3"]
 
     assert wait_for(only_jazz, timeout=600)
+
+
+@pytest.mark.parametrize("moved", [False, True])
+def test_a_known_users_interactions_since_move_their_vector_when_asked(
+    either_mode: Settings, make_client: ClientFactory, moved: bool
+) -> None:
+    """``SMLREC_FOLD_IN_KNOWN=true``: a user the model knows, with interactions logged
+    since, is answered from their vector in the model moved by them (``fold_in``), the
+    items they had and have seen left out, single and batch alike; by default from the
+    model's vector, as before."""
+    settings = either_mode.model_copy(update={"fold_in_known": moved})
+    store = Store.from_url(settings.database_url)
+    store.ingest([NewInteraction("u1", item, float(n)) for n, item in enumerate(ITEMS)])
+    store.ingest([NewInteraction("u2", "i0", 20.0)])
+    user = torch.zeros(2, 5)
+    user[1, 0] = 1.0  # u2 likes the first group (i0, i3, i6, i9)
+    ModelWriter(store, settings.model_dir).write(
+        user=user, item=_item_table(), seen={"u1": ITEMS, "u2": ["i0"]}, popular=ITEMS[::-1])
+    since = ["i1", "i4", "i7"]  # then u2 takes to the second group
+    store.ingest([NewInteraction("u2", item, 100.0 + n) for n, item in enumerate(since)])
+    with make_client(settings) as client:
+        answer = client.get("/v1/users/u2/recommendations", params={"k": 4}).json()
+        items = [entry["item_id"] for entry in answer["items"]]
+        assert not {"i0", *since} & set(items)
+        model = app_of(client).state.runtime.holder.current
+        if moved:
+            # pulled to the second group: its one unseen item first
+            assert answer["fallback"] == "fold_in" and items[0] == "i10"
+            history = np.array([model.item_index[i] for i in since])
+            expected = fold_in_top_k(model, "u2", history, 4, l2=settings.fold_in_l2,
+                                     exclude=history, known=model.user_index["u2"])
+            assert expected is not None
+            assert items == [model.item_ids[i] for i in expected.items]
+        else:
+            assert answer["fallback"] is None and items == ["i9", "i6", "i3", "i11"]
+        body = client.post("/v1/recommendations", json={"user_ids": ["u2", "u1"], "k": 4}).json()
+        assert body["results"][0]["items"] == answer["items"]
+        # u1 logged nothing since: answered from the model's vector either way
+        assert body["results"][1]["fallback"] is None
+        assert client.get("/v1/users/u1/recommendations").json()["fallback"] is None
+    store.close()
