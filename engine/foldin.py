@@ -52,7 +52,8 @@ def fit_user(
     user = centre.copy()
     ridge = l2 * np.eye(dim)
     for _ in range(NEWTON_STEPS):
-        prob = 1.0 / (1.0 + np.exp(-(vectors @ user + bias)))  # (m,)
+        logits = np.clip(vectors @ user + bias, -500.0, 500.0)  # exp stays finite
+        prob = 1.0 / (1.0 + np.exp(-logits))  # (m,)
         gradient = vectors.T @ (prob - labels) + l2 * (user - centre)  # (d,)
         curvature = (vectors * (prob * (1.0 - prob))[:, None]).T @ vectors + ridge  # (d, d)
         user -= np.linalg.solve(curvature, gradient)
