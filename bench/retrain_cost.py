@@ -43,7 +43,7 @@ from sml.device import DEVICES, resolve
 from sml.model import MFConfig, MFWeights
 from sml.registry import from_hyper
 from sml.strategy import concat_periods
-from sml.synthetic import SYNTHETIC_PROFILES, synthetic_drift
+from sml.synthetic import SYNTHETIC_PROFILES, SyntheticConfig, synthetic_drift
 
 # SML-ST: W-hat fit through the transfer, the paper's step 1 (SML's default fits it on its
 # own loss, see docs/method.md)
@@ -64,8 +64,7 @@ def measure(
         interactions_per_period=PERIOD,
         seed=seed,
     )
-    periods = split_equal_count(synthetic_drift(profile), n_periods=profile.n_periods)
-    return _last_boundary(periods, methods, dim=dim, seed=seed, device=device)
+    return _last_boundary(_periods(profile), methods, dim=dim, seed=seed, device=device)
 
 
 def measure_profile(
@@ -73,8 +72,12 @@ def measure_profile(
 ) -> dict[str, dict[str, float]]:
     """The last boundary of the named synthetic log, after all of its earlier periods."""
     profile = dataclasses.replace(SYNTHETIC_PROFILES[name], seed=seed)
-    periods = split_equal_count(synthetic_drift(profile), n_periods=profile.n_periods)
-    return _last_boundary(periods, methods, dim=dim, seed=seed, device=device)
+    return _last_boundary(_periods(profile), methods, dim=dim, seed=seed, device=device)
+
+
+def _periods(profile: SyntheticConfig) -> list:
+    """The profile's log in its equal-count periods."""
+    return split_equal_count(synthetic_drift(profile), n_periods=profile.n_periods)
 
 
 def _last_boundary(

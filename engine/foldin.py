@@ -80,7 +80,7 @@ def fold_in_top_k(
         seen = _seen_in_model(model, known)
         history = np.setdiff1d(history, seen)  # what the vector has not learnt from yet
         exclude = seen if exclude is None else np.concatenate([exclude, seen])
-    positives = np.unique(history[(history >= 0) & (history < model.n_items)])
+    positives = _known_items(model, history)
     if len(positives) == 0:
         return None
     item_emb = model.item_emb.numpy()
@@ -105,8 +105,12 @@ def moves(model: ServingModel, known: int, history: np.ndarray | None) -> bool:
     them) holds an item the model knows and had not seen the user take."""
     if history is None or not len(history):
         return False
-    since = np.setdiff1d(history, _seen_in_model(model, known))
-    return bool(np.any((since >= 0) & (since < model.n_items)))
+    return len(_known_items(model, np.setdiff1d(history, _seen_in_model(model, known)))) > 0
+
+
+def _known_items(model: ServingModel, history: np.ndarray) -> np.ndarray:
+    """The distinct items of ``history`` that are the model's, sorted."""
+    return np.unique(history[(history >= 0) & (history < model.n_items)])
 
 
 def _seen_in_model(model: ServingModel, user: int) -> np.ndarray:

@@ -196,9 +196,9 @@ class Ranker(BackgroundThread):
             rankings.touch(users)
             listed = [None] * len(users)
         if None in listed:
-            missing = serving.rankings.missing(users).tolist()
+            missing = rankings.missing(users).tolist()
             serving.asked.extend(missing)
-            if missing and (serving.rankings.room or serving.rankings.reusable()):
+            if missing and (rankings.room or rankings.reusable()):
                 serving.wanted.extend(missing)
                 if self._idle:
                     with self._cond:
