@@ -210,8 +210,36 @@ def _with_fresh(period_keys: np.ndarray, keys: np.ndarray, seen: np.ndarray,
     return candidates[np.sort(first)][:limit]
 
 
+@dataclass(frozen=True)
+class SyntheticTruth:
+    """What generated a synthetic log, for measuring how far a model is from the best
+    possible ranking of it (:mod:`sml.ceiling`). Entity ``k`` is ``"u{k}"`` / ``"i{k}"``
+    in the log; ``period`` is the generator's period, as :meth:`period_of` reads it off a
+    timestamp."""
+
+    config: SyntheticConfig
+    item_topic: np.ndarray  # (I,) each item's topic
+    long_term: np.ndarray  # (U, topics) each user's long-term topic distribution
+    short_term: np.ndarray  # (P, U) each user's short-term topic in each period
+    weight: np.ndarray  # (P, I) each item's draw weight in each period (0 before it arrives)
+
+    def period_of(self, timestamps: np.ndarray) -> np.ndarray:
+        """The generator's period of each timestamp."""
+        c = self.config
+        return np.floor((np.asarray(timestamps) - c.start_time) / c.period_seconds).astype(np.int64)
+
+
 def synthetic_drift(config: SyntheticConfig = SyntheticConfig()) -> InteractionLog:
-    """Interactions of users with a long-term interest and a drifting short-term one.
+    """Interactions of users with a long-term interest and a drifting short-term one
+    (see :func:`synthetic_drift_with_truth`)."""
+    return _generate(config, None)
+
+
+def synthetic_drift_with_truth(
+    config: SyntheticConfig = SyntheticConfig(),
+) -> tuple[InteractionLog, SyntheticTruth]:
+    """The log of :func:`synthetic_drift` (the same for the same config) and what
+    generated it: every user's interests and every item's topic and weight, per period.
 
     Each period, active users are drawn by their activity (Gamma(2) per user), each
     draw picks a topic (long-term or short-term, see `SyntheticConfig`) and then an
@@ -219,8 +247,15 @@ def synthetic_drift(config: SyntheticConfig = SyntheticConfig()) -> InteractionL
     in the log: draws repeating an earlier pair are dropped and the period is topped
     up by further draws, from the whole catalogue once the topics run dry (a period
     may come out short only when its users have seen nearly everything). Vectorised per
-    period; the same config gives the same log.
+    period.
     """
+    kept: list[SyntheticTruth] = []
+    log = _generate(config, kept)
+    return log, kept[0]
+
+
+def _generate(config: SyntheticConfig, truth: list[SyntheticTruth] | None) -> InteractionLog:
+    """The log; with ``truth`` a list, what generated it is appended to it."""
     c = config
     rng = np.random.default_rng(c.seed)
     user_arrival = _arrivals(c.n_users_initial, c.new_users_per_period, c.n_periods)
@@ -236,6 +271,8 @@ def synthetic_drift(config: SyntheticConfig = SyntheticConfig()) -> InteractionL
     users: list[np.ndarray] = []
     items: list[np.ndarray] = []
     times: list[np.ndarray] = []
+    shorts: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
     for p in range(c.n_periods):
         if p > 0 and c.n_topics > 1:
             _drift(rng, c, short_term)
@@ -244,6 +281,9 @@ def synthetic_drift(config: SyntheticConfig = SyntheticConfig()) -> InteractionL
         age = p - item_arrival
         weight = popularity * (1.0 + c.freshness * np.exp(-np.maximum(age, 0) / c.freshness_decay))
         sampler = _TopicSampler(available, item_topic, weight, c.n_topics)
+        if truth is not None:
+            shorts.append(short_term.copy())
+            weights.append(np.where(item_arrival <= p, weight, 0.0))
         user_cdf = np.cumsum(activity[active])
         period_keys = np.zeros(0, dtype=np.int64)  # in draw order
         for attempt in range(16):
@@ -262,8 +302,28 @@ def synthetic_drift(config: SyntheticConfig = SyntheticConfig()) -> InteractionL
         users.append(period_keys // n_items)
         items.append(period_keys % n_items)
         times.append(_stamps(rng, c, p, len(period_keys)))
+    if truth is not None:
+        truth.append(_truth(c, item_topic, long_term, mixture, shorts, weights))
     timestamps = np.concatenate(times) if times else np.empty(0)
     all_users = np.concatenate(users) if users else np.zeros(0, dtype=np.int64)
     all_items = np.concatenate(items) if items else np.zeros(0, dtype=np.int64)
     return from_records(np.char.add("u", all_users.astype(str)),
                         np.char.add("i", all_items.astype(str)), timestamps)
+
+
+def _truth(
+    c: SyntheticConfig, item_topic: np.ndarray, long_term: np.ndarray,
+    mixture: np.ndarray | None, shorts: list[np.ndarray], weights: list[np.ndarray],
+) -> SyntheticTruth:
+    """The generator's state as a :class:`SyntheticTruth` (``mixture`` cumulative)."""
+    if mixture is None:
+        distribution = np.eye(c.n_topics)[long_term]
+    else:
+        distribution = np.diff(mixture, axis=1, prepend=0.0)
+    return SyntheticTruth(
+        config=c,
+        item_topic=item_topic,
+        long_term=distribution,
+        short_term=np.stack(shorts) if shorts else np.zeros((0, len(long_term)), np.int64),
+        weight=np.stack(weights) if weights else np.zeros((0, len(item_topic))),
+    )
