@@ -6,8 +6,16 @@ weight (:mod:`sml.ceiling`); ranking the protocol's candidates by it, knowing mo
 less of the user, gives the ceilings a model's figures are read against. Same data
 options as the replay, so the periods, roles and negatives are the replay's.
 
+With ``--methods`` each method also walks the log as the replay walks it (defaults,
+one seed) and every model it serves in a test period is scored in parts: whole, by
+its item biases alone (popularity as the model learned it), by its user-item products
+alone (what it learned of each user), and each part beside the truth's other half (the
+products plus the items' true weights; the biases plus the users' true interests as
+far as the previous period tells). Where a model's whole falls short of the ceiling,
+the parts say which half is missing.
+
     python -m bench.ceiling --dataset synthetic-returning [--negatives 99] [--score online]
-                            [--json out.json]
+                            [--methods fine_tune,sml] [--seed 0] [--json out.json]
 """
 
 from __future__ import annotations
@@ -19,26 +27,45 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from sml.ceiling import KNOWLEDGE, ceiling_scores
+from sml import hyperparameters as hp
+from sml.ceiling import KNOWLEDGE, ceiling_scores, generator_indices, topic_probabilities
+from sml.data import InteractionLog
 from sml.metrics import _returning, ranks, recall_ndcg
-from sml.options import OneLineParser, UsageError, add_data_arguments, check_data_arguments, plan
+from sml.model import MFWeights
+from sml.options import (
+    OneLineParser,
+    UsageError,
+    add_data_arguments,
+    check_data_arguments,
+    method_list,
+    plan,
+)
+from sml.replay import Served, pretrain, run_method
 from sml.replay_data import SCORE_CHOICES, ReplayData
-from sml.synthetic import SYNTHETIC_PROFILES, synthetic_drift_with_truth
+from sml.synthetic import SYNTHETIC_PROFILES, SyntheticTruth, synthetic_drift_with_truth
 
 K = 20
+PARTS = ("whole model", "item biases", "user-item products", "products + true item weights",
+         "biases + true interests (previous)")
 
 
-def measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
-    """{role: {knowledge: {"recall", "ndcg", "returning_recall", "returning_ndcg"}}}
-    over the validation and test periods the data options make."""
+def prepare(args: argparse.Namespace) -> tuple[SyntheticTruth, ReplayData]:
+    """The named synthetic log's truth and its replay data, as the data options cut it."""
     if args.dataset not in SYNTHETIC_PROFILES:
         raise UsageError(f"--dataset: {args.dataset} is no synthetic profile "
                          f"({', '.join(SYNTHETIC_PROFILES)}); only they know their truth")
     log, truth = synthetic_drift_with_truth(SYNTHETIC_PROFILES[args.dataset])
     periods, roles = plan(log, args)
-    data = ReplayData.prepare(log, roles, periods=periods, n_negatives=args.negatives,
-                              score=args.score)
+    return truth, ReplayData.prepare(log, roles, periods=periods, n_negatives=args.negatives,
+                                     score=args.score)
+
+
+def measure(truth: SyntheticTruth, data: ReplayData) -> dict[str, dict[str, dict[str, float]]]:
+    """{role: {knowledge: {"recall", "ndcg", "returning_recall", "returning_ndcg"}}}
+    over the validation and test periods."""
+    log, roles = data.log, data.roles
     out: dict[str, dict[str, dict[str, float]]] = {}
     for role, which in (("validation", roles.validation), ("test", roles.test)):
         out[role] = {}
@@ -63,6 +90,73 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
+def model_parts(model: MFWeights, truth: SyntheticTruth, data: ReplayData, period: int
+                ) -> dict[str, np.ndarray]:
+    """Each part's ranks of the period's rows (the parts of :data:`PARTS`). As served, a
+    user the model does not know is ranked by the item biases and an item it does not
+    know is never ranked above a known one."""
+    log, p = data.log, data.periods[period]
+    cand = data.candidates.for_rows(p.start, p.stop).astype(np.int64)
+    users = np.asarray(log.users[p.start:p.stop], dtype=np.int64)
+    user, item = model.user.detach().cpu().numpy(), model.item.detach().cpu().numpy()
+    known_user, known_item = users < len(user), cand < len(item)
+    rows = item[np.where(known_item, cand, 0)]  # (n, C, d + 1)
+    products = np.einsum("nd,ncd->nc", user[np.where(known_user, users, 0), :-1],
+                         rows[..., :-1]) * known_user[:, None]
+    biases = rows[..., -1]
+    weight, interest = _truth_of(log, truth, users, cand, p.start, p.stop)
+    with np.errstate(divide="ignore"):
+        parts = [products + biases, biases, products, products + np.log(weight),
+                 biases + np.log(interest)]
+    return {name: ranks(np.where(known_item, part, -np.inf))
+            for name, part in zip(PARTS, parts, strict=True)}
+
+
+def _truth_of(log: InteractionLog, truth: SyntheticTruth, users: np.ndarray, cand: np.ndarray,
+              start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, C) each candidate's true weight in its row's period, and the rest of its
+    chance of being the row's item: that the row's user draws its topic (as far as the
+    previous period tells) over the topic's weight."""
+    periods = truth.period_of(log.timestamps[start:stop])
+    items = generator_indices(log.item_ids)[cand]
+    who = generator_indices(log.user_ids)[users]
+    weight, interest = np.zeros(cand.shape), np.zeros(cand.shape)
+    for period in np.unique(periods).tolist():
+        rows = np.flatnonzero(periods == period)
+        weight[rows] = truth.weight[period][items[rows]]
+        topic = truth.item_topic[items[rows]]
+        pool = np.bincount(truth.item_topic, weights=truth.weight[period],
+                           minlength=truth.config.n_topics)[topic]
+        chance = np.take_along_axis(topic_probabilities(truth, who[rows], period, "previous"),
+                                    topic, axis=1)
+        interest[rows] = np.divide(chance, pool, out=np.zeros(pool.shape), where=pool > 0)
+    return weight, interest
+
+
+def measure_methods(truth: SyntheticTruth, data: ReplayData, methods: Sequence[str], dim: int,
+                    seed: int) -> dict[str, dict[str, float]]:
+    """{method: {part: test Recall@20}}: each method walked as the replay walks it at its
+    defaults, its test periods' served models scored in parts."""
+    base = pretrain(data, dim, seed)
+    out: dict[str, dict[str, float]] = {}
+    for name in methods:
+        hits: dict[str, list[np.ndarray]] = {part: [] for part in PARTS}
+        run_method(name, data, base, hyper=hp.for_method(name, {}), dim=dim, seed=seed,
+                   on_served=_collect(hits, truth, data))
+        out[name] = {part: float(np.concatenate(h).mean()) for part, h in hits.items()}
+    return out
+
+
+def _collect(hits: dict[str, list[np.ndarray]], truth: SyntheticTruth, data: ReplayData
+             ) -> Served:
+    """A walk's ``on_served``: each test model's parts' Recall@20 hits into ``hits``."""
+    def scored(period: int, model: MFWeights) -> None:
+        if period in data.roles.test:
+            for part, rank in model_parts(model, truth, data, period).items():
+                hits[part].append(recall_ndcg(rank, K)[0])
+    return scored
+
+
 def report(figures: dict[str, dict[str, dict[str, float]]]) -> str:
     lines = [f"| periods | the ranking knows | R@{K} | N@{K} | R@{K}, returning | "
              f"N@{K}, returning |", "| --- | --- | --- | --- | --- | --- |"]
@@ -73,21 +167,37 @@ def report(figures: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def report_parts(figures: dict[str, dict[str, float]]) -> str:
+    lines = [f"| test R@{K} | " + " | ".join(PARTS) + " |", "| --- |" + " --- |" * len(PARTS)]
+    for name, parts in figures.items():
+        lines.append(f"| {name} | " + " | ".join(f"{parts[p]:.4f}" for p in PARTS) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m bench.ceiling", description=__doc__.splitlines()[0])
     add_data_arguments(parser)
     parser.add_argument("--score", choices=SCORE_CHOICES, default="online",
                         help="as the replay's --score: which rows get candidates (the same "
                         "negatives as the replay run with the same value)")
+    parser.add_argument("--methods", type=method_list, default=[],
+                        help="also walk these methods and score their models in parts")
+    parser.add_argument("--seed", type=int, default=0, help="the methods' seed")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     check_data_arguments(parser, args)
     try:
-        figures = measure(args)
+        truth, data = prepare(args)
     except UsageError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
-    print(report(figures))
+    figures: dict[str, object] = {"ceilings": measure(truth, data)}
+    print(report(figures["ceilings"]), flush=True)  # type: ignore[arg-type]
+    if args.methods:
+        torch.set_num_threads(args.threads or 1)
+        torch.use_deterministic_algorithms(True)
+        figures["parts"] = measure_methods(truth, data, args.methods, args.dim, args.seed)
+        print("\n" + report_parts(figures["parts"]))  # type: ignore[arg-type]
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -30,10 +30,7 @@ from tqdm import tqdm
 from sml import hyperparameters as hp
 from sml import report, results
 from sml.candidates import TooFewNegatives
-from sml.data import (
-    DataFormatError,
-    drop_repeats,
-)
+from sml.data import DataFormatError, drop_repeats
 from sml.device import resolve as resolve_device
 from sml.fit import SeenPairs, fit_mf
 from sml.metrics import PeriodEvaluation, evaluate_period
@@ -56,6 +53,7 @@ from sml.strategy import concat_periods
 from sml.trainer import SMLStrategy
 
 logger = logging.getLogger(__name__)
+Served = Callable[[int, MFWeights], None]  # what a walk tells of each model it scores
 
 MAIN_METHODS = ("sml", "full_retrain", "fine_tune", "spmf")
 
@@ -87,23 +85,25 @@ def run_method(
     seed: int = 0,
     last_period: int | None = None,
     progress: bool = False,
+    on_served: Served | None = None,
 ) -> MethodRun:
     """One method through the online periods, scoring each served model before it retrains.
 
     ``last_period`` stops the walk early (tuning stops at the last validation period,
-    so it never sees a test period). An SML method given several step-2 learning rates
-    (``meta_lrs``) or step-1 fits (``step_one_fits``) walks once per combination up to
-    the last validation period and continues the walk that scored best there (see
-    :func:`_select_on_validation`).
+    so it never sees a test period). ``on_served(period, model)`` sees each model scored,
+    every candidate walk's too (only the chosen one reaches the test periods). An SML
+    method given several step-2 learning rates (``meta_lrs``) or step-1 fits
+    (``step_one_fits``) walks once per combination up to the last validation period and
+    continues the walk that scored best there (see :func:`_walk_candidates`).
     """
     roles = data.roles
     last = roles.test[-1] if last_period is None else last_period
     grid = hp.candidates(name, hyper)
     if len(grid) > 1 and roles.validation and last >= roles.validation[-1]:
-        walks = _walk_candidates(name, data, base, grid, dim, seed, progress)
+        walks = _walk_candidates(name, data, base, grid, dim, seed, progress, on_served)
         chosen = _chosen([walks], roles.validation)
         return _go_on(walks, chosen, roles.validation, last, [seed], progress)
-    walk = _Walk(name, data, base, grid[0][1], dim, seed, progress=progress)
+    walk = _Walk(name, data, base, grid[0][1], dim, seed, progress=progress, on_served=on_served)
     return walk.to(last, progress)
 
 
@@ -114,8 +114,9 @@ class _Walk:
     def __init__(
         self, name: str, data: ReplayData, base: MFWeights, hyper: hp.Hyper, dim: int, seed: int,
         *, label: str = "", progress: bool = False,
+        on_served: Served | None = None,
     ) -> None:
-        self.name, self.data = name, data
+        self.name, self.data, self.on_served = name, data, on_served
         self.desc = f"{name:>12}{label}"  # what the progress bars say
         self.run = MethodRun(name, hp.resolved(name, hyper, dim, seed))
         self.strategy = from_hyper(name, hyper, dim=dim, seed=seed, device=data.device)
@@ -143,6 +144,8 @@ class _Walk:
             assert model is not None
             if self.data.scored(p):
                 run.evaluations[p] = _evaluate(model, self.data, p)
+                if self.on_served is not None:
+                    self.on_served(p, model)
                 fitted = strategy.fitted
                 if fitted is not None:
                     run.fitted_evaluations[p] = _evaluate(fitted, self.data, p)
@@ -157,13 +160,8 @@ class _Walk:
 
 
 def _walk_candidates(
-    name: str,
-    data: ReplayData,
-    base: MFWeights,
-    grid: Sequence[tuple[dict[str, Any], hp.Hyper]],
-    dim: int,
-    seed: int,
-    progress: bool,
+    name: str, data: ReplayData, base: MFWeights, grid: Sequence[tuple[dict[str, Any], hp.Hyper]],
+    dim: int, seed: int, progress: bool, on_served: Served | None = None,
 ) -> list[tuple[dict[str, Any], _Walk]]:
     """Theta's step-2 learning rate and step 1's fit are chosen on the log's own
     validation periods; this walks once per candidate, from the same base with the same
@@ -178,7 +176,8 @@ def _walk_candidates(
     walks = []
     for label, hyper in grid:
         shown = " ".join(f"{key}={value}" for key, value in label.items())
-        walk = _Walk(name, data, base, hyper, dim, seed, label=f" [{shown}]", progress=progress)
+        walk = _Walk(name, data, base, hyper, dim, seed, label=f" [{shown}]", progress=progress,
+                     on_served=on_served)
         m = walk.to(data.roles.validation[-1], progress).summary(data.roles.validation)
         logger.info("%s seed %d: %s, validation recall@20 %.4f ndcg@20 %.4f",
                     name, seed, label, m["recall@20"], m["ndcg@20"])
