@@ -34,8 +34,12 @@ from sml.replay_data import ReplayData
 CHOICES: dict[str, tuple[str, hp.Hyper]] = {
     "centre": ("the configuration every row below changes one thing of", {}),
     "frozen": ("Theta never trained (meta lr 0): SML is then fine-tuning", {"meta": {"lr": 0.0}}),
-    "chosen": ("step-1 fit and step-2 learning rate chosen on the validation periods "
-               "among step_one_fits x meta_lrs, as the replay does", {}),
+    "chosen": ("step-1 fit, window and step-2 learning rate chosen on the validation periods "
+               "among step_one_fits x step_one_windows x meta_lrs, as the replay does", {}),
+    "window_2": ("step 1 fits W-hat on the closing period and the one before",
+                 {"step_one_window": 2}),
+    "one_window_chosen": ("step 1 on the closing period only, fit and rate chosen",
+                          {"step_one_windows": [1]}),
     "own_fit_chosen": ("step 1 with SML's own fit settings only, rate chosen",
                        {"step_one_fits": ["own"]}),
     "ft_fit_chosen": ("step 1 with fine-tune's fit settings only, rate chosen",
@@ -112,8 +116,9 @@ def main() -> None:
         elif name == "lr*10":
             change = {"meta": {"lr": lr * 10}}
         hyper = overlay(centre, change)
-        if not name.endswith("chosen"):  # one fit and step-2 rate: the centre's unless set
+        if not name.endswith("chosen"):  # one fit, window and rate: the centre's unless set
             hyper = hp.with_step_one_fit(hyper, "own")
+            hyper = hp.with_step_one_window(hyper, int(hyper.get("step_one_window", 1)))
             hyper = hp.with_theta_lr(hyper, float(hyper["meta"].get("lr", lr)))
         figures = []
         for seed in seeds:

@@ -185,8 +185,8 @@ def contribution_table(result: Replay) -> str:
         chosen = [run.selection for run in result.of(name) if run.selection]
         if chosen:
             by = chosen[0].get("by", "validation recall@20").removeprefix("validation ")
-            lines.append(f"{name}: step-1 fit and step-2 learning rate chosen on validation "
-                         f"periods {','.join(map(str, chosen[0]['periods']))} ({by}), "
+            lines.append(f"{name}: step-1 fit, window and step-2 learning rate chosen on "
+                         f"validation periods {','.join(map(str, chosen[0]['periods']))} ({by}), "
                          "per seed: " + "; ".join(_selection_line(c) for c in chosen))
     for name in result.contributions:
         counts = [run.lineages for run in result.of(name) if run.lineages]
@@ -202,7 +202,7 @@ def contribution_table(result: Replay) -> str:
 
 def _selection_line(selection: dict[str, Any]) -> str:
     """What was chosen and each candidate's validation Recall@20, e.g.
-    ``own lr 1e-05 of own lr 0 0.5919, own lr 1e-05 0.5943, fine_tune lr 0 0.5901``."""
+    ``own 2 periods lr 1e-05 of own 1 period lr 0 0.5919, own 2 periods lr 1e-05 0.5943``."""
     chosen = {k.removeprefix("chosen_"): v for k, v in selection.items() if k.startswith("chosen_")}
     tried = ", ".join(f"{_candidate(c)} {c['recall@20']:.4f}" for c in selection["candidates"])
     return f"{_candidate(chosen)} of {tried}"
@@ -210,6 +210,8 @@ def _selection_line(selection: dict[str, Any]) -> str:
 
 def _candidate(label: dict[str, Any]) -> str:
     parts = [str(label["fit"])] if "fit" in label else []
+    if "window" in label:
+        parts.append(f"{label['window']} period{'s' if label['window'] > 1 else ''}")
     if "lr" in label:
         parts.append(f"lr {label['lr']:g}")
     return " ".join(parts)

@@ -18,8 +18,9 @@ changed are merged (``scope="touched"``; ``"all"`` is the paper's formula); with
 and is adopted only once it has ranked a closing period better (sampled Recall@20,
 :mod:`sml.check`); no meta step follows a warm start (``warm_anchor="none"``); step
 1 fits W-hat on its own loss (``step_one="own"``, the paper's SML-FP) or through
-the transfer (``"transfer"``, the paper's SML). The replay chooses the step-2 rate
-and step 1's fit on the log's validation periods; ``fit.device`` says where it trains.
+the transfer (``"transfer"``, the paper's SML), on D_t or (``step_one_window=2``) on
+D_{t-1} and D_t. The replay chooses the step-2 rate, step 1's fit and its window on
+the log's validation periods; ``fit.device`` says where it trains.
 
 Variants: ``sml_n`` trains Theta on D_{t-1} itself; ``sml_fp`` and ``sml_st`` fix
 ``step_one`` to ``"own"`` and ``"transfer"``; SML-S is ``set_update_transfer(False)``
@@ -89,6 +90,9 @@ class SMLConfig:
     # step 1: W-hat fit through the transfer (the merged rows' loss, the paper's SML) or
     # on its own MF loss ("own": SML-FP, plain fine-tuning of W-hat, then the merge)
     step_one: StepOne = "transfer"
+    # step 1 fits W-hat_t on D_t (1, the paper) or on D_{t-1} and D_t (2), which the
+    # strategy holds for the meta step anyway: twice the evidence per row, no more history
+    step_one_window: int = 1
     variant: Variant = "sml"
     seed: int = 0
 
@@ -251,19 +255,14 @@ class SMLStrategy:
     def _step_one(self, lineage: Lineage, data: PeriodData) -> None:
         assert lineage.current is not None
         prev = lineage.current.grow(data.n_users, data.n_items, self.config.mf, self.generator)
+        if self.config.step_one_window == 2 and self.last is not None:
+            data = concat_periods([self.last, data])  # the rows either changed are merged
         hat = self._fit_hat(lineage, prev, prev, data, epochs=self.config.fit.epochs)
         lineage.anchor, lineage.hat = prev, hat
         lineage.current = self._merge(lineage, prev, hat)
 
-    def _fit_hat(
-        self,
-        lineage: Lineage,
-        anchor: MFWeights,
-        start: MFWeights,
-        data: PeriodData,
-        *,
-        epochs: int,
-    ) -> MFWeights:
+    def _fit_hat(self, lineage: Lineage, anchor: MFWeights, start: MFWeights,
+                 data: PeriodData, *, epochs: int) -> MFWeights:
         """Step 1: W-hat on D through the transfer (Theta fixed), or on its own loss."""
         fit = replace(self.config.fit, epochs=epochs)
         if self.config.step_one == "own":

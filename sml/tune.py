@@ -24,7 +24,8 @@ on the same data with the same base, keeps those.
 For SML the search covers step 1 (the fit of W-hat), step 2 (Theta's learning rate,
 epochs, batch, negatives, rounds, regularisation, Adam's state, first-seen users),
 whether a new Theta must first prove itself, whether W-hat is fit through the
-transfer or on its own loss, the transfer's width and the offline passes. Its
+transfer or on its own loss and on one period or two, the transfer's width and the
+offline passes. Its
 learning rate may come out at 0, a frozen transfer: on a log where learning the
 merge does not pay on the validation periods, SML falls back to what it starts as,
 fine-tuning.
@@ -117,6 +118,7 @@ SML_SPACE: Space = {
     "transfer.merge_bias": Choice((True, False)),
     "offline_passes": Choice((1, 2)),
     "step_one": Choice(("transfer", "own")),
+    "step_one_window": Choice((1, 2)),
 }
 SPACES: dict[str, Space] = {
     "fine_tune": FIT_SPACE,
@@ -253,6 +255,9 @@ def tune_method(
                 hyper = hp.with_step_one_fit(hyper, run.selection["chosen_fit"])
                 fit = {f"fit.{k}": v for k, v in hyper["fit"].items() if f"fit.{k}" in space}
                 overrides = {**overrides, **fit}
+            if "chosen_window" in run.selection:
+                hyper = hp.with_step_one_window(hyper, run.selection["chosen_window"])
+                overrides = {**overrides, "step_one_window": run.selection["chosen_window"]}
             if "chosen_lr" in run.selection:
                 hyper = hp.with_theta_lr(hyper, run.selection["chosen_lr"])
                 overrides = {**overrides, "meta.lr": run.selection["chosen_lr"]}

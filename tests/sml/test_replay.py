@@ -414,8 +414,9 @@ def test_the_step_two_rate_is_chosen_on_validation_and_that_walk_goes_on(
     exactly those of a run given the chosen rate alone (the same walk, continued)."""
     roles = small_data.roles
     base = pretrain(small_data, 8, 0)
+    # one step-1 window and fit, so the rates alone are chosen among
     hyper = {**QUICK_SML, "transfer": {"hidden": 16}, "meta": {"epochs": 1, "lr": 1e-2},
-             "meta_lrs": [0.0, 3e-2, 1e-4]}
+             "meta_lrs": [0.0, 3e-2, 1e-4], "step_one_windows": [1]}
     hyper = hp.for_method("sml", {"sml": hyper})
     scored: list[int] = []
     evaluate = replay._evaluate
@@ -453,7 +454,7 @@ def test_with_several_seeds_the_rate_is_chosen_on_their_mean(small_data: ReplayD
     own walk given that rate alone."""
     roles = small_data.roles
     hyper = {**QUICK_SML, "transfer": {"hidden": 16}, "meta": {"epochs": 1, "lr": 1e-2},
-             "meta_lrs": [0.0, 3e-2, 1e-4]}
+             "meta_lrs": [0.0, 3e-2, 1e-4], "step_one_windows": [1]}
     runs = replay.run_seeds(small_data, ["sml"], [0, 1], dim=8,
                             overrides=hp.HyperFile(None, {"sml": hyper}))
     selections = [runs[seed]["sml"].selection for seed in (0, 1)]
@@ -480,10 +481,11 @@ def test_a_given_step_two_rate_is_used_and_the_list_is_checked() -> None:
             hp.theta_lrs("sml", {"meta_lrs": bad})
 
 
-def test_the_report_names_the_fit_and_rate_chosen(files: Files, tmp_path: Path) -> None:
+def test_the_report_names_the_fit_window_and_rate_chosen(files: Files, tmp_path: Path) -> None:
     hyper = tmp_path / "ladder.json"
     hyper.write_text(json.dumps({
-        "sml": {**QUICK_SML, "meta_lrs": [0.0, 1e-3], "step_one_fits": ["own", "fine_tune"]},
+        "sml": {**QUICK_SML, "meta_lrs": [0.0, 1e-3], "step_one_fits": ["own", "fine_tune"],
+                "step_one_windows": [1, 2]},
         "fine_tune": {"fit": {"epochs": 2, "lr": 0.02}},
     }))
     out = tmp_path / "run"
@@ -492,15 +494,18 @@ def test_the_report_names_the_fit_and_rate_chosen(files: Files, tmp_path: Path) 
     assert main(argv) == 0
     sml = _results(out)["methods"]["sml"]
     (selection,) = sml["theta_lr_selection"]
-    assert [(c["fit"], c["lr"]) for c in selection["candidates"]] == [
-        ("own", 0.0), ("own", 1e-3), ("fine_tune", 0.0), ("fine_tune", 1e-3)
+    assert [(c["fit"], c["window"], c["lr"]) for c in selection["candidates"]] == [
+        (fit, window, lr) for fit in ("own", "fine_tune") for window in (1, 2) for lr in (0.0, 1e-3)
     ]
     assert sml["hyperparameters"]["meta"]["lr"] == selection["chosen_lr"]
+    assert sml["hyperparameters"]["step_one_window"] == selection["chosen_window"]
     fit = sml["hyperparameters"]["fit"]  # the chosen fit is the one the run used
     assert ((fit["epochs"], fit["lr"]) == (2, 0.02)) == (selection["chosen_fit"] == "fine_tune")
     report_text = (out / "report.txt").read_text()
-    assert "sml: step-1 fit and step-2 learning rate chosen on validation periods" in report_text
-    chosen = f"{selection['chosen_fit']} lr {selection['chosen_lr']:g} of own lr 0 "
+    assert "sml: step-1 fit, window and step-2 learning rate chosen on validation" in report_text
+    window = selection["chosen_window"]
+    chosen = (f"{selection['chosen_fit']} {window} period{'s' * (window > 1)} "
+              f"lr {selection['chosen_lr']:g} of own 1 period lr 0 ")
     assert chosen in report_text
 
 
@@ -521,3 +526,21 @@ def test_step_one_fits_resolve_fine_tunes_settings_and_are_checked() -> None:
     for bad in ([], ["own", "own"], ["mine"], "own"):
         with pytest.raises(ValueError, match="step_one_fits"):
             hp.step_one_fits("sml", {"step_one_fits": bad})
+
+
+def test_step_one_windows_are_checked_and_a_given_window_is_used() -> None:
+    """SML chooses step 1's window among ``step_one_windows`` (one period, or two); a
+    window given is the window used; a live worker, which has no validation walk, fits on
+    the closing period alone unless its file names one window; anything else is refused."""
+    assert hp.step_one_windows("sml", hp.for_method("sml")) == [1, 2]
+    assert hp.step_one_windows("fine_tune", hp.for_method("fine_tune")) == []
+    given = hp.for_method("sml", {"sml": {"step_one_window": 2}})
+    assert hp.step_one_windows("sml", given) == [2]
+    assert hp.sml_config(given, 8, 0).step_one_window == 2
+    assert hp.sml_config(hp.for_live("sml"), 8, 0).step_one_window == 1
+    assert hp.for_live("sml", {"sml": {"step_one_windows": [2]}})["step_one_window"] == 2
+    for bad in ([], [3], [1, 1], "1", [True]):
+        with pytest.raises(ValueError, match="step_one_window"):
+            hp.step_one_windows("sml", {"step_one_windows": bad})
+    with pytest.raises(ValueError, match="step_one_window"):
+        hp.sml_config({"step_one_window": 3}, 8, 0)

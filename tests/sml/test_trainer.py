@@ -74,6 +74,31 @@ def test_a_frozen_transfer_serves_what_fine_tuning_serves(periods: list) -> None
     assert sml.fitted is not None and torch.equal(sml.fitted.user, sml.model.user)  # type: ignore[union-attr]
 
 
+def test_a_window_of_two_fits_w_hat_on_the_period_and_the_one_before(periods: list) -> None:
+    """With ``step_one_window=2`` step 1 fits W-hat on D_{t-1} and D_t, which the strategy
+    holds anyway: Theta frozen, SML then serves what fine-tuning on both periods serves,
+    and rows only the earlier period touched move too (with one period they stay)."""
+    from sml.baselines import BaselineConfig, FineTune
+    from sml.strategy import concat_periods
+
+    two = replace(UNCHECKED, step_one="own", step_one_window=2)
+    sml, one = SMLStrategy(two), SMLStrategy(replace(two, step_one_window=1))
+    tune = FineTune(BaselineConfig(mf=two.mf, fit=two.fit))
+    for strategy in (sml, one):
+        strategy.set_update_transfer(False)
+        strategy.boundary(periods[0])
+    tune.boundary(periods[0])
+    before = sml.model
+    assert before is not None
+    a = sml.boundary(periods[1])
+    b = tune.boundary(concat_periods(periods[:2]))
+    assert torch.allclose(a.user, b.user, atol=1e-5) and torch.allclose(a.item, b.item, atol=1e-5)
+    earlier_only = np.setdiff1d(periods[0].users, periods[1].users)
+    assert len(earlier_only) > 0
+    assert not torch.allclose(a.user[earlier_only], before.user[earlier_only])
+    assert torch.equal(one.boundary(periods[1]).user[earlier_only], before.user[earlier_only])
+
+
 def test_step_two_at_rate_zero_is_the_frozen_transfer(periods: list) -> None:
     """Rate 0 learns nothing, so no meta step runs: SML serves exactly what SML-0 (Theta
     never updated) serves, with the check on, and pays for one lineage only."""

@@ -197,12 +197,13 @@ def test_bad_input_is_one_line_and_exit_2(
 
 def test_a_trial_records_the_step_two_rate_it_used(monkeypatch: pytest.MonkeyPatch) -> None:
     """The defaults' trial chooses its rate among meta_lrs on the validation periods and
-    is recorded with that rate alone; a trial that drew a rate is run and recorded with it."""
+    is recorded with that rate alone; a trial that drew a rate is run and recorded with it.
+    Step 1's window, which neither trial drew, each chose and records alone."""
     monkeypatch.setitem(
         hp.DEFAULTS,
         "sml",
         {"fit": {"epochs": 1}, "transfer": {"hidden": 16}, "offline_passes": 1,
-         "meta_lrs": [0.0, 1e-2]},
+         "meta_lrs": [0.0, 1e-2], "step_one_windows": [1, 2]},
     )
     monkeypatch.setitem(tune.SPACES, "sml", {"meta.lr": LogUniform(1e-4, 1e-3)})
     log = synthetic_drift(SyntheticConfig(n_periods=6, interactions_per_period=300,
@@ -217,3 +218,5 @@ def test_a_trial_records_the_step_two_rate_it_used(monkeypatch: pytest.MonkeyPat
     assert 1e-4 <= drawn["meta"]["lr"] <= 1e-3 and drawn["meta_lrs"] == [drawn["meta"]["lr"]]
     for t in trials:  # what the file records builds, and is run as recorded (no new choice)
         assert hp.theta_lrs("sml", t.hyper) == [t.hyper["meta"]["lr"]]
+        assert hp.step_one_windows("sml", t.hyper) == [t.hyper["step_one_window"]]
+        assert len(hp.candidates("sml", t.hyper)) == 1
