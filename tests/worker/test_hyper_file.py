@@ -95,11 +95,30 @@ def test_the_worker_fits_step_one_as_the_file_chose(sqlite_url: str, tmp_path: P
     assert (default.config.fit.epochs, default.config.fit.lr) == (own["epochs"], own["lr"])
 
 
+@pytest.mark.parametrize(("sml", "window"), [
+    (None, 1),  # several windows and no walk to choose: the closing period, the paper's
+    ({"step_one_window": 2}, 2),  # as smlrec tune writes a chosen window
+    ({"step_one_windows": [2]}, 2),
+])
+def test_the_worker_fits_step_one_on_the_window_the_file_chose(
+    sqlite_url: str, tmp_path: Path, sml: dict | None, window: int
+) -> None:
+    hyper_file = None
+    if sml is not None:
+        hyper_file = tmp_path / "hyper.json"
+        hyper_file.write_text(json.dumps({"sml": sml}))
+    strategy = new_strategy(make_settings(sqlite_url, tmp_path / "models", hyper_file=hyper_file))
+    assert isinstance(strategy, SMLStrategy)
+    assert strategy.config.step_one_window == window
+
+
 @pytest.mark.parametrize(
     ("content", "fault"),
     [
         ("{not json", "not JSON"),
         (json.dumps({"sml": {"step_one": "both"}}), "step_one must be one of"),
+        (json.dumps({"sml": {"step_one_window": 3}}), "step_one_window must be one of"),
+        (json.dumps({"sml": {"step_one_windows": [1, 5]}}), "step_one_window must be one of"),
         (json.dumps({"nope": {}}), "unknown methods nope"),
         # a misspelt setting must not fall back to its default without a word
         (json.dumps({"sml": {"meta_lr": [1e-5]}}), "sml: unknown settings meta_lr"),
