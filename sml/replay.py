@@ -92,9 +92,10 @@ def run_method(
     ``last_period`` stops the walk early (tuning stops at the last validation period,
     so it never sees a test period). ``on_served(period, model)`` sees each model scored,
     every candidate walk's too (only the chosen one reaches the test periods). An SML
-    method given several step-2 learning rates (``meta_lrs``) or step-1 fits
-    (``step_one_fits``) walks once per combination up to the last validation period and
-    continues the walk that scored best there (see :func:`_walk_candidates`).
+    method given several step-2 learning rates (``meta_lrs``), step-1 fits
+    (``step_one_fits``) or step-1 windows (``step_one_windows``) walks once per
+    combination up to the last validation period and continues the walk that scored
+    best there (see :func:`_walk_candidates`).
     """
     roles = data.roles
     last = roles.test[-1] if last_period is None else last_period
@@ -163,15 +164,15 @@ def _walk_candidates(
     name: str, data: ReplayData, base: MFWeights, grid: Sequence[tuple[dict[str, Any], hp.Hyper]],
     dim: int, seed: int, progress: bool, on_served: Served | None = None,
 ) -> list[tuple[dict[str, Any], _Walk]]:
-    """Theta's step-2 learning rate and step 1's fit are chosen on the log's own
-    validation periods; this walks once per candidate, from the same base with the same
-    seed, up to the last validation period.
+    """Theta's step-2 learning rate and step 1's fit and window are chosen on the log's
+    own validation periods; this walks once per candidate, from the same base with the
+    same seed, up to the last validation period.
 
     How far Theta may move per period decides whether the transfer helps or wrecks the
     model, and the rate that works differs from log to log by orders of magnitude; how
-    tightly W-hat is fit to one period (step 1 is fine-tuning it) differs between logs
-    too. No walk scores a test period before the choice (:func:`_chosen`), and the walks
-    that lose go no further.
+    tightly W-hat is fit to one period (step 1 is fine-tuning it), and on how many,
+    differs between logs too. No walk scores a test period before the choice
+    (:func:`_chosen`), and the walks that lose go no further.
     """
     walks = []
     for label, hyper in grid:

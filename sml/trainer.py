@@ -92,6 +92,7 @@ class SMLConfig:
     step_one: StepOne = "transfer"
     # step 1 fits W-hat_t on D_t (1, the paper) or on D_{t-1} and D_t (2), which the
     # strategy holds for the meta step anyway: twice the evidence per row, no more history
+    # (the meta step's refit through the transfer, in rounds after the first, uses D_{t-1})
     step_one_window: int = 1
     variant: Variant = "sml"
     seed: int = 0

@@ -25,10 +25,9 @@ For SML the search covers step 1 (the fit of W-hat), step 2 (Theta's learning ra
 epochs, batch, negatives, rounds, regularisation, Adam's state, first-seen users),
 whether a new Theta must first prove itself, whether W-hat is fit through the
 transfer or on its own loss and on one period or two, the transfer's width and the
-offline passes. Its
-learning rate may come out at 0, a frozen transfer: on a log where learning the
-merge does not pay on the validation periods, SML falls back to what it starts as,
-fine-tuning.
+offline passes. Its learning rate may come out at 0, a frozen transfer: on a log
+where learning the merge does not pay on the validation periods, SML falls back to
+what it starts as, fine-tuning.
 """
 
 from __future__ import annotations
