@@ -33,7 +33,7 @@ import torch
 
 from engine.foldin import fit_user
 from sml import hyperparameters as hp
-from sml.ceiling import KNOWLEDGE, ceiling_scores, generator_indices, topic_probabilities
+from sml.ceiling import KNOWLEDGE, ceiling_scores, interest, per_row
 from sml.data import InteractionLog
 from sml.metrics import _returning, ranks, recall_ndcg
 from sml.model import MFWeights
@@ -49,6 +49,7 @@ from sml.replay import Served, pretrain, run_method
 from sml.replay_data import SCORE_CHOICES, ReplayData
 from sml.synthetic import SYNTHETIC_PROFILES, SyntheticTruth, synthetic_drift_with_truth
 
+PROG = "python -m bench.ceiling"
 K = 20
 PARTS = ("whole model", "item biases", "user-item products", "products + true item weights",
          "biases + true interests (previous)", "users refit on all their history")
@@ -73,18 +74,17 @@ def measure(truth: SyntheticTruth, data: ReplayData) -> dict[str, dict[str, dict
     out: dict[str, dict[str, dict[str, float]]] = {}
     for role, which in (("validation", roles.validation), ("test", roles.test)):
         out[role] = {}
+        spans = [(data.periods[p].start, data.periods[p].stop) for p in which]
+        b = np.concatenate([_returning(log, start, np.asarray(log.users[start:stop]))
+                            for start, stop in spans])
         for knows in KNOWLEDGE:
-            recall, ndcg, back = [], [], []
-            for p in which:
-                period = data.periods[p]
-                rank = ranks(ceiling_scores(log, truth, data.candidates, period.start,
-                                            period.stop, knows))
+            recall, ndcg = [], []
+            for start, stop in spans:
+                rank = ranks(ceiling_scores(log, truth, data.candidates, start, stop, knows))
                 r, n = recall_ndcg(rank, K)
                 recall.append(r)
                 ndcg.append(n)
-                back.append(_returning(log, period.start,
-                                       np.asarray(log.users[period.start:period.stop])))
-            r, n, b = np.concatenate(recall), np.concatenate(ndcg), np.concatenate(back)
+            r, n = np.concatenate(recall), np.concatenate(ndcg)
             out[role][knows] = {
                 "recall": float(r.mean()), "ndcg": float(n.mean()),
                 "returning_recall": float(r[b].mean()) if b.any() else float("nan"),
@@ -108,11 +108,11 @@ def model_parts(model: MFWeights, truth: SyntheticTruth, data: ReplayData, perio
     products = np.einsum("nd,ncd->nc", user[np.where(known_user, users, 0), :-1],
                          rows[..., :-1]) * known_user[:, None]
     biases = rows[..., -1]
-    weight, interest = _truth_of(log, truth, users, cand, p.start, p.stop)
+    weight, chance = _truth_of(data, truth, period)
     refit = _refit_users(log, item, users, p.start)
     with np.errstate(divide="ignore"):
         parts = [products + biases, biases, products, products + np.log(weight),
-                 biases + np.log(interest), np.einsum("nd,ncd->nc", refit, rows[..., :-1]) + biases]
+                 biases + np.log(chance), np.einsum("nd,ncd->nc", refit, rows[..., :-1]) + biases]
     return {name: ranks(np.where(known_item, part, -np.inf))
             for name, part in zip(PARTS, parts, strict=True)}
 
@@ -133,25 +133,17 @@ def _refit_users(log: InteractionLog, item: np.ndarray, users: np.ndarray, start
     return out
 
 
-def _truth_of(log: InteractionLog, truth: SyntheticTruth, users: np.ndarray, cand: np.ndarray,
-              start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+def _truth_of(data: ReplayData, truth: SyntheticTruth, period: int
+              ) -> tuple[np.ndarray, np.ndarray]:
     """(n, C) each candidate's true weight in its row's period, and the rest of its
-    chance of being the row's item: that the row's user draws its topic (as far as the
-    previous period tells) over the topic's weight."""
-    periods = truth.period_of(log.timestamps[start:stop])
-    items = generator_indices(log.item_ids)[cand]
-    who = generator_indices(log.user_ids)[users]
-    weight, interest = np.zeros(cand.shape), np.zeros(cand.shape)
-    for period in np.unique(periods).tolist():
-        rows = np.flatnonzero(periods == period)
-        weight[rows] = truth.weight[period][items[rows]]
-        topic = truth.item_topic[items[rows]]
-        pool = np.bincount(truth.item_topic, weights=truth.weight[period],
-                           minlength=truth.config.n_topics)[topic]
-        chance = np.take_along_axis(topic_probabilities(truth, who[rows], period, "previous"),
-                                    topic, axis=1)
-        interest[rows] = np.divide(chance, pool, out=np.zeros(pool.shape), where=pool > 0)
-    return weight, interest
+    chance of being the row's item, as far as the previous period tells
+    (:func:`sml.ceiling.interest`)."""
+    p = data.periods[period]
+    weight = per_row(data.log, truth, data.candidates, p.start, p.stop,
+                     lambda users, items, q: truth.weight[q][items])
+    chance = per_row(data.log, truth, data.candidates, p.start, p.stop,
+                     lambda users, items, q: interest(truth, users, items, q, "previous"))
+    return weight, chance
 
 
 def measure_methods(truth: SyntheticTruth, data: ReplayData, methods: Sequence[str], dim: int,
@@ -195,8 +187,8 @@ def report_parts(figures: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m bench.ceiling", description=__doc__.splitlines()[0])
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     add_data_arguments(parser)
     parser.add_argument("--score", choices=SCORE_CHOICES, default="online",
                         help="as the replay's --score: which rows get candidates (the same "
@@ -207,10 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     check_data_arguments(parser, args)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         truth, data = prepare(args)
     except UsageError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     figures: dict[str, object] = {"ceilings": measure(truth, data)}
     print(report(figures["ceilings"]), flush=True)  # type: ignore[arg-type]

@@ -29,6 +29,8 @@ estimate both too, from the interactions, so the gap between a model and the
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -64,23 +66,53 @@ def topic_probabilities(
     return c.long_term_weight * long_term + (1.0 - c.long_term_weight) * short
 
 
+def interest(
+    truth: SyntheticTruth, users: np.ndarray, items: np.ndarray, period: int, knows: Knowledge
+) -> np.ndarray:
+    """(n, C): what P(j | u, period) of each row's ``items`` (n, C) owes to its user (n,),
+    all generator indices: the chance of the item's topic over the topic's weight."""
+    weight = truth.weight[period]
+    pool = np.bincount(truth.item_topic, weights=weight, minlength=truth.config.n_topics)
+    topics = truth.item_topic[items]  # (n, C)
+    chance = np.take_along_axis(topic_probabilities(truth, users, period, knows), topics, axis=1)
+    return np.divide(chance, pool[topics], out=np.zeros(items.shape), where=pool[topics] > 0)
+
+
 def item_probabilities(
     truth: SyntheticTruth, users: np.ndarray, items: np.ndarray, period: int, knows: Knowledge
 ) -> np.ndarray:
     """(n, C): P(j | u, period) of each row's ``items`` (n, C) for its user (n,), all
     generator indices; 0 for an item that has not arrived by ``period``."""
-    weight = truth.weight[period]
-    topic_weight = np.bincount(truth.item_topic, weights=weight, minlength=truth.config.n_topics)
-    topics = truth.item_topic[items]  # (n, C)
-    per_topic = topic_probabilities(truth, users, period, knows)  # (n, T)
-    share = np.divide(weight[items], topic_weight[topics],
-                      out=np.zeros(items.shape), where=topic_weight[topics] > 0)
-    return np.take_along_axis(per_topic, topics, axis=1) * share
+    return interest(truth, users, items, period, knows) * truth.weight[period][items]
 
 
+@functools.lru_cache(maxsize=8)
 def generator_indices(ids: tuple[str, ...]) -> np.ndarray:
-    """The generator's index of each external id ("u17" -> 17, "i4" -> 4)."""
-    return np.fromiter((int(x[1:]) for x in ids), dtype=np.int64, count=len(ids))
+    """The generator's index of each external id ("u17" -> 17, "i4" -> 4), read-only
+    (kept for the next call with the same ids)."""
+    out = np.fromiter((int(x[1:]) for x in ids), dtype=np.int64, count=len(ids))
+    out.flags.writeable = False
+    return out
+
+
+Value = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+
+
+def per_row(
+    log: InteractionLog, truth: SyntheticTruth, candidates: Candidates, start: int, stop: int,
+    value: Value,
+) -> np.ndarray:
+    """(stop - start, 1 + negatives): ``value(users, items, period)`` of each candidate of
+    the log's rows [start, stop), in generator indices and each row's generator period;
+    column 0 is the row's own item."""
+    users = generator_indices(log.user_ids)[np.asarray(log.users[start:stop], dtype=np.int64)]
+    items = generator_indices(log.item_ids)[candidates.for_rows(start, stop).astype(np.int64)]
+    periods = truth.period_of(log.timestamps[start:stop])
+    out = np.zeros(items.shape)
+    for p in np.unique(periods).tolist():
+        rows = np.flatnonzero(periods == p)
+        out[rows] = value(users[rows], items[rows], p)
+    return out
 
 
 def ceiling_scores(
@@ -89,11 +121,5 @@ def ceiling_scores(
 ) -> np.ndarray:
     """(stop - start, 1 + negatives): P(j | u, p) of each candidate of the log's rows
     [start, stop), column 0 the row's own item, as :func:`sml.metrics.ranks` takes it."""
-    users = generator_indices(log.user_ids)[np.asarray(log.users[start:stop], dtype=np.int64)]
-    items = generator_indices(log.item_ids)[candidates.for_rows(start, stop).astype(np.int64)]
-    periods = truth.period_of(log.timestamps[start:stop])
-    out = np.zeros(items.shape)
-    for p in np.unique(periods).tolist():
-        rows = np.flatnonzero(periods == p)
-        out[rows] = item_probabilities(truth, users[rows], items[rows], p, knows)
-    return out
+    return per_row(log, truth, candidates, start, stop,
+                   lambda users, items, p: item_probabilities(truth, users, items, p, knows))

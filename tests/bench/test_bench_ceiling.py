@@ -9,7 +9,6 @@ import pytest
 
 from bench import ceiling
 from sml import hyperparameters as hp
-from sml.options import OneLineParser, add_data_arguments
 from sml.replay import pretrain, run_method
 
 
@@ -35,10 +34,7 @@ def test_a_log_without_a_truth_is_one_line_and_exit_2(
 
 
 def test_a_methods_models_are_scored_in_parts_the_whole_as_the_replay_scores_it() -> None:
-    parser = OneLineParser()
-    add_data_arguments(parser)
-    parser.add_argument("--score", default="online")
-    truth, data = ceiling.prepare(parser.parse_args(["--dataset", "synthetic"]))
+    truth, data = ceiling.prepare(ceiling.parse_args(["--dataset", "synthetic"]))
     figures = ceiling.measure_methods(truth, data, ["fine_tune", "popularity"], dim=8, seed=3)
     assert set(figures) == {"fine_tune", "popularity"}
     assert all(set(parts) == set(ceiling.PARTS) for parts in figures.values())
