@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from sml import hyperparameters as hp
 from sml import report, results
+from sml.bootstrap import Interval
 from sml.candidates import TooFewNegatives
 from sml.data import DataFormatError, drop_repeats
 from sml.device import resolve as resolve_device
@@ -103,7 +104,7 @@ def run_method(
     if len(grid) > 1 and roles.validation and last >= roles.validation[-1]:
         walks = _walk_candidates(name, data, base, grid, dim, seed, progress, on_served)
         chosen = _chosen([walks], roles.validation)
-        return _go_on(walks, chosen, roles.validation, last, [seed], progress)
+        return _go_on(walks, chosen, _against([walks], chosen, data), last, [seed], progress)
     walk = _Walk(name, data, base, grid[0][1], dim, seed, progress=progress, on_served=on_served)
     return walk.to(last, progress)
 
@@ -202,14 +203,23 @@ def _chosen(per_seed: Sequence[list[tuple[dict[str, Any], _Walk]]], validation: 
     return max(range(len(per_seed[0])), key=key)
 
 
-def _go_on(walks: list[tuple[dict[str, Any], _Walk]], chosen: int, validation: Sequence[int],
+def _against(per_seed: Sequence[list[tuple[dict[str, Any], _Walk]]], chosen: int,
+             data: ReplayData) -> list[Interval]:
+    """Each candidate's validation Recall@20 minus the chosen one's, with its interval."""
+    return results.against_chosen([[w.run for _, w in walks] for walks in per_seed], chosen, data)
+
+
+def _go_on(walks: list[tuple[dict[str, Any], _Walk]], chosen: int, against: Sequence[Interval],
            last: int, seeds: Sequence[int], progress: bool) -> MethodRun:
-    """The chosen walk on through period ``last``, with what was chosen and why."""
+    """The chosen walk on through period ``last``, with what was chosen and why: each
+    candidate's validation figures and how far its Recall@20 is from the chosen one's."""
     cpu = sum(sum(walk.run.cpu_seconds.values()) for _, walk in walks)
+    validation = walks[chosen][1].data.roles.validation
     candidates = []
-    for label, walk in walks:
+    for (label, walk), gap in zip(walks, against, strict=True):
         m = walk.run.summary(validation)
-        candidates.append({**label, "recall@20": m["recall@20"], "ndcg@20": m["ndcg@20"]})
+        candidates.append({**label, "recall@20": m["recall@20"], "ndcg@20": m["ndcg@20"],
+                           "recall@20_vs_chosen": results.interval_json(gap)})
     run = walks[chosen][1].to(last, progress)
     run.selection = {
         **{f"chosen_{key}": value for key, value in walks[chosen][0].items()},
@@ -265,9 +275,10 @@ def run_seeds(
         walks = [_walk_candidates(name, data, bases[seed], grid, dim, seed, progress)
                  for seed in seeds]
         chosen = _chosen(walks, roles.validation)
+        against = _against(walks, chosen, data)
         for seed, seed_walks in zip(seeds, walks, strict=True):
-            runs[seed][name] = _go_on(seed_walks, chosen, roles.validation, roles.test[-1],
-                                      seeds, progress)
+            runs[seed][name] = _go_on(seed_walks, chosen, against, roles.test[-1], seeds,
+                                      progress)
     return runs
 
 
@@ -285,23 +296,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "only validation and test (heldout: for large logs, where drawing and scoring "
         "candidates for the offline periods costs more than the training)",
     )
-    parser.add_argument(
-        "--methods",
-        type=method_list,
-        default=list(MAIN_METHODS),
-        help=f"comma-separated, from: {','.join(ALL_METHODS)}",
-    )
+    parser.add_argument("--methods", type=method_list, default=list(MAIN_METHODS),
+                        help=f"comma-separated, from: {','.join(ALL_METHODS)}")
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, help="one seed (default 0)")
-    seeds.add_argument(
-        "--seeds", type=seed_list, help="several seeds, e.g. 0,1,2: mean +- sd over them"
-    )
-    parser.add_argument(
-        "--hyper",
-        type=Path,
-        help="hyper-parameters: the file `smlrec tune` writes, or JSON {method: overrides}",
-    )
+    seeds.add_argument("--seeds", type=seed_list,
+                       help="several seeds, e.g. 0,1,2: mean +- sd over them")
+    parser.add_argument("--hyper", type=Path, help="hyper-parameters: the file `smlrec tune` "
+                        "writes, or JSON {method: overrides}")
     args = parser.parse_args(argv)
     args.seeds = args.seeds or [0 if args.seed is None else args.seed]
     if args.seed is not None and args.seed < 0:

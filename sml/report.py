@@ -188,6 +188,9 @@ def contribution_table(result: Replay) -> str:
             lines.append(f"{name}: step-1 fit, window and step-2 learning rate chosen on "
                          f"validation periods {','.join(map(str, chosen[0]['periods']))} ({by}), "
                          "per seed: " + "; ".join(_selection_line(c) for c in chosen))
+            noise = _noise_line(name, chosen[0])
+            if noise:
+                lines.append(noise)
     for name in result.contributions:
         counts = [run.lineages for run in result.of(name) if run.lineages]
         total = sum_counts(counts) if counts else {}
@@ -206,6 +209,18 @@ def _selection_line(selection: dict[str, Any]) -> str:
     chosen = {k.removeprefix("chosen_"): v for k, v in selection.items() if k.startswith("chosen_")}
     tried = ", ".join(f"{_candidate(c)} {c['recall@20']:.4f}" for c in selection["candidates"])
     return f"{_candidate(chosen)} of {tried}"
+
+
+def _noise_line(name: str, selection: dict[str, Any]) -> str | None:
+    """How many candidates the validation periods cannot tell from the chosen one (the
+    paired bootstrap of their Recall@20 difference, seeds averaged, holds 0)."""
+    gaps = [c["recall@20_vs_chosen"] for c in selection["candidates"]
+            if "recall@20_vs_chosen" in c]
+    if len(gaps) < 2:
+        return None
+    close = sum(not g["excludes_zero"] for g in gaps) - 1  # the chosen one's own holds 0
+    return (f"{name}: {close} of {len(gaps) - 1} other candidates within the validation noise "
+            "of the chosen one (the 95% interval of their Recall@20 difference holds 0)")
 
 
 def _candidate(label: dict[str, Any]) -> str:

@@ -290,17 +290,31 @@ def _protocol_json(result: Replay, split: str, dim: int, pretrain: hp.Hyper) -> 
 
 def _intervals_json(by_group: dict[str, dict[str, Interval]]) -> dict[str, Any]:
     return {
-        group: {
-            key: {
-                "diff": iv.diff,
-                "low": iv.low,
-                "high": iv.high,
-                "excludes_zero": iv.excludes_zero,
-            }
-            for key, iv in by_key.items()
-        }
+        group: {key: interval_json(iv) for key, iv in by_key.items()}
         for group, by_key in by_group.items()
     }
+
+
+def interval_json(iv: Interval) -> dict[str, Any]:
+    return {"diff": iv.diff, "low": iv.low, "high": iv.high, "excludes_zero": iv.excludes_zero}
+
+
+def against_chosen(per_seed: Sequence[Sequence[MethodRun]], chosen: int, data: ReplayData,
+                   key: str = "recall@20") -> list[Interval]:
+    """Each candidate's figure minus the chosen candidate's on every interaction of the
+    validation periods (pooled), averaged over the seeds and bootstrapped over users as
+    the test's intervals are; ``per_seed[s][c]`` is seed s's walk of candidate c. An
+    interval that holds 0 is a candidate the validation periods do not tell from the
+    chosen one (the chosen one's own is 0 [0, 0])."""
+    periods = data.roles.validation
+    users = np.concatenate([data.periods[p].users for p in periods])
+
+    def values(c: int) -> np.ndarray:
+        return np.mean([np.concatenate([runs[c].evaluations[p].values[key] for p in periods])
+                        for runs in per_seed], axis=0)
+
+    best = values(chosen)
+    return [_bootstrap(values(c), best, users) for c in range(len(per_seed[0]))]
 
 
 def to_json(results: dict[str, Any]) -> str:

@@ -440,6 +440,14 @@ def test_the_step_two_rate_is_chosen_on_validation_and_that_walk_goes_on(
     assert run.summary(roles.validation)["recall@20"] == best["recall@20"]
     # the candidates differ, so the choice is not a formality
     assert len({(c["recall@20"], c["ndcg@20"]) for c in selection["candidates"]}) > 1
+    # and each one's distance from the chosen one is the difference of their validation
+    # Recall@20 (pooled over the periods), with its bootstrap interval around it
+    for c in selection["candidates"]:
+        gap = c["recall@20_vs_chosen"]
+        assert gap["diff"] == pytest.approx(c["recall@20"] - best["recall@20"], abs=1e-12)
+        assert gap["low"] <= gap["diff"] <= gap["high"]
+        if c is best:
+            assert (gap["low"], gap["high"], gap["excludes_zero"]) == (0.0, 0.0, False)
 
     monkeypatch.setattr(replay, "_evaluate", evaluate)
     alone = run_method("sml", small_data, base, hyper=hp.with_theta_lr(hyper, best["lr"]),
@@ -463,6 +471,13 @@ def test_with_several_seeds_the_rate_is_chosen_on_their_mean(small_data: ReplayD
     mean = [np.mean([s["candidates"][i]["recall@20"] for s in selections]) for i in range(3)]
     best = lrs[int(np.argmax(mean))]
     assert {s["chosen_lr"] for s in selections} == {best}
+    # how far each candidate is from the chosen one is one figure for the log: each
+    # interaction's value averaged over the seeds, the same on every seed's record
+    gaps = [c["recall@20_vs_chosen"] for c in selections[0]["candidates"]]
+    assert gaps == [c["recall@20_vs_chosen"] for c in selections[1]["candidates"]]
+    chosen = int(np.argmax(mean))
+    for i, gap in enumerate(gaps):
+        assert gap["diff"] == pytest.approx(mean[i] - mean[chosen], abs=1e-12)
     test = roles.test[0]
     for seed in (0, 1):
         alone = run_method("sml", small_data, pretrain(small_data, 8, seed),
@@ -507,6 +522,10 @@ def test_the_report_names_the_fit_window_and_rate_chosen(files: Files, tmp_path:
     chosen = (f"{selection['chosen_fit']} {window} period{'s' * (window > 1)} "
               f"lr {selection['chosen_lr']:g} of own 1 period lr 0 ")
     assert chosen in report_text
+    gaps = [c["recall@20_vs_chosen"] for c in selection["candidates"]]
+    close = sum(not g["excludes_zero"] for g in gaps) - 1
+    assert (f"sml: {close} of {len(gaps) - 1} other candidates within the validation noise "
+            "of the chosen one") in report_text
 
 
 def test_step_one_fits_resolve_fine_tunes_settings_and_are_checked() -> None:
