@@ -61,6 +61,9 @@ def prepare(args: argparse.Namespace) -> tuple[SyntheticTruth, ReplayData]:
     if args.dataset not in SYNTHETIC_PROFILES:
         raise UsageError(f"--dataset: {args.dataset} is no synthetic profile "
                          f"({', '.join(SYNTHETIC_PROFILES)}); only they know their truth")
+    if SYNTHETIC_PROFILES[args.dataset].repeat:
+        raise UsageError(f"--dataset: {args.dataset} repeats earlier pairs, which its truth "
+                         "does not describe (it gives the chance of each new pair)")
     log, truth = synthetic_drift_with_truth(SYNTHETIC_PROFILES[args.dataset])
     periods, roles = plan(log, args)
     return truth, ReplayData.prepare(log, roles, periods=periods, n_negatives=args.negatives,

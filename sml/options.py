@@ -197,8 +197,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
         default="ml-100k",
-        help="ml-100k, a synthetic profile (synthetic, synthetic-returning, synthetic-yelp, "
-        "synthetic-yelp-small), or a path: "
+        help="ml-100k, a synthetic profile (synthetic, synthetic-returning, synthetic-repeat, "
+        "synthetic-yelp, synthetic-yelp-small), or a path: "
         "RecBole .inter, GroupLens u.data or ratings.dat, .csv with a header, Yelp review "
         "JSON lines, Adressa events",
     )

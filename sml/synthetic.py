@@ -1,6 +1,6 @@
 """A seeded synthetic interaction log whose users' interests drift between periods,
 and its named profiles (``--dataset synthetic``, ``synthetic-returning``, ``synthetic-yelp``,
-``synthetic-yelp-small``)."""
+``synthetic-yelp-small``, ``synthetic-repeat``)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ class SyntheticConfig:
     popularity; with `freshness` > 0 an item is more popular while it is new (weight
     1 + freshness * exp(-age / freshness_decay), age in periods). Users and items keep
     arriving; with `churn` > 0 an active user leaves for good with that probability at
-    each later period.
+    each later period. With `repeat` > 0 that share of a period's interactions (after
+    the first period) are a user going back to an item of their own earlier periods,
+    drawn uniformly from their history, as plays repeat in a listening log; the other
+    interactions are pairs new to the log.
     """
 
     n_periods: int = 6
@@ -40,6 +43,7 @@ class SyntheticConfig:
     freshness: float = 0.0  # extra popularity of a brand-new item, as a multiple
     freshness_decay: float = 2.0  # periods for that extra popularity to fall by e
     churn: float = 0.0  # chance per period that an active user leaves for good
+    repeat: float = 0.0  # share of a period's interactions that repeat an earlier pair
     seed: int = 0
     start_time: float = 1_600_000_000.0
     period_seconds: float = 86_400.0
@@ -51,8 +55,9 @@ class SyntheticConfig:
                self.new_items_per_period) < 0:
             raise ValueError("interaction and arrival counts must be >= 0")
         if not (0 <= self.drift <= 1 and 0 <= self.long_term_weight <= 1
-                and 0 <= self.churn < 1):
-            raise ValueError("drift, long_term_weight and churn are probabilities (churn < 1)")
+                and 0 <= self.churn < 1 and 0 <= self.repeat < 1):
+            raise ValueError("drift, long_term_weight, churn and repeat are probabilities "
+                             "(churn and repeat < 1)")
         if self.topic_concentration is not None and not self.topic_concentration > 0:
             raise ValueError("topic_concentration must be positive")
         if self.freshness < 0 or not self.freshness_decay > 0:
@@ -77,6 +82,22 @@ _YELP = SyntheticConfig(
     churn=0.05,
 )
 
+_RETURNING = SyntheticConfig(
+    n_periods=20,
+    interactions_per_period=5000,
+    n_users_initial=400,
+    n_items_initial=2000,
+    new_users_per_period=50,
+    new_items_per_period=60,
+    n_topics=20,
+    drift=0.3,
+    long_term_weight=0.7,
+    topic_concentration=0.3,
+    freshness=2.0,
+    freshness_decay=2.0,
+    churn=0.1,
+)
+
 SYNTHETIC_PROFILES: dict[str, SyntheticConfig] = {
     # the small default log of the tests and demos
     "synthetic": SyntheticConfig(),
@@ -85,21 +106,11 @@ SYNTHETIC_PROFILES: dict[str, SyntheticConfig] = {
     # and a drifting short-term one, and items whose popularity is highest while they
     # are new: long-term memory and recency both matter. 20 periods of 5,000
     # interactions and about 75 interactions per user, like MovieLens-100K.
-    "synthetic-returning": SyntheticConfig(
-        n_periods=20,
-        interactions_per_period=5000,
-        n_users_initial=400,
-        n_items_initial=2000,
-        new_users_per_period=50,
-        new_items_per_period=60,
-        n_topics=20,
-        drift=0.3,
-        long_term_weight=0.7,
-        topic_concentration=0.3,
-        freshness=2.0,
-        freshness_decay=2.0,
-        churn=0.1,
-    ),
+    "synthetic-returning": _RETURNING,
+    # The same users going back to what they played before: 40% of each later period's
+    # interactions repeat one of the user's earlier pairs (a listening log's replays),
+    # so a model's memory of each user's own history is worth more than on the log above.
+    "synthetic-repeat": replace(_RETURNING, repeat=0.4),
     # Yelp's size as the paper used it (about 3.0M interactions, 59k users, 123k items,
     # 40 equal periods, so 75,000 interactions a period) with the returning users and
     # drift of the profile above: the log for measuring retraining cost at that size.
@@ -199,6 +210,18 @@ def _topics(
     return topics
 
 
+def _repeats(rng: np.random.Generator, c: SyntheticConfig, who: np.ndarray, seen: np.ndarray,
+             n_items: int) -> np.ndarray:
+    """Up to ``repeat`` x a period's interactions, each an earlier pair (a key of the
+    sorted ``seen``) of a user drawn in ``who``, uniform over that user's history; users
+    without one are skipped."""
+    lo, hi = np.searchsorted(seen, who * n_items), np.searchsorted(seen, (who + 1) * n_items)
+    has = hi > lo
+    lo, hi = lo[has], hi[has]
+    picked = lo + np.minimum((rng.random(len(lo)) * (hi - lo)).astype(np.int64), hi - lo - 1)
+    return seen[picked][: round(c.repeat * c.interactions_per_period)]
+
+
 def _with_fresh(period_keys: np.ndarray, keys: np.ndarray, seen: np.ndarray,
                 limit: int) -> np.ndarray:
     """The period's keys so far followed by the drawn ``keys`` that are new to the log
@@ -285,9 +308,11 @@ def _generate(config: SyntheticConfig, truth: list[SyntheticTruth] | None) -> In
             shorts.append(short_term.copy())
             weights.append(np.where(item_arrival <= p, weight, 0.0))
         user_cdf = np.cumsum(activity[active])
+        again = _repeats(rng, c, active[_pick(rng, user_cdf, 2 * round(
+            c.repeat * c.interactions_per_period))], seen, n_items) if c.repeat and p else seen[:0]
         period_keys = np.zeros(0, dtype=np.int64)  # in draw order
         for attempt in range(16):
-            wanted = c.interactions_per_period - len(period_keys)
+            wanted = c.interactions_per_period - len(again) - len(period_keys)
             if wanted <= 0 or len(active) == 0:
                 break
             n = wanted + wanted // 4 + 16
@@ -296,9 +321,13 @@ def _generate(config: SyntheticConfig, truth: list[SyntheticTruth] | None) -> In
             if attempt >= 8:  # users who have seen most of their topics: any item will do
                 topics[:] = -1
             keys = who * n_items + sampler.draw(rng, topics)
-            period_keys = _with_fresh(period_keys, keys, seen, c.interactions_per_period)
+            period_keys = _with_fresh(period_keys, keys, seen,
+                                      c.interactions_per_period - len(again))
         fresh = np.sort(period_keys)  # new to the log, distinct: an insert keeps it sorted
         seen = np.insert(seen, np.searchsorted(seen, fresh), fresh)
+        if len(again):  # the repeats fall among the period's new pairs
+            period_keys = np.concatenate([period_keys, again])[
+                rng.permutation(len(period_keys) + len(again))]
         users.append(period_keys // n_items)
         items.append(period_keys % n_items)
         times.append(_stamps(rng, c, p, len(period_keys)))

@@ -31,6 +31,11 @@ def test_a_log_without_a_truth_is_one_line_and_exit_2(
     assert ceiling.main(["--dataset", "ml-100k"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no synthetic profile" in err
+    # a profile that repeats earlier pairs has a generator, but its truth gives only the
+    # chance of each new pair
+    assert ceiling.main(["--dataset", "synthetic-repeat"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "repeats earlier pairs" in err
 
 
 def test_a_methods_models_are_scored_in_parts_the_whole_as_the_replay_scores_it() -> None:

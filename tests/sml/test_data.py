@@ -337,6 +337,29 @@ def test_synthetic_log_shape() -> None:
         assert bool(np.all(np.diff(period.timestamps) > 0))
 
 
+def test_a_repeat_share_replays_each_users_own_earlier_pairs() -> None:
+    """With ``repeat`` > 0 that share of each later period's rows is a pair the log holds
+    from an earlier period (the user's own), spread through the period; the rest are new
+    pairs, the period keeps its size, and ``repeat`` 0 is the log as it always was."""
+    log = synthetic_drift(dataclasses.replace(SMALL, repeat=0.3))
+    pairs = log.users * log.n_items + log.items
+    periods = split_time_windows(log, width_seconds=SMALL.period_seconds,
+                                 origin=SMALL.start_time)
+    assert [len(p) for p in periods] == [SMALL.interactions_per_period] * SMALL.n_periods
+    for period in periods[1:]:
+        earlier = np.isin(pairs[period.start:period.stop], pairs[: period.start])
+        assert earlier.mean() == 0.3
+        assert len(np.unique(pairs[period.start:period.stop][~earlier])) == (~earlier).sum()
+        assert 0.1 < earlier[: len(earlier) // 2].mean() < 0.5  # not bunched at one end
+        assert bool(np.all(np.diff(period.timestamps) > 0))
+    assert len(np.unique(pairs[: periods[0].stop])) == len(periods[0])  # nothing to repeat
+    plain = synthetic_drift(SMALL)
+    assert np.array_equal(synthetic_drift(dataclasses.replace(SMALL, repeat=0.0)).items,
+                          plain.items)
+    with pytest.raises(ValueError, match="repeat"):
+        SyntheticConfig(repeat=1.0)
+
+
 @pytest.mark.slow
 def test_the_yelp_sized_profile_has_the_papers_shape() -> None:
     """synthetic-yelp: 3.0M interactions in 40 equal periods, Yelp's users and items
