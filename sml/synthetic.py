@@ -210,16 +210,16 @@ def _topics(
     return topics
 
 
-def _repeats(rng: np.random.Generator, c: SyntheticConfig, who: np.ndarray, seen: np.ndarray,
-             n_items: int) -> np.ndarray:
-    """Up to ``repeat`` x a period's interactions, each an earlier pair (a key of the
-    sorted ``seen``) of a user drawn in ``who``, uniform over that user's history; users
-    without one are skipped."""
+def _repeats(rng: np.random.Generator, who: np.ndarray, seen: np.ndarray, n_items: int,
+             limit: int) -> np.ndarray:
+    """Up to ``limit`` earlier pairs (keys of the sorted ``seen``), one for each user drawn
+    in ``who`` in order, uniform over that user's history; users without one are
+    skipped."""
     lo, hi = np.searchsorted(seen, who * n_items), np.searchsorted(seen, (who + 1) * n_items)
     has = hi > lo
     lo, hi = lo[has], hi[has]
     picked = lo + np.minimum((rng.random(len(lo)) * (hi - lo)).astype(np.int64), hi - lo - 1)
-    return seen[picked][: round(c.repeat * c.interactions_per_period)]
+    return seen[picked][:limit]
 
 
 def _with_fresh(period_keys: np.ndarray, keys: np.ndarray, seen: np.ndarray,
@@ -266,11 +266,12 @@ def synthetic_drift_with_truth(
 
     Each period, active users are drawn by their activity (Gamma(2) per user), each
     draw picks a topic (long-term or short-term, see `SyntheticConfig`) and then an
-    item of that topic by its current weight. A (user, item) pair occurs at most once
-    in the log: draws repeating an earlier pair are dropped and the period is topped
-    up by further draws, from the whole catalogue once the topics run dry (a period
+    item of that topic by its current weight. Without ``repeat`` a (user, item) pair
+    occurs at most once in the log: draws repeating an earlier pair are dropped and the
+    period is topped up by further draws, from the whole catalogue once the topics run dry (a period
     may come out short only when its users have seen nearly everything). Vectorised per
-    period.
+    period. With ``repeat`` the repeated pairs are drawn from each user's history, which
+    the truth does not describe: it gives the chance of each new pair.
     """
     kept: list[SyntheticTruth] = []
     log = _generate(config, kept)
@@ -308,8 +309,11 @@ def _generate(config: SyntheticConfig, truth: list[SyntheticTruth] | None) -> In
             shorts.append(short_term.copy())
             weights.append(np.where(item_arrival <= p, weight, 0.0))
         user_cdf = np.cumsum(activity[active])
-        again = _repeats(rng, c, active[_pick(rng, user_cdf, 2 * round(
-            c.repeat * c.interactions_per_period))], seen, n_items) if c.repeat and p else seen[:0]
+        again = seen[:0]  # this period's repeats of earlier pairs
+        if c.repeat and p > 0:
+            n_again = round(c.repeat * c.interactions_per_period)
+            again = _repeats(rng, active[_pick(rng, user_cdf, 2 * n_again)], seen, n_items,
+                             n_again)
         period_keys = np.zeros(0, dtype=np.int64)  # in draw order
         for attempt in range(16):
             wanted = c.interactions_per_period - len(again) - len(period_keys)
