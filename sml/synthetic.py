@@ -66,22 +66,6 @@ class SyntheticConfig:
             raise ValueError("period_seconds must be positive")
 
 
-_YELP = SyntheticConfig(
-    n_periods=40,
-    interactions_per_period=75_000,
-    n_users_initial=20_000,
-    n_items_initial=44_000,
-    new_users_per_period=1_020,
-    new_items_per_period=2_330,
-    n_topics=50,
-    drift=0.3,
-    long_term_weight=0.7,
-    topic_concentration=0.3,
-    freshness=2.0,
-    freshness_decay=2.0,
-    churn=0.05,
-)
-
 _RETURNING = SyntheticConfig(
     n_periods=20,
     interactions_per_period=5000,
@@ -96,6 +80,19 @@ _RETURNING = SyntheticConfig(
     freshness=2.0,
     freshness_decay=2.0,
     churn=0.1,
+)
+
+# Yelp's size, with the drift, long-term mixtures and freshness of the log above
+_YELP = replace(
+    _RETURNING,
+    n_periods=40,
+    interactions_per_period=75_000,
+    n_users_initial=20_000,
+    n_items_initial=44_000,
+    new_users_per_period=1_020,
+    new_items_per_period=2_330,
+    n_topics=50,
+    churn=0.05,
 )
 
 SYNTHETIC_PROFILES: dict[str, SyntheticConfig] = {
