@@ -207,16 +207,28 @@ def _topics(
     return topics
 
 
-def _repeats(rng: np.random.Generator, who: np.ndarray, seen: np.ndarray, n_items: int,
-             limit: int) -> np.ndarray:
-    """Up to ``limit`` earlier pairs (keys of the sorted ``seen``), one for each user drawn
-    in ``who`` in order, uniform over that user's history; users without one are
-    skipped."""
+def _repeats(rng: np.random.Generator, c: SyntheticConfig, period: int, active: np.ndarray,
+             user_cdf: np.ndarray, seen: np.ndarray, n_items: int) -> np.ndarray:
+    """The period's repeats: ``repeat`` x its interactions, each an earlier pair (a key of
+    the sorted ``seen``) of an active user drawn by activity, uniform over that user's
+    history (users without one are skipped). None in the first period or without a
+    repeat share, and then nothing is drawn."""
+    if not c.repeat or period == 0:
+        return seen[:0]
+    limit = round(c.repeat * c.interactions_per_period)
+    who = active[_pick(rng, user_cdf, 2 * limit)]
     lo, hi = np.searchsorted(seen, who * n_items), np.searchsorted(seen, (who + 1) * n_items)
     has = hi > lo
     lo, hi = lo[has], hi[has]
     picked = lo + np.minimum((rng.random(len(lo)) * (hi - lo)).astype(np.int64), hi - lo - 1)
     return seen[picked][:limit]
+
+
+def _spread(rng: np.random.Generator, keys: np.ndarray, again: np.ndarray) -> np.ndarray:
+    """The period's new keys with its repeats shuffled in among them (no draw without)."""
+    if not len(again):
+        return keys
+    return np.concatenate([keys, again])[rng.permutation(len(keys) + len(again))]
 
 
 def _with_fresh(period_keys: np.ndarray, keys: np.ndarray, seen: np.ndarray,
@@ -306,11 +318,7 @@ def _generate(config: SyntheticConfig, truth: list[SyntheticTruth] | None) -> In
             shorts.append(short_term.copy())
             weights.append(np.where(item_arrival <= p, weight, 0.0))
         user_cdf = np.cumsum(activity[active])
-        again = seen[:0]  # this period's repeats of earlier pairs
-        if c.repeat and p > 0:
-            n_again = round(c.repeat * c.interactions_per_period)
-            again = _repeats(rng, active[_pick(rng, user_cdf, 2 * n_again)], seen, n_items,
-                             n_again)
+        again = _repeats(rng, c, p, active, user_cdf, seen, n_items)  # of earlier pairs
         period_keys = np.zeros(0, dtype=np.int64)  # in draw order
         for attempt in range(16):
             wanted = c.interactions_per_period - len(again) - len(period_keys)
@@ -326,9 +334,7 @@ def _generate(config: SyntheticConfig, truth: list[SyntheticTruth] | None) -> In
                                       c.interactions_per_period - len(again))
         fresh = np.sort(period_keys)  # new to the log, distinct: an insert keeps it sorted
         seen = np.insert(seen, np.searchsorted(seen, fresh), fresh)
-        if len(again):  # the repeats fall among the period's new pairs
-            period_keys = np.concatenate([period_keys, again])[
-                rng.permutation(len(period_keys) + len(again))]
+        period_keys = _spread(rng, period_keys, again)
         users.append(period_keys // n_items)
         items.append(period_keys % n_items)
         times.append(_stamps(rng, c, p, len(period_keys)))
