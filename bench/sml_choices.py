@@ -34,12 +34,14 @@ from sml.replay_data import ReplayData
 CHOICES: dict[str, tuple[str, hp.Hyper]] = {
     "centre": ("the configuration every row below changes one thing of", {}),
     "frozen": ("Theta never trained (meta lr 0): SML is then fine-tuning", {"meta": {"lr": 0.0}}),
-    "chosen": ("step-1 fit, window and step-2 learning rate chosen on the validation periods "
-               "among step_one_fits x step_one_windows x meta_lrs, as the replay does", {}),
+    "chosen": ("step-1 fit, window, history sample and step-2 learning rate chosen on the "
+               "validation periods among their lists, as the replay does", {}),
     "window_2": ("step 1 fits W-hat on the closing period and the one before",
                  {"step_one_window": 2}),
     "one_window_chosen": ("step 1 on the closing period only, fit and rate chosen",
                           {"step_one_windows": [1]}),
+    "no_history_chosen": ("step 1 without a sample of the seen pairs, fit, window and rate "
+                          "chosen", {"step_one_histories": [0.0]}),
     "own_fit_chosen": ("step 1 with SML's own fit settings only, rate chosen",
                        {"step_one_fits": ["own"]}),
     "ft_fit_chosen": ("step 1 with fine-tune's fit settings only, rate chosen",
@@ -119,6 +121,7 @@ def main() -> None:
         if not name.endswith("chosen"):  # one fit, window and rate: the centre's unless set
             hyper = hp.with_step_one_fit(hyper, "own")
             hyper = hp.with_step_one_window(hyper, int(hyper.get("step_one_window", 1)))
+            hyper = hp.with_step_one_history(hyper, float(hyper.get("step_one_history", 0)))
             hyper = hp.with_theta_lr(hyper, float(hyper["meta"].get("lr", lr)))
         figures = []
         for seed in seeds:

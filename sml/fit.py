@@ -41,6 +41,11 @@ class SeenPairs:
         if len(self.keys):
             self.keys = self.keys[~np.isin(self.keys // _SHIFT, users)]
 
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` pairs drawn uniformly with replacement: (users (n,), items (n,)) int64."""
+        keys = self.keys[rng.integers(0, len(self.keys), size=n)]
+        return keys // _SHIFT, keys % _SHIFT
+
     def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return self._has(users.astype(np.int64) * _SHIFT + items.astype(np.int64))
 

@@ -64,6 +64,12 @@ _SML: Hyper = {
     # and step 1's fit settings among these: "own" is `fit` above, "fine_tune" is what
     # fine-tune uses on the same log (step 1 on its own loss is fine-tuning W-hat)
     "step_one_fits": ["own", "fine_tune"],
+    # and how many pairs drawn from all seen so far step 1 also fits, in multiples of the
+    # closing period's rows (validation R@20, seeds 0-1, Theta frozen, two periods with
+    # fine-tune's fit: synthetic-returning 0.6067 without, 0.6163 with one period's worth;
+    # synthetic-repeat 0.7560 and 0.7637; MovieLens-100K, SML's own fit on one period at
+    # 1e-4, 0.7122 and 0.7152)
+    "step_one_histories": [0.0, 1.0],
     # and the periods step 1 fits W-hat on: the closing one, or it and the one before
     # (validation R@20, seeds 0-1, each choosing fit and rate: synthetic-returning 0.6020
     # with one period, 0.6078-0.6089 with two; MovieLens-100K 0.7108-0.7135 with one,
@@ -113,11 +119,19 @@ def sml_config(hyper: Hyper, dim: int, seed: int) -> SMLConfig:
         warm_anchor=_one_of(hyper, "warm_anchor", WarmAnchor),
         step_one=_one_of(hyper, "step_one", StepOne),
         step_one_window=_window(hyper.get("step_one_window", 1)),
+        step_one_history=_history(hyper.get("step_one_history", 0.0)),
         seed=seed,
     )
 
 
 WINDOWS = (1, 2)  # the periods SML's step 1 may fit W-hat on
+
+
+def _history(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 10:
+        raise ValueError(f"step_one_history must be a number from 0 to 10 (times the "
+                         f"closing period's rows), not {value!r}")
+    return float(value)
 
 
 def _window(value: Any) -> int:
@@ -130,6 +144,7 @@ SPMF_KEYS = ("reservoir_size", "reservoir_draws", "rank_sharpness")
 SML_KEYS = (
     "fit", "meta", "transfer", "scope", "warm_anchor", "step_one", "offline_passes",
     "meta_lrs", "step_one_fits", "fine_tune_fit", "step_one_window", "step_one_windows",
+    "step_one_history", "step_one_histories",
 )
 
 
@@ -167,6 +182,9 @@ def for_method(name: str, overrides: dict[str, Hyper] | None = None) -> Hyper:
         out["step_one_fits"] = ["own"]  # so are step 1's fit settings
     if "step_one_window" in given and "step_one_windows" not in given and "step_one_windows" in out:
         out["step_one_windows"] = [given["step_one_window"]]  # and its window
+    if "step_one_history" in given and "step_one_histories" not in given and (
+            "step_one_histories" in out):
+        out["step_one_histories"] = [given["step_one_history"]]  # and its history sample
     if "fine_tune" in out.get("step_one_fits", []):
         out["fine_tune_fit"] = for_method("fine_tune", overrides)["fit"]
     return out
@@ -186,6 +204,9 @@ def for_live(name: str, overrides: dict[str, Hyper] | None = None) -> Hyper:
     # step 1 fits with the one fit named, or with `fit` ("own") where several are; on the
     # one window named, or on the closing period alone (the paper's) where several are
     out = with_step_one_window(out, windows[0] if len(windows) == 1 else 1) if windows else out
+    histories = step_one_histories(name, out)  # the one named, or none (the paper's)
+    out = with_step_one_history(out, histories[0] if len(histories) == 1 else 0.0
+                                ) if histories else out
     return with_step_one_fit(out, fits[0] if len(fits) == 1 else "own") if fits else out
 
 
@@ -315,14 +336,33 @@ def with_step_one_window(hyper: Hyper, window: int) -> Hyper:
     return {**copy.deepcopy(hyper), "step_one_window": window, "step_one_windows": [window]}
 
 
+def step_one_histories(name: str, hyper: Hyper) -> list[float]:
+    """The history samples (multiples of the closing period's rows) step 1 may add that
+    an SML method chooses among on the validation periods; [] when it has none."""
+    if not name.startswith("sml") or "step_one_histories" not in hyper:
+        return []
+    values = hyper["step_one_histories"]
+    if not isinstance(values, list) or not values or len(set(values)) != len(values):
+        raise ValueError(f"step_one_histories must be a non-empty list of distinct numbers, "
+                         f"not {values!r}")
+    return [_history(v) for v in values]
+
+
+def with_step_one_history(hyper: Hyper, history: float) -> Hyper:
+    """``hyper`` with step 1's history sample set and none left to choose."""
+    return {**copy.deepcopy(hyper), "step_one_history": history,
+            "step_one_histories": [history]}
+
+
 def candidates(name: str, hyper: Hyper) -> list[tuple[dict[str, Any], Hyper]]:
-    """Each combination of step-1 fit, step-1 window and step-2 rate an SML method
+    """Each combination of step-1 fit, window and history sample and step-2 rate an SML method
     chooses among on the validation periods (``sml.replay`` walks each), as (what it
     sets, the hyper-parameters with nothing left to choose); one entry, the
     hyper-parameters as given, when there is nothing to choose."""
     axes: list[tuple[str, list[Any], Any]] = [
         ("fit", step_one_fits(name, hyper), with_step_one_fit),
         ("window", step_one_windows(name, hyper), with_step_one_window),
+        ("history", step_one_histories(name, hyper), with_step_one_history),
         ("lr", theta_lrs(name, hyper), with_theta_lr),
     ]
     if all(len(values) <= 1 for _, values, _ in axes):
@@ -349,6 +389,9 @@ def resolved(name: str, hyper: Hyper, dim: int, seed: int) -> Hyper:
         windows = step_one_windows(name, hyper)
         if windows:
             out["step_one_windows"] = windows
+        histories = step_one_histories(name, hyper)
+        if histories:
+            out["step_one_histories"] = histories
         return out
     if name == "popularity":
         return {}

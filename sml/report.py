@@ -185,7 +185,7 @@ def contribution_table(result: Replay) -> str:
         chosen = [run.selection for run in result.of(name) if run.selection]
         if chosen:
             by = chosen[0].get("by", "validation recall@20").removeprefix("validation ")
-            lines.append(f"{name}: step-1 fit, window and step-2 learning rate chosen on "
+            lines.append(f"{name}: step-1 fit, window, history and step-2 rate chosen on "
                          f"validation periods {','.join(map(str, chosen[0]['periods']))} ({by}), "
                          "per seed: " + "; ".join(_selection_line(c) for c in chosen))
             noise = _noise_line(name, chosen[0])
@@ -227,6 +227,8 @@ def _candidate(label: dict[str, Any]) -> str:
     parts = [str(label["fit"])] if "fit" in label else []
     if "window" in label:
         parts.append(f"{label['window']} period{'s' if label['window'] > 1 else ''}")
+    if label.get("history"):
+        parts.append(f"+ history x{label['history']:g}")
     if "lr" in label:
         parts.append(f"lr {label['lr']:g}")
     return " ".join(parts)

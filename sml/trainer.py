@@ -19,7 +19,8 @@ and is adopted only once it has ranked a closing period better (sampled Recall@2
 :mod:`sml.check`); no meta step follows a warm start (``warm_anchor="none"``); step
 1 fits W-hat on its own loss (``step_one="own"``, the paper's SML-FP) or through
 the transfer (``"transfer"``, the paper's SML), on D_t or (``step_one_window=2``) on
-D_{t-1} and D_t. The replay chooses the step-2 rate, step 1's fit and its window on
+D_{t-1} and D_t, plus (``step_one_history``) a uniform sample of the pairs seen so
+far. The replay chooses the step-2 rate, step 1's fit and its window on
 the log's validation periods; ``fit.device`` says where it trains.
 
 Variants: ``sml_n`` trains Theta on D_{t-1} itself; ``sml_fp`` and ``sml_st`` fix
@@ -94,6 +95,9 @@ class SMLConfig:
     # strategy holds for the meta step anyway: twice the evidence per row, no more history
     # (the meta step's refit through the transfer, in rounds after the first, uses D_{t-1})
     step_one_window: int = 1
+    # plus this many times D_t's rows drawn uniformly from all pairs seen so far (which
+    # the strategy holds for its negatives anyway): a bounded reminder of the history
+    step_one_history: float = 0.0
     variant: Variant = "sml"
     seed: int = 0
 
@@ -256,8 +260,12 @@ class SMLStrategy:
     def _step_one(self, lineage: Lineage, data: PeriodData) -> None:
         assert lineage.current is not None
         prev = lineage.current.grow(data.n_users, data.n_items, self.config.mf, self.generator)
+        drawn = round(self.config.step_one_history * len(data.users))
         if self.config.step_one_window == 2 and self.last is not None:
             data = concat_periods([self.last, data])  # the rows either changed are merged
+        if drawn > 0 and len(self.seen):  # D_t's pairs are among them, deleted users' not
+            users, items = self.seen.sample(drawn, self.rng)
+            data = concat_periods([PeriodData(users, items, data.n_users, data.n_items), data])
         hat = self._fit_hat(lineage, prev, prev, data, epochs=self.config.fit.epochs)
         lineage.anchor, lineage.hat = prev, hat
         lineage.current = self._merge(lineage, prev, hat)
@@ -358,7 +366,7 @@ class SMLStrategy:
         counts = ("boundaries", "theta_updates", "promotions", "rejections")
         return {
             "strategy": self.name,
-            "config": _plain(asdict(self.config)),
+            "config": asdict(self.config),  # nested dicts of plain values
             "served": self.served.state_dict(),
             "learner": None if self.learner is None else self.learner.state_dict(),
             "same": self.same,
@@ -390,9 +398,3 @@ class SMLStrategy:
         self.rng.bit_generator.state = state["rng"]
         self.generator.set_state(state["generator"])
 
-
-def _plain(value: Any) -> Any:
-    """Dataclass dicts as plain nested dicts of str/int/float/bool (checkpoint-safe)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value

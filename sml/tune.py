@@ -118,6 +118,7 @@ SML_SPACE: Space = {
     "offline_passes": Choice((1, 2)),
     "step_one": Choice(("transfer", "own")),
     "step_one_window": Choice((1, 2)),
+    "step_one_history": Choice((0.0, 1.0)),
 }
 SPACES: dict[str, Space] = {
     "fine_tune": FIT_SPACE,
@@ -257,6 +258,9 @@ def tune_method(
             if "chosen_window" in run.selection:
                 hyper = hp.with_step_one_window(hyper, run.selection["chosen_window"])
                 overrides = {**overrides, "step_one_window": run.selection["chosen_window"]}
+            if "chosen_history" in run.selection:
+                hyper = hp.with_step_one_history(hyper, run.selection["chosen_history"])
+                overrides = {**overrides, "step_one_history": run.selection["chosen_history"]}
             if "chosen_lr" in run.selection:
                 hyper = hp.with_theta_lr(hyper, run.selection["chosen_lr"])
                 overrides = {**overrides, "meta.lr": run.selection["chosen_lr"]}

@@ -416,7 +416,8 @@ def test_the_step_two_rate_is_chosen_on_validation_and_that_walk_goes_on(
     base = pretrain(small_data, 8, 0)
     # one step-1 window and fit, so the rates alone are chosen among
     hyper = {**QUICK_SML, "transfer": {"hidden": 16}, "meta": {"epochs": 1, "lr": 1e-2},
-             "meta_lrs": [0.0, 3e-2, 1e-4], "step_one_windows": [1]}
+             "meta_lrs": [0.0, 3e-2, 1e-4], "step_one_windows": [1],
+             "step_one_histories": [0.0]}
     hyper = hp.for_method("sml", {"sml": hyper})
     scored: list[int] = []
     evaluate = replay._evaluate
@@ -462,7 +463,8 @@ def test_with_several_seeds_the_rate_is_chosen_on_their_mean(small_data: ReplayD
     own walk given that rate alone."""
     roles = small_data.roles
     hyper = {**QUICK_SML, "transfer": {"hidden": 16}, "meta": {"epochs": 1, "lr": 1e-2},
-             "meta_lrs": [0.0, 3e-2, 1e-4], "step_one_windows": [1]}
+             "meta_lrs": [0.0, 3e-2, 1e-4], "step_one_windows": [1],
+             "step_one_histories": [0.0]}
     runs = replay.run_seeds(small_data, ["sml"], [0, 1], dim=8,
                             overrides=hp.HyperFile(None, {"sml": hyper}))
     selections = [runs[seed]["sml"].selection for seed in (0, 1)]
@@ -496,11 +498,13 @@ def test_a_given_step_two_rate_is_used_and_the_list_is_checked() -> None:
             hp.theta_lrs("sml", {"meta_lrs": bad})
 
 
-def test_the_report_names_the_fit_window_and_rate_chosen(files: Files, tmp_path: Path) -> None:
+def test_the_report_names_the_fit_window_history_and_rate_chosen(
+    files: Files, tmp_path: Path
+) -> None:
     hyper = tmp_path / "ladder.json"
     hyper.write_text(json.dumps({
         "sml": {**QUICK_SML, "meta_lrs": [0.0, 1e-3], "step_one_fits": ["own", "fine_tune"],
-                "step_one_windows": [1, 2]},
+                "step_one_windows": [1, 2], "step_one_histories": [0.0, 1.0]},
         "fine_tune": {"fit": {"epochs": 2, "lr": 0.02}},
     }))
     out = tmp_path / "run"
@@ -509,17 +513,20 @@ def test_the_report_names_the_fit_window_and_rate_chosen(files: Files, tmp_path:
     assert main(argv) == 0
     sml = _results(out)["methods"]["sml"]
     (selection,) = sml["theta_lr_selection"]
-    assert [(c["fit"], c["window"], c["lr"]) for c in selection["candidates"]] == [
-        (fit, window, lr) for fit in ("own", "fine_tune") for window in (1, 2) for lr in (0.0, 1e-3)
+    assert [(c["fit"], c["window"], c["history"], c["lr"]) for c in selection["candidates"]] == [
+        (fit, window, history, lr) for fit in ("own", "fine_tune") for window in (1, 2)
+        for history in (0.0, 1.0) for lr in (0.0, 1e-3)
     ]
     assert sml["hyperparameters"]["meta"]["lr"] == selection["chosen_lr"]
     assert sml["hyperparameters"]["step_one_window"] == selection["chosen_window"]
+    assert sml["hyperparameters"]["step_one_history"] == selection["chosen_history"]
     fit = sml["hyperparameters"]["fit"]  # the chosen fit is the one the run used
     assert ((fit["epochs"], fit["lr"]) == (2, 0.02)) == (selection["chosen_fit"] == "fine_tune")
     report_text = (out / "report.txt").read_text()
-    assert "sml: step-1 fit, window and step-2 learning rate chosen on validation" in report_text
+    assert "sml: step-1 fit, window, history and step-2 rate chosen on validation" in report_text
     window = selection["chosen_window"]
-    chosen = (f"{selection['chosen_fit']} {window} period{'s' * (window > 1)} "
+    history = " + history x1" if selection["chosen_history"] else ""
+    chosen = (f"{selection['chosen_fit']} {window} period{'s' * (window > 1)}{history} "
               f"lr {selection['chosen_lr']:g} of own 1 period lr 0 ")
     assert chosen in report_text
     gaps = [c["recall@20_vs_chosen"] for c in selection["candidates"]]
@@ -563,3 +570,23 @@ def test_step_one_windows_are_checked_and_a_given_window_is_used() -> None:
             hp.step_one_windows("sml", {"step_one_windows": bad})
     with pytest.raises(ValueError, match="step_one_window"):
         hp.sml_config({"step_one_window": 3}, 8, 0)
+
+
+def test_step_one_histories_are_checked_and_a_given_history_is_used() -> None:
+    """SML chooses among ``step_one_histories`` (default none and one closing period's
+    worth of seen pairs); a history given is the one used; a live worker, which has no
+    validation walk, adds none unless its file names one; anything else is refused."""
+    assert hp.step_one_histories("sml", hp.for_method("sml")) == [0.0, 1.0]
+    assert hp.step_one_histories("fine_tune", hp.for_method("fine_tune")) == []
+    given = hp.for_method("sml", {"sml": {"step_one_history": 0.5}})
+    assert hp.step_one_histories("sml", given) == [0.5]
+    assert hp.sml_config(given, 8, 0).step_one_history == 0.5
+    assert hp.resolved("sml", given, 8, 0)["step_one_history"] == 0.5
+    assert hp.sml_config(hp.for_live("sml"), 8, 0).step_one_history == 0.0
+    assert hp.for_live("sml", {"sml": {"step_one_histories": [1]}})["step_one_history"] == 1.0
+    for bad in ([], [0, 0], [-1], [11], "1", [True]):
+        with pytest.raises(ValueError, match="step_one_histor"):
+            hp.step_one_histories("sml", {"step_one_histories": bad})
+    for value in (-1, 10.5, True, "1"):
+        with pytest.raises(ValueError, match="step_one_history must be a number"):
+            hp.sml_config({"step_one_history": value}, 8, 0)

@@ -99,6 +99,36 @@ def test_a_window_of_two_fits_w_hat_on_the_period_and_the_one_before(periods: li
     assert torch.equal(one.boundary(periods[1]).user[earlier_only], before.user[earlier_only])
 
 
+def test_a_history_sample_reminds_step_one_of_pairs_no_window_holds(periods: list) -> None:
+    """With ``step_one_history=r`` step 1 also fits r x |D_t| pairs drawn from all pairs seen so
+    far: users only the first period had (outside D_{t-1} and D_t) move too, while
+    without it their rows stay; after their data is deleted no draw returns them."""
+    own = replace(UNCHECKED, step_one="own", step_one_window=2)
+    reminded, plain = SMLStrategy(replace(own, step_one_history=1.0)), SMLStrategy(own)
+    for strategy in (reminded, plain):
+        strategy.set_update_transfer(False)
+        for period in periods[:2]:
+            strategy.boundary(period)
+    oldest = np.setdiff1d(periods[0].users, np.concatenate([p.users for p in periods[1:3]]))
+    assert len(oldest) > 0
+    kept, moved = plain.model, reminded.model
+    assert kept is not None and moved is not None
+    assert torch.equal(plain.boundary(periods[2]).user[oldest], kept.user[oldest])
+    assert not torch.allclose(reminded.boundary(periods[2]).user[oldest], moved.user[oldest])
+    reminded.forget_users(oldest)
+    users, _ = reminded.seen.sample(5000, np.random.default_rng(0))
+    assert not np.isin(users, oldest).any()
+
+
+def test_seen_pairs_are_sampled_uniformly_among_themselves() -> None:
+    seen = SeenPairs()
+    seen.add(np.array([0, 0, 1, 2]), np.array([3, 5, 3, 7]))
+    users, items = seen.sample(40_000, np.random.default_rng(0))
+    pairs, counts = np.unique(np.stack([users, items]), axis=1, return_counts=True)
+    assert pairs.T.tolist() == [[0, 3], [0, 5], [1, 3], [2, 7]]
+    assert counts.min() > 9_500 and counts.max() < 10_500
+
+
 def test_step_two_at_rate_zero_is_the_frozen_transfer(periods: list) -> None:
     """Rate 0 learns nothing, so no meta step runs: SML serves exactly what SML-0 (Theta
     never updated) serves, with the check on, and pays for one lineage only."""

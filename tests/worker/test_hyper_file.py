@@ -119,6 +119,7 @@ def test_the_worker_fits_step_one_on_the_window_the_file_chose(
         (json.dumps({"sml": {"step_one": "both"}}), "step_one must be one of"),
         (json.dumps({"sml": {"step_one_window": 3}}), "step_one_window must be one of"),
         (json.dumps({"sml": {"step_one_windows": [1, 5]}}), "step_one_window must be one of"),
+        (json.dumps({"sml": {"step_one_history": -5}}), "step_one_history must be a number"),
         (json.dumps({"nope": {}}), "unknown methods nope"),
         # a misspelt setting must not fall back to its default without a word
         (json.dumps({"sml": {"meta_lr": [1e-5]}}), "sml: unknown settings meta_lr"),
