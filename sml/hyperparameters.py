@@ -319,16 +319,21 @@ def with_step_one_fit(hyper: Hyper, source: str) -> Hyper:
     return out
 
 
+def _listed(name: str, hyper: Hyper, key: str, each: Any, what: str) -> list[Any]:
+    """The values under ``key`` an SML method chooses among, each checked by ``each``;
+    [] when it has none to choose. ValueError unless a non-empty list of distinct ones."""
+    if not name.startswith("sml") or key not in hyper:
+        return []
+    values = hyper[key]
+    if not isinstance(values, list) or not values or len(set(values)) != len(values):
+        raise ValueError(f"{key} must be a non-empty list of distinct {what}, not {values!r}")
+    return [each(v) for v in values]
+
+
 def step_one_windows(name: str, hyper: Hyper) -> list[int]:
     """The periods step 1 may fit W-hat on that an SML method chooses among on the
     validation periods (``step_one_windows``); [] when it has none to choose."""
-    if not name.startswith("sml") or "step_one_windows" not in hyper:
-        return []
-    windows = hyper["step_one_windows"]
-    if not isinstance(windows, list) or not windows or len(set(windows)) != len(windows):
-        raise ValueError(f"step_one_windows must be a non-empty list of distinct {WINDOWS}, "
-                         f"not {windows!r}")
-    return [_window(w) for w in windows]
+    return _listed(name, hyper, "step_one_windows", _window, str(WINDOWS))
 
 
 def with_step_one_window(hyper: Hyper, window: int) -> Hyper:
@@ -339,13 +344,7 @@ def with_step_one_window(hyper: Hyper, window: int) -> Hyper:
 def step_one_histories(name: str, hyper: Hyper) -> list[float]:
     """The history samples (multiples of the closing period's rows) step 1 may add that
     an SML method chooses among on the validation periods; [] when it has none."""
-    if not name.startswith("sml") or "step_one_histories" not in hyper:
-        return []
-    values = hyper["step_one_histories"]
-    if not isinstance(values, list) or not values or len(set(values)) != len(values):
-        raise ValueError(f"step_one_histories must be a non-empty list of distinct numbers, "
-                         f"not {values!r}")
-    return [_history(v) for v in values]
+    return _listed(name, hyper, "step_one_histories", _history, "numbers")
 
 
 def with_step_one_history(hyper: Hyper, history: float) -> Hyper:

@@ -20,7 +20,7 @@ and is adopted only once it has ranked a closing period better (sampled Recall@2
 1 fits W-hat on its own loss (``step_one="own"``, the paper's SML-FP) or through
 the transfer (``"transfer"``, the paper's SML), on D_t or (``step_one_window=2``) on
 D_{t-1} and D_t, plus (``step_one_history``) a uniform sample of the pairs seen so
-far. The replay chooses the step-2 rate, step 1's fit and its window on
+far. The replay chooses the step-2 rate and step 1's fit, window and sample on
 the log's validation periods; ``fit.device`` says where it trains.
 
 Variants: ``sml_n`` trains Theta on D_{t-1} itself; ``sml_fp`` and ``sml_st`` fix
@@ -366,7 +366,7 @@ class SMLStrategy:
         counts = ("boundaries", "theta_updates", "promotions", "rejections")
         return {
             "strategy": self.name,
-            "config": asdict(self.config),  # nested dicts of plain values
+            "config": asdict(self.config),
             "served": self.served.state_dict(),
             "learner": None if self.learner is None else self.learner.state_dict(),
             "same": self.same,
@@ -397,4 +397,3 @@ class SMLStrategy:
             int(state.get(key, 0)) for key in ("theta_updates", "promotions", "rejections"))
         self.rng.bit_generator.state = state["rng"]
         self.generator.set_state(state["generator"])
-
