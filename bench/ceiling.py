@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,7 +44,7 @@ from sml.options import (
     method_list,
     plan,
 )
-from sml.replay import Served, pretrain, run_method
+from sml.replay import Served, pretrain, run_method, run_reporting_errors
 from sml.replay_data import SCORE_CHOICES, ReplayData
 from sml.synthetic import SYNTHETIC_PROFILES, SyntheticTruth, synthetic_drift_with_truth
 
@@ -206,12 +205,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        truth, data = prepare(args)
-    except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(PROG, _run, parse_args(argv))
+
+
+def _run(args: argparse.Namespace) -> int:
+    truth, data = prepare(args)
     figures: dict[str, object] = {"ceilings": measure(truth, data)}
     print(report(figures["ceilings"]), flush=True)  # type: ignore[arg-type]
     if args.methods:

@@ -379,18 +379,12 @@ def resolved(name: str, hyper: Hyper, dim: int, seed: int) -> Hyper:
     if name.startswith("sml"):
         out = asdict(sml_config(hyper, dim, seed).for_variant(name))
         out["offline_passes"] = int(hyper.get("offline_passes", 1))
-        rates = theta_lrs(name, hyper)
-        if rates:
-            out["meta_lrs"] = rates
-        fits = step_one_fits(name, hyper)
-        if fits:
-            out["step_one_fits"] = fits
-        windows = step_one_windows(name, hyper)
-        if windows:
-            out["step_one_windows"] = windows
-        histories = step_one_histories(name, hyper)
-        if histories:
-            out["step_one_histories"] = histories
+        for key, listed in (("meta_lrs", theta_lrs), ("step_one_fits", step_one_fits),
+                            ("step_one_windows", step_one_windows),
+                            ("step_one_histories", step_one_histories)):
+            values = listed(name, hyper)
+            if values:
+                out[key] = values
         return out
     if name == "popularity":
         return {}

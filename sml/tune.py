@@ -120,6 +120,10 @@ SML_SPACE: Space = {
     "step_one_window": Choice((1, 2)),
     "step_one_history": Choice((0.0, 1.0)),
 }
+# what a walk's choice sets besides the fit: (its selection key, the setter, the override)
+CHOSEN = (("chosen_window", hp.with_step_one_window, "step_one_window"),
+          ("chosen_history", hp.with_step_one_history, "step_one_history"),
+          ("chosen_lr", hp.with_theta_lr, "meta.lr"))
 SPACES: dict[str, Space] = {
     "fine_tune": FIT_SPACE,
     "full_retrain": {**FIT_SPACE, "fit.epochs": Choice((1, 2, 3, 5))},
@@ -255,15 +259,10 @@ def tune_method(
                 hyper = hp.with_step_one_fit(hyper, run.selection["chosen_fit"])
                 fit = {f"fit.{k}": v for k, v in hyper["fit"].items() if f"fit.{k}" in space}
                 overrides = {**overrides, **fit}
-            if "chosen_window" in run.selection:
-                hyper = hp.with_step_one_window(hyper, run.selection["chosen_window"])
-                overrides = {**overrides, "step_one_window": run.selection["chosen_window"]}
-            if "chosen_history" in run.selection:
-                hyper = hp.with_step_one_history(hyper, run.selection["chosen_history"])
-                overrides = {**overrides, "step_one_history": run.selection["chosen_history"]}
-            if "chosen_lr" in run.selection:
-                hyper = hp.with_theta_lr(hyper, run.selection["chosen_lr"])
-                overrides = {**overrides, "meta.lr": run.selection["chosen_lr"]}
+            for chosen_key, setting, key in CHOSEN:
+                if chosen_key in run.selection:
+                    hyper = setting(hyper, run.selection[chosen_key])
+                    overrides = {**overrides, key: run.selection[chosen_key]}
         m = run.summary(data.roles.validation)
         out.append(Trial(hyper, m["recall@20"], m["ndcg@20"], time.perf_counter() - start))
         if best is None or out[-1].key > best[0]:
