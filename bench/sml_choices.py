@@ -42,6 +42,8 @@ CHOICES: dict[str, tuple[str, hp.Hyper]] = {
                           {"step_one_windows": [1]}),
     "no_history_chosen": ("step 1 without a sample of the seen pairs, fit, window and rate "
                           "chosen", {"step_one_histories": [0.0]}),
+    "history_once": ("step 1's history sample drawn once and fitted in every epoch, not "
+                     "drawn anew for each", {"history_draw": "once"}),
     "own_fit_chosen": ("step 1 with SML's own fit settings only, rate chosen",
                        {"step_one_fits": ["own"]}),
     "ft_fit_chosen": ("step 1 with fine-tune's fit settings only, rate chosen",

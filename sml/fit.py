@@ -127,6 +127,21 @@ class FitConfig:
     device: str = "cpu"  # where the fit runs (sml.device); its result is on the CPU
 
 
+# more pairs for one epoch, drawn anew at each (users (n,), items (n,))
+Draw = Callable[[], tuple[np.ndarray, np.ndarray]]
+
+
+def epoch_pairs(users: np.ndarray, items: np.ndarray, weights: np.ndarray | None,
+                extra: Draw | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """An epoch's pairs: the given ones, after ``extra``'s draw for this epoch (weight 1)."""
+    if extra is None:
+        return users, items, weights
+    more_users, more_items = extra()
+    if weights is not None:
+        weights = np.concatenate([np.ones(len(more_users), weights.dtype), weights])
+    return (np.concatenate([more_users, users]), np.concatenate([more_items, items]), weights)
+
+
 def mf_batch_loss(weights: MFWeights, batch: Batch, l2: float) -> Tensor:
     users, pos, neg, weight = batch
     u, p, n = weights.user[users], weights.item[pos], weights.item[neg]  # (B, D), (B, D), (B, n, D)
@@ -146,6 +161,7 @@ def run_epochs(
     rng: np.random.Generator,
     optimizer: torch.optim.Optimizer | None = None,
     weights: np.ndarray | None = None,
+    extra: Draw | None = None,
 ) -> float:
     """Adam over ``params`` for some epochs of a period; returns the last epoch's mean loss.
 
@@ -153,7 +169,7 @@ def run_epochs(
     otherwise a fresh Adam with ``config.lr`` is used. ``weights`` (N,): each
     interaction's weight in the loss (None: every one 1). Weights that are all 1
     train as no weights do, exactly (the weighted loss's backward may sum a
-    gradient in another order).
+    gradient in another order). ``extra`` adds its own draw of pairs to each epoch.
     """
     if users.shape[0] == 0:
         return float("nan")
@@ -164,15 +180,16 @@ def run_epochs(
     mean = float("nan")
     for _ in range(config.epochs):
         total, count = 0.0, 0
+        epoch_users, epoch_items, epoch_weights = epoch_pairs(users, items, weights, extra)
         for batch in batches(
-            users,
-            items,
+            epoch_users,
+            epoch_items,
             n_items=n_items,
             seen=seen,
             n_negatives=config.n_negatives,
             batch_size=config.batch_size,
             rng=rng,
-            weights=weights,
+            weights=epoch_weights,
             device=config.device,
         ):
             optimizer.zero_grad(set_to_none=True)
@@ -194,13 +211,15 @@ def fit_mf(
     config: FitConfig,
     rng: np.random.Generator,
     weights: np.ndarray | None = None,
+    extra: Draw | None = None,
 ) -> MFWeights:
     """Plain MF training on (users, items) from ``start`` (which must cover every index);
-    ``weights``: each interaction's weight in the loss (None: every one 1). It runs on
-    ``config.device`` and returns CPU tensors."""
+    ``weights``: each interaction's weight in the loss (None: every one 1); ``extra``:
+    more pairs drawn anew for each epoch. It runs on ``config.device`` and returns CPU
+    tensors."""
     if config.rows_only:
         return _fit_rows(start, users, items, seen=seen, config=config, rng=rng,
-                         weights=weights)
+                         weights=weights, extra=extra)
     model = start.trainable(config.device)
     run_epochs(
         [model.user, model.item],
@@ -212,6 +231,7 @@ def fit_mf(
         config=config,
         rng=rng,
         weights=weights,
+        extra=extra,
     )
     return model.detach().to("cpu")
 
@@ -249,6 +269,7 @@ def _fit_rows(
     config: FitConfig,
     rng: np.random.Generator,
     weights: np.ndarray | None = None,
+    extra: Draw | None = None,
 ) -> MFWeights:
     """:func:`fit_mf` with ``rows_only``: each batch's loss on copies of the rows it
     touches, and Adam on those rows alone (the loss is the same function)."""
@@ -259,9 +280,11 @@ def _fit_rows(
         weights = None
     user_adam, item_adam = _RowAdam(model.user, config.lr), _RowAdam(model.item, config.lr)
     for _ in range(config.epochs):
+        epoch_users, epoch_items, epoch_weights = epoch_pairs(users, items, weights, extra)
         for b_users, pos, neg, weight in batches(
-            users, items, n_items=model.n_items, seen=seen, n_negatives=config.n_negatives,
-            batch_size=config.batch_size, rng=rng, weights=weights, device=config.device,
+            epoch_users, epoch_items, n_items=model.n_items, seen=seen,
+            n_negatives=config.n_negatives, batch_size=config.batch_size, rng=rng,
+            weights=epoch_weights, device=config.device,
         ):
             user_rows, local_users = torch.unique(b_users, return_inverse=True)
             item_rows, local_items = torch.unique(torch.cat([pos, neg.reshape(-1)]),

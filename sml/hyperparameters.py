@@ -20,7 +20,14 @@ from sml.baselines import BaselineConfig
 from sml.fit import FitConfig
 from sml.merge import Scope
 from sml.model import MFConfig
-from sml.trainer import VARIANT_NAMES, MetaConfig, SMLConfig, StepOne, WarmAnchor
+from sml.trainer import (
+    VARIANT_NAMES,
+    HistoryDraw,
+    MetaConfig,
+    SMLConfig,
+    StepOne,
+    WarmAnchor,
+)
 from sml.transfer import TransferConfig
 
 Hyper = dict[str, Any]
@@ -65,11 +72,11 @@ _SML: Hyper = {
     # fine-tune uses on the same log (step 1 on its own loss is fine-tuning W-hat)
     "step_one_fits": ["own", "fine_tune"],
     # and how many pairs drawn from all seen so far step 1 also fits, in multiples of the
-    # closing period's rows (validation R@20, seeds 0-1, Theta frozen, two periods with
-    # fine-tune's fit: synthetic-returning 0.6067 without, 0.6163 with one period's worth;
-    # synthetic-repeat 0.7560 and 0.7637; MovieLens-100K, SML's own fit on one period at
-    # 1e-4, 0.7122 and 0.7152)
-    "step_one_histories": [0.0, 1.0],
+    # closing period's rows, drawn anew for each epoch (validation R@20, seeds 0-1, SML's
+    # own fit; synthetic-returning, two periods at 1e-5: none 0.6086 or less, one
+    # period's worth 0.6220, two 0.6316, four 0.6286; MovieLens-100K, one period at
+    # 1e-4: none 0.7122, one 0.7163, two 0.7109, four 0.6932): the log decides
+    "step_one_histories": [0.0, 1.0, 2.0],
     # and the periods step 1 fits W-hat on: the closing one, or it and the one before
     # (validation R@20, seeds 0-1, each choosing fit and rate: synthetic-returning 0.6020
     # with one period, 0.6078-0.6089 with two; MovieLens-100K 0.7108-0.7135 with one,
@@ -120,6 +127,7 @@ def sml_config(hyper: Hyper, dim: int, seed: int) -> SMLConfig:
         step_one=_one_of(hyper, "step_one", StepOne),
         step_one_window=_window(hyper.get("step_one_window", 1)),
         step_one_history=_history(hyper.get("step_one_history", 0.0)),
+        history_draw=_one_of(hyper, "history_draw", HistoryDraw),
         seed=seed,
     )
 
@@ -144,7 +152,7 @@ SPMF_KEYS = ("reservoir_size", "reservoir_draws", "rank_sharpness")
 SML_KEYS = (
     "fit", "meta", "transfer", "scope", "warm_anchor", "step_one", "offline_passes",
     "meta_lrs", "step_one_fits", "fine_tune_fit", "step_one_window", "step_one_windows",
-    "step_one_history", "step_one_histories",
+    "step_one_history", "step_one_histories", "history_draw",
 )
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -40,7 +41,7 @@ import torch
 from torch import Tensor
 
 from sml.check import CHECK_NEGATIVES, ranking_score
-from sml.fit import Batch, FitConfig, SeenPairs, fit_mf, run_epochs, sample_negatives
+from sml.fit import Batch, Draw, FitConfig, SeenPairs, fit_mf, run_epochs, sample_negatives
 from sml.lineage import Lineage
 from sml.merge import Scope, Side, merged_loss
 from sml.model import MFConfig, MFWeights
@@ -62,6 +63,7 @@ VARIANT_NAMES = ("sml", "sml_s", "sml_n", "sml_cnn", "sml_fc", "sml_fp", "sml_st
 FirstSeen = Literal["include", "skip"]
 StepOne = Literal["transfer", "own"]
 WarmAnchor = Literal["none", "init"]
+HistoryDraw = Literal["epoch", "once"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,9 @@ class SMLConfig:
     # plus this many times D_t's rows drawn uniformly from all pairs seen so far (which
     # the strategy holds for its negatives anyway): a bounded reminder of the history
     step_one_history: float = 0.0
+    # the sample drawn anew for each epoch ("epoch": as many steps, more of the history
+    # seen), or once and fitted in every epoch ("once")
+    history_draw: HistoryDraw = "epoch"
     variant: Variant = "sml"
     seed: int = 0
 
@@ -263,20 +268,26 @@ class SMLStrategy:
         drawn = round(self.config.step_one_history * len(data.users))
         if self.config.step_one_window == 2 and self.last is not None:
             data = concat_periods([self.last, data])  # the rows either changed are merged
+        extra = None
         if drawn > 0 and len(self.seen):  # D_t's pairs are among them, deleted users' not
-            users, items = self.seen.sample(drawn, self.rng)
-            data = concat_periods([PeriodData(users, items, data.n_users, data.n_items), data])
-        hat = self._fit_hat(lineage, prev, prev, data, epochs=self.config.fit.epochs)
+            if self.config.history_draw == "epoch":
+                extra = partial(self.seen.sample, drawn, self.rng)
+            else:
+                users, items = self.seen.sample(drawn, self.rng)
+                data = concat_periods([PeriodData(users, items, data.n_users, data.n_items),
+                                       data])
+        hat = self._fit_hat(lineage, prev, prev, data, epochs=self.config.fit.epochs,
+                            extra=extra)
         lineage.anchor, lineage.hat = prev, hat
         lineage.current = self._merge(lineage, prev, hat)
 
     def _fit_hat(self, lineage: Lineage, anchor: MFWeights, start: MFWeights,
-                 data: PeriodData, *, epochs: int) -> MFWeights:
+                 data: PeriodData, *, epochs: int, extra: Draw | None = None) -> MFWeights:
         """Step 1: W-hat on D through the transfer (Theta fixed), or on its own loss."""
         fit = replace(self.config.fit, epochs=epochs)
         if self.config.step_one == "own":
             return fit_mf(start, data.users, data.items, seen=self.seen, config=fit, rng=self.rng,
-                          weights=data.weights)
+                          weights=data.weights, extra=extra)
         device = self.device
         hat = start.trainable(device)
         # step 1 changes every row of a batch, so every row of a batch goes through f
@@ -310,6 +321,7 @@ class SMLStrategy:
                 config=fit,
                 rng=self.rng,
                 weights=data.weights,
+                extra=extra,
             )
         finally:
             transfers.requires_grad_(True)

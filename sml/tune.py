@@ -118,7 +118,7 @@ SML_SPACE: Space = {
     "offline_passes": Choice((1, 2)),
     "step_one": Choice(("transfer", "own")),
     "step_one_window": Choice((1, 2)),
-    "step_one_history": Choice((0.0, 1.0)),
+    "step_one_history": Choice((0.0, 1.0, 2.0)),
 }
 # what a walk's choice sets besides the fit: (its selection key, the setter, the override)
 CHOSEN = (("chosen_window", hp.with_step_one_window, "step_one_window"),

@@ -573,10 +573,11 @@ def test_step_one_windows_are_checked_and_a_given_window_is_used() -> None:
 
 
 def test_step_one_histories_are_checked_and_a_given_history_is_used() -> None:
-    """SML chooses among ``step_one_histories`` (default none and one closing period's
-    worth of seen pairs); a history given is the one used; a live worker, which has no
-    validation walk, adds none unless its file names one; anything else is refused."""
-    assert hp.step_one_histories("sml", hp.for_method("sml")) == [0.0, 1.0]
+    """SML chooses among ``step_one_histories`` (default none, one and two closing periods'
+    worth of seen pairs, drawn anew for each epoch); a history given is the one used; a
+    live worker, which has no validation walk, adds none unless its file names one;
+    anything else is refused, as is a draw other than ``epoch`` or ``once``."""
+    assert hp.step_one_histories("sml", hp.for_method("sml")) == [0.0, 1.0, 2.0]
     assert hp.step_one_histories("fine_tune", hp.for_method("fine_tune")) == []
     given = hp.for_method("sml", {"sml": {"step_one_history": 0.5}})
     assert hp.step_one_histories("sml", given) == [0.5]
@@ -590,3 +591,7 @@ def test_step_one_histories_are_checked_and_a_given_history_is_used() -> None:
     for value in (-1, 10.5, True, "1"):
         with pytest.raises(ValueError, match="step_one_history must be a number"):
             hp.sml_config({"step_one_history": value}, 8, 0)
+    assert hp.sml_config({}, 8, 0).history_draw == "epoch"
+    assert hp.sml_config({"history_draw": "once"}, 8, 0).history_draw == "once"
+    with pytest.raises(ValueError, match="history_draw must be one of"):
+        hp.sml_config({"history_draw": "twice"}, 8, 0)

@@ -11,7 +11,7 @@ import torch
 
 from sml.check import CHECK_NEGATIVES, CHECK_TOP, candidate_scores, ranking_score
 from sml.data import split_equal_count
-from sml.fit import FitConfig, SeenPairs, sample_negatives
+from sml.fit import FitConfig, SeenPairs, fit_mf, sample_negatives
 from sml.model import MFConfig, MFWeights
 from sml.registry import ALL_METHODS, make_strategy, transfer_state
 from sml.strategy import PeriodData
@@ -127,6 +127,49 @@ def test_seen_pairs_are_sampled_uniformly_among_themselves() -> None:
     pairs, counts = np.unique(np.stack([users, items]), axis=1, return_counts=True)
     assert pairs.T.tolist() == [[0, 3], [0, 5], [1, 3], [2, 7]]
     assert counts.min() > 9_500 and counts.max() < 10_500
+
+
+@pytest.mark.parametrize("rows_only", [False, True])
+def test_an_extra_draw_is_fitted_in_its_own_epoch(rows_only: bool) -> None:
+    """``fit_mf``'s ``extra`` is drawn once per epoch and its pairs join that epoch: users
+    drawn only in some epoch move, users neither the period nor a draw holds stay."""
+    start = MFWeights.init(MFConfig(dim=8), 10, 20, torch.Generator().manual_seed(0))
+    users = items = np.array([0, 1, 2])
+    seen = SeenPairs()
+    seen.add(users, items)
+    drawn: list[int] = []
+
+    def draw() -> tuple[np.ndarray, np.ndarray]:
+        drawn.append(3 + len(drawn))  # user and item 3 in the first epoch, 4, then 5
+        return np.array(drawn[-1:]), np.array(drawn[-1:])
+
+    config = FitConfig(epochs=3, lr=0.01, n_negatives=1, batch_size=64, rows_only=rows_only)
+    out = fit_mf(start, users, items, seen=seen, config=config,
+                 rng=np.random.default_rng(0), extra=draw)
+    assert drawn == [3, 4, 5]
+    moved = [not torch.equal(out.user[u], start.user[u]) for u in range(10)]
+    assert moved == [True] * 6 + [False] * 4
+
+
+@pytest.mark.parametrize("draw", ["once", "epoch"])
+def test_the_history_sample_is_drawn_once_or_for_every_epoch(periods: list, draw: str) -> None:
+    """``history_draw="epoch"`` draws step 1's history sample anew for each of its epochs
+    (as many steps, more distinct pairs of the history), ``"once"`` for the whole fit."""
+    config = replace(UNCHECKED, step_one="own", step_one_history=0.5, history_draw=draw)
+    strategy = SMLStrategy(config)
+    strategy.set_update_transfer(False)
+    strategy.boundary(periods[0])
+    sizes: list[int] = []
+    sample = strategy.seen.sample
+
+    def counted(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        sizes.append(n)
+        return sample(n, rng)
+
+    strategy.seen.sample = counted  # type: ignore[method-assign]
+    strategy.boundary(periods[1])
+    draws = 1 if draw == "once" else config.fit.epochs
+    assert config.fit.epochs > 1 and sizes == [round(0.5 * len(periods[1].users))] * draws
 
 
 def test_step_two_at_rate_zero_is_the_frozen_transfer(periods: list) -> None:
