@@ -73,9 +73,9 @@ _SML: Hyper = {
     "step_one_fits": ["own", "fine_tune"],
     # and how many pairs drawn from all seen so far step 1 also fits, in multiples of the
     # closing period's rows, drawn anew for each epoch (validation R@20, seeds 0-1, SML's
-    # own fit; synthetic-returning, two periods at 1e-5: none 0.6086 or less, one
-    # period's worth 0.6220, two 0.6316, four 0.6286; MovieLens-100K, one period at
-    # 1e-4: none 0.7122, one 0.7163, two 0.7109, four 0.6932): the log decides
+    # own fit; synthetic-returning, two periods at 1e-5: one period's worth 0.6220, two
+    # 0.6316, four 0.6286; MovieLens-100K, one period at 1e-4: none 0.7122, one 0.7163,
+    # two 0.7109, four 0.6932): the log decides
     "step_one_histories": [0.0, 1.0, 2.0],
     # and the periods step 1 fits W-hat on: the closing one, or it and the one before
     # (validation R@20, seeds 0-1, each choosing fit and rate: synthetic-returning 0.6020

@@ -20,8 +20,9 @@ and is adopted only once it has ranked a closing period better (sampled Recall@2
 1 fits W-hat on its own loss (``step_one="own"``, the paper's SML-FP) or through
 the transfer (``"transfer"``, the paper's SML), on D_t or (``step_one_window=2``) on
 D_{t-1} and D_t, plus (``step_one_history``) a uniform sample of the pairs seen so
-far. The replay chooses the step-2 rate and step 1's fit, window and sample on
-the log's validation periods; ``fit.device`` says where it trains.
+far, drawn anew for each epoch (``history_draw``). The replay chooses the step-2 rate
+and step 1's fit, window and sample on the log's validation periods; ``fit.device``
+says where it trains.
 
 Variants: ``sml_n`` trains Theta on D_{t-1} itself; ``sml_fp`` and ``sml_st`` fix
 ``step_one`` to ``"own"`` and ``"transfer"``; SML-S is ``set_update_transfer(False)``
@@ -268,14 +269,11 @@ class SMLStrategy:
         drawn = round(self.config.step_one_history * len(data.users))
         if self.config.step_one_window == 2 and self.last is not None:
             data = concat_periods([self.last, data])  # the rows either changed are merged
-        extra = None
-        if drawn > 0 and len(self.seen):  # D_t's pairs are among them, deleted users' not
-            if self.config.history_draw == "epoch":
-                extra = partial(self.seen.sample, drawn, self.rng)
-            else:
-                users, items = self.seen.sample(drawn, self.rng)
-                data = concat_periods([PeriodData(users, items, data.n_users, data.n_items),
-                                       data])
+        # the history sample: D_t's pairs are among the seen ones, deleted users' not
+        extra = partial(self.seen.sample, drawn, self.rng) if drawn and len(self.seen) else None
+        if extra is not None and self.config.history_draw == "once":
+            data = concat_periods([PeriodData(*extra(), data.n_users, data.n_items), data])
+            extra = None
         hat = self._fit_hat(lineage, prev, prev, data, epochs=self.config.fit.epochs,
                             extra=extra)
         lineage.anchor, lineage.hat = prev, hat
@@ -311,18 +309,9 @@ class SMLStrategy:
             return merged + fit.l2 * reg
 
         try:
-            run_epochs(
-                [hat.user, hat.item],
-                loss_of,
-                data.users,
-                data.items,
-                n_items=data.n_items,
-                seen=self.seen,
-                config=fit,
-                rng=self.rng,
-                weights=data.weights,
-                extra=extra,
-            )
+            run_epochs([hat.user, hat.item], loss_of, data.users, data.items,
+                       n_items=data.n_items, seen=self.seen, config=fit, rng=self.rng,
+                       weights=data.weights, extra=extra)
         finally:
             transfers.requires_grad_(True)
         return hat.detach().to("cpu")
@@ -350,18 +339,8 @@ class SMLStrategy:
 
         config = FitConfig(epochs=meta.epochs, lr=meta.lr, n_negatives=meta.n_negatives,
                            batch_size=meta.batch_size, device=self.device)
-        run_epochs(
-            params,
-            loss_of,
-            users,
-            items,
-            n_items=lineage.hat.n_items,
-            seen=self.seen,
-            config=config,
-            rng=self.rng,
-            optimizer=lineage.optimizer,
-            weights=weights,
-        )
+        run_epochs(params, loss_of, users, items, n_items=lineage.hat.n_items, seen=self.seen,
+                   config=config, rng=self.rng, optimizer=lineage.optimizer, weights=weights)
 
     def _sides(self, anchor: MFWeights, hat: MFWeights) -> tuple[Side, Side]:
         """The transfer's inputs for users and items, on the training device."""
