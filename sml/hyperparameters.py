@@ -188,11 +188,10 @@ def for_method(name: str, overrides: dict[str, Hyper] | None = None) -> Hyper:
         out["meta_lrs"] = [lr]  # a step-2 rate given is the rate used, not one to choose among
     if "fit" in given and "step_one_fits" not in given and "step_one_fits" in out:
         out["step_one_fits"] = ["own"]  # so are step 1's fit settings
-    if "step_one_window" in given and "step_one_windows" not in given and "step_one_windows" in out:
-        out["step_one_windows"] = [given["step_one_window"]]  # and its window
-    if "step_one_history" in given and "step_one_histories" not in given and (
-            "step_one_histories" in out):
-        out["step_one_histories"] = [given["step_one_history"]]  # and its history sample
+    for one, listed in (("step_one_window", "step_one_windows"),  # and its window
+                        ("step_one_history", "step_one_histories")):  # and history sample
+        if one in given and listed not in given and listed in out:
+            out[listed] = [given[one]]
     if "fine_tune" in out.get("step_one_fits", []):
         out["fine_tune_fit"] = for_method("fine_tune", overrides)["fit"]
     return out
@@ -208,14 +207,16 @@ def for_live(name: str, overrides: dict[str, Hyper] | None = None) -> Hyper:
     meta = _given(name, overrides).get("meta")
     if len(theta_lrs(name, out)) > 1 and not (isinstance(meta, dict) and "check" in meta):
         out["meta"] = {**out.get("meta", {}), "check": True}
-    fits, windows = step_one_fits(name, out), step_one_windows(name, out)
-    # step 1 fits with the one fit named, or with `fit` ("own") where several are; on the
-    # one window named, or on the closing period alone (the paper's) where several are
-    out = with_step_one_window(out, windows[0] if len(windows) == 1 else 1) if windows else out
-    histories = step_one_histories(name, out)  # the one named, or none (the paper's)
-    out = with_step_one_history(out, histories[0] if len(histories) == 1 else 0.0
-                                ) if histories else out
-    return with_step_one_fit(out, fits[0] if len(fits) == 1 else "own") if fits else out
+    # step 1 takes the one fit, window and history sample named, or where several are:
+    # `fit` ("own"), the closing period alone and no sample (the paper's step 1)
+    axes: tuple[tuple[Any, Any, Any], ...] = ((step_one_fits, with_step_one_fit, "own"),
+                                              (step_one_windows, with_step_one_window, 1),
+                                              (step_one_histories, with_step_one_history, 0.0))
+    for listed, setting, default in axes:
+        values = listed(name, out)
+        if values:
+            out = setting(out, values[0] if len(values) == 1 else default)
+    return out
 
 
 def _given(name: str, overrides: dict[str, Hyper] | None) -> Hyper:
