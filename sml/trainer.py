@@ -137,7 +137,11 @@ class SMLStrategy:
         self.name = name
         self.config = config
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.rng = np.random.default_rng(config.seed)
+        self.rng = np.random.default_rng(config.seed)  # step 1: its shuffles, negatives, sample
+        # the meta step's, the check's and the learner lineage's own draws, so that walks
+        # differing only in how Theta learns fit the served W-hat from the same draws (the
+        # difference between them is Theta's, not the luck of the draw)
+        self.meta_rng = np.random.default_rng([config.seed, 1])
         self.device = config.fit.device  # where every step trains (sml.device)
         with torch.random.fork_rng():  # Theta's initial value follows the seed too
             torch.manual_seed(config.seed)
@@ -214,12 +218,12 @@ class SMLStrategy:
             if learns and learning.anchor is not None:
                 self._meta_step(learning, data)
                 self.same = False
-            self._step_one(self.served, data)
+            self._step_one(self.served, data, self.rng)
             if self.learner is not None:
                 if self.same:
                     self._follow()
                 else:
-                    self._step_one(self.learner, data)
+                    self._step_one(self.learner, data, self.meta_rng)
         self.last = data
         self.boundaries += 1
         assert self.served.current is not None
@@ -241,7 +245,8 @@ class SMLStrategy:
         users, items = data.users[keep], data.items[keep]
         if users.shape[0] == 0:
             return
-        negatives = sample_negatives(users, CHECK_NEGATIVES, served.n_items, self.seen, self.rng)
+        negatives = sample_negatives(users, CHECK_NEGATIVES, served.n_items, self.seen,
+                                     self.meta_rng)
         check = (torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(negatives))
         if ranking_score(learner, check) > ranking_score(served, check):
             self.served = self.learner.copy()
@@ -256,35 +261,35 @@ class SMLStrategy:
         objective = self.last if variant == "sml_n" else next_period
         for r in range(meta.rounds):
             if r > 0 and self.config.step_one == "transfer":
-                lineage.hat = self._fit_hat(
-                    lineage, lineage.anchor, lineage.hat, self.last, epochs=meta.refit_epochs
-                )
+                lineage.hat = self._fit_hat(lineage, lineage.anchor, lineage.hat, self.last,
+                                            epochs=meta.refit_epochs, rng=self.meta_rng)
             self._step_two(lineage, objective)
         lineage.current = self._merge(lineage, lineage.anchor, lineage.hat)
         self.theta_updates += 1
 
-    def _step_one(self, lineage: Lineage, data: PeriodData) -> None:
+    def _step_one(self, lineage: Lineage, data: PeriodData, rng: np.random.Generator) -> None:
         assert lineage.current is not None
         prev = lineage.current.grow(data.n_users, data.n_items, self.config.mf, self.generator)
         drawn = round(self.config.step_one_history * len(data.users))
         if self.config.step_one_window == 2 and self.last is not None:
             data = concat_periods([self.last, data])  # the rows either changed are merged
         # the history sample: D_t's pairs are among the seen ones, deleted users' not
-        extra = partial(self.seen.sample, drawn, self.rng) if drawn and len(self.seen) else None
+        extra = partial(self.seen.sample, drawn, rng) if drawn and len(self.seen) else None
         if extra is not None and self.config.history_draw == "once":
             data = concat_periods([PeriodData(*extra(), data.n_users, data.n_items), data])
             extra = None
         hat = self._fit_hat(lineage, prev, prev, data, epochs=self.config.fit.epochs,
-                            extra=extra)
+                            rng=rng, extra=extra)
         lineage.anchor, lineage.hat = prev, hat
         lineage.current = self._merge(lineage, prev, hat)
 
     def _fit_hat(self, lineage: Lineage, anchor: MFWeights, start: MFWeights,
-                 data: PeriodData, *, epochs: int, extra: Draw | None = None) -> MFWeights:
+                 data: PeriodData, *, epochs: int, rng: np.random.Generator,
+                 extra: Draw | None = None) -> MFWeights:
         """Step 1: W-hat on D through the transfer (Theta fixed), or on its own loss."""
         fit = replace(self.config.fit, epochs=epochs)
         if self.config.step_one == "own":
-            return fit_mf(start, data.users, data.items, seen=self.seen, config=fit, rng=self.rng,
+            return fit_mf(start, data.users, data.items, seen=self.seen, config=fit, rng=rng,
                           weights=data.weights, extra=extra)
         device = self.device
         hat = start.trainable(device)
@@ -310,7 +315,7 @@ class SMLStrategy:
 
         try:
             run_epochs([hat.user, hat.item], loss_of, data.users, data.items,
-                       n_items=data.n_items, seen=self.seen, config=fit, rng=self.rng,
+                       n_items=data.n_items, seen=self.seen, config=fit, rng=rng,
                        weights=data.weights, extra=extra)
         finally:
             transfers.requires_grad_(True)
@@ -340,7 +345,7 @@ class SMLStrategy:
         config = FitConfig(epochs=meta.epochs, lr=meta.lr, n_negatives=meta.n_negatives,
                            batch_size=meta.batch_size, device=self.device)
         run_epochs(params, loss_of, users, items, n_items=lineage.hat.n_items, seen=self.seen,
-                   config=config, rng=self.rng, optimizer=lineage.optimizer, weights=weights)
+                   config=config, rng=self.meta_rng, optimizer=lineage.optimizer, weights=weights)
 
     def _sides(self, anchor: MFWeights, hat: MFWeights) -> tuple[Side, Side]:
         """The transfer's inputs for users and items, on the training device."""
@@ -366,6 +371,7 @@ class SMLStrategy:
             "update_transfer": self.update_transfer,
             **{key: getattr(self, key) for key in counts},
             "rng": self.rng.bit_generator.state,
+            "meta_rng": self.meta_rng.bit_generator.state,
             "generator": self.generator.get_state(),
         }
 
@@ -387,4 +393,6 @@ class SMLStrategy:
         self.theta_updates, self.promotions, self.rejections = (
             int(state.get(key, 0)) for key in ("theta_updates", "promotions", "rejections"))
         self.rng.bit_generator.state = state["rng"]
+        if "meta_rng" in state:  # a checkpoint written before the meta step had its own draws
+            self.meta_rng.bit_generator.state = state["meta_rng"]
         self.generator.set_state(state["generator"])

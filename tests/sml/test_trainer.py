@@ -278,15 +278,42 @@ def test_frozen_transfer_keeps_theta(periods: list) -> None:
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_checkpoint_resumes_exactly(periods: list) -> None:
-    a = SMLStrategy(SMALL)
-    a.boundary(periods[0])
-    a.boundary(periods[1])
-    b = SMLStrategy(SMALL)
+def test_walks_differing_only_in_theta_fit_the_served_w_hat_from_the_same_draws(
+    periods: list,
+) -> None:
+    """Step 2 (and the check and the learner lineage) draw from their own stream: a walk
+    whose step 2 runs but cannot move Theta serves what the walk without step 2 serves, so
+    two candidate rates differ by what Theta learned, not by the luck of step 1's draws.
+    (With the check, an adopted learner brings its own fit, drawn from the other stream.)"""
+    config = UNCHECKED
+    frozen = SMLStrategy(replace(config, meta=replace(config.meta, lr=0.0)))
+    still = SMLStrategy(replace(config, meta=replace(config.meta, lr=1e-30)))
+    for period in periods:
+        w_frozen, w_still = frozen.boundary(period), still.boundary(period)
+    assert frozen.theta_updates == 0 and still.theta_updates == len(periods) - 2
+    assert torch.allclose(w_frozen.user, w_still.user, atol=1e-6)
+    assert torch.allclose(w_frozen.item, w_still.item, atol=1e-6)
+    # a rate that does move Theta serves something else
+    moving = SMLStrategy(replace(config, meta=replace(config.meta, lr=1e-2, check=False)))
+    for period in periods:
+        w_moving = moving.boundary(period)
+    assert not torch.allclose(w_frozen.user, w_moving.user, atol=1e-3)
+
+
+@pytest.mark.parametrize("config", [SMALL, UNCHECKED], ids=["check", "no_check"])
+def test_checkpoint_resumes_exactly(config: SMLConfig, periods: list) -> None:
+    """Both random streams resume: step 1's and the meta step's (Theta's next update)."""
+    a = SMLStrategy(config)
+    for period in periods[:3]:  # the third boundary runs a meta step
+        a.boundary(period)
+    b = SMLStrategy(config)
     b.load_state_dict(a.state_dict())
-    wa, wb = a.boundary(periods[2]), b.boundary(periods[2])
-    assert torch.allclose(wa.user, wb.user, atol=1e-5)
-    assert torch.allclose(wa.item, wb.item, atol=1e-5)
+    for period in periods[3:]:
+        wa, wb = a.boundary(period), b.boundary(period)
+        assert torch.allclose(wa.user, wb.user, atol=1e-5)
+        assert torch.allclose(wa.item, wb.item, atol=1e-5)
+    theta_a, theta_b = _theta(a), _theta(b)
+    assert all(torch.allclose(theta_a[k], theta_b[k], atol=1e-6) for k in theta_a)
 
 
 def test_a_checkpoint_of_one_lineage_still_loads(periods: list) -> None:
