@@ -138,10 +138,10 @@ class SMLStrategy:
         self.config = config
         self.generator = torch.Generator().manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)  # step 1: its shuffles, negatives, sample
-        # the meta step's, the check's and the learner lineage's own draws, so that walks
-        # differing only in how Theta learns fit the served W-hat from the same draws (the
-        # difference between them is Theta's, not the luck of the draw)
+        # the meta step's, the check's and the learner lineage's own draws (new rows too), so
+        # walks differing only in how Theta learns fit the served W-hat from the same draws
         self.meta_rng = np.random.default_rng([config.seed, 1])
+        self.meta_generator = torch.Generator().manual_seed(config.seed + 1)
         self.device = config.fit.device  # where every step trains (sml.device)
         with torch.random.fork_rng():  # Theta's initial value follows the seed too
             torch.manual_seed(config.seed)
@@ -218,12 +218,12 @@ class SMLStrategy:
             if learns and learning.anchor is not None:
                 self._meta_step(learning, data)
                 self.same = False
-            self._step_one(self.served, data, self.rng)
+            self._step_one(self.served, data, self.rng, self.generator)
             if self.learner is not None:
                 if self.same:
                     self._follow()
                 else:
-                    self._step_one(self.learner, data, self.meta_rng)
+                    self._step_one(self.learner, data, self.meta_rng, self.meta_generator)
         self.last = data
         self.boundaries += 1
         assert self.served.current is not None
@@ -267,9 +267,10 @@ class SMLStrategy:
         lineage.current = self._merge(lineage, lineage.anchor, lineage.hat)
         self.theta_updates += 1
 
-    def _step_one(self, lineage: Lineage, data: PeriodData, rng: np.random.Generator) -> None:
+    def _step_one(self, lineage: Lineage, data: PeriodData, rng: np.random.Generator,
+                  generator: torch.Generator) -> None:
         assert lineage.current is not None
-        prev = lineage.current.grow(data.n_users, data.n_items, self.config.mf, self.generator)
+        prev = lineage.current.grow(data.n_users, data.n_items, self.config.mf, generator)
         drawn = round(self.config.step_one_history * len(data.users))
         if self.config.step_one_window == 2 and self.last is not None:
             data = concat_periods([self.last, data])  # the rows either changed are merged
@@ -306,11 +307,8 @@ class SMLStrategy:
         def loss_of(batch: Batch) -> Tensor:
             b_users, pos, neg, _ = batch
             merged = merged_loss(transfers, users, items, batch, hat)
-            reg = (
-                hat.user[b_users].square().sum()
-                + hat.item[pos].square().sum()
-                + hat.item[neg].square().sum()
-            ) / b_users.shape[0]
+            rows = (hat.user[b_users], hat.item[pos], hat.item[neg])
+            reg = sum(r.square().sum() for r in rows) / b_users.shape[0]
             return merged + fit.l2 * reg
 
         try:
@@ -373,6 +371,7 @@ class SMLStrategy:
             "rng": self.rng.bit_generator.state,
             "meta_rng": self.meta_rng.bit_generator.state,
             "generator": self.generator.get_state(),
+            "meta_generator": self.meta_generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -393,6 +392,7 @@ class SMLStrategy:
         self.theta_updates, self.promotions, self.rejections = (
             int(state.get(key, 0)) for key in ("theta_updates", "promotions", "rejections"))
         self.rng.bit_generator.state = state["rng"]
+        self.generator.set_state(state["generator"])
         if "meta_rng" in state:  # a checkpoint written before the meta step had its own draws
             self.meta_rng.bit_generator.state = state["meta_rng"]
-        self.generator.set_state(state["generator"])
+            self.meta_generator.set_state(state["meta_generator"])
