@@ -37,6 +37,7 @@ class SeenPairs:
         self.keys = np.zeros(0, dtype=np.int64) if keys is None else np.asarray(keys, np.int64)
         self._bits: np.ndarray | None = None  # (users_cap * row_bytes,) uint8
         self._cap = (0, 0)  # users, items the bitmap has room for
+        self._row_bytes = 0  # one user's row: items_cap bits, rounded up to bytes
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
@@ -96,7 +97,7 @@ class SeenPairs:
         row_bytes = (cap[1] + 7) // 8
         if cap[0] * row_bytes * 8 > self.DENSE_LIMIT_BITS:
             return False
-        self._cap = cap
+        self._cap, self._row_bytes = cap, row_bytes
         self._bits = np.zeros(cap[0] * row_bytes, dtype=np.uint8)
         self._mark(self.keys)
         return True
@@ -104,16 +105,14 @@ class SeenPairs:
     def _mark(self, keys: np.ndarray) -> None:
         assert self._bits is not None
         users, items = keys // _SHIFT, keys % _SHIFT
-        row_bytes = (self._cap[1] + 7) // 8
         bit = np.left_shift(1, items & 7).astype(np.uint8)
-        np.bitwise_or.at(self._bits, users * row_bytes + (items >> 3), bit)
+        np.bitwise_or.at(self._bits, users * self._row_bytes + (items >> 3), bit)
 
     def _in_bitmap(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         assert self._bits is not None
         inside = (users < self._cap[0]) & (items < self._cap[1])
         u, i = np.where(inside, users, 0), np.where(inside, items, 0)
-        row_bytes = (self._cap[1] + 7) // 8
-        byte = self._bits[u * row_bytes + (i >> 3)]
+        byte = self._bits[u * self._row_bytes + (i >> 3)]
         return inside & ((byte >> (i & 7).astype(np.uint8)) & 1).astype(bool)
 
 
