@@ -194,6 +194,11 @@ def for_method(name: str, overrides: dict[str, Hyper] | None = None) -> Hyper:
             out[listed] = [given[one]]
     if "fine_tune" in out.get("step_one_fits", []):
         out["fine_tune_fit"] = for_method("fine_tune", overrides)["fit"]
+    # and a list of one value is the value used: {"meta_lrs": [1e-5]} trains at 1e-5
+    for _, listed, setting in CHOICE_AXES:
+        values = listed(name, out)
+        if len(values) == 1:
+            out = setting(out, values[0])
     return out
 
 
@@ -207,15 +212,14 @@ def for_live(name: str, overrides: dict[str, Hyper] | None = None) -> Hyper:
     meta = _given(name, overrides).get("meta")
     if len(theta_lrs(name, out)) > 1 and not (isinstance(meta, dict) and "check" in meta):
         out["meta"] = {**out.get("meta", {}), "check": True}
-    # step 1 takes the one fit, window and history sample named, or where several are:
-    # `fit` ("own"), the closing period alone and no sample (the paper's step 1)
+    # where several fits, windows or history samples are named (one named is settled by
+    # for_method), step 1 takes `fit` ("own"), the closing period alone and no sample
     axes: tuple[tuple[Any, Any, Any], ...] = ((step_one_fits, with_step_one_fit, "own"),
                                               (step_one_windows, with_step_one_window, 1),
                                               (step_one_histories, with_step_one_history, 0.0))
     for listed, setting, default in axes:
-        values = listed(name, out)
-        if values:
-            out = setting(out, values[0] if len(values) == 1 else default)
+        if len(listed(name, out)) > 1:
+            out = setting(out, default)
     return out
 
 
@@ -277,17 +281,13 @@ def theta_lrs(name: str, hyper: Hyper) -> list[float]:
     """The step-2 learning rates an SML method chooses among on the validation periods
     (``meta_lrs``); [] when it has none to choose (a baseline, or SML-0, whose Theta is
     never trained). ValueError if the list is not a list of rates >= 0."""
-    if not name.startswith("sml") or name == "sml_frozen" or "meta_lrs" not in hyper:
-        return []
-    rates = hyper["meta_lrs"]
-    if (
-        not isinstance(rates, list)
-        or not rates
-        or not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in rates)
-        or min(rates) < 0
-    ):
-        raise ValueError(f"meta_lrs must be a non-empty list of learning rates >= 0, not {rates!r}")
-    return [float(r) for r in rates]
+    return [] if name == "sml_frozen" else _listed(name, hyper, "meta_lrs", _rate, "rates")
+
+
+def _rate(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"meta_lrs must hold learning rates >= 0, not {value!r}")
+    return float(value)
 
 
 def with_theta_lr(hyper: Hyper, rate: float) -> Hyper:
@@ -362,24 +362,22 @@ def with_step_one_history(hyper: Hyper, history: float) -> Hyper:
             "step_one_histories": [history]}
 
 
+# what an SML method chooses among on the validation periods: (its key in a candidate's
+# label, the values listed, the hyper-parameters with one of them set)
+CHOICE_AXES: tuple[tuple[str, Any, Any], ...] = (
+    ("fit", step_one_fits, with_step_one_fit), ("window", step_one_windows, with_step_one_window),
+    ("history", step_one_histories, with_step_one_history), ("lr", theta_lrs, with_theta_lr))
+
+
 def candidates(name: str, hyper: Hyper) -> list[tuple[dict[str, Any], Hyper]]:
     """Each combination of step-1 fit, window and history sample and step-2 rate an SML method
     chooses among on the validation periods (``sml.replay`` walks each), as (what it
-    sets, the hyper-parameters with nothing left to choose); one entry, the
-    hyper-parameters as given, when there is nothing to choose."""
-    axes: list[tuple[str, list[Any], Any]] = [
-        ("fit", step_one_fits(name, hyper), with_step_one_fit),
-        ("window", step_one_windows(name, hyper), with_step_one_window),
-        ("history", step_one_histories(name, hyper), with_step_one_history),
-        ("lr", theta_lrs(name, hyper), with_theta_lr),
-    ]
-    if all(len(values) <= 1 for _, values, _ in axes):
-        return [({}, hyper)]
+    sets, the hyper-parameters with nothing left to choose); one entry when there is
+    nothing to choose, with any list of one value set as :func:`for_method` sets it."""
     grid: list[tuple[dict[str, Any], Hyper]] = [({}, hyper)]
-    for key, values, setting in axes:
-        if values:
-            grid = [({**label, key: value}, setting(chosen, value))
-                    for label, chosen in grid for value in values]
+    for key, listed, setting in CHOICE_AXES:  # a list of one value is set as well
+        grid = [({**label, key: value}, setting(chosen, value))
+                for label, chosen in grid for value in listed(name, hyper)] or grid
     return grid
 
 

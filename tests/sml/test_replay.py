@@ -493,12 +493,26 @@ def test_with_several_seeds_the_rate_is_chosen_on_their_mean(small_data: ReplayD
 
 def test_a_given_step_two_rate_is_used_and_the_list_is_checked() -> None:
     assert hp.for_method("sml", {"sml": {"meta": {"lr": 3e-5}}})["meta_lrs"] == [3e-5]
+    # a list of one value is the value used, as a value given is a list of one
+    assert hp.for_method("sml", {"sml": {"meta_lrs": [3e-5]}})["meta"]["lr"] == 3e-5
     assert hp.theta_lrs("sml", hp.for_method("sml")) == hp.DEFAULTS["sml"]["meta_lrs"]
     assert hp.theta_lrs("sml_frozen", hp.for_method("sml_frozen")) == []  # nothing to learn
     assert hp.theta_lrs("fine_tune", hp.for_method("fine_tune")) == []
     for bad in ([], [-1e-3], ["1e-3"], 1e-3, [True]):
         with pytest.raises(ValueError, match="meta_lrs"):
             hp.theta_lrs("sml", {"meta_lrs": bad})
+
+
+def test_lists_of_one_value_name_the_walk_taken() -> None:
+    """A file may name each choice as a list of one (what the replay then has nothing to
+    choose among): the one walk fits and trains with exactly those values."""
+    named = {"meta_lrs": [1e-4], "step_one_fits": ["fine_tune"], "step_one_windows": [2],
+             "step_one_histories": [1.0]}
+    for hyper in (hp.for_method("sml", {"sml": named}), {**hp.for_method("sml"), **named}):
+        [(_, walk)] = hp.candidates("sml", hyper)
+        config = hp.sml_config(walk, dim=8, seed=0)
+        assert (config.meta.lr, config.step_one_window, config.step_one_history) == (1e-4, 2, 1.0)
+        assert config.fit == hp.fit_config(hp.DEFAULTS["fine_tune"]["fit"])
 
 
 def test_the_report_names_the_fit_window_history_and_rate_chosen(

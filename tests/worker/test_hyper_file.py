@@ -51,23 +51,27 @@ def test_the_strategy_follows_the_file(sqlite_url: str, tmp_path: Path, hyper_fi
     assert new_strategy(settings, "spmf").config == default.config  # type: ignore[attr-defined]
 
 
+DEFAULT_RATE = hp.DEFAULTS["sml"]["meta"]["lr"]
+
+
 @pytest.mark.parametrize(
-    ("sml", "checked"),
+    ("sml", "checked", "rate"),
     [
-        (None, True),  # no file: the rate is a list nothing chose, so the check guards
-        ({"fit": {"epochs": 1}}, True),
-        ({"meta": {"lr": 1e-5}}, False),  # a rate given (as tune writes it) is trusted
-        ({"meta_lrs": [1e-5]}, False),
-        ({"meta": {"check": False}}, False),  # what the file says of the check holds
-        ({"meta": {"lr": 1e-5, "check": True}}, True),
+        (None, True, DEFAULT_RATE),  # no file: the rate is a list nothing chose: checked
+        ({"fit": {"epochs": 1}}, True, DEFAULT_RATE),
+        ({"meta": {"lr": 1e-5}}, False, 1e-5),  # a rate given (as tune writes it) is trusted
+        ({"meta_lrs": [1e-5]}, False, 1e-5),  # and so is a list of one: the rate trained
+        ({"meta": {"check": False}}, False, DEFAULT_RATE),  # what the file says of the check
+        ({"meta": {"lr": 1e-5, "check": True}}, True, 1e-5),
     ],
 )
 def test_the_check_guards_a_step_two_rate_nothing_chose(
-    sqlite_url: str, tmp_path: Path, sml: dict | None, checked: bool
+    sqlite_url: str, tmp_path: Path, sml: dict | None, checked: bool, rate: float
 ) -> None:
     """The replay chooses SML's step-2 rate on validation walks and serves without the
     check; a live log has no validation walk, so unless a rate was chosen (or the file
-    sets the check) a new Theta serves only once it has ranked a closing period better."""
+    sets the check) a new Theta serves only once it has ranked a closing period better.
+    A rate chosen is the rate Theta trains at, however the file names it."""
     hyper_file = None
     if sml is not None:
         hyper_file = tmp_path / "hyper.json"
@@ -78,6 +82,7 @@ def test_the_check_guards_a_step_two_rate_nothing_chose(
         assert isinstance(strategy, SMLStrategy)
         assert strategy.config.meta.check is checked
         assert (strategy.learner is not None) is checked
+        assert strategy.config.meta.lr == rate
 
 
 def test_the_worker_fits_step_one_as_the_file_chose(sqlite_url: str, tmp_path: Path) -> None:
