@@ -285,7 +285,7 @@ def theta_lrs(name: str, hyper: Hyper) -> list[float]:
 
 
 def _rate(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise ValueError(f"meta_lrs must hold learning rates >= 0, not {value!r}")
     return float(value)
 

@@ -498,7 +498,7 @@ def test_a_given_step_two_rate_is_used_and_the_list_is_checked() -> None:
     assert hp.theta_lrs("sml", hp.for_method("sml")) == hp.DEFAULTS["sml"]["meta_lrs"]
     assert hp.theta_lrs("sml_frozen", hp.for_method("sml_frozen")) == []  # nothing to learn
     assert hp.theta_lrs("fine_tune", hp.for_method("fine_tune")) == []
-    for bad in ([], [-1e-3], ["1e-3"], 1e-3, [True]):
+    for bad in ([], [-1e-3], ["1e-3"], 1e-3, [True], [float("nan")], [1e-4, 1e-4]):
         with pytest.raises(ValueError, match="meta_lrs"):
             hp.theta_lrs("sml", {"meta_lrs": bad})
 
