@@ -214,12 +214,10 @@ def for_live(name: str, overrides: dict[str, Hyper] | None = None) -> Hyper:
         out["meta"] = {**out.get("meta", {}), "check": True}
     # where several fits, windows or history samples are named (one named is settled by
     # for_method), step 1 takes `fit` ("own"), the closing period alone and no sample
-    axes: tuple[tuple[Any, Any, Any], ...] = ((step_one_fits, with_step_one_fit, "own"),
-                                              (step_one_windows, with_step_one_window, 1),
-                                              (step_one_histories, with_step_one_history, 0.0))
-    for listed, setting, default in axes:
-        if len(listed(name, out)) > 1:
-            out = setting(out, default)
+    live = {"fit": "own", "window": 1, "history": 0.0}
+    for key, listed, setting in CHOICE_AXES:
+        if key in live and len(listed(name, out)) > 1:
+            out = setting(out, live[key])
     return out
 
 
@@ -280,7 +278,7 @@ def read_hyper_file(path: Path, dim: int) -> HyperFile:
 def theta_lrs(name: str, hyper: Hyper) -> list[float]:
     """The step-2 learning rates an SML method chooses among on the validation periods
     (``meta_lrs``); [] when it has none to choose (a baseline, or SML-0, whose Theta is
-    never trained). ValueError if the list is not a list of rates >= 0."""
+    never trained). ValueError if the list is not a list of distinct rates >= 0."""
     return [] if name == "sml_frozen" else _listed(name, hyper, "meta_lrs", _rate, "rates")
 
 
